@@ -1,0 +1,204 @@
+//! The error type of the core crate.
+
+use std::path::PathBuf;
+
+/// A boxed error from a backend or a source, for [`Error::Generic`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of the core crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a backup or a restore.
+///
+/// Each variant names the thing involved (a key, a path, a backup) and its message says what to do.
+/// Sources and sinks outside this crate report their own failures through [`Error::Generic`], so a
+/// downstream backend needs nothing internal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object or backup does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for (a key, a backup name, a path).
+        what: String,
+    },
+    /// Something already exists where a new one was to be created.
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// What exists already.
+        what: String,
+    },
+    /// The stored bytes do not match the manifest: the archive is corrupt or was tampered with.
+    #[error(
+        "checksum mismatch for {name}: the manifest says sha256 {expected} ({expected_size} bytes) but the stored archive has sha256 {actual} ({actual_size} bytes); the archive is corrupt or was modified, restore another backup or another copy"
+    )]
+    ChecksumMismatch {
+        /// The backup's archive name.
+        name: String,
+        /// SHA-256 in the manifest, hex.
+        expected: String,
+        /// SHA-256 of the bytes read, hex.
+        actual: String,
+        /// Size in the manifest.
+        expected_size: u64,
+        /// Size of the bytes read.
+        actual_size: u64,
+    },
+    /// A manifest or archive written by a newer or unknown format version.
+    #[error("unsupported version: {what}")]
+    UnsupportedVersion {
+        /// What is unsupported and how to fix it.
+        what: String,
+    },
+    /// An archive or manifest that cannot be read as one (wrong file type, truncated, unsafe entries).
+    #[error("invalid archive {name}: {reason}")]
+    InvalidArchive {
+        /// The archive's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Bad input from the caller: a wrong URL, option or name.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A restored or backed-up database failed verification.
+    #[error("verification failed: {0}")]
+    VerificationFailed(String),
+    /// A hook command (stop/start application, health check) failed.
+    #[error("hook `{hook}` failed: {reason}")]
+    HookFailed {
+        /// Which hook (`stop`, `start`, `health-check`).
+        hook: String,
+        /// Exit status and output.
+        reason: String,
+    },
+    /// A restore was refused because it was not confirmed.
+    #[error("restore not confirmed: {0}")]
+    NotConfirmed(String),
+    /// The database source failed.
+    #[error("database source {source_name}: {source}")]
+    Source {
+        /// The source's redacted description.
+        source_name: String,
+        /// What failed.
+        source: BoxError,
+    },
+    /// A local file-system operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create directory", "write", …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A storage backend failed.
+    #[error("storage backend {backend}: {source}")]
+    Generic {
+        /// The backend's name or redacted URL.
+        backend: String,
+        /// What failed.
+        source: BoxError,
+    },
+    /// A restore failed after it had changed something, and was rolled back.
+    #[error("{cause}; rolled back: {rollback}")]
+    RolledBack {
+        /// Why the restore failed.
+        cause: Box<Error>,
+        /// What the rollback did (or why it failed).
+        rollback: String,
+    },
+}
+
+impl Error {
+    /// Whether trying the same operation again may succeed (a transient storage or network failure).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Generic { source, .. } => io_is_transient(source.as_ref()),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+
+    /// Which part of the system failed, to map errors to exit codes and alerts.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::InvalidInput(_) | Error::NotConfirmed(_) => ErrorCategory::Usage,
+            Error::Source { .. } | Error::HookFailed { .. } => ErrorCategory::Source,
+            Error::VerificationFailed(_)
+            | Error::ChecksumMismatch { .. }
+            | Error::InvalidArchive { .. }
+            | Error::UnsupportedVersion { .. } => ErrorCategory::Verification,
+            Error::RolledBack { cause, .. } => cause.category(),
+            Error::NotFound { .. }
+            | Error::AlreadyExists { .. }
+            | Error::Io { .. }
+            | Error::Generic { .. } => ErrorCategory::Storage,
+        }
+    }
+
+    /// Wraps a source failure.
+    pub fn source(source_name: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Source {
+            source_name: source_name.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a backend failure.
+    pub fn generic(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Generic {
+            backend: backend.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a file-system failure with the path and action.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn io_is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The broad class of an error: what failed, for exit codes and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// The caller's input was wrong.
+    Usage,
+    /// The database (or a hook around it) failed.
+    Source,
+    /// A storage destination failed.
+    Storage,
+    /// Data failed a check: checksum, integrity, counts.
+    Verification,
+}

@@ -1,0 +1,78 @@
+//! The vocabulary and orchestration of kars-backup.
+//!
+//! - [`DatabaseSource`]: one database (SQLite file, PostgreSQL database, yours) that writes a
+//!   consistent snapshot as a payload and restores a payload into a verified staging copy.
+//! - [`BackupSink`]: one place that stores bytes under keys (local disk, S3, yours).
+//! - [`Repository`]: a sink seen as a store of backups: names, the manifest-last commit protocol,
+//!   listing of committed backups only, checksum-verified reads.
+//! - [`BackupJob`], [`restore()`], [`verify_backup()`]: the jobs.
+//! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
+//! - [`pipeline`]: the streaming stages (compression on its own threads, SHA-256, byte counts).
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | [`testing::InMemorySink`] and the public sink conformance suite |
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> kars_backup_core::Result<()> {
+//! use std::sync::Arc;
+//! use kars_backup_core::{Repository, testing::InMemorySink};
+//! let repo = Repository::new(Arc::new(InMemorySink::new()));
+//! assert!(repo.list().await?.latest().is_none());
+//! # Ok(()) }
+//! ```
+
+pub mod backup;
+pub mod compress;
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod pipeline;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod retention;
+pub mod sink;
+pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod verify;
+
+pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
+pub use compress::Compression;
+pub use error::{Error, ErrorCategory, Result};
+pub use manifest::Manifest;
+pub use name::BackupName;
+pub use pipeline::{PayloadReader, PayloadWriter};
+pub use progress::{DynProgress, NoProgress, Progress};
+pub use repository::{BackupEntry, EntryKind, Listing, Repository};
+pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_backup};
+pub use retention::{KeepWithin, RetentionPlan, RetentionPolicy};
+pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
+pub use source::{
+    DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
+    StagedRestore, TableInfo,
+};
+pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};
+
+/// The host label stored in manifests: `KARS_BACKUP_HOST` if set, else this machine's host name.
+pub fn host_label() -> String {
+    std::env::var("KARS_BACKUP_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+/// A new run id: UTC time and a random suffix (`20241218T020000Z-3f9a1c`).
+pub fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = chrono::Utc::now();
+    let mix = (now.timestamp_subsec_nanos() as u64)
+        ^ ((std::process::id() as u64) << 20)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9);
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), mix & 0xff_ffff)
+}

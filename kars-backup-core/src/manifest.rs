@@ -1,0 +1,119 @@
+//! [`Manifest`]: the JSON document stored as `<archive>.meta`, written last as the commit marker.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::source::DatabaseInfo;
+
+/// The manifest format this version writes and the newest it reads.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// Everything known about one committed backup.
+///
+/// It holds what the runbook's `.meta` file holds (date, database type, size, version label,
+/// host/container label) and what a restore needs to trust the archive: SHA-256 and size of the
+/// stored bytes, the codec, and tables with row counts taken from the snapshot itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Manifest {
+    /// Format version of this document ([`MANIFEST_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The archive's file name (`asset-data-20241218-020000.tar.gz`).
+    pub name: String,
+    /// The id of the run that wrote it; it also appears in logs and notifications.
+    pub run_id: String,
+    /// When the snapshot was taken (UTC).
+    pub created_at: DateTime<Utc>,
+    /// When the archive was complete (UTC).
+    pub completed_at: DateTime<Utc>,
+    /// `kars-backup` version that wrote it.
+    pub tool_version: String,
+    /// The engine (`sqlite`, `postgres`).
+    pub engine: String,
+    /// The source, with secrets redacted (a path or a URL without password).
+    pub source: String,
+    /// The host or container label (the runbook's "Container").
+    pub host: String,
+    /// A free version label of the application (the runbook's `git describe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_label: Option<String>,
+    /// The databases in the archive (one, or several in volume mode).
+    pub databases: Vec<DatabaseInfo>,
+    /// The payload inside the compression: its format and uncompressed size.
+    pub payload: PayloadInfo,
+    /// The stored bytes: codec, size, checksum.
+    pub archive: ArchiveInfo,
+    /// Tier tags (`daily`, `weekly`, …), for retention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
+}
+
+/// The payload: what the source wrote before compression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadInfo {
+    /// `tar`, `sql`, `dump`, …
+    pub format: String,
+    /// Size in bytes before compression.
+    pub size_bytes: u64,
+}
+
+/// The stored archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// How the payload was compressed.
+    pub compression: Compression,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Size of the stored bytes.
+    pub size_bytes: u64,
+}
+
+impl Manifest {
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a manifest, refusing newer format versions.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] for a newer format, [`Error::InvalidArchive`] for text that
+    /// is not a manifest.
+    pub fn from_json(name: &str, bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            format_version: u32,
+        }
+        let version: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| Error::InvalidArchive {
+                name: name.to_string(),
+                reason: format!("not a kars-backup manifest: {e}"),
+            })?;
+        if version.format_version > MANIFEST_FORMAT_VERSION || version.format_version == 0 {
+            return Err(Error::UnsupportedVersion {
+                what: format!(
+                    "manifest {name} has format version {}, this kars-backup {} reads up to {MANIFEST_FORMAT_VERSION}; upgrade kars-backup",
+                    version.format_version,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidArchive {
+            name: name.to_string(),
+            reason: format!("manifest is damaged: {e}"),
+        })
+    }
+
+    /// Total rows over all tables of all databases.
+    pub fn total_rows(&self) -> u64 {
+        self.databases
+            .iter()
+            .flat_map(|d| d.tables.iter())
+            .map(|t| t.rows)
+            .sum()
+    }
+}

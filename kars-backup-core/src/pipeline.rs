@@ -1,0 +1,618 @@
+//! The streaming pipeline between a database and its sinks.
+//!
+//! Backup: source → [`PayloadWriter`] → compression thread (hashing and counting the stored
+//! bytes) → uploads to every destination at once. Restore: sink → hashing → decompression thread →
+//! [`PayloadReader`] → the source's staging. Every stage is joined by a small bounded channel, so
+//! memory does not grow with the database, and reading, compressing and uploading overlap.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::compress::{self, Compression};
+use crate::error::{Error, Result};
+use crate::progress::DynProgress;
+use crate::sink::ByteStream;
+
+/// Size of the chunks passed between stages.
+pub const CHUNK_SIZE: usize = 1024 * 1024;
+/// Chunks buffered between two stages.
+pub const CHANNEL_DEPTH: usize = 4;
+
+/// Where a source writes its payload (a tar, an SQL dump, …).
+///
+/// Use the async [`PayloadWriter::write_all`] from async code, or the [`std::io::Write`] impl from a
+/// blocking thread (`tokio::task::spawn_blocking`); never the `Write` impl on an async worker.
+/// Call [`PayloadWriter::finish`] (or [`PayloadWriter::finish_blocking`]) at the end: a writer
+/// dropped without it marks the payload as incomplete and the backup fails.
+pub struct PayloadWriter {
+    tx: Option<mpsc::Sender<io::Result<Bytes>>>,
+    buf: BytesMut,
+    written: u64,
+    progress: DynProgress,
+}
+
+impl fmt::Debug for PayloadWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PayloadWriter")
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+fn pipeline_closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the backup pipeline stopped (a destination or the compressor failed)",
+    )
+}
+
+impl PayloadWriter {
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends bytes (async).
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the pipeline behind it failed.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = (CHUNK_SIZE - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            self.written += n as u64;
+            self.progress.advance(n as u64);
+            if self.buf.len() >= CHUNK_SIZE {
+                let chunk = self.buf.split().freeze();
+                self.send_async(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a chunk without copying it (async).
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the pipeline behind it failed.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            let pending = self.buf.split().freeze();
+            self.send_async(pending).await?;
+        }
+        self.written += chunk.len() as u64;
+        self.progress.advance(chunk.len() as u64);
+        self.send_async(chunk).await
+    }
+
+    async fn send_async(&mut self, chunk: Bytes) -> io::Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(pipeline_closed)?;
+        tx.send(Ok(chunk)).await.map_err(|_| pipeline_closed())
+    }
+
+    fn send_blocking(&mut self, chunk: Bytes) -> io::Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(pipeline_closed)?;
+        tx.blocking_send(Ok(chunk)).map_err(|_| pipeline_closed())
+    }
+
+    /// Ends the payload (async). Returns the number of bytes written.
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the pipeline behind it failed.
+    pub async fn finish(mut self) -> io::Result<u64> {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.send_async(chunk).await?;
+        }
+        // An empty chunk is the end marker: a channel closed without it means the source died.
+        self.send_async(Bytes::new()).await?;
+        self.tx = None;
+        Ok(self.written)
+    }
+
+    /// Ends the payload from a blocking thread. Returns the number of bytes written.
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the pipeline behind it failed.
+    pub fn finish_blocking(mut self) -> io::Result<u64> {
+        self.flush()?;
+        self.send_blocking(Bytes::new())?;
+        self.tx = None;
+        Ok(self.written)
+    }
+}
+
+impl Write for PayloadWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (CHUNK_SIZE - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.written += n as u64;
+        self.progress.advance(n as u64);
+        if self.buf.len() >= CHUNK_SIZE {
+            let chunk = self.buf.split().freeze();
+            self.send_blocking(chunk)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.send_blocking(chunk)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a source reads a payload from during a restore.
+///
+/// Read it with the [`std::io::Read`] impl from a blocking thread, or with
+/// [`PayloadReader::next_chunk`] from async code.
+pub struct PayloadReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+    read: u64,
+    limit: Option<u64>,
+}
+
+impl fmt::Debug for PayloadReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PayloadReader")
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PayloadReader {
+    /// The next chunk, `None` at the end (async).
+    ///
+    /// # Errors
+    /// A download, checksum or decompression failure upstream.
+    pub async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if !self.current.is_empty() {
+            let c = std::mem::take(&mut self.current);
+            return Ok(Some(c));
+        }
+        match self.rx.recv().await {
+            None => Ok(None),
+            Some(Ok(c)) => self.account(c).map(Some),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    fn account(&mut self, c: Bytes) -> io::Result<Bytes> {
+        self.read += c.len() as u64;
+        if let Some(limit) = self.limit {
+            if self.read > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the payload is larger than the {limit} bytes its manifest declares; the archive was tampered with"
+                    ),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// A reader over an in-memory payload (for tests and for callers that have the bytes).
+    pub fn from_bytes(data: Bytes) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        if !data.is_empty() {
+            tx.try_send(Ok(data)).expect("fresh channel has room");
+        }
+        PayloadReader {
+            rx,
+            current: Bytes::new(),
+            read: 0,
+            limit: None,
+        }
+    }
+}
+
+impl Read for PayloadReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(c)) => self.current = self.account(c)?,
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// SHA-256 and size of a stream of stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// Number of bytes.
+    pub size: u64,
+}
+
+/// What the compression stage produced.
+#[derive(Debug, Clone)]
+pub struct CompressedSummary {
+    /// Checksum and size of the stored (compressed) bytes.
+    pub stored: Digested,
+    /// Size of the payload before compression.
+    pub payload_size: u64,
+}
+
+/// Starts the compression stage of a backup.
+///
+/// Returns the writer for the source, the receiver of stored-byte chunks for the uploads, and the
+/// stage's handle, which yields checksum and sizes once the source finished and all bytes went out.
+pub fn start_compression(
+    compression: Compression,
+    threads: usize,
+    progress: DynProgress,
+) -> (
+    PayloadWriter,
+    mpsc::Receiver<Bytes>,
+    JoinHandle<io::Result<CompressedSummary>>,
+) {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let handle = tokio::task::spawn_blocking(move || {
+        let sender = HashingSender {
+            tx: out_tx,
+            hasher: Sha256::new(),
+            size: 0,
+            buf: BytesMut::with_capacity(CHUNK_SIZE),
+        };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(sender)));
+        let mut encoder =
+            compress::compressor(compression, threads, Box::new(SharedWriter(shared.clone())));
+        let mut payload_size = 0u64;
+        let mut ended = false;
+        while let Some(chunk) = raw_rx.blocking_recv() {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                ended = true;
+                break;
+            }
+            payload_size += chunk.len() as u64;
+            encoder.write_all(&chunk)?;
+        }
+        if !ended {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the source stopped before the end of its payload",
+            ));
+        }
+        encoder.finish()?;
+        let sender = shared
+            .lock()
+            .map_err(|_| io::Error::other("compression stage poisoned"))?
+            .take()
+            .ok_or_else(|| io::Error::other("compression stage finished twice"))?;
+        let stored = sender.finish()?;
+        Ok(CompressedSummary {
+            stored,
+            payload_size,
+        })
+    });
+    let writer = PayloadWriter {
+        tx: Some(raw_tx),
+        buf: BytesMut::with_capacity(CHUNK_SIZE),
+        written: 0,
+        progress,
+    };
+    (writer, out_rx, handle)
+}
+
+struct HashingSender {
+    tx: mpsc::Sender<Bytes>,
+    hasher: Sha256,
+    size: u64,
+    buf: BytesMut,
+}
+
+impl HashingSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK_SIZE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.tx
+                .blocking_send(chunk)
+                .map_err(|_| pipeline_closed())?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Digested> {
+        self.flush()?;
+        Ok(Digested {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.size,
+        })
+    }
+}
+
+struct SharedWriter(std::sync::Arc<std::sync::Mutex<Option<HashingSender>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("compression stage poisoned"))?;
+        let sender = guard.as_mut().ok_or_else(pipeline_closed)?;
+        sender.write(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The check of a downloaded archive: its digest, and whether it matched the manifest.
+#[derive(Debug, Clone)]
+pub struct DownloadCheck {
+    /// Checksum and size of the bytes read.
+    pub stored: Digested,
+}
+
+/// Starts the download side of a restore: hashes the stored bytes, decompresses them on a blocking
+/// thread, and hands the payload to a [`PayloadReader`].
+///
+/// The returned handle reads the stream to its end even when the reader stops early, and fails with
+/// [`Error::ChecksumMismatch`] if `expected` is given and differs. When the digest does not match,
+/// the reader gets an error instead of its end, so a consumer never sees a clean end of a
+/// corrupted payload. `payload_limit` caps how many payload bytes the reader accepts (a
+/// decompression bomb in a tampered archive fails instead of filling the disk).
+pub fn start_download(
+    name: String,
+    stream: ByteStream,
+    compression: Compression,
+    expected: Option<Digested>,
+    payload_limit: Option<u64>,
+    progress: DynProgress,
+) -> (PayloadReader, JoinHandle<Result<DownloadCheck>>) {
+    let (stored_tx, stored_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (payload_tx, payload_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+
+    // Decompression on a blocking thread.
+    let decompress_tx = payload_tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let input = ChannelReader {
+            rx: stored_rx,
+            current: Bytes::new(),
+        };
+        let mut reader = compress::decompressor(compression, Box::new(input));
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match read_full(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if decompress_tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = decompress_tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    drop(payload_tx);
+
+    let check = tokio::spawn(async move {
+        let mut stream = stream;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut consumer_alive = true;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = stored_tx
+                        .send(Err(io::Error::other(format!("download failed: {e}"))))
+                        .await;
+                    return Err(e);
+                }
+            };
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            progress.advance(chunk.len() as u64);
+            if consumer_alive && stored_tx.send(Ok(chunk)).await.is_err() {
+                consumer_alive = false;
+            }
+        }
+        let stored = Digested {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        };
+        if let Some(expected) = expected {
+            if expected != stored {
+                let err = Error::ChecksumMismatch {
+                    name: name.clone(),
+                    expected: expected.sha256,
+                    actual: stored.sha256.clone(),
+                    expected_size: expected.size,
+                    actual_size: stored.size,
+                };
+                let _ = stored_tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        err.to_string(),
+                    )))
+                    .await;
+                return Err(err);
+            }
+        }
+        Ok(DownloadCheck { stored })
+    });
+
+    let reader = PayloadReader {
+        rx: payload_rx,
+        current: Bytes::new(),
+        read: 0,
+        limit: payload_limit,
+    };
+    (reader, check)
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(c)) => self.current = c,
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::no_progress;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compresses_hashes_and_decompresses() {
+        let (mut writer, mut rx, handle) =
+            start_compression(Compression::default(), 2, no_progress());
+        let collector = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(c) = rx.recv().await {
+                all.extend_from_slice(&c);
+            }
+            all
+        });
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 97) as u8).collect();
+        writer.write_all(&data).await.unwrap();
+        writer.finish().await.unwrap();
+        let summary = handle.await.unwrap().unwrap();
+        let stored = collector.await.unwrap();
+        assert_eq!(summary.payload_size, data.len() as u64);
+        assert_eq!(summary.stored.size, stored.len() as u64);
+        assert_eq!(summary.stored.sha256, hex::encode(Sha256::digest(&stored)));
+
+        let stream: ByteStream = Box::pin(futures::stream::iter(
+            stored
+                .chunks(100_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let (mut reader, check) = start_download(
+            "x".into(),
+            stream,
+            Compression::default(),
+            Some(summary.stored.clone()),
+            None,
+            no_progress(),
+        );
+        let mut back = Vec::new();
+        while let Some(c) = reader.next_chunk().await.unwrap() {
+            back.extend_from_slice(&c);
+        }
+        assert_eq!(back, data);
+        check.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_writer_fails_the_stage() {
+        let (mut writer, mut rx, handle) =
+            start_compression(Compression::default(), 1, no_progress());
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        writer.write_all(b"partial").await.unwrap();
+        drop(writer);
+        assert!(handle.await.unwrap().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checksum_mismatch_reaches_the_reader_instead_of_the_end() {
+        let stream: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from_static(
+            b"plain payload",
+        ))]));
+        let (mut reader, check) = start_download(
+            "x".into(),
+            stream,
+            Compression::None,
+            Some(Digested {
+                sha256: "00".repeat(32),
+                size: 13,
+            }),
+            None,
+            no_progress(),
+        );
+        let mut saw_error = false;
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    saw_error = true;
+                    break;
+                }
+            }
+        }
+        assert!(saw_error);
+        assert!(matches!(
+            check.await.unwrap(),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+    }
+}

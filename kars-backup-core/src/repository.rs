@@ -1,0 +1,461 @@
+//! [`Repository`]: backup-level operations over any [`BackupSink`].
+//!
+//! The commit protocol: a `<name>.pending` marker first, then the archive, then the manifest
+//! `<name>.meta` **last**, then the marker is removed. A backup without a manifest does not exist:
+//! only committed backups are listed as backups, used by `--latest` and counted by retention.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::name::BackupName;
+use crate::pipeline::{self, Digested, DownloadCheck, PayloadReader};
+use crate::progress::DynProgress;
+use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
+
+/// What a stored backup is, as far as the repository can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// Archive and manifest: a real backup.
+    Committed,
+    /// An archive made by the runbook's scripts: no manifest (or the runbook's text `.meta`).
+    /// Restorable by name after checks, never chosen as `--latest`.
+    Runbook,
+    /// An archive or marker left by a run that did not finish. Never restorable.
+    Incomplete,
+}
+
+/// One backup-like thing in a repository.
+#[derive(Debug, Clone)]
+pub struct BackupEntry {
+    /// Its name.
+    pub name: BackupName,
+    /// What it is.
+    pub kind: EntryKind,
+    /// The archive object, if present.
+    pub archive: Option<ObjectMeta>,
+    /// The manifest, for committed backups.
+    pub manifest: Option<Manifest>,
+    /// Why the entry is not committed, when it is not.
+    pub note: Option<String>,
+}
+
+impl BackupEntry {
+    /// The backup's time: the manifest's snapshot time, or the time in the name.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.manifest
+            .as_ref()
+            .map(|m| m.created_at)
+            .unwrap_or_else(|| self.name.time())
+    }
+
+    /// Stored size in bytes.
+    pub fn size(&self) -> u64 {
+        self.archive.as_ref().map(|a| a.size).unwrap_or(0)
+    }
+}
+
+/// Everything under a repository's prefix, sorted.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Backups, committed or not, oldest first.
+    pub entries: Vec<BackupEntry>,
+    /// Objects that are not backups (never touched by kars-backup).
+    pub foreign: Vec<ObjectMeta>,
+}
+
+impl Listing {
+    /// Committed backups, oldest first.
+    pub fn committed(&self) -> impl Iterator<Item = &BackupEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Committed)
+    }
+
+    /// The newest committed backup.
+    pub fn latest(&self) -> Option<&BackupEntry> {
+        self.committed().last()
+    }
+
+    /// The entry with this name.
+    pub fn find(&self, name: &str) -> Option<&BackupEntry> {
+        self.entries.iter().find(|e| e.name.to_string() == name)
+    }
+}
+
+/// The in-progress marker's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingMarker {
+    run_id: String,
+    started_at: DateTime<Utc>,
+    host: String,
+    pid: u32,
+}
+
+/// A sink seen as a store of backups.
+///
+/// ```
+/// # async fn demo() -> kars_backup_core::Result<()> {
+/// use std::sync::Arc;
+/// use kars_backup_core::{Repository, testing::InMemorySink};
+/// let repo = Repository::new(Arc::new(InMemorySink::new()));
+/// let listing = repo.list().await?;
+/// assert!(listing.latest().is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Repository {
+    sink: DynBackupSink,
+}
+
+impl fmt::Debug for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("sink", &self.sink.describe())
+            .finish()
+    }
+}
+
+impl Repository {
+    /// A repository over a sink.
+    pub fn new(sink: DynBackupSink) -> Self {
+        Repository { sink }
+    }
+
+    /// The sink underneath.
+    pub fn sink(&self) -> &DynBackupSink {
+        &self.sink
+    }
+
+    /// The sink's description (secrets redacted).
+    pub fn describe(&self) -> String {
+        self.sink.describe()
+    }
+
+    /// Lists backups (committed, runbook, incomplete) and foreign objects.
+    ///
+    /// # Errors
+    /// The sink's listing error.
+    pub async fn list(&self) -> Result<Listing> {
+        let objects = self.sink.list(None).await?;
+        #[derive(Default)]
+        struct Parts {
+            archive: Option<ObjectMeta>,
+            meta: Option<ObjectMeta>,
+            pending: bool,
+        }
+        let mut groups: BTreeMap<String, (BackupName, Parts)> = BTreeMap::new();
+        let mut foreign = Vec::new();
+        for obj in objects {
+            let key = obj.key.as_str();
+            if key.contains('/') {
+                foreign.push(obj);
+                continue;
+            }
+            let (base, role) = if let Some(b) = key.strip_suffix(".meta") {
+                (b, 1)
+            } else if let Some(b) = key.strip_suffix(".pending") {
+                (b, 2)
+            } else {
+                (key, 0)
+            };
+            let Ok(name) = base.parse::<BackupName>() else {
+                foreign.push(obj);
+                continue;
+            };
+            let entry = groups
+                .entry(base.to_string())
+                .or_insert_with(|| (name, Parts::default()));
+            match role {
+                0 => entry.1.archive = Some(obj),
+                1 => entry.1.meta = Some(obj),
+                _ => entry.1.pending = true,
+            }
+        }
+
+        let sink = self.sink.clone();
+        let mut entries: Vec<BackupEntry> = futures::stream::iter(groups.into_values())
+            .map(|(name, parts)| {
+                let sink = sink.clone();
+                async move {
+                    let key = name.manifest_name();
+                    let manifest = match &parts.meta {
+                        Some(_) => Some(
+                            sink.get_bytes(&key)
+                                .await
+                                .map(|b| Manifest::from_json(&key, &b)),
+                        ),
+                        None => None,
+                    };
+                    classify(name, parts.archive, parts.pending, manifest)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        entries.sort_by(|a, b| a.time().cmp(&b.time()).then(a.name.cmp(&b.name)));
+        Ok(Listing { entries, foreign })
+    }
+
+    /// Finds one backup by name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such archive.
+    pub async fn find(&self, name: &str) -> Result<BackupEntry> {
+        let parsed: BackupName = name.parse()?;
+        let archive = match self.sink.head(name).await {
+            Ok(a) => Some(a),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let key = parsed.manifest_name();
+        let manifest = match self.sink.get_bytes(&key).await {
+            Ok(b) => Some(Ok(Manifest::from_json(&key, &b))),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let pending = match self.sink.head(&parsed.pending_name()).await {
+            Ok(_) => true,
+            Err(Error::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if archive.is_none() && manifest.is_none() {
+            return Err(Error::NotFound {
+                what: format!("backup {name} in {}", self.describe()),
+            });
+        }
+        Ok(classify(parsed, archive, pending, manifest))
+    }
+
+    /// The newest committed backup, if any.
+    ///
+    /// # Errors
+    /// The sink's listing error.
+    pub async fn latest(&self) -> Result<Option<BackupEntry>> {
+        Ok(self.list().await?.latest().cloned())
+    }
+
+    /// Streams a backup's payload: checksum-verified (for committed backups) and decompressed.
+    ///
+    /// The handle fails with [`Error::ChecksumMismatch`] when the stored bytes differ from the
+    /// manifest; the reader then sees an error instead of its end.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an incomplete backup; the sink's errors.
+    pub async fn open_payload(
+        &self,
+        entry: &BackupEntry,
+        progress: DynProgress,
+    ) -> Result<(
+        PayloadReader,
+        tokio::task::JoinHandle<Result<DownloadCheck>>,
+    )> {
+        let name = entry.name.to_string();
+        if entry.kind == EntryKind::Incomplete || entry.archive.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "backup {name} in {} is incomplete ({}); choose a committed backup (see `kars-backup list`)",
+                self.describe(),
+                entry.note.as_deref().unwrap_or("no archive")
+            )));
+        }
+        let (compression, expected, limit) = match &entry.manifest {
+            Some(m) => (
+                m.archive.compression,
+                Some(Digested {
+                    sha256: m.archive.sha256.clone(),
+                    size: m.archive.size_bytes,
+                }),
+                Some(m.payload.size_bytes),
+            ),
+            None => (self.sniff_compression(&name).await?, None, None),
+        };
+        progress.start("download", Some(entry.size()));
+        let stream = self.sink.get(&name, GetOptions::default()).await?;
+        Ok(pipeline::start_download(
+            name,
+            stream,
+            compression,
+            expected,
+            limit,
+            progress,
+        ))
+    }
+
+    async fn sniff_compression(&self, name: &str) -> Result<Compression> {
+        let mut stream = self.sink.get(name, GetOptions { range: None }).await?;
+        let first = match stream.next().await {
+            Some(chunk) => chunk?,
+            None => Bytes::new(),
+        };
+        Ok(Compression::detect(&first))
+    }
+
+    /// Picks a name not used yet in this repository: the time's name, or the next sequence.
+    ///
+    /// # Errors
+    /// The sink's errors.
+    pub async fn unused_name(&self, name: BackupName) -> Result<BackupName> {
+        let mut candidate = name;
+        loop {
+            let archive_taken = exists(&self.sink, &candidate.to_string()).await?;
+            let pending_taken = exists(&self.sink, &candidate.pending_name()).await?;
+            let meta_taken = exists(&self.sink, &candidate.manifest_name()).await?;
+            if !(archive_taken || pending_taken || meta_taken) {
+                return Ok(candidate);
+            }
+            let next = candidate.sequence() + 1;
+            candidate = candidate.with_sequence(next);
+        }
+    }
+
+    /// Starts writing a backup: writes the `.pending` marker, then opens the archive's upload.
+    ///
+    /// # Errors
+    /// The sink's errors; the marker is removed again if the upload cannot start.
+    pub async fn begin(&self, name: &BackupName, run_id: &str) -> Result<Box<dyn Upload>> {
+        let marker = PendingMarker {
+            run_id: run_id.to_string(),
+            started_at: Utc::now(),
+            host: crate::host_label(),
+            pid: std::process::id(),
+        };
+        let body = serde_json::to_vec(&marker).expect("marker serialises");
+        self.sink
+            .put_bytes(&name.pending_name(), Bytes::from(body))
+            .await?;
+        match self
+            .sink
+            .put(&name.to_string(), PutOptions::default())
+            .await
+        {
+            Ok(u) => Ok(u),
+            Err(e) => {
+                let _ = self.sink.delete(&name.pending_name()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Finishes a backup: completes the archive upload, checks its size, writes the manifest
+    /// last, then removes the marker.
+    ///
+    /// # Errors
+    /// The sink's errors; on failure the archive is removed again and nothing is listed.
+    pub async fn commit(&self, upload: Box<dyn Upload>, manifest: &Manifest) -> Result<()> {
+        let name: BackupName = manifest.name.parse()?;
+        let result = async {
+            let meta = upload.complete().await?;
+            if meta.size != manifest.archive.size_bytes {
+                return Err(Error::generic(
+                    self.describe(),
+                    format!(
+                        "stored {} bytes for {name} but the pipeline produced {}",
+                        meta.size, manifest.archive.size_bytes
+                    ),
+                ));
+            }
+            self.sink
+                .put_bytes(&name.manifest_name(), Bytes::from(manifest.to_json()))
+                .await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.sink.delete(&name.pending_name()).await {
+                    tracing::warn!(backup = %name, error = %e, "backup committed but its .pending marker could not be removed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.sink.delete(&name.manifest_name()).await;
+                let _ = self.sink.delete(&name.to_string()).await;
+                let _ = self.sink.delete(&name.pending_name()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandons a backup that failed: aborts the upload and removes the marker.
+    pub async fn abandon(&self, name: &BackupName, upload: Option<Box<dyn Upload>>) {
+        if let Some(u) = upload {
+            if let Err(e) = u.abort().await {
+                tracing::warn!(backup = %name, error = %e, destination = %self.describe(), "could not abort upload");
+            }
+        }
+        let _ = self.sink.delete(&name.to_string()).await;
+        let _ = self.sink.delete(&name.pending_name()).await;
+    }
+
+    /// Deletes a backup: the manifest first (so nothing half-deleted is listed as committed),
+    /// then the archive, then any marker.
+    ///
+    /// # Errors
+    /// The sink's errors.
+    pub async fn delete(&self, name: &BackupName) -> Result<()> {
+        self.sink.delete(&name.manifest_name()).await?;
+        self.sink.delete(&name.to_string()).await?;
+        self.sink.delete(&name.pending_name()).await
+    }
+}
+
+async fn exists(sink: &DynBackupSink, key: &str) -> Result<bool> {
+    match sink.head(key).await {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn classify(
+    name: BackupName,
+    archive: Option<ObjectMeta>,
+    pending: bool,
+    manifest: Option<Result<Result<Manifest>>>,
+) -> BackupEntry {
+    let mut entry = BackupEntry {
+        name,
+        kind: EntryKind::Incomplete,
+        archive,
+        manifest: None,
+        note: None,
+    };
+    match manifest {
+        Some(Ok(Ok(m))) => {
+            if entry.archive.is_none() {
+                entry.note = Some("manifest without archive".into());
+            } else if m.name != entry.name.to_string() {
+                entry.note = Some(format!("manifest names another archive ({})", m.name));
+            } else {
+                entry.kind = EntryKind::Committed;
+            }
+            entry.manifest = Some(m);
+        }
+        Some(Ok(Err(e @ Error::UnsupportedVersion { .. }))) => {
+            entry.note = Some(e.to_string());
+        }
+        Some(Ok(Err(_))) if !pending && entry.archive.is_some() => {
+            entry.kind = EntryKind::Runbook;
+            entry.note = Some("runbook archive with a text .meta; not verified".into());
+        }
+        Some(Ok(Err(e))) => entry.note = Some(e.to_string()),
+        Some(Err(e)) => entry.note = Some(format!("manifest unreadable: {e}")),
+        None if pending => {
+            entry.note = Some("unfinished: the run that wrote it did not commit".into());
+        }
+        None if entry.archive.is_some() => {
+            entry.kind = EntryKind::Runbook;
+            entry.note = Some("no manifest (runbook archive); not verified".into());
+        }
+        None => entry.note = Some("no archive".into()),
+    }
+    entry
+}

@@ -1,0 +1,149 @@
+//! [`DatabaseSource`]: one database that can be backed up, restored and verified.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::manifest::Manifest;
+use crate::pipeline::{PayloadReader, PayloadWriter};
+use crate::progress::DynProgress;
+use crate::verify::{VerifyPlan, VerifyReport};
+
+/// A shared, type-erased source.
+pub type DynDatabaseSource = Arc<dyn DatabaseSource>;
+
+/// What a source's payload is, so the pipeline names and compresses it right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadFormat {
+    /// The payload's own file-name ending (`tar`, `sql`, `dump`).
+    pub extension: String,
+    /// True when the payload is compressed already (`pg_dump -Fc`): the pipeline stores it as is.
+    pub compressed: bool,
+}
+
+/// One table and its row count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableInfo {
+    /// The table's name (schema-qualified where the engine has schemas).
+    pub name: String,
+    /// Rows, counted in the snapshot.
+    pub rows: u64,
+}
+
+/// A description of one database: engine version, size, tables with row counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// The database's name: its file name for SQLite, its name for PostgreSQL.
+    pub name: String,
+    /// The engine's version (`3.46.0`, `15.4`).
+    pub engine_version: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Tables, sorted by name, with row counts.
+    pub tables: Vec<TableInfo>,
+    /// The integrity check's result (`ok`, or the problems found), when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_check: Option<String>,
+    /// Engine-specific details (SQLite page size and journal mode, PostgreSQL encoding, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DatabaseInfo {
+    /// The row count of a table, if the table is listed.
+    pub fn rows(&self, table: &str) -> Option<u64> {
+        self.tables.iter().find(|t| t.name == table).map(|t| t.rows)
+    }
+}
+
+/// What a source reports about the snapshot it wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    /// When the snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+    /// Each database in the payload, described from the snapshot itself.
+    pub databases: Vec<DatabaseInfo>,
+}
+
+/// What the caller knows about the payload being restored.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    /// The archive's name, for messages.
+    pub archive_name: String,
+    /// The manifest, when the backup has one (runbook archives do not).
+    pub manifest: Option<Manifest>,
+}
+
+/// One database: it can describe itself, write a consistent snapshot as a payload, and restore a
+/// payload into a staging target that is verified before it replaces the live database.
+///
+/// # Contract
+/// - `write_payload` writes one **consistent** snapshot, while the database stays in use, and
+///   ends the writer with `finish`; the [`SnapshotInfo`] describes that same snapshot.
+/// - `stage_restore` never touches the live database: it builds a staging copy beside it. The live
+///   database changes only in [`StagedRestore::swap_in`], and [`StagedRestore::roll_back`] puts it
+///   back exactly as it was.
+/// - A source never compresses, encrypts or hashes: the pipeline does.
+#[async_trait]
+pub trait DatabaseSource: Send + Sync + Debug + 'static {
+    /// The engine's name (`sqlite`, `postgres`).
+    fn engine(&self) -> &str;
+
+    /// A human description with secrets redacted (a path, or a URL without password).
+    fn describe(&self) -> String;
+
+    /// The payload's format.
+    fn payload_format(&self) -> PayloadFormat;
+
+    /// The runbook's archive name prefix for this engine (`asset-data`, `kars-postgres`).
+    fn default_name_prefix(&self) -> &str;
+
+    /// Describes the live database(s): version, size, tables and row counts.
+    async fn inspect(&self) -> Result<Vec<DatabaseInfo>>;
+
+    /// Whether the restore target exists now (a restore over it is destructive).
+    async fn exists(&self) -> Result<bool>;
+
+    /// Writes a consistent snapshot into `out` and describes it.
+    async fn write_payload(
+        &self,
+        out: PayloadWriter,
+        progress: DynProgress,
+    ) -> Result<SnapshotInfo>;
+
+    /// Restores a payload into a staging target beside the live database.
+    async fn stage_restore(
+        &self,
+        payload: PayloadReader,
+        context: &StageContext,
+    ) -> Result<Box<dyn StagedRestore>>;
+}
+
+/// A restored copy waiting to replace the live database.
+///
+/// The orchestration is: [`verify`](Self::verify) → [`swap_in`](Self::swap_in) → (on failure)
+/// [`roll_back`](Self::roll_back) → [`finish`](Self::finish) or [`discard`](Self::discard).
+#[async_trait]
+pub trait StagedRestore: Send + Debug {
+    /// Where the staging copy is.
+    fn describe(&self) -> String;
+
+    /// Runs the verification plan against the staging copy.
+    async fn verify(&mut self, plan: &VerifyPlan, context: &StageContext) -> Result<VerifyReport>;
+
+    /// Replaces the live database with the staging copy, keeping the old one for rollback.
+    async fn swap_in(&mut self) -> Result<()>;
+
+    /// After `swap_in`: puts the old database back exactly as it was.
+    async fn roll_back(&mut self) -> Result<()>;
+
+    /// Ends a successful restore; returns where the previous database was kept, if anywhere.
+    async fn finish(self: Box<Self>) -> Result<Option<String>>;
+
+    /// Removes the staging copy (a restore that is abandoned before or after a rollback).
+    async fn discard(self: Box<Self>) -> Result<()>;
+}

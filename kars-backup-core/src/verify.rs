@@ -1,0 +1,202 @@
+//! Verification: the plan of checks run against a restored database, and their report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::TableInfo;
+
+/// How thorough the engine's own integrity check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntegrityLevel {
+    /// The full check (SQLite `PRAGMA integrity_check`).
+    #[default]
+    Full,
+    /// A faster check (SQLite `PRAGMA quick_check`), for very large databases.
+    Quick,
+    /// No integrity check.
+    Off,
+}
+
+/// What a test query must return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expectation {
+    /// The first column of the first row, as text, equals this.
+    Value(String),
+    /// The query returns this many rows.
+    RowCount(u64),
+    /// The first column of the first row is true (non-zero, `t`, `true`).
+    True,
+}
+
+/// A query run against the restored database, with what it must return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestQuery {
+    /// The SQL (a single read-only statement).
+    pub sql: String,
+    /// What it must return.
+    pub expect: Expectation,
+}
+
+/// The checks to run against a restored database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VerifyPlan {
+    /// The engine's integrity check.
+    #[serde(default)]
+    pub integrity: IntegrityLevel,
+    /// Compare every table's row count with the manifest's counts from the snapshot.
+    #[serde(default = "yes")]
+    pub check_counts: bool,
+    /// Minimum row counts per table.
+    #[serde(default)]
+    pub min_rows: Vec<TableInfo>,
+    /// Test queries.
+    #[serde(default)]
+    pub queries: Vec<TestQuery>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for VerifyPlan {
+    fn default() -> Self {
+        VerifyPlan {
+            integrity: IntegrityLevel::Full,
+            check_counts: true,
+            min_rows: Vec::new(),
+            queries: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    /// What was checked (`integrity_check`, `row counts of assets.db`, `query: SELECT …`).
+    pub check: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The outcomes of every check of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Every check that ran, in order.
+    pub checks: Vec<CheckOutcome>,
+}
+
+impl VerifyReport {
+    /// True when every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Adds an outcome.
+    pub fn push(&mut self, check: impl Into<String>, passed: bool, detail: impl Into<String>) {
+        self.checks.push(CheckOutcome {
+            check: check.into(),
+            passed,
+            detail: detail.into(),
+        });
+    }
+
+    /// The failed checks, one a line.
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.check, c.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Appends another report's checks.
+    pub fn extend(&mut self, other: VerifyReport) {
+        self.checks.extend(other.checks);
+    }
+}
+
+/// Compares row counts found in a restored database with the expected ones (from a manifest).
+///
+/// Tables missing on either side and differing counts each make the check fail.
+pub fn compare_counts(label: &str, expected: &[TableInfo], actual: &[TableInfo]) -> CheckOutcome {
+    let mut problems = Vec::new();
+    for e in expected {
+        match actual.iter().find(|a| a.name == e.name) {
+            None => problems.push(format!("table {} is missing", e.name)),
+            Some(a) if a.rows != e.rows => problems.push(format!(
+                "table {} has {} rows, the manifest says {}",
+                e.name, a.rows, e.rows
+            )),
+            Some(_) => {}
+        }
+    }
+    for a in actual {
+        if !expected.iter().any(|e| e.name == a.name) {
+            problems.push(format!("table {} is not in the manifest", a.name));
+        }
+    }
+    let total: u64 = actual.iter().map(|t| t.rows).sum();
+    CheckOutcome {
+        check: format!("row counts of {label}"),
+        passed: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!("{} tables, {total} rows, as in the manifest", actual.len())
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
+/// Checks minimum row counts.
+pub fn check_min_rows(
+    label: &str,
+    minimums: &[TableInfo],
+    actual: &[TableInfo],
+) -> Vec<CheckOutcome> {
+    minimums
+        .iter()
+        .map(|m| {
+            let found = actual.iter().find(|a| a.name == m.name).map(|a| a.rows);
+            CheckOutcome {
+                check: format!("at least {} rows in {label}:{}", m.rows, m.name),
+                passed: found.is_some_and(|n| n >= m.rows),
+                detail: match found {
+                    Some(n) => format!("{n} rows"),
+                    None => "table missing".to_string(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Judges a test query's result: `rows` are the rows it returned, each as its first column's text.
+pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
+    let first = rows.first().cloned().flatten();
+    let (passed, detail) = match &query.expect {
+        Expectation::RowCount(n) => (
+            rows.len() as u64 == *n,
+            format!("{} rows, expected {n}", rows.len()),
+        ),
+        Expectation::Value(v) => (
+            first.as_deref() == Some(v.as_str()),
+            format!("returned {first:?}, expected {v:?}"),
+        ),
+        Expectation::True => {
+            let t = matches!(
+                first.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some("1" | "t" | "true")
+            );
+            (t, format!("returned {first:?}, expected true"))
+        }
+    };
+    CheckOutcome {
+        check: format!("query: {}", query.sql),
+        passed,
+        detail,
+    }
+}
