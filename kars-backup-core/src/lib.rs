@@ -48,7 +48,7 @@ pub use pipeline::{PayloadReader, PayloadWriter};
 pub use progress::{DynProgress, NoProgress, Progress};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};
 pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_backup};
-pub use retention::{KeepWithin, RetentionPlan, RetentionPolicy};
+pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
 pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,

@@ -1,0 +1,255 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kars_backup_core::{Compression, IntegrityLevel};
+
+/// Back up, list, verify and restore SQLite databases (PostgreSQL to come), safely.
+#[derive(Debug, Parser)]
+#[command(name = "kars-backup", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
+restore not confirmed), 3 database source error, 4 storage error (also: a backup that failed at some \
+destinations), 5 verification failed (checksum, integrity, row counts)."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+
+    /// Log verbosity: -v info, -vv debug (logs go to stderr).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object a line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Take a consistent snapshot of a database and store it at one or more destinations.
+    Backup(BackupArgs),
+    /// List the backups at a destination.
+    List(ListArgs),
+    /// Restore a backup into a database (staged, verified, swapped in; rolled back on failure).
+    Restore(RestoreArgs),
+    /// Check a backup: checksum, then a restore into a scratch file, integrity and row counts.
+    Verify(VerifyArgs),
+    /// Describe a database: size, tables, row counts.
+    Inspect(InspectArgs),
+    /// Run the whole job on a generated sample KARS database, with no servers: create it, back
+    /// it up to ./backups, list, verify and restore into a scratch file.
+    Demo(DemoArgs),
+    /// Create a sample KARS database (users, assets, companies, audit_logs) of about a size.
+    #[command(name = "demo-db")]
+    DemoDb(DemoDbArgs),
+}
+
+/// Which database (the source of a backup, the target of a restore).
+#[derive(Debug, Args)]
+pub(crate) struct DbArg {
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, or a
+    /// directory (volume mode: every SQLite database and file in it).
+    #[arg(long, value_name = "DB")]
+    pub(crate) db: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+
+    /// Destination (`file:///dir` or a directory); repeat for several destinations at once.
+    #[arg(long = "to", value_name = "DEST", required = true)]
+    pub(crate) to: Vec<String>,
+
+    /// Archive name prefix (default: asset-data).
+    #[arg(long)]
+    pub(crate) prefix: Option<String>,
+
+    /// Compression: gzip (default, level 6), gzip:LEVEL (1-12) or none.
+    #[arg(long, default_value = "gzip")]
+    pub(crate) compression: Compression,
+
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+
+    /// A version label of the application, stored in the manifest (e.g. `git describe`).
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+
+    /// Host or container label stored in the manifest (default: KARS_BACKUP_HOST or the host name).
+    #[arg(long)]
+    pub(crate) host_label: Option<String>,
+
+    /// Directory for the temporary snapshot file (default: the system temp directory).
+    #[arg(long)]
+    pub(crate) snapshot_dir: Option<PathBuf>,
+
+    /// Integrity check of the snapshot recorded in the manifest.
+    #[arg(long, value_enum, default_value_t = Integrity::Quick)]
+    pub(crate) integrity: Integrity,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Destination to list (`file:///dir` or a directory).
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    /// Also show incomplete uploads and foreign files.
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Which backup of a destination.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct Which {
+    /// The newest committed backup.
+    #[arg(long)]
+    pub(crate) latest: bool,
+
+    /// A backup by name (`asset-data-20241218-020000.tar.gz`); also runbook archives.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) backup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+
+    /// Destination holding the backup.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    #[command(flatten)]
+    pub(crate) which: Which,
+
+    /// Replace an existing database without asking.
+    #[arg(long)]
+    pub(crate) yes: bool,
+
+    /// Command that stops the application before the swap (run with `sh -c`).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) stop_cmd: Option<String>,
+
+    /// Command that starts the application after the swap (and after a rollback).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) start_cmd: Option<String>,
+
+    /// Health check after the start; exit 0 means healthy, else the restore is rolled back.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) health_cmd: Option<String>,
+
+    /// Health-check attempts before rolling back.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) health_attempts: u32,
+
+    /// Seconds between health-check attempts.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) health_interval: u64,
+
+    /// Integrity check of the staged copy before the swap.
+    #[arg(long, value_enum, default_value_t = Integrity::Full)]
+    pub(crate) integrity: Integrity,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Destination holding the backup.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    #[command(flatten)]
+    pub(crate) which: Which,
+
+    /// Integrity check of the scratch copy.
+    #[arg(long, value_enum, default_value_t = Integrity::Full)]
+    pub(crate) integrity: Integrity,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArg,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Where the sample database and the scratch restore go.
+    #[arg(long, default_value = "kars-demo")]
+    pub(crate) dir: PathBuf,
+
+    /// Where the backups go.
+    #[arg(long, default_value = "backups")]
+    pub(crate) backups: PathBuf,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoDbArgs {
+    /// The new database file (must not exist).
+    #[arg(long)]
+    pub(crate) path: PathBuf,
+
+    /// Approximate size in MB.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) size_mb: u64,
+}
+
+/// The integrity check's thoroughness.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Integrity {
+    /// `PRAGMA integrity_check`.
+    Full,
+    /// `PRAGMA quick_check`.
+    Quick,
+    /// None.
+    Off,
+}
+
+impl From<Integrity> for IntegrityLevel {
+    fn from(i: Integrity) -> Self {
+        match i {
+            Integrity::Full => IntegrityLevel::Full,
+            Integrity::Quick => IntegrityLevel::Quick,
+            Integrity::Off => IntegrityLevel::Off,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `kars-backup inspect`.
+
+use kars_backup_core::DatabaseSource;
+
+use crate::args::InspectArgs;
+use crate::{exit, render, resolve};
+
+pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
+    let source = resolve::sqlite_source(&a.db.db)?;
+    let databases = source.inspect().await?;
+    if a.json {
+        render::print_json(&serde_json::json!({
+            "source": source.describe(),
+            "engine": source.engine(),
+            "databases": databases,
+        }))?;
+    } else {
+        println!("{} ({})", source.describe(), source.engine());
+        for db in &databases {
+            print!("{}", render::database(db));
+        }
+    }
+    Ok(exit::OK)
+}

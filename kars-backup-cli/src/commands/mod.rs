@@ -1,0 +1,28 @@
+//! One module per subcommand.
+
+mod backup;
+mod demo;
+mod inspect;
+mod list;
+mod restore;
+mod verify;
+
+use crate::args::Command;
+
+/// A usage error found by the CLI itself (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+/// Runs a subcommand; returns the exit code.
+pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Backup(a) => backup::run(a).await,
+        Command::List(a) => list::run(a).await,
+        Command::Restore(a) => restore::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::Inspect(a) => inspect::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::DemoDb(a) => demo::run_demo_db(a).await,
+    }
+}

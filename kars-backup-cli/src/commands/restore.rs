@@ -1,0 +1,71 @@
+//! `kars-backup restore`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use kars_backup_core::{DatabaseSource, RestoreHooks, RestoreOptions, VerifyPlan};
+
+use crate::args::RestoreArgs;
+use crate::commands::UsageError;
+use crate::{exit, progress, render, resolve};
+
+pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
+    let target = resolve::sqlite_source(&a.db.db)?;
+    let repo = resolve::repository(&a.from)?;
+    let entry = resolve::backup(&repo, &a.which).await?;
+    let confirmed = if a.yes || !target.exists().await? {
+        true
+    } else if std::io::stdin().is_terminal() {
+        ask(&entry.name.to_string(), &target.describe())?
+    } else {
+        return Err(UsageError(format!(
+            "refusing to replace {} without confirmation: there is no terminal to ask on; pass --yes",
+            target.describe()
+        ))
+        .into());
+    };
+    if !confirmed {
+        println!("Restore cancelled; nothing was changed.");
+        return Ok(exit::OK);
+    }
+    let options = RestoreOptions {
+        plan: VerifyPlan {
+            integrity: a.integrity.into(),
+            ..VerifyPlan::default()
+        },
+        hooks: RestoreHooks {
+            stop: a.stop_cmd,
+            start: a.start_cmd,
+            health_check: a.health_cmd,
+            health_check_attempts: a.health_attempts,
+            health_check_interval_secs: a.health_interval,
+        },
+        confirmed: true,
+    };
+    let report = kars_backup_core::restore(
+        &repo,
+        &entry,
+        &target,
+        &options,
+        progress::for_terminal(a.json),
+    )
+    .await?;
+    if a.json {
+        render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
+    } else {
+        print!("{}", render::restore(&report));
+        println!("Restore completed successfully.");
+    }
+    Ok(exit::OK)
+}
+
+/// Asks like the runbook's restore script; true only for `yes`.
+fn ask(backup: &str, target: &str) -> anyhow::Result<bool> {
+    let mut err = std::io::stderr();
+    writeln!(err, "This will restore database {target} from: {backup}")?;
+    writeln!(err, "WARNING: This will REPLACE all current data!")?;
+    write!(err, "Are you sure? (yes/no): ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}

@@ -1,0 +1,46 @@
+//! `kars-backup verify`.
+
+use kars_backup_core::VerifyPlan;
+
+use crate::args::VerifyArgs;
+use crate::{exit, progress, render, resolve};
+
+pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
+    let repo = resolve::repository(&a.from)?;
+    let entry = resolve::backup(&repo, &a.which).await?;
+    let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
+    let scratch = resolve::scratch_source(&entry, scratch_dir.path())?;
+    let plan = VerifyPlan {
+        integrity: a.integrity.into(),
+        ..VerifyPlan::default()
+    };
+    let report = kars_backup_core::verify_backup(
+        &repo,
+        &entry,
+        &scratch,
+        &plan,
+        progress::for_terminal(a.json),
+    )
+    .await?;
+    if a.json {
+        render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
+    } else {
+        println!(
+            "Backup {} in {} is good:",
+            report.backup, report.destination
+        );
+        println!(
+            "  checksum: {}",
+            if report.checksum_verified {
+                format!("sha256 {} matches the manifest", report.sha256)
+            } else {
+                format!(
+                    "sha256 {} (runbook archive: no manifest to compare)",
+                    report.sha256
+                )
+            }
+        );
+        print!("{}", render::verification(&report.verification));
+    }
+    Ok(exit::OK)
+}

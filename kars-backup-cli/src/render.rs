@@ -1,0 +1,129 @@
+//! Text and JSON rendering of results.
+
+use kars_backup_core::{
+    BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport,
+};
+use serde::Serialize;
+
+/// Prints a value as one pretty JSON document on stdout.
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `1.5 MB`-style sizes (powers of 1024, like `ls -lh`).
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A kind label for listings.
+pub(crate) fn kind(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Committed => "backup",
+        EntryKind::Runbook => "runbook (unverified)",
+        EntryKind::Incomplete => "incomplete",
+    }
+}
+
+/// One database's description as indented lines.
+pub(crate) fn database(db: &DatabaseInfo) -> String {
+    let mut out = format!(
+        "  {} ({}, SQLite {}{})\n",
+        db.name,
+        bytes(db.size_bytes),
+        db.engine_version,
+        db.integrity_check
+            .as_deref()
+            .map(|c| format!(", integrity: {c}"))
+            .unwrap_or_default()
+    );
+    let width = db.tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in &db.tables {
+        out.push_str(&format!("    {:<width$}  {:>10} rows\n", t.name, t.rows));
+    }
+    out
+}
+
+/// The manifest's summary for `backup` output.
+pub(crate) fn manifest(m: &Manifest) -> String {
+    let mut out = format!(
+        "{}: {} archive, sha256 {}\n  taken {} on {} by kars-backup {} (run {})\n",
+        m.name,
+        bytes(m.archive.size_bytes),
+        m.archive.sha256,
+        m.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        m.host,
+        m.tool_version,
+        m.run_id,
+    );
+    for db in &m.databases {
+        out.push_str(&database(db));
+    }
+    out
+}
+
+/// A listing row.
+pub(crate) fn entry_row(e: &BackupEntry) -> String {
+    format!(
+        "{:<44} {:>10}  {}  {}",
+        e.name.to_string(),
+        bytes(e.size()),
+        e.time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        kind(e.kind)
+    )
+}
+
+/// A verification report, one check a line.
+pub(crate) fn verification(report: &VerifyReport) -> String {
+    report
+        .checks
+        .iter()
+        .map(|c| {
+            format!(
+                "  [{}] {}: {}\n",
+                if c.passed { "ok" } else { "FAILED" },
+                c.check,
+                c.detail
+            )
+        })
+        .collect()
+}
+
+/// A restore report.
+pub(crate) fn restore(r: &RestoreReport) -> String {
+    let mut out = format!(
+        "Restored {} from {} into {} in {:.1}s\n",
+        r.backup,
+        r.destination,
+        r.target,
+        r.duration.as_secs_f64()
+    );
+    out.push_str(&format!(
+        "  checksum: {}\n",
+        if r.checksum_verified {
+            format!("sha256 {} matches the manifest", r.sha256)
+        } else {
+            format!(
+                "sha256 {} (runbook archive: no manifest to compare)",
+                r.sha256
+            )
+        }
+    ));
+    out.push_str(&verification(&r.verification));
+    for s in &r.steps {
+        out.push_str(&format!("  - {s}\n"));
+    }
+    out
+}

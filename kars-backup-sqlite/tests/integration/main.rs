@@ -1,0 +1,9 @@
+//! Integration tests of the SQLite source: real database files, a real tokio runtime, the
+//! in-memory sink.
+
+mod common;
+mod errors;
+mod restore_safety;
+mod round_trip;
+mod tar_safety;
+mod volume;
