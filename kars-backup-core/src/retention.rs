@@ -267,9 +267,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use a number and a unit, e.g. 7d, 36h, 90m, 2w"))?;
+    let n: i64 = num.parse().map_err(|_| {
+        format!("bad duration {s:?}: use a number and a unit, e.g. 7d, 36h, 90m, 2w")
+    })?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -290,9 +290,9 @@ impl std::str::FromStr for KeepRules {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut rules = KeepRules::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("bad policy part {part:?}: expected rule=value, e.g. daily=7"))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| {
+                format!("bad policy part {part:?}: expected rule=value, e.g. daily=7")
+            })?;
             let count = || -> Result<KeepCount, String> {
                 if value == "all" || value == "forever" {
                     Ok(KeepCount::All)
@@ -420,7 +420,12 @@ mod tests {
     fn runbook_policy_over_a_year_of_daily_backups() {
         let now = Utc.with_ymd_and_hms(2025, 12, 31, 3, 0, 0).unwrap();
         let items: Vec<_> = (0..366)
-            .map(|d| item(&format!("b{d:03}"), now - Duration::days(d) - Duration::hours(1)))
+            .map(|d| {
+                item(
+                    &format!("b{d:03}"),
+                    now - Duration::days(d) - Duration::hours(1),
+                )
+            })
             .collect();
         let plan = KeepRules::runbook().plan(&items, now);
         let with = |rule: &str| {
@@ -436,20 +441,52 @@ mod tests {
         assert_eq!(plan.keep.len() + plan.delete.len(), 366);
         let newest = &plan.keep[0];
         assert_eq!(newest.reasons[0], "newest backup");
-        assert!(newest.reasons.contains(&"daily 1 of 7 (2025-12-31)".to_string()), "{:?}", newest.reasons);
-        assert!(newest.reasons.contains(&"weekly 1 of 4 (2026-W01)".to_string()), "{:?}", newest.reasons);
-        assert!(newest.reasons.contains(&"monthly 1 of 12 (2025-12)".to_string()), "{:?}", newest.reasons);
-        assert!(newest.reasons.contains(&"yearly 1 of all (2025)".to_string()), "{:?}", newest.reasons);
+        assert!(
+            newest
+                .reasons
+                .contains(&"daily 1 of 7 (2025-12-31)".to_string()),
+            "{:?}",
+            newest.reasons
+        );
+        assert!(
+            newest
+                .reasons
+                .contains(&"weekly 1 of 4 (2026-W01)".to_string()),
+            "{:?}",
+            newest.reasons
+        );
+        assert!(
+            newest
+                .reasons
+                .contains(&"monthly 1 of 12 (2025-12)".to_string()),
+            "{:?}",
+            newest.reasons
+        );
+        assert!(
+            newest
+                .reasons
+                .contains(&"yearly 1 of all (2025)".to_string()),
+            "{:?}",
+            newest.reasons
+        );
     }
 
     #[test]
     fn empty_buckets_do_not_use_slots() {
         let t = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap();
-        let items = vec![item("a", t(2025, 1, 10)), item("b", t(2025, 6, 10)), item("c", t(2025, 6, 1))];
+        let items = vec![
+            item("a", t(2025, 1, 10)),
+            item("b", t(2025, 6, 10)),
+            item("c", t(2025, 6, 1)),
+        ];
         let rules: KeepRules = "monthly=2".parse().unwrap();
         let plan = rules.plan(&items, t(2025, 12, 1));
         let kept: Vec<_> = plan.keep.iter().map(|k| k.item.name.as_str()).collect();
-        assert_eq!(kept, vec!["b", "a"], "June and January, though months between are empty");
+        assert_eq!(
+            kept,
+            vec!["b", "a"],
+            "June and January, though months between are empty"
+        );
     }
 
     #[test]
