@@ -525,3 +525,37 @@ fn a_backup_killed_mid_way_leaves_no_listed_backup() {
     ]);
     assert_ne!(code(&o), 0);
 }
+
+#[test]
+fn a_volume_backup_restores_into_a_new_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("uploads")).unwrap();
+    make_db(&data.join("assets.db"));
+    std::fs::write(data.join("uploads/logo.png"), b"\x89PNG fake").unwrap();
+    let dest = dir.path().join("b");
+    let doc = json(&ok(run(&[
+        "backup",
+        "--db",
+        &s(&data),
+        "--to",
+        &s(&dest),
+        "--json",
+    ])));
+    assert_eq!(doc["manifest"]["databases"][0]["name"], "assets.db");
+    ok(run(&["verify", "--from", &s(&dest), "--latest"]));
+    let target = dir.path().join("restored-volume");
+    ok(run(&[
+        "restore",
+        "--db",
+        &s(&target),
+        "--from",
+        &s(&dest),
+        "--latest",
+    ]));
+    assert_eq!(count(&target.join("assets.db"), "users"), 3);
+    assert_eq!(
+        std::fs::read(target.join("uploads/logo.png")).unwrap(),
+        b"\x89PNG fake"
+    );
+}

@@ -9,9 +9,17 @@ use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let target = resolve::sqlite_source(&a.db.db)?;
     let repo = resolve::repository(&a.from)?;
     let entry = resolve::backup(&repo, &a.which).await?;
+    let mut target = resolve::sqlite_source(&a.db.db)?;
+    if entry
+        .manifest
+        .as_ref()
+        .is_some_and(kars_backup_sqlite::is_volume_manifest)
+    {
+        // A volume backup restores into a directory, even one that does not exist yet.
+        target = target.with_mode(kars_backup_sqlite::SourceMode::Volume);
+    }
     let confirmed = if a.yes || !target.exists().await? {
         true
     } else if std::io::stdin().is_terminal() {
