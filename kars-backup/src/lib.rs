@@ -27,3 +27,8 @@ pub use kars_backup_core as core;
 pub use kars_backup_sqlite as sqlite;
 #[cfg(feature = "storage")]
 pub use kars_backup_storage as storage;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
