@@ -487,15 +487,18 @@ fn a_backup_killed_mid_way_leaves_no_listed_backup() {
     // Kill it as soon as the archive upload has started.
     let started = std::time::Instant::now();
     loop {
-        let uploading = std::fs::read_dir(&dest)
+        // The marker is committed and the archive's temporary file exists.
+        let names: Vec<String> = std::fs::read_dir(&dest)
             .map(|rd| {
-                rd.filter_map(Result::ok).any(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(".kars-tmp-asset-data")
-                })
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
             })
-            .unwrap_or(false);
+            .unwrap_or_default();
+        let uploading = names.iter().any(|n| n.ends_with(".tar.gz.pending"))
+            && names
+                .iter()
+                .any(|n| n.starts_with(".kars-tmp-asset-data") && n.contains(".tar.gz-"));
         if uploading {
             break;
         }
