@@ -45,6 +45,13 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Check a backup: checksum, then a restore into a scratch file, integrity and row counts.
     Verify(VerifyArgs),
+    /// Apply a retention policy to a destination: print the plan (kept backups with the rules
+    /// that keep them, deleted ones), then delete. Runbook archives and foreign files are left
+    /// alone.
+    Prune(PruneArgs),
+    /// Retention tools: see what a policy would keep before trusting it.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Describe a database: size, tables, row counts.
     Inspect(InspectArgs),
     /// Run the whole job on a generated sample KARS database, with no servers: create it, back
@@ -252,4 +259,67 @@ impl From<Integrity> for IntegrityLevel {
             Integrity::Off => IntegrityLevel::Off,
         }
     }
+}
+
+/// The retention policy flag shared by `prune` and `retention simulate`.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArg {
+    /// Retention policy: comma-separated rules `last=N`, `hourly=N`, `daily=N`, `weekly=N`,
+    /// `monthly=N`, `yearly=N|all`, `within=DURATION` (e.g. 7d); the union is kept. Calendar
+    /// buckets are UTC, weeks are ISO weeks, the newest backup of a bucket is kept, and a bucket
+    /// without backup uses no slot (restic's `forget`). Default: the runbook's table.
+    #[arg(long, default_value = "daily=7,weekly=4,monthly=12,yearly=all")]
+    pub(crate) policy: kars_backup_core::KeepRules,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Destination to prune.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    #[command(flatten)]
+    pub(crate) policy: PolicyArg,
+
+    /// Print the plan only; delete nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Leftovers of failed runs younger than this are left alone (a backup may still be
+    /// running): e.g. 24h, 2d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) orphan_grace: chrono::Duration,
+
+    /// Apply the policy to runbook archives (no manifest) too.
+    #[arg(long)]
+    pub(crate) include_runbook: bool,
+
+    /// Plan as if it were this time (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) now: Option<chrono::DateTime<chrono::FixedOffset>>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RetentionCommand {
+    /// Read backup times (RFC 3339, one a line) on stdin and print the plan as JSON:
+    /// `{"keep": [{"time", "reasons"}], "delete": [...]}`.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    #[command(flatten)]
+    pub(crate) policy: PolicyArg,
+
+    /// "Now" for the plan (RFC 3339); default: the current time.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) now: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    kars_backup_core::retention::parse_duration(s)
 }

@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod name;
 pub mod pipeline;
 pub mod progress;
+pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
@@ -37,6 +38,7 @@ pub mod sink;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tier;
 pub mod verify;
 
 pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
@@ -46,6 +48,7 @@ pub use manifest::Manifest;
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};
 pub use progress::{DynProgress, NoProgress, Progress};
+pub use prune::{PruneOptions, PruneReport, prune};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};
 pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_backup};
 pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
@@ -54,6 +57,7 @@ pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
     StagedRestore, TableInfo,
 };
+pub use tier::{Placement, Tier, TierRules};
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};
 
 /// The host label stored in manifests: `KARS_BACKUP_HOST` if set, else this machine's host name.

@@ -46,6 +46,8 @@ pub struct BackupEntry {
     pub manifest: Option<Manifest>,
     /// Why the entry is not committed, when it is not.
     pub note: Option<String>,
+    /// The `.pending` marker of a run that has not finished (or died), if present.
+    pub pending: Option<ObjectMeta>,
 }
 
 impl BackupEntry {
@@ -150,12 +152,15 @@ impl Repository {
         struct Parts {
             archive: Option<ObjectMeta>,
             meta: Option<ObjectMeta>,
-            pending: bool,
+            pending: Option<ObjectMeta>,
         }
         let mut groups: BTreeMap<String, (BackupName, Parts)> = BTreeMap::new();
         let mut foreign = Vec::new();
         for obj in objects {
             let key = obj.key.as_str();
+            if key == crate::prune::PRUNE_LOCK {
+                continue;
+            }
             if key.contains('/') {
                 foreign.push(obj);
                 continue;
@@ -177,7 +182,7 @@ impl Repository {
             match role {
                 0 => entry.1.archive = Some(obj),
                 1 => entry.1.meta = Some(obj),
-                _ => entry.1.pending = true,
+                _ => entry.1.pending = Some(obj),
             }
         }
 
@@ -223,8 +228,8 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let pending = match self.sink.head(&parsed.pending_name()).await {
-            Ok(_) => true,
-            Err(Error::NotFound { .. }) => false,
+            Ok(meta) => Some(meta),
+            Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
         if archive.is_none() && manifest.is_none() {
@@ -331,6 +336,18 @@ impl Repository {
         self.sink
             .put_bytes(&name.pending_name(), Bytes::from(body))
             .await?;
+        // Marker first, then the lock check: a prune takes its lock first, then looks for
+        // markers, so one of the two always sees the other.
+        if let Some(lock) = crate::prune::live_lock(&self.sink).await? {
+            let _ = self.sink.delete(&name.pending_name()).await;
+            return Err(Error::generic(
+                self.describe(),
+                format!(
+                    "a prune has been running here since {} (run {}); back up again when it has finished",
+                    lock.started_at, lock.run_id
+                ),
+            ));
+        }
         match self
             .sink
             .put(&name.to_string(), PutOptions::default())
@@ -395,12 +412,18 @@ impl Repository {
         let _ = self.sink.delete(&name.pending_name()).await;
     }
 
-    /// Deletes a backup: the manifest first (so nothing half-deleted is listed as committed),
-    /// then the archive, then any marker.
+    /// Deletes a backup: a `.pending` marker, the manifest (so nothing half-deleted is listed as
+    /// committed), the archive, then the marker.
     ///
     /// # Errors
     /// The sink's errors.
     pub async fn delete(&self, name: &BackupName) -> Result<()> {
+        // A marker first: if the deletion is interrupted after the manifest is gone, the archive
+        // is an incomplete backup that prune removes later, not a "runbook archive" to keep.
+        let marker = serde_json::json!({ "deleting": true, "at": Utc::now() });
+        self.sink
+            .put_bytes(&name.pending_name(), Bytes::from(marker.to_string()))
+            .await?;
         self.sink.delete(&name.manifest_name()).await?;
         self.sink.delete(&name.to_string()).await?;
         self.sink.delete(&name.pending_name()).await
@@ -418,15 +441,17 @@ async fn exists(sink: &DynBackupSink, key: &str) -> Result<bool> {
 fn classify(
     name: BackupName,
     archive: Option<ObjectMeta>,
-    pending: bool,
+    pending_marker: Option<ObjectMeta>,
     manifest: Option<Result<Result<Manifest>>>,
 ) -> BackupEntry {
+    let pending = pending_marker.is_some();
     let mut entry = BackupEntry {
         name,
         kind: EntryKind::Incomplete,
         archive,
         manifest: None,
         note: None,
+        pending: pending_marker,
     };
     match manifest {
         Some(Ok(Ok(m))) => {

@@ -154,6 +154,21 @@ impl Calendar {
         }
     }
 
+    /// The bucket's identity, cheap to compute and compare.
+    fn key(self, t: DateTime<Utc>) -> i64 {
+        use chrono::Datelike;
+        match self {
+            Calendar::Hourly => t.timestamp().div_euclid(3600),
+            Calendar::Daily => t.timestamp().div_euclid(86_400),
+            Calendar::Weekly => {
+                let w = t.iso_week();
+                i64::from(w.year()) * 100 + i64::from(w.week())
+            }
+            Calendar::Monthly => i64::from(t.year()) * 12 + i64::from(t.month0()),
+            Calendar::Yearly => i64::from(t.year()),
+        }
+    }
+
     /// The bucket's label: `2026-03-14T02`, `2026-03-14`, `2026-W11` (ISO week), `2026-03`, `2026`.
     fn bucket(self, t: DateTime<Utc>) -> String {
         use chrono::Datelike;
@@ -345,11 +360,12 @@ impl RetentionPolicy for KeepRules {
             }
         }
         for (calendar, count) in self.calendars() {
-            let mut last_bucket: Option<String> = None;
+            let mut last_bucket: Option<i64> = None;
             let mut kept = 0u32;
+            let total = count.label();
             for (i, item) in sorted.iter().enumerate() {
-                let bucket = calendar.bucket(item.time);
-                if last_bucket.as_deref() == Some(bucket.as_str()) {
+                let bucket = calendar.key(item.time);
+                if last_bucket == Some(bucket) {
                     continue;
                 }
                 if !count.allows(kept) {
@@ -357,17 +373,18 @@ impl RetentionPolicy for KeepRules {
                 }
                 kept += 1;
                 reasons[i].push(format!(
-                    "{} {kept} of {} ({bucket})",
+                    "{} {kept} of {total} ({})",
                     calendar.name(),
-                    count.label()
+                    calendar.bucket(item.time)
                 ));
                 last_bucket = Some(bucket);
             }
         }
         if let Some(d) = self.within {
+            let label = format!("within {}", format_duration(d));
             for (i, item) in sorted.iter().enumerate() {
                 if now - item.time <= d {
-                    reasons[i].push(format!("within {}", format_duration(d)));
+                    reasons[i].push(label.clone());
                 }
             }
         }

@@ -4,7 +4,9 @@ mod backup;
 mod demo;
 mod inspect;
 mod list;
+mod prune;
 mod restore;
+mod retention;
 mod verify;
 
 use crate::args::Command;
@@ -21,6 +23,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Prune(a) => prune::run(a).await,
+        Command::Retention(c) => retention::run(c).await,
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,

@@ -1,0 +1,194 @@
+//! Storage tiers: which kind of backup a run is (daily, weekly, monthly, yearly) and which
+//! destinations keep it.
+//!
+//! The runbook's table is the default: daily backups stay local, weekly ones go local and to the
+//! cloud, monthly and yearly ones go to the cloud only. A run's tags are every tier its time
+//! qualifies for (a Sunday backup is daily and weekly), and a destination takes the run when it
+//! accepts any of them. The tags are stored in the manifest.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::retention::{KeepCount, KeepRules};
+
+/// A kind of backup in the runbook's retention table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Every backup.
+    Daily,
+    /// Backups taken on a Sunday (UTC).
+    Weekly,
+    /// Backups taken on the 1st of a month (UTC).
+    Monthly,
+    /// Backups taken on January 1st (UTC).
+    Yearly,
+}
+
+impl Tier {
+    /// Every tier, smallest first.
+    pub const ALL: [Tier; 4] = [Tier::Daily, Tier::Weekly, Tier::Monthly, Tier::Yearly];
+
+    /// The tier's name (`daily`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Daily => "daily",
+            Tier::Weekly => "weekly",
+            Tier::Monthly => "monthly",
+            Tier::Yearly => "yearly",
+        }
+    }
+
+    /// The tiers a backup taken at `time` belongs to (always `daily`).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use kars_backup_core::tier::Tier;
+    /// let new_year = Utc.with_ymd_and_hms(2023, 1, 1, 2, 0, 0).unwrap(); // a Sunday
+    /// assert_eq!(Tier::of(new_year), vec![Tier::Daily, Tier::Weekly, Tier::Monthly, Tier::Yearly]);
+    /// ```
+    pub fn of(time: DateTime<Utc>) -> Vec<Tier> {
+        let mut tiers = vec![Tier::Daily];
+        if time.weekday() == Weekday::Sun {
+            tiers.push(Tier::Weekly);
+        }
+        if time.day() == 1 {
+            tiers.push(Tier::Monthly);
+            if time.month() == 1 {
+                tiers.push(Tier::Yearly);
+            }
+        }
+        tiers
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown tier {s:?}: use daily, weekly, monthly or yearly"))
+    }
+}
+
+/// Whether a destination is on this host or off-site; the runbook's tiers depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Local disk.
+    Local,
+    /// Off-site storage (S3, GCS, Azure, Git LFS).
+    Cloud,
+}
+
+/// Which tiers each kind of destination keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TierRules {
+    /// Tiers kept on local destinations.
+    pub local: Vec<Tier>,
+    /// Tiers kept on cloud destinations.
+    pub cloud: Vec<Tier>,
+}
+
+impl TierRules {
+    /// The runbook's table: daily local; weekly local and cloud; monthly and yearly cloud only.
+    pub fn runbook() -> Self {
+        TierRules {
+            local: vec![Tier::Daily, Tier::Weekly],
+            cloud: vec![Tier::Weekly, Tier::Monthly, Tier::Yearly],
+        }
+    }
+
+    /// The tiers a destination of this placement keeps.
+    pub fn accepted(&self, placement: Placement) -> &[Tier] {
+        match placement {
+            Placement::Local => &self.local,
+            Placement::Cloud => &self.cloud,
+        }
+    }
+
+    /// The retention policy that matches what a placement keeps: the runbook's count for each
+    /// accepted tier (daily 7, weekly 4, monthly 12, yearly forever).
+    ///
+    /// ```
+    /// use kars_backup_core::tier::{Placement, TierRules};
+    /// let rules = TierRules::runbook();
+    /// assert_eq!(rules.policy_for(Placement::Local).to_string(), "daily=7,weekly=4");
+    /// assert_eq!(rules.policy_for(Placement::Cloud).to_string(), "weekly=4,monthly=12,yearly=all");
+    /// ```
+    pub fn policy_for(&self, placement: Placement) -> KeepRules {
+        let mut rules = KeepRules::default();
+        for tier in self.accepted(placement) {
+            match tier {
+                Tier::Daily => rules.daily = Some(KeepCount::Last(7)),
+                Tier::Weekly => rules.weekly = Some(KeepCount::Last(4)),
+                Tier::Monthly => rules.monthly = Some(KeepCount::Last(12)),
+                Tier::Yearly => rules.yearly = Some(KeepCount::All),
+            }
+        }
+        rules
+    }
+
+    /// Whether a backup with these tags goes to a destination of this placement.
+    pub fn takes(&self, placement: Placement, tags: &[Tier]) -> bool {
+        self.accepted(placement).iter().any(|t| tags.contains(t))
+    }
+}
+
+impl Default for TierRules {
+    fn default() -> Self {
+        TierRules::runbook()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 2, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn runbook_routing() {
+        let rules = TierRules::runbook();
+        // 2024-12-18 is a Wednesday: daily only, local only.
+        let tags = Tier::of(at(2024, 12, 18));
+        assert_eq!(tags, vec![Tier::Daily]);
+        assert!(rules.takes(Placement::Local, &tags));
+        assert!(!rules.takes(Placement::Cloud, &tags));
+        // 2024-12-22 is a Sunday: local and cloud.
+        let tags = Tier::of(at(2024, 12, 22));
+        assert_eq!(tags, vec![Tier::Daily, Tier::Weekly]);
+        assert!(rules.takes(Placement::Local, &tags));
+        assert!(rules.takes(Placement::Cloud, &tags));
+        // 2025-01-01 is a Wednesday: yearly and monthly to the cloud, daily locally.
+        let tags = Tier::of(at(2025, 1, 1));
+        assert_eq!(tags, vec![Tier::Daily, Tier::Monthly, Tier::Yearly]);
+        assert!(rules.takes(Placement::Cloud, &tags));
+        let monthly_only = TierRules {
+            local: vec![Tier::Weekly],
+            cloud: vec![Tier::Monthly],
+        };
+        assert!(!monthly_only.takes(Placement::Local, &tags));
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("weekly".parse::<Tier>(), Ok(Tier::Weekly));
+        assert!("hourly".parse::<Tier>().is_err());
+    }
+}
