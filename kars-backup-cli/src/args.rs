@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kars_backup_core::{Compression, IntegrityLevel};
 
-/// Back up, list, verify and restore SQLite databases (PostgreSQL to come), safely.
+/// Back up, list, verify and restore SQLite and PostgreSQL databases, safely.
 #[derive(Debug, Parser)]
 #[command(name = "kars-backup", version, about, long_about = None)]
 #[command(
@@ -45,6 +45,9 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Check a backup: checksum, then a restore into a scratch file, integrity and row counts.
     Verify(VerifyArgs),
+    /// Copy committed backups from one destination to another (archive first, checksum
+    /// verified while copying, manifest last).
+    Copy(CopyArgs),
     /// Apply a retention policy to a destination: print the plan (kept backups with the rules
     /// that keep them, deleted ones), then delete. Runbook archives and foreign files are left
     /// alone.
@@ -65,9 +68,10 @@ pub(crate) enum Command {
 /// Which database (the source of a backup, the target of a restore).
 #[derive(Debug, Args)]
 pub(crate) struct DbArg {
-    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, or a
-    /// directory (volume mode: every SQLite database and file in it).
-    #[arg(long, value_name = "DB")]
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, a
+    /// directory (volume mode: every SQLite database and file in it), or
+    /// `postgres://user:password@host:port/db` (default: DATABASE_URL).
+    #[arg(long, value_name = "DB", env = "DATABASE_URL", hide_env_values = true)]
     pub(crate) db: String,
 }
 
@@ -76,7 +80,9 @@ pub(crate) struct BackupArgs {
     #[command(flatten)]
     pub(crate) db: DbArg,
 
-    /// Destination (`file:///dir` or a directory); repeat for several destinations at once.
+    /// Destination: `file:///dir` or a directory, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix`, `git+file:///srv/backups.git`; repeat for several destinations
+    /// at once (the database is read once; each destination's outcome is reported).
     #[arg(long = "to", value_name = "DEST", required = true)]
     pub(crate) to: Vec<String>,
 
@@ -107,6 +113,37 @@ pub(crate) struct BackupArgs {
     /// Integrity check of the snapshot recorded in the manifest.
     #[arg(long, value_enum, default_value_t = Integrity::Quick)]
     pub(crate) integrity: Integrity,
+
+    /// Route by storage tiers: `runbook` sends daily backups to local destinations only, weekly
+    /// ones to local and cloud, monthly and yearly ones to the cloud only (tags in the manifest).
+    #[arg(long, value_enum, default_value_t = Tiering::Off)]
+    pub(crate) tiering: Tiering,
+
+    /// Tiers local destinations keep (comma-separated: daily,weekly,monthly,yearly); turns
+    /// tiering on. Default with --tiering runbook: daily,weekly.
+    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
+    pub(crate) local_tiers: Option<Vec<kars_backup_core::Tier>>,
+
+    /// Tiers cloud destinations keep; turns tiering on. Default with --tiering runbook:
+    /// weekly,monthly,yearly.
+    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
+    pub(crate) cloud_tiers: Option<Vec<kars_backup_core::Tier>>,
+
+    /// After the backup, prune every destination that took it (policy: --policy; else, with
+    /// --tiering, the tier policy of each destination; else the runbook's table).
+    #[arg(long)]
+    pub(crate) prune: bool,
+
+    /// Retention policy of --prune (see `kars-backup prune --help`).
+    #[arg(long, requires = "prune")]
+    pub(crate) policy: Option<kars_backup_core::KeepRules>,
+
+    /// After the upload, read every copy back and check its SHA-256 against the manifest.
+    #[arg(long)]
+    pub(crate) verify_upload: bool,
+
+    #[command(flatten)]
+    pub(crate) pg: PgDumpArgs,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -177,6 +214,9 @@ pub(crate) struct RestoreArgs {
     #[arg(long, default_value_t = 2)]
     pub(crate) health_interval: u64,
 
+    #[command(flatten)]
+    pub(crate) pg: PgRestoreArgs,
+
     /// Integrity check of the staged copy before the swap.
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
     pub(crate) integrity: Integrity,
@@ -195,9 +235,30 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) which: Which,
 
+    #[command(flatten)]
+    pub(crate) pg: PgVerifyArgs,
+
     /// Integrity check of the scratch copy.
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
     pub(crate) integrity: Integrity,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// Destination holding the backup.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    /// Destination receiving the copy.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) to: String,
+
+    #[command(flatten)]
+    pub(crate) which: Which,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -261,6 +322,88 @@ impl From<Integrity> for IntegrityLevel {
     }
 }
 
+/// PostgreSQL options of `backup` (ignored for SQLite).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL")]
+pub(crate) struct PgDumpArgs {
+    /// pg_dump format: plain (`.sql.gz`, the runbook's), custom (`.dump`, selective and parallel
+    /// restore) or directory (parallel dump, `.dir.tar`). Default: plain, or directory with
+    /// --jobs above 1.
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) format: Option<kars_backup_postgres::DumpFormat>,
+
+    /// Parallel pg_dump jobs (directory format).
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+
+    /// Dump only tables matching this pg_dump pattern; repeatable.
+    #[arg(long = "table", value_name = "PATTERN")]
+    pub(crate) tables: Vec<String>,
+
+    /// Do not dump tables matching this pattern; repeatable.
+    #[arg(long = "exclude-table", value_name = "PATTERN")]
+    pub(crate) exclude_tables: Vec<String>,
+
+    /// Dump only the definitions, no data.
+    #[arg(long, conflicts_with = "data_only")]
+    pub(crate) schema_only: bool,
+
+    /// Dump only the data, no definitions.
+    #[arg(long)]
+    pub(crate) data_only: bool,
+
+    /// Directory of pg_dump/pg_restore/psql (default: the server version's Debian directory,
+    /// else PATH).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
+/// PostgreSQL options of `restore` (ignored for SQLite).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL")]
+pub(crate) struct PgRestoreArgs {
+    /// safe: restore into a staging database, verify, swap in by renaming (the previous database
+    /// is kept as <db>_pre_restore_<time>); in-place: replace the live database's schemas in one
+    /// transaction, as the runbook does.
+    #[arg(long, value_name = "MODE", default_value = "safe")]
+    pub(crate) mode: kars_backup_postgres::RestoreMode,
+
+    /// Parallel pg_restore jobs (custom and directory backups).
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+
+    /// Restore only this table (custom and directory backups); repeatable.
+    #[arg(long = "table", value_name = "NAME")]
+    pub(crate) tables: Vec<String>,
+
+    /// With --table in place: drop and recreate the tables (pg_restore --clean --if-exists)
+    /// instead of emptying and refilling them.
+    #[arg(long)]
+    pub(crate) clean: bool,
+
+    /// Directory of pg_restore/psql.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
+/// PostgreSQL options of `verify`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL")]
+pub(crate) struct PgVerifyArgs {
+    /// A PostgreSQL server (URL) where verify may create and drop a temporary database; needed
+    /// for PostgreSQL backups (default: DATABASE_URL's server).
+    #[arg(long, value_name = "URL")]
+    pub(crate) scratch_db: Option<String>,
+
+    /// Parallel pg_restore jobs.
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+
+    /// Directory of pg_restore/psql.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
 /// The retention policy flag shared by `prune` and `retention simulate`.
 #[derive(Debug, Args)]
 pub(crate) struct PolicyArg {
@@ -322,4 +465,34 @@ pub(crate) struct SimulateArgs {
 
 fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
     kars_backup_core::retention::parse_duration(s)
+}
+
+/// Storage tier routing of `backup`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Tiering {
+    /// Every destination takes every backup.
+    Off,
+    /// The runbook's table: daily local; weekly local and cloud; monthly and yearly cloud only.
+    Runbook,
+}
+
+impl BackupArgs {
+    /// The tier rules, if tiering is on: the runbook's, with `--local-tiers`/`--cloud-tiers`
+    /// replacing either side.
+    pub(crate) fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
+        if matches!(self.tiering, Tiering::Off)
+            && self.local_tiers.is_none()
+            && self.cloud_tiers.is_none()
+        {
+            return None;
+        }
+        let mut rules = kars_backup_core::TierRules::runbook();
+        if let Some(t) = &self.local_tiers {
+            rules.local = t.clone();
+        }
+        if let Some(t) = &self.cloud_tiers {
+            rules.cloud = t.clone();
+        }
+        Some(rules)
+    }
 }

@@ -121,6 +121,7 @@ impl Command {
             Command::List(a) => a.json,
             Command::Restore(a) => a.json,
             Command::Verify(a) => a.json,
+            Command::Copy(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Retention(_) => true,
             Command::Inspect(a) => a.json,

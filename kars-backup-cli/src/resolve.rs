@@ -11,9 +11,9 @@ use crate::args::Which;
 
 /// The SQLite path of a `--db` value: `sqlite:///abs`, `sqlite://rel`, `sqlite:rel` or a path.
 pub(crate) fn sqlite_path(db: &str) -> anyhow::Result<PathBuf> {
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+    if is_postgres(db) {
         return Err(Error::InvalidInput(
-            "PostgreSQL databases are not supported by this build yet; give an SQLite file or directory".into(),
+            "this command takes an SQLite database here, not a PostgreSQL URL".into(),
         )
         .into());
     }
@@ -36,6 +36,24 @@ pub(crate) fn sqlite_path(db: &str) -> anyhow::Result<PathBuf> {
 /// An SQLite source for a `--db` value.
 pub(crate) fn sqlite_source(db: &str) -> anyhow::Result<SqliteSource> {
     Ok(SqliteSource::new(sqlite_path(db)?))
+}
+
+/// Whether a `--db` value is a PostgreSQL URL.
+pub(crate) fn is_postgres(db: &str) -> bool {
+    kars_backup_postgres::PostgresSource::is_postgres_url(db)
+}
+
+/// A PostgreSQL source for a `--db` value (the password stays out of every message).
+pub(crate) fn postgres_source(
+    db: &str,
+    pg_bin_dir: Option<&std::path::Path>,
+) -> anyhow::Result<kars_backup_postgres::PostgresSource> {
+    let mut source = kars_backup_postgres::PostgresSource::from_url(db)
+        .map_err(|e| e.into_core(&kars_backup_postgres::redact_url(db)))?;
+    if let Some(dir) = pg_bin_dir {
+        source = source.with_pg_bin_dir(dir);
+    }
+    Ok(source)
 }
 
 /// A repository for a destination URL.
@@ -108,4 +126,49 @@ pub(crate) fn scratch_source(
             .unwrap_or_else(|| "restored.db".into());
         Ok(SqliteSource::new(dir.join(file)))
     }
+}
+
+/// Whether a backup is a PostgreSQL one: its manifest says so, or (runbook archives) its name
+/// ends like a dump (`.sql.gz`, `.sql`, `.dump`, `.dir.tar`).
+pub(crate) fn is_postgres_backup(entry: &BackupEntry) -> bool {
+    match &entry.manifest {
+        Some(m) => m.engine == kars_backup_postgres::ENGINE,
+        None => matches!(
+            entry.name.extension(),
+            "sql" | "sql.gz" | "sql.zst" | "dump" | "dir.tar"
+        ),
+    }
+}
+
+/// A new, unused database on the `--scratch-db` server (or DATABASE_URL's) for `verify`.
+pub(crate) fn postgres_scratch(
+    pg: &crate::args::PgVerifyArgs,
+) -> anyhow::Result<kars_backup_postgres::PostgresSource> {
+    let url = match pg.scratch_db.clone().or_else(|| {
+        std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| is_postgres(u))
+    }) {
+        Some(u) => u,
+        None => {
+            return Err(crate::commands::UsageError(
+                "verifying a PostgreSQL backup restores it into a temporary database, and the backup's own server is not recorded (its URL is redacted): give --scratch-db postgres://user:password@host:port/postgres (a server where kars-backup may create and drop a database), or set DATABASE_URL".into(),
+            )
+            .into());
+        }
+    };
+    let source = postgres_source(&url, pg.pg_bin_dir.as_deref())?;
+    let name = format!(
+        "kars_verify_{}",
+        kars_backup_core::new_run_id()
+            .to_ascii_lowercase()
+            .replace('-', "_")
+    );
+    let jobs = pg.jobs.unwrap_or(1).max(1);
+    Ok(source
+        .with_database(&name)
+        .with_restore_options(kars_backup_postgres::PgRestoreOptions {
+            jobs,
+            ..Default::default()
+        }))
 }

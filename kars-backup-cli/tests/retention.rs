@@ -41,6 +41,28 @@ fn ok(o: Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("one JSON document")
 }
 
+/// A one-table database in `dir`.
+fn tiny_db(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("assets.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    db
+}
+
+/// kars-backup with the S3 emulator's credentials.
+fn run_s3(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kars-backup"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kars-backup")
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -100,11 +122,7 @@ fn simulate_prints_the_runbook_plan_for_a_year_of_daily_backups() {
 #[test]
 fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("assets.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
-        .unwrap();
+    let db = tiny_db(dir.path());
     let dest = dir.path().join("b");
     let mut names = Vec::new();
     for _ in 0..3 {
@@ -181,4 +199,131 @@ fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
     assert!(dest.join(&names[2]).exists());
     let text = run(&["prune", "--from", &s(&dest), "--dry-run"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("newest backup"));
+}
+
+#[test]
+fn backup_prunes_after_a_successful_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_db(dir.path());
+    let dest = dir.path().join("b");
+    let mut last = String::new();
+    for _ in 0..3 {
+        let doc = ok(run(&[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&dest),
+            "--prune",
+            "--policy",
+            "last=2",
+            "--json",
+        ]));
+        last = doc["backup"].as_str().unwrap().to_string();
+        assert!(
+            doc["prune"][0]["report"]["errors"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{doc}"
+        );
+    }
+    let list = ok(run(&["list", "--from", &s(&dest), "--json"]));
+    let names: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[1], last);
+    let o = run(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&dest),
+        "--policy",
+        "last=2",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "--policy needs --prune");
+}
+
+/// With `--tiering runbook`, a local destination takes every backup and a cloud one (the S3
+/// emulator) only weekly, monthly and yearly ones; the tags are in the manifest. Which tags a
+/// run gets depends on today's date; the routing itself is tested on fixed dates in core.
+#[test]
+fn tiering_routes_by_the_runbook_table() {
+    use kars_backup_core::testing::service_var;
+    let (Some(endpoint), Some(bucket)) = (
+        service_var("KARS_TEST_S3_ENDPOINT"),
+        service_var("KARS_TEST_S3_BUCKET"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_db(dir.path());
+    let local = dir.path().join("local");
+    let cloud = format!(
+        "s3://{bucket}/tiering-{}?endpoint={endpoint}&allow_http=true",
+        std::process::id()
+    );
+    let o = run_s3(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&local),
+        "--to",
+        &cloud,
+        "--tiering",
+        "runbook",
+        "--json",
+    ]);
+    let doc = ok(o);
+    let tags: Vec<&str> = doc["manifest"]["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags[0], "daily", "{tags:?}");
+    let expected_tags = kars_backup_core::Tier::of(chrono::Utc::now());
+    assert_eq!(tags.len(), expected_tags.len(), "{tags:?}");
+    let cloud_takes = tags
+        .iter()
+        .any(|t| ["weekly", "monthly", "yearly"].contains(t));
+    let destinations = doc["destinations"].as_array().unwrap();
+    assert_eq!(destinations.len(), if cloud_takes { 2 } else { 1 });
+    assert_eq!(
+        doc["skipped_by_tier_rules"].as_array().unwrap().len(),
+        usize::from(!cloud_takes)
+    );
+    assert!(local.join(doc["backup"].as_str().unwrap()).exists());
+
+    // Custom tiers: a cloud destination that keeps daily backups takes every run.
+    let o = run_s3(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &cloud,
+        "--cloud-tiers",
+        "daily",
+        "--json",
+    ]);
+    let doc = ok(o);
+    assert_eq!(doc["destinations"].as_array().unwrap().len(), 1);
+    // Keeping nothing locally and a local destination only: refused, nothing written.
+    let o = run(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&dir.path().join("l2")),
+        "--local-tiers",
+        "yearly",
+    ]);
+    let yearly_today = expected_tags.contains(&kars_backup_core::Tier::Yearly);
+    assert_eq!(o.status.code(), Some(if yearly_today { 0 } else { 2 }));
 }

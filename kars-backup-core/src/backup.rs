@@ -40,6 +40,10 @@ pub struct BackupOptions {
     /// Tier tags stored in the manifest.
     #[serde(default)]
     pub tiers: Vec<String>,
+    /// After committing, read each destination's archive back and check its SHA-256 against
+    /// the manifest; a destination whose copy differs is reported failed and its copy deleted.
+    #[serde(default)]
+    pub verify_upload: bool,
 }
 
 /// How one destination fared.
@@ -212,13 +216,22 @@ impl BackupJob {
             .map_err(|e| Error::generic("compression", e))
             .and_then(|r| r.map_err(|e| Error::generic("compression", e)));
         let (uploads, upload_errors) = fan_out.await.map_err(|e| Error::generic("upload", e))?;
+        let mut failed_uploads = Vec::new();
         for (i, e) in upload_errors.into_iter().enumerate() {
             if let Some(e) = e {
                 tracing::error!(destination = %self.destinations[i].describe(), error = %e, "upload failed");
                 errors[i] = Some(e.to_string());
                 first_error.get_or_insert(e);
+                failed_uploads.push(i);
             }
         }
+        // A destination that failed mid-upload keeps neither archive nor `.pending` marker.
+        join_all(
+            failed_uploads
+                .iter()
+                .map(|&i| self.destinations[i].abandon(&name, None)),
+        )
+        .await;
 
         let all_failed = uploads.iter().all(Option::is_none);
         let (snapshot, summary) = match (taken, compressed) {
@@ -277,6 +290,28 @@ impl BackupJob {
             }
         }))
         .await;
+        let commits: Vec<Option<Result<()>>> = if self.options.verify_upload {
+            join_all(commits.into_iter().enumerate().map(|(i, c)| {
+                let repo = &self.destinations[i];
+                let manifest = &manifest;
+                let name = &name;
+                async move {
+                    match c {
+                        Some(Ok(())) => match repo.verify_stored(manifest).await {
+                            Ok(()) => Some(Ok(())),
+                            Err(e) => {
+                                let _ = repo.delete(name).await;
+                                Some(Err(e))
+                            }
+                        },
+                        other => other,
+                    }
+                }
+            }))
+            .await
+        } else {
+            commits
+        };
         let mut committed = 0;
         let mut last_error = None;
         for (i, c) in commits.into_iter().enumerate() {
@@ -322,7 +357,15 @@ impl BackupJob {
         loop {
             let mut changed = false;
             for d in &self.destinations {
-                let n = d.unused_name(name.clone()).await?;
+                // A destination that cannot be asked fails (and is reported) when its upload
+                // starts; it must not stop the others.
+                let n = match d.unused_name(name.clone()).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(destination = %d.describe(), error = %e, "destination unreachable while choosing the backup name");
+                        continue;
+                    }
+                };
                 if n != name {
                     name = n;
                     changed = true;

@@ -11,7 +11,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | [`testing::InMemorySink`] and the public sink conformance suite |
+//! | `testing` | [`testing::InMemorySink`], the public sink conformance suite, [`fault::FaultySink`] |
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -26,6 +26,8 @@
 pub mod backup;
 pub mod compress;
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod fault;
 pub mod manifest;
 pub mod name;
 pub mod pipeline;

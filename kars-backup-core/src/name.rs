@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// File-name endings of archives that kars-backup and the runbook write, longest first.
 pub const ARCHIVE_EXTENSIONS: &[&str] = &[
-    "tar.gz", "tar.zst", "tar", "sql.gz", "sql.zst", "sql", "dump", "dir.tar", "tgz",
+    "tar.gz", "tar.zst", "dir.tar", "tar", "sql.gz", "sql.zst", "sql", "dump", "tgz",
 ];
 
 /// The name of one backup archive: `<prefix>-<YYYYmmdd>-<HHMMSS>[-<n>].<extension>`.

@@ -401,6 +401,34 @@ impl Repository {
         }
     }
 
+    /// Reads a committed backup's archive back and checks its size and SHA-256 against the
+    /// manifest (read-back verification after an upload).
+    ///
+    /// # Errors
+    /// [`Error::ChecksumMismatch`] when the stored bytes differ; the sink's errors.
+    pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
+        use sha2::Digest;
+        let mut stream = self.sink.get(&manifest.name, GetOptions::default()).await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != manifest.archive.sha256 || size != manifest.archive.size_bytes {
+            return Err(Error::ChecksumMismatch {
+                name: format!("{} in {}", manifest.name, self.describe()),
+                expected: manifest.archive.sha256.clone(),
+                actual,
+                expected_size: manifest.archive.size_bytes,
+                actual_size: size,
+            });
+        }
+        Ok(())
+    }
+
     /// Abandons a backup that failed: aborts the upload and removes the marker.
     pub async fn abandon(&self, name: &BackupName, upload: Option<Box<dyn Upload>>) {
         if let Some(u) = upload {

@@ -156,6 +156,26 @@ impl BackupSink for InMemorySink {
     }
 }
 
+/// The value of an environment variable naming a service that `scripts/services.sh up` starts
+/// (an emulator endpoint, a bucket). When it is unset, a test should return early: outside CI
+/// this prints `SKIPPED: …` with how to start the services; under `CI=true` it panics, because
+/// a missing service must fail the run, never skip it.
+pub fn service_var(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "{var} is not set: under CI=true the services must run (eval \"$(scripts/services.sh up)\")"
+            );
+            eprintln!(
+                "SKIPPED: {var} is not set; start the services with: eval \"$(scripts/services.sh up)\""
+            );
+            None
+        }
+    }
+}
+
 /// How big the streamed-upload check is; backends with slow emulators may lower it.
 #[derive(Debug, Clone)]
 pub struct ConformanceOptions {

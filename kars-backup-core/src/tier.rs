@@ -141,6 +141,23 @@ impl TierRules {
         rules
     }
 
+    /// Routes a backup taken at `time`: its tags, and for each destination (by placement) whether
+    /// it takes the backup.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use kars_backup_core::tier::{Placement, Tier, TierRules};
+    /// let wednesday = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+    /// let (tags, takes) = TierRules::runbook().route(wednesday, &[Placement::Local, Placement::Cloud]);
+    /// assert_eq!(tags, vec![Tier::Daily]);
+    /// assert_eq!(takes, vec![true, false]);
+    /// ```
+    pub fn route(&self, time: DateTime<Utc>, placements: &[Placement]) -> (Vec<Tier>, Vec<bool>) {
+        let tags = Tier::of(time);
+        let takes = placements.iter().map(|p| self.takes(*p, &tags)).collect();
+        (tags, takes)
+    }
+
     /// Whether a backup with these tags goes to a destination of this placement.
     pub fn takes(&self, placement: Placement, tags: &[Tier]) -> bool {
         self.accepted(placement).iter().any(|t| tags.contains(t))

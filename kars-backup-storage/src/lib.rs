@@ -2,9 +2,27 @@
 //!
 //! - [`LocalSink`]: a local directory (`file:///var/backups/kars` or a plain path), private and
 //!   written atomically.
+//! - [`ObjectStoreSink`] (feature `object-store`, implied by `s3` and `azure`): any
+//!   [`object_store::ObjectStore`] as a sink, with streaming multipart uploads in bounded memory.
+//! - [`s3::S3Builder`] (feature `s3`): S3 and S3-compatible stores, `s3://bucket/prefix`.
+//! - [`azure::AzureBuilder`] (feature `azure`): Azure Blob Storage, `az://container/prefix`.
+//! - [`gcs::GcsSink`] (feature `gcs`): Google Cloud Storage over the JSON API, `gs://bucket/prefix`.
+//! - [`git_lfs::GitLfsSink`] (feature `git-lfs`): a git repository with LFS tracking, pushed to a
+//!   remote, `git+file:///srv/backups.git`.
+//! - [`copy_backup`]: copies a committed backup between destinations, checksum-verified,
+//!   manifest last.
 //! - [`sink_from_url`]: turns a destination URL into a [`kars_backup_core::DynBackupSink`].
 //!
-//! Object stores (S3, GCS, Azure) and Git LFS come behind cargo features.
+//! | feature | destinations | URL |
+//! |---|---|---|
+//! | (always) | local directory | `file:///dir`, `/dir` |
+//! | `s3` | Amazon S3, MinIO, Ceph, moto | `s3://bucket/prefix?endpoint=…&region=…&allow_http=true` |
+//! | `azure` | Azure Blob Storage, Azurite | `az://container/prefix?account=…&emulator=true`, `https://ACCOUNT.blob.core.windows.net/container/prefix` |
+//! | `gcs` | Google Cloud Storage, fake-gcs-server | `gs://bucket/prefix?endpoint=…` (or `STORAGE_EMULATOR_HOST`) |
+//! | `git-lfs` | a git remote with Git LFS | `git+file:///srv/backups.git?branch=main&path=kars` |
+//!
+//! Credentials come from each cloud's standard environment variables, never from the URL, and
+//! never appear in [`kars_backup_core::BackupSink::describe`] or in errors.
 //!
 //! ```
 //! # fn main() -> kars_backup_core::Result<()> {
@@ -14,8 +32,30 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "azure")]
+pub mod azure;
+mod copy;
+#[cfg(feature = "gcs")]
+pub mod gcs;
+#[cfg(feature = "git-lfs")]
+pub mod git_lfs;
 pub mod local;
+#[cfg(feature = "object-store")]
+mod object_store_sink;
+#[cfg(any(feature = "s3", feature = "azure"))]
+mod retry;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod url;
 
+pub use copy::{CopyReport, copy_backup};
 pub use local::LocalSink;
+#[cfg(feature = "object-store")]
+pub use object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
+#[cfg(any(feature = "s3", feature = "azure"))]
+pub use retry::default_retry;
 pub use url::{Destination, redact, sink_from_url};
+
+/// object_store, re-exported for users of [`ObjectStoreSink`].
+#[cfg(feature = "object-store")]
+pub use object_store;

@@ -7,7 +7,12 @@
 //! |---|---|---|
 //! | (always) | [`core`] | traits, manifests, the pipeline, backup and restore jobs |
 //! | `sqlite` (default) | [`sqlite`] | consistent snapshots of live SQLite databases, staged restore |
+//! | `postgres` | `postgres` | PostgreSQL: pg_dump with same-snapshot metadata, staged restore with database swap |
 //! | `storage` (default) | [`storage`] | destinations: local disk; one URL entry point |
+//! | `s3` | [`storage`]`::s3` | Amazon S3 and S3-compatible stores (`s3://bucket/prefix`) |
+//! | `gcs` | [`storage`]`::gcs` | Google Cloud Storage (`gs://bucket/prefix`) |
+//! | `azure` | [`storage`]`::azure` | Azure Blob Storage (`az://container/prefix`) |
+//! | `git-lfs` | [`storage`]`::git_lfs` | a git remote with Git LFS (`git+file:///srv/backups.git`) |
 //! | `testing` | [`core::testing`] | in-memory sink and the sink conformance suite |
 //!
 //! ```no_run
@@ -23,6 +28,8 @@
 //! ```
 
 pub use kars_backup_core as core;
+#[cfg(feature = "postgres")]
+pub use kars_backup_postgres as postgres;
 #[cfg(feature = "sqlite")]
 pub use kars_backup_sqlite as sqlite;
 #[cfg(feature = "storage")]

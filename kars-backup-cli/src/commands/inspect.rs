@@ -1,12 +1,14 @@
 //! `kars-backup inspect`.
 
-use kars_backup_core::DatabaseSource;
-
 use crate::args::InspectArgs;
 use crate::{exit, render, resolve};
 
 pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
-    let source = resolve::sqlite_source(&a.db.db)?;
+    let source: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
+        std::sync::Arc::new(resolve::postgres_source(&a.db.db, None)?)
+    } else {
+        resolve::shared(resolve::sqlite_source(&a.db.db)?)
+    };
     let databases = source.inspect().await?;
     if a.json {
         render::print_json(&serde_json::json!({

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod backup;
+mod copy;
 mod demo;
 mod inspect;
 mod list;
@@ -23,6 +24,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Copy(a) => copy::run(a).await,
         Command::Prune(a) => prune::run(a).await,
         Command::Retention(c) => retention::run(c).await,
         Command::Inspect(a) => inspect::run(a).await,

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use kars_backup_core::{DatabaseSource, RestoreHooks, RestoreOptions, VerifyPlan};
+use kars_backup_core::{RestoreHooks, RestoreOptions, VerifyPlan};
 
 use crate::args::RestoreArgs;
 use crate::commands::UsageError;
@@ -11,15 +11,30 @@ use crate::{exit, progress, render, resolve};
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let repo = resolve::repository(&a.from)?;
     let entry = resolve::backup(&repo, &a.which).await?;
-    let mut target = resolve::sqlite_source(&a.db.db)?;
-    if entry
-        .manifest
-        .as_ref()
-        .is_some_and(kars_backup_sqlite::is_volume_manifest)
-    {
-        // A volume backup restores into a directory, even one that does not exist yet.
-        target = target.with_mode(kars_backup_sqlite::SourceMode::Volume);
-    }
+    let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
+        let pg = &a.pg;
+        std::sync::Arc::new(
+            resolve::postgres_source(&a.db.db, pg.pg_bin_dir.as_deref())?.with_restore_options(
+                kars_backup_postgres::PgRestoreOptions {
+                    mode: pg.mode,
+                    jobs: pg.jobs.unwrap_or(1).max(1),
+                    tables: pg.tables.clone(),
+                    clean: pg.clean,
+                },
+            ),
+        )
+    } else {
+        let mut target = resolve::sqlite_source(&a.db.db)?;
+        if entry
+            .manifest
+            .as_ref()
+            .is_some_and(kars_backup_sqlite::is_volume_manifest)
+        {
+            // A volume backup restores into a directory, even one that does not exist yet.
+            target = target.with_mode(kars_backup_sqlite::SourceMode::Volume);
+        }
+        resolve::shared(target)
+    };
     let confirmed = if a.yes || !target.exists().await? {
         true
     } else if std::io::stdin().is_terminal() {
@@ -52,7 +67,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let report = kars_backup_core::restore(
         &repo,
         &entry,
-        &target,
+        target.as_ref(),
         &options,
         progress::for_terminal(a.json),
     )

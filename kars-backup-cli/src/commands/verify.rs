@@ -9,7 +9,11 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let repo = resolve::repository(&a.from)?;
     let entry = resolve::backup(&repo, &a.which).await?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch = resolve::scratch_source(&entry, scratch_dir.path())?;
+    let scratch: kars_backup_core::DynDatabaseSource = if resolve::is_postgres_backup(&entry) {
+        std::sync::Arc::new(resolve::postgres_scratch(&a.pg)?)
+    } else {
+        resolve::shared(resolve::scratch_source(&entry, scratch_dir.path())?)
+    };
     let plan = VerifyPlan {
         integrity: a.integrity.into(),
         ..VerifyPlan::default()
@@ -17,7 +21,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let report = kars_backup_core::verify_backup(
         &repo,
         &entry,
-        &scratch,
+        scratch.as_ref(),
         &plan,
         progress::for_terminal(a.json),
     )

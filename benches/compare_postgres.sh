@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Compares the runbook's PostgreSQL backups and restores with kars-backup's on a generated
+# database (pgbench tables plus a KARS-like table with text and jsonb), in one run:
+#
+#   backup  (a) runbook: pg_dump DB | gzip > x.sql.gz        (b) runbook: pg_dump -Fc DB > x.dump
+#           (c) kars-backup backup --db URL --to DIR          (plain SQL, parallel gzip)
+#           (d) kars-backup backup --format custom            (e) kars-backup backup --jobs 2
+#   restore (f) runbook: gunzip < x.sql.gz | psql NEWDB       (g) runbook: pg_restore -j2 -d NEWDB x.dump
+#           (h) kars-backup restore of (c) into a new database (safe mode: staging, verify, swap)
+#           (i) kars-backup restore --jobs 2 of (d)   (j) (h) without amcheck (--integrity off)
+#
+# Times are wall seconds (one run each; the database is warm in the page cache after the
+# generation). Ratios printed at the end; targets from issue 3: backup (c) <= 0.5 x (a) with an
+# archive no larger than (a)'s; restore (h) <= 0.7 x (f).
+#
+# Usage: benches/compare_postgres.sh
+# Environment: SIZE_MB (400, approximate database size), KEEP_WORKDIR=1, KARS_BIN=path (else the
+# release binary is built), KARS_BENCH_COMPRESSION (kars-backup --compression; default gzip),
+# CARGO_TARGET_DIR as for cargo. Starts its own throwaway cluster (as the postgres user when root).
+set -euo pipefail
+
+size_mb="${SIZE_MB:-400}"
+keep_workdir="${KEEP_WORKDIR:-0}"
+compression="${KARS_BENCH_COMPRESSION:-gzip}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+kars="${KARS_BIN:-$target_dir/release/kars-backup}"
+
+die() { echo "compare_postgres: $*" >&2; exit 2; }
+
+bin="$(pg_config --bindir 2>/dev/null || true)"
+[[ -x "$bin/initdb" ]] || bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+[[ -x "$bin/initdb" ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
+
+if [[ -z "${KARS_BIN:-}" ]]; then
+    echo "building kars-backup (release)…"
+    (cd "$repo" && cargo build --release --locked -q -p kars-backup-cli)
+fi
+[[ -x "$kars" ]] || die "no kars-backup binary at $kars"
+
+work="$(mktemp -d /tmp/kars-compare-pg.XXXXXX)"
+chmod 755 "$work"
+run_as=()
+if [[ "$(id -u)" -eq 0 ]]; then
+    run_as=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
+    chown postgres:postgres "$work"
+fi
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [[ "$keep_workdir" == 1 ]]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+echo "starting a throwaway PostgreSQL ($("$bin/postgres" --version)) on port $port"
+"${run_as[@]}" "$bin/initdb" -D "$work/data" -U kars --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
+mkdir -p "$work/sock" "$work/out" && chown -R --reference="$work" "$work/sock"
+"${run_as[@]}" "$bin/postgres" -D "$work/data" -p "$port" -k "$work/sock" -c listen_addresses=127.0.0.1 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB \
+    -c shared_buffers=256MB -c maintenance_work_mem=256MB >"$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
+"$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || die "server did not start: $(tail "$work/server.log")"
+
+url() { echo "postgres://kars@127.0.0.1:$port/$1"; }
+export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=kars
+psql_q() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+echo "generating a ~${size_mb} MB database…"
+"$bin/createdb" bench
+# pgbench: ~15 MB per scale unit; half of the size goes to a KARS-like audit table.
+scale=$(( size_mb / 2 / 15 )); (( scale < 1 )) && scale=1
+"$bin/pgbench" -i -q -s "$scale" bench >/dev/null 2>&1
+audit_rows=$(( size_mb * 1024 * 1024 / 2 / 300 ))
+psql_q -d bench <<SQL
+CREATE TABLE audit_logs (id bigserial PRIMARY KEY, at timestamptz NOT NULL, user_id int, action text,
+  detail jsonb, note text);
+INSERT INTO audit_logs (at, user_id, action, detail, note)
+  SELECT timestamptz '2024-01-01' + (g || ' seconds')::interval, g % 5000,
+         (ARRAY['login','update','create','delete'])[1 + g % 4],
+         jsonb_build_object('asset', g % 100000, 'ip', '10.0.' || (g % 250) || '.' || (g % 200), 'ok', g % 7 <> 0),
+         md5(g::text) || ' ' || md5((g * 7)::text) || ' asset ' || (g % 100000) || ' moved to room ' || (g % 311)
+  FROM generate_series(1, $audit_rows) g;
+CREATE INDEX audit_logs_at ON audit_logs (at);
+VACUUM ANALYZE;
+SQL
+size=$(psql_q -d bench -At -c "SELECT pg_database_size('bench')")
+echo "database size: $((size / 1024 / 1024)) MB"
+
+declare -A t
+declare -A bytes
+timeit() { # name command...
+    local name="$1"; shift
+    local start end
+    start=$(date +%s.%N)
+    "$@"
+    end=$(date +%s.%N)
+    t[$name]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+    echo "  $name: ${t[$name]} s"
+}
+out="$work/out"
+archive_size() { find "$1" -maxdepth 1 -type f -name 'kars-postgres-*' ! -name '*.meta' -printf '%s\n' | head -n 1; }
+echo "backups:"
+timeit a sh -c "'$bin/pg_dump' '$(url bench)' | gzip > '$out/runbook.sql.gz'"
+bytes[a]=$(stat -c %s "$out/runbook.sql.gz")
+timeit b sh -c "'$bin/pg_dump' -Fc '$(url bench)' > '$out/runbook.dump'"
+bytes[b]=$(stat -c %s "$out/runbook.dump")
+timeit c "$kars" backup --db "$(url bench)" --to "$out/plain" --compression "$compression" >/dev/null
+bytes[c]=$(archive_size "$out/plain")
+timeit d "$kars" backup --db "$(url bench)" --to "$out/custom" --format custom >/dev/null
+bytes[d]=$(archive_size "$out/custom")
+timeit e "$kars" backup --db "$(url bench)" --to "$out/dir" --jobs 2 >/dev/null
+bytes[e]=$(archive_size "$out/dir")
+
+echo "restores:"
+"$bin/createdb" r_f; "$bin/createdb" r_g
+timeit f sh -c "gunzip < '$out/runbook.sql.gz' | '$bin/psql' -X -q -o /dev/null -d r_f"
+timeit g "$bin/pg_restore" -j 2 -d r_g "$out/runbook.dump"
+timeit h "$kars" restore --db "$(url r_h)" --from "$out/plain" --latest --yes >/dev/null
+timeit i "$kars" restore --db "$(url r_i)" --from "$out/custom" --latest --yes --jobs 2 >/dev/null
+timeit j "$kars" restore --db "$(url r_j)" --from "$out/plain" --latest --yes --integrity off >/dev/null
+for d in r_f r_g r_h r_i r_j; do
+    echo "  $d: $(psql_q -d "$d" -At -c 'SELECT count(*) FROM pgbench_accounts') pgbench_accounts, $(psql_q -d "$d" -At -c 'SELECT count(*) FROM audit_logs') audit_logs"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1048576 }'; }
+echo
+echo "database $((size / 1024 / 1024)) MB, $(nproc) cores, $("$bin/pg_dump" --version)"
+printf '%-44s %8s %12s %8s\n' "" seconds archive "x (a)"
+printf '%-44s %8s %12s %8s\n' "(a) pg_dump | gzip" "${t[a]}" "$(mb "${bytes[a]}")" 1.00
+printf '%-44s %8s %12s %8s\n' "(b) pg_dump -Fc" "${t[b]}" "$(mb "${bytes[b]}")" "$(ratio "${t[b]}" "${t[a]}")"
+printf '%-44s %8s %12s %8s\n' "(c) kars-backup backup (plain, $compression)" "${t[c]}" "$(mb "${bytes[c]}")" "$(ratio "${t[c]}" "${t[a]}")"
+printf '%-44s %8s %12s %8s\n' "(d) kars-backup backup --format custom" "${t[d]}" "$(mb "${bytes[d]}")" "$(ratio "${t[d]}" "${t[a]}")"
+printf '%-44s %8s %12s %8s\n' "(e) kars-backup backup --jobs 2" "${t[e]}" "$(mb "${bytes[e]}")" "$(ratio "${t[e]}" "${t[a]}")"
+printf '%-44s %8s %12s %8s\n' "" "" "" "x (f)"
+printf '%-44s %8s %12s %8s\n' "(f) gunzip | psql" "${t[f]}" "" 1.00
+printf '%-44s %8s %12s %8s\n' "(g) pg_restore -j2" "${t[g]}" "" "$(ratio "${t[g]}" "${t[f]}")"
+printf '%-44s %8s %12s %8s\n' "(h) kars-backup restore (plain, safe)" "${t[h]}" "" "$(ratio "${t[h]}" "${t[f]}")"
+printf '%-44s %8s %12s %8s\n' "(i) kars-backup restore --jobs 2 (custom)" "${t[i]}" "" "$(ratio "${t[i]}" "${t[f]}")"
+printf '%-44s %8s %12s %8s\n' "(j) (h) with --integrity off (no amcheck)" "${t[j]}" "" "$(ratio "${t[j]}" "${t[f]}")"
+echo
+echo "targets: backup (c) <= 0.50 x (a): $(ratio "${t[c]}" "${t[a]}"); archive (c) <= (a): $(ratio "${bytes[c]}" "${bytes[a]}"); restore (h) <= 0.70 x (f): $(ratio "${t[h]}" "${t[f]}")"

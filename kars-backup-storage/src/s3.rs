@@ -1,0 +1,180 @@
+//! Amazon S3 and S3-compatible stores (MinIO, Ceph, moto, …) through object_store.
+//!
+//! URL: `s3://bucket/prefix`, with optional query parameters `endpoint=http://host:port`,
+//! `region=…`, `allow_http=true`, `path_style=true|false`. Everything else comes from the standard
+//! environment variables read by object_store: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
+//! `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, and instance/web-identity credentials when no key is set.
+//! Query parameters win over the environment; credentials never go in the URL.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kars_backup_core::{Error, Result};
+use object_store::aws::AmazonS3Builder;
+
+use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
+use crate::retry::default_retry;
+
+/// Builds an [`ObjectStoreSink`] for an S3 bucket.
+///
+/// ```
+/// use kars_backup_storage::s3::S3Builder;
+/// let sink = S3Builder::from_url("s3://backups/kars?endpoint=http://127.0.0.1:9000&allow_http=true")
+///     .unwrap()
+///     .with_credentials("minio", "minio123")
+///     .build()
+///     .unwrap();
+/// use kars_backup_core::BackupSink;
+/// assert_eq!(sink.describe(), "s3://backups/kars");
+/// ```
+#[derive(Clone, Default)]
+pub struct S3Builder {
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: Option<bool>,
+    path_style: Option<bool>,
+    credentials: Option<(String, String)>,
+    retry: Option<object_store::RetryConfig>,
+    part_size: Option<usize>,
+    max_concurrency: Option<usize>,
+}
+
+impl fmt::Debug for S3Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Builder")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Builder {
+    /// A builder for `bucket`.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Builder {
+            bucket: bucket.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Parses `s3://bucket/prefix?endpoint=…&region=…&allow_http=…&path_style=…`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for another scheme, a missing bucket or an unknown parameter.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = crate::url::BucketUrl::parse(url, &["s3", "s3a"])?;
+        let mut b = S3Builder::new(parsed.bucket).with_prefix(parsed.prefix);
+        for (k, v) in parsed.query {
+            match k.as_str() {
+                "endpoint" | "endpoint_url" => b.endpoint = Some(v),
+                "region" => b.region = Some(v),
+                "allow_http" => b.allow_http = Some(crate::url::parse_bool(&k, &v)?),
+                "path_style" => b.path_style = Some(crate::url::parse_bool(&k, &v)?),
+                other => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown parameter {other:?} in an s3:// URL; known: endpoint, region, allow_http, path_style (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                    )));
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    /// Stores under this key prefix inside the bucket.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// A custom endpoint (`http://127.0.0.1:9000` for MinIO or moto); path-style requests are then
+    /// the default.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The bucket's region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Permits plain-HTTP endpoints.
+    pub fn with_allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = Some(allow);
+        self
+    }
+
+    /// Path-style (`endpoint/bucket/key`, the default) or virtual-hosted-style requests.
+    pub fn with_path_style(mut self, path_style: bool) -> Self {
+        self.path_style = Some(path_style);
+        self
+    }
+
+    /// Static credentials (instead of the environment's).
+    pub fn with_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((access_key_id.into(), secret_access_key.into()));
+        self
+    }
+
+    /// Retries with backoff of transient failures (default: 5 retries within 2 minutes).
+    pub fn with_retry(mut self, retry: object_store::RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Multipart part size (default 8 MiB, at least 5 MiB).
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = Some(bytes.max(5 * 1024 * 1024));
+        self
+    }
+
+    /// Parts in flight per upload (default 4).
+    pub fn with_max_concurrency(mut self, parts: usize) -> Self {
+        self.max_concurrency = Some(parts);
+        self
+    }
+
+    /// Builds the sink. No request is made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an invalid configuration (the message never holds a secret).
+    pub fn build(self) -> Result<ObjectStoreSink> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(r) = &self.region {
+            b = b.with_region(r);
+        }
+        if let Some(a) = self.allow_http {
+            b = b.with_allow_http(a);
+        }
+        if let Some(p) = self.path_style {
+            b = b.with_virtual_hosted_style_request(!p);
+        }
+        if let Some((k, s)) = &self.credentials {
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+        }
+        b = b.with_retry(self.retry.clone().unwrap_or_else(default_retry));
+        let store = b.build().map_err(|e| {
+            Error::InvalidInput(format!("S3 destination s3://{}: {e}", self.bucket))
+        })?;
+        ObjectStoreSink::new(Arc::new(store), format!("s3://{}", self.bucket))?
+            .with_prefix(&self.prefix)
+            .map(|s| {
+                s.with_part_size(self.part_size.unwrap_or(DEFAULT_PART_SIZE))
+                    .with_max_concurrency(self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY))
+            })
+    }
+}
