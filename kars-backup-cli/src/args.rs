@@ -10,7 +10,7 @@ use kars_backup_core::{Compression, IntegrityLevel};
 #[command(name = "kars-backup", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
-restore not confirmed), 3 database source error, 4 storage error (also: a backup that failed at some \
+restore not confirmed, unsupported version), 3 database source error, 4 storage error (also: a backup that failed at some \
 destinations), 5 verification failed (checksum, integrity, row counts)."
 )]
 pub(crate) struct Cli {

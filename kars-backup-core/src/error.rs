@@ -130,12 +130,14 @@ impl Error {
     /// Which part of the system failed, to map errors to exit codes and alerts.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            Error::InvalidInput(_) | Error::NotConfirmed(_) => ErrorCategory::Usage,
+            // A newer manifest or an older pg_dump: the fix is on the caller's side (upgrade).
+            Error::InvalidInput(_) | Error::NotConfirmed(_) | Error::UnsupportedVersion { .. } => {
+                ErrorCategory::Usage
+            }
             Error::Source { .. } | Error::HookFailed { .. } => ErrorCategory::Source,
             Error::VerificationFailed(_)
             | Error::ChecksumMismatch { .. }
-            | Error::InvalidArchive { .. }
-            | Error::UnsupportedVersion { .. } => ErrorCategory::Verification,
+            | Error::InvalidArchive { .. } => ErrorCategory::Verification,
             Error::RolledBack { cause, .. } => cause.category(),
             Error::NotFound { .. }
             | Error::AlreadyExists { .. }
