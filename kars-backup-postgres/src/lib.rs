@@ -43,6 +43,7 @@
 mod conn;
 mod dump;
 pub mod error;
+mod freeze;
 mod metadata;
 mod restore;
 mod source;

@@ -20,6 +20,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::conn::{ConnInfo, MAINTENANCE_DB, quote_ident, quote_literal};
 use crate::error::{Error, Result};
+use crate::freeze::FreezeCopies;
 use crate::source::{PostgresSource, RestoreMode};
 use crate::tools::{self, Tools};
 use crate::verify;
@@ -90,18 +91,47 @@ impl Payload {
 
     /// Writes the whole payload into a child's standard input; `Ok(false)` when the child stopped
     /// reading (its exit status tells why).
-    async fn feed(mut self, stdin: &mut tokio::process::ChildStdin, archive: &str) -> Result<bool> {
-        if stdin.write_all(&self.head).await.is_err() {
+    /// With `freeze`, a plain dump's `COPY` statements are rewritten on the way (see
+    /// [`FreezeCopies`]).
+    async fn feed(
+        mut self,
+        stdin: &mut tokio::process::ChildStdin,
+        archive: &str,
+        mut freeze: Option<&mut FreezeCopies>,
+    ) -> Result<bool> {
+        let mut out = Vec::new();
+        let mut write = async |chunk: &[u8], freeze: &mut Option<&mut FreezeCopies>| {
+            let bytes = match freeze {
+                Some(f) => {
+                    out.clear();
+                    f.push(chunk, &mut out);
+                    &out[..]
+                }
+                None => chunk,
+            };
+            stdin.write_all(bytes).await.is_ok()
+        };
+        let head = std::mem::take(&mut self.head);
+        if !write(&head, &mut freeze).await {
             return Ok(false);
         }
         loop {
             match self.rest.next_chunk().await {
                 Ok(Some(c)) => {
-                    if stdin.write_all(&c).await.is_err() {
+                    if !write(&c, &mut freeze).await {
                         return Ok(false);
                     }
                 }
-                Ok(None) => return Ok(true),
+                Ok(None) => {
+                    if let Some(f) = freeze {
+                        let mut last = Vec::new();
+                        f.finish(&mut last);
+                        if stdin.write_all(&last).await.is_err() {
+                            return Ok(false);
+                        }
+                    }
+                    return Ok(true);
+                }
                 Err(e) => {
                     return Err(Error::InvalidArchive {
                         archive: archive.to_string(),
@@ -229,6 +259,28 @@ struct LoadOptions {
     single_transaction: bool,
     prefix: String,
     suffix: String,
+    /// Loads a plain dump with `COPY … FREEZE` (safe mode: one transaction into a new database).
+    freeze_copies: bool,
+    /// `PGOPTIONS` for the loading sessions (a staging load: see [`staging_session_options`]).
+    session_options: Option<String>,
+}
+
+/// Session settings for loading a staging database, which is dropped if anything fails, so its
+/// durability during the load does not matter: more memory for building indexes, parallel index
+/// builds (PostgreSQL 11 and later), and commits that do not wait for the WAL flush.
+fn staging_session_options(major: u32) -> String {
+    let mut o = String::from("-c maintenance_work_mem=512MB -c synchronous_commit=off");
+    if major >= 11 {
+        o.push_str(" -c max_parallel_maintenance_workers=2");
+    }
+    o
+}
+
+/// Sets the loading sessions' options (the user's own `PGOPTIONS` is never passed on).
+fn set_session_options(cmd: &mut Command, o: &LoadOptions) {
+    if let Some(opts) = &o.session_options {
+        cmd.env("PGOPTIONS", opts);
+    }
 }
 
 /// The plain name of a `--table` value (`public.users` → `users`), as `pg_restore -t` wants it.
@@ -278,12 +330,15 @@ async fn load_streaming(
                     "{archive} is a plain SQL dump: a selective restore (--table) needs a custom or directory backup (kars-backup backup --format custom)"
                 )));
             }
-            ("psql", psql(tools, major, conn, true)?)
+            let mut cmd = psql(tools, major, conn, true)?;
+            set_session_options(&mut cmd, o);
+            ("psql", cmd)
         }
         _ => {
             let path = tools.find("pg_restore", Some(major))?;
             let mut cmd = tools::command(&path, conn);
             pg_restore_args(&mut cmd, o);
+            set_session_options(&mut cmd, o);
             if o.single_transaction {
                 cmd.arg("--single-transaction");
             }
@@ -301,8 +356,19 @@ async fn load_streaming(
         if !o.prefix.is_empty() && stdin.write_all(o.prefix.as_bytes()).await.is_err() {
             return Ok(false);
         }
-        if !payload.feed(&mut stdin, archive).await? {
+        let freeze = o.freeze_copies && payload.kind == PayloadKind::Plain;
+        let mut rewriter = FreezeCopies::default();
+        if !payload
+            .feed(&mut stdin, archive, freeze.then_some(&mut rewriter))
+            .await?
+        {
             return Ok(false);
+        }
+        if freeze {
+            tracing::debug!(
+                copies = rewriter.rewritten,
+                "COPY statements loaded with FREEZE"
+            );
         }
         if !o.suffix.is_empty() && stdin.write_all(o.suffix.as_bytes()).await.is_err() {
             return Ok(false);
@@ -331,6 +397,7 @@ async fn load_file(
     let bin = tools.find("pg_restore", Some(major))?;
     let mut cmd = tools::command(&bin, conn);
     pg_restore_args(&mut cmd, o);
+    set_session_options(&mut cmd, o);
     if o.single_transaction {
         cmd.arg("--single-transaction");
     } else if o.jobs > 1 {
@@ -643,6 +710,8 @@ async fn stage_safe(
         jobs: opts.jobs,
         tables: opts.tables.clone(),
         clean: false,
+        session_options: Some(staging_session_options(major)),
+        freeze_copies: true,
         ..LoadOptions::default()
     };
     let staging_conn = target.with_dbname(&staging);

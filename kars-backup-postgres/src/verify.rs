@@ -1,13 +1,70 @@
 //! Checks of a restored database: integrity (amcheck where it can be used, else catalog checks),
 //! row counts against the manifest, minimum rows, test queries.
+//!
+//! The scans (amcheck of each B-tree index, the exact row count of each table) are spread over
+//! two connections, largest first, so they use two server processes.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use kars_backup_core::verify::{self as core_verify, IntegrityLevel};
 use kars_backup_core::{Manifest, TableInfo, VerifyPlan, VerifyReport};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::conn::ConnInfo;
-use crate::error::{Result, db_message};
+use crate::error::{Error, Result, db_message};
 use crate::metadata::{self, Selection};
+
+/// amcheck set up for a verification: its schema, whether this check created it (and drops it
+/// again), and the indexes to check with the pages each check reads.
+type Amcheck = (String, bool, Vec<(u32, i64)>);
+
+/// One scan of the verification.
+enum Scan {
+    /// `count(*)` of the table at this index of the table list.
+    Count(usize),
+    /// `bt_index_check` of the index with this OID.
+    Check(u32),
+}
+
+/// What the scans found.
+#[derive(Default)]
+struct ScanResults {
+    counts: Vec<(usize, std::result::Result<u64, Error>)>,
+    checked: u64,
+    check_errors: Vec<String>,
+}
+
+/// Runs scans from the shared queue on one connection until the queue is empty.
+async fn scan_worker(
+    client: &Client,
+    queue: &Mutex<VecDeque<Scan>>,
+    tables: &[String],
+    check_sql: &str,
+    target: &str,
+) -> ScanResults {
+    let mut out = ScanResults::default();
+    loop {
+        let next = queue.lock().expect("scan queue").pop_front();
+        let Some(scan) = next else { break };
+        match scan {
+            Scan::Count(i) => {
+                let t = &tables[i];
+                let r = client
+                    .query_one(&format!("SELECT count(*) FROM ONLY {t}"), &[])
+                    .await
+                    .map(|row| row.get::<_, i64>(0).max(0) as u64)
+                    .map_err(|e| Error::query(format!("count the rows of {t}"), target, &e));
+                out.counts.push((i, r));
+            }
+            Scan::Check(oid) => match client.query_one(check_sql, &[&oid]).await {
+                Ok(_) => out.checked += 1,
+                Err(e) => out.check_errors.push(db_message(&e)),
+            },
+        }
+    }
+    out
+}
 
 /// Runs `plan` against the database `conn` names. `only` limits the count comparison to these
 /// tables (a selective restore).
@@ -21,17 +78,101 @@ pub(crate) async fn verify_database(
     let label = conn.dbname().to_string();
     let target = conn.redacted();
     let mut report = VerifyReport::default();
-    if plan.integrity != IntegrityLevel::Off {
-        integrity(&client, plan.integrity, &mut report).await;
-    }
     let tables = metadata::list_tables(&client, &Selection::default(), &target).await?;
-    let actual = match metadata::count_rows(&client, &tables, &target).await {
-        Ok(a) => a,
-        Err(e) => {
-            report.push(format!("row counts of {label}"), false, e.to_string());
-            return Ok(report);
+
+    // What the integrity check scans: amcheck on every B-tree index, else catalog checks.
+    let heap = plan.integrity == IntegrityLevel::Full;
+    let mut amcheck: Option<Amcheck> = None;
+    if plan.integrity != IntegrityLevel::Off {
+        match amcheck_setup(&client).await {
+            Ok(Some((schema, created))) => match btree_indexes(&client, heap).await {
+                Ok(indexes) => amcheck = Some((schema, created, indexes)),
+                Err(e) => {
+                    drop_amcheck(&client, created).await;
+                    report.push("amcheck", false, e);
+                }
+            },
+            Ok(None) => catalog_check(&client, &mut report).await,
+            Err(e) => report.push("amcheck", false, e),
         }
+    }
+
+    // Largest scans first, shared by the connections.
+    let sizes = table_sizes(&client, &tables).await;
+    let mut scans: Vec<(i64, Scan)> = (0..tables.len())
+        .map(|i| (sizes.get(i).copied().unwrap_or(0), Scan::Count(i)))
+        .collect();
+    let check_sql = match &amcheck {
+        Some((schema, _, indexes)) => {
+            scans.extend(indexes.iter().map(|&(oid, cost)| (cost, Scan::Check(oid))));
+            format!(
+                "SELECT {schema}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, {heap})::text",
+                schema = crate::conn::quote_ident(schema)
+            )
+        }
+        None => String::new(),
     };
+    scans.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let queue = Mutex::new(scans.into_iter().map(|(_, s)| s).collect::<VecDeque<_>>());
+    let second = if queue.lock().expect("scan queue").len() > 1 {
+        match conn.connect().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!(error = %e, "a second verification connection failed; scanning on one");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (first, other) = tokio::join!(
+        scan_worker(&client, &queue, &tables, &check_sql, &target),
+        async {
+            match &second {
+                Some(c) => scan_worker(c, &queue, &tables, &check_sql, &target).await,
+                None => ScanResults::default(),
+            }
+        }
+    );
+    drop(second);
+    let results = [first, other];
+
+    if let Some((_, created, _)) = &amcheck {
+        drop_amcheck(&client, *created).await;
+        let checked: u64 = results.iter().map(|r| r.checked).sum();
+        match results.iter().flat_map(|r| r.check_errors.iter()).next() {
+            Some(e) => report.push("amcheck", false, e.clone()),
+            None => report.push(
+                "amcheck",
+                true,
+                format!(
+                    "{checked} B-tree indexes checked with bt_index_check{}",
+                    if heap { " (heapallindexed)" } else { "" }
+                ),
+            ),
+        }
+    }
+    let mut counted: Vec<Option<u64>> = vec![None; tables.len()];
+    for r in results {
+        for (i, n) in r.counts {
+            match n {
+                Ok(n) => counted[i] = Some(n),
+                Err(e) => {
+                    report.push(format!("row counts of {label}"), false, e.to_string());
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    let actual: Vec<TableInfo> = tables
+        .iter()
+        .zip(counted)
+        .map(|(t, n)| TableInfo {
+            name: t.clone(),
+            rows: n.unwrap_or(0),
+        })
+        .collect();
+
     let selected =
         |name: &str| only.is_empty() || only.iter().any(|o| unqualified(o) == unqualified(name));
     if plan.check_counts {
@@ -115,20 +256,9 @@ async fn run_query(client: &Client, sql: &str) -> Result<Vec<Option<String>>, St
         .collect())
 }
 
-/// amcheck's `bt_index_check` on every B-tree index (with `heapallindexed` for the full
-/// check); where amcheck cannot be used, catalog checks (no invalid index, every table readable).
-async fn integrity(client: &Client, level: IntegrityLevel, report: &mut VerifyReport) {
-    match amcheck(client, level).await {
-        Ok(Some(detail)) => {
-            report.push("amcheck", true, detail);
-            return;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            report.push("amcheck", false, e);
-            return;
-        }
-    }
+/// Catalog checks where amcheck cannot be used: no invalid index (the tables are read in full
+/// by the row counts).
+async fn catalog_check(client: &Client, report: &mut VerifyReport) {
     let invalid = client
         .query(
             "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_index i
@@ -157,9 +287,9 @@ async fn integrity(client: &Client, level: IntegrityLevel, report: &mut VerifyRe
     }
 }
 
-/// `Ok(None)` when amcheck is not available (not installed on the server, or no privilege to
-/// create it); the extension is dropped again if this check created it.
-async fn amcheck(client: &Client, level: IntegrityLevel) -> Result<Option<String>, String> {
+/// The schema of amcheck and whether this check created it; `Ok(None)` when amcheck is not
+/// available (not installed on the server, or no privilege to create it).
+async fn amcheck_setup(client: &Client) -> Result<Option<(String, bool)>, String> {
     let installed: Option<String> = client
         .query_opt(
             "SELECT n.nspname::text FROM pg_catalog.pg_extension e
@@ -169,6 +299,9 @@ async fn amcheck(client: &Client, level: IntegrityLevel) -> Result<Option<String
         .await
         .map_err(|e| db_message(&e))?
         .map(|r| r.get(0));
+    if let Some(s) = installed {
+        return Ok(Some((s, false)));
+    }
     let available = client
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'",
@@ -177,48 +310,60 @@ async fn amcheck(client: &Client, level: IntegrityLevel) -> Result<Option<String
         .await
         .map_err(|e| db_message(&e))?
         .is_some();
-    let (schema, created) = match installed {
-        Some(s) => (s, false),
-        None if !available => return Ok(None),
-        None => {
-            let created = client
-                .batch_execute(
-                    "CREATE SCHEMA kars_amcheck; CREATE EXTENSION amcheck SCHEMA kars_amcheck",
-                )
-                .await;
-            if let Err(e) = created {
-                tracing::info!(error = %db_message(&e), "amcheck cannot be installed; using catalog checks");
-                let _ = client
-                    .batch_execute("DROP SCHEMA IF EXISTS kars_amcheck CASCADE")
-                    .await;
-                return Ok(None);
-            }
-            ("kars_amcheck".to_string(), true)
-        }
-    };
-    let heap = level == IntegrityLevel::Full;
-    let sql = format!(
-        "SELECT count({schema}.bt_index_check(c.oid::pg_catalog.regclass, {heap}))
-         FROM pg_catalog.pg_index i
-         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-         JOIN pg_catalog.pg_am a ON a.oid = c.relam
-         WHERE a.amname = 'btree' AND c.relkind = 'i' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready",
-        schema = crate::conn::quote_ident(&schema)
-    );
-    let result = client.query_one(&sql, &[]).await;
+    if !available {
+        return Ok(None);
+    }
+    let created = client
+        .batch_execute("CREATE SCHEMA kars_amcheck; CREATE EXTENSION amcheck SCHEMA kars_amcheck")
+        .await;
+    if let Err(e) = created {
+        tracing::info!(error = %db_message(&e), "amcheck cannot be installed; using catalog checks");
+        drop_amcheck(client, true).await;
+        return Ok(None);
+    }
+    Ok(Some(("kars_amcheck".to_string(), true)))
+}
+
+/// Drops amcheck again when this check created it.
+async fn drop_amcheck(client: &Client, created: bool) {
     if created {
         let _ = client
             .batch_execute("DROP SCHEMA IF EXISTS kars_amcheck CASCADE")
             .await;
     }
-    match result {
-        Ok(row) => {
-            let n: i64 = row.get(0);
-            Ok(Some(format!(
-                "{n} B-tree indexes checked with bt_index_check{}",
-                if heap { " (heapallindexed)" } else { "" }
-            )))
-        }
-        Err(e) => Err(db_message(&e)),
+}
+
+/// The B-tree indexes amcheck can check, with the pages a check reads (the index, and its table
+/// too for `heapallindexed`).
+async fn btree_indexes(client: &Client, heap: bool) -> Result<Vec<(u32, i64)>, String> {
+    let rows = client
+        .query(
+            "SELECT c.oid, pg_catalog.pg_relation_size(c.oid)::int8
+                    + CASE WHEN $1 THEN pg_catalog.pg_relation_size(i.indrelid)::int8 ELSE 0 END
+             FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+             JOIN pg_catalog.pg_am a ON a.oid = c.relam
+             WHERE a.amname = 'btree' AND c.relkind = 'i' AND c.relpersistence <> 't'
+               AND i.indisvalid AND i.indisready",
+            &[&heap],
+        )
+        .await
+        .map_err(|e| db_message(&e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The size of each table in bytes (0 where it cannot be read), to schedule the counts.
+async fn table_sizes(client: &Client, tables: &[String]) -> Vec<i64> {
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    match client
+        .query(
+            "SELECT pg_catalog.pg_relation_size(t::pg_catalog.regclass)::int8
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+            &[&names],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => Vec::new(),
     }
 }
