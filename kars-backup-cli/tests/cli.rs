@@ -562,3 +562,49 @@ fn a_volume_backup_restores_into_a_new_directory() {
         b"\x89PNG fake"
     );
 }
+
+#[test]
+fn zstd_backups_restore_and_open_with_the_zstd_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let dest = dir.path().join("b");
+    let doc = json(&ok(run(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&dest),
+        "--compression",
+        "zstd:5",
+        "--json",
+    ])));
+    let name = doc["backup"].as_str().unwrap().to_string();
+    assert!(name.ends_with(".tar.zst"), "{name}");
+    assert_eq!(doc["manifest"]["archive"]["compression"]["codec"], "zstd");
+    ok(run(&["verify", "--from", &s(&dest), "--latest"]));
+    let target = dir.path().join("restored.db");
+    ok(run(&[
+        "restore",
+        "--db",
+        &s(&target),
+        "--from",
+        &s(&dest),
+        "--latest",
+    ]));
+    assert_eq!(count(&target, "users"), 3);
+    // The runbook's tools open it too: zstd -d, then tar.
+    let out = dir.path().join("x");
+    std::fs::create_dir(&out).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar xf - -C '{}'",
+            s(&dest.join(&name)),
+            s(&out)
+        ))
+        .status()
+        .expect("sh");
+    assert!(st.success(), "zstd -dc | tar xf");
+    assert_eq!(count(&out.join("assets.db"), "users"), 3);
+}
