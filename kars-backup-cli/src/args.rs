@@ -11,7 +11,8 @@ use kars_backup_core::{Compression, IntegrityLevel};
 #[command(
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
 restore not confirmed, unsupported version), 3 database source error, 4 storage error (also: a backup that failed at some \
-destinations), 5 verification failed (checksum, integrity, row counts)."
+destinations), 5 verification failed (checksum, integrity, row counts), 6 status: a destination \
+misses its RPO."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -55,6 +56,9 @@ pub(crate) enum Command {
     /// Retention tools: see what a policy would keep before trusting it.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// How fresh the newest backup of each destination is, against the RPO target (for
+    /// monitoring: exit code 6 when a destination misses it).
+    Status(StatusArgs),
     /// Describe a database: size, tables, row counts.
     Inspect(InspectArgs),
     /// Run the whole job on a generated sample KARS database, with no servers: create it, back
@@ -440,6 +444,21 @@ pub(crate) struct PruneArgs {
     /// Plan as if it were this time (RFC 3339); default: now.
     #[arg(long, value_name = "RFC3339")]
     pub(crate) now: Option<chrono::DateTime<chrono::FixedOffset>>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Destination to check; repeat for several.
+    #[arg(long = "from", value_name = "DEST", required = true)]
+    pub(crate) from: Vec<String>,
+
+    /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) rpo: chrono::Duration,
 
     /// Print one JSON document instead of text.
     #[arg(long)]

@@ -28,6 +28,8 @@ pub(crate) mod exit {
     pub(crate) const STORAGE: u8 = 4;
     /// Verification failed: checksum, integrity, row counts, test queries.
     pub(crate) const VERIFICATION: u8 = 5;
+    /// `status`: a destination's newest backup is older than the RPO target (or missing).
+    pub(crate) const RPO_MISSED: u8 = 6;
 }
 
 fn main() -> ExitCode {
@@ -124,6 +126,7 @@ impl Command {
             Command::Copy(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Retention(_) => true,
+            Command::Status(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,

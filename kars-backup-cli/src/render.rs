@@ -127,3 +127,18 @@ pub(crate) fn restore(r: &RestoreReport) -> String {
     }
     out
 }
+
+/// `3d 4h`, `5h 12m`, `42s`-style durations.
+pub(crate) fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -327,3 +327,59 @@ fn tiering_routes_by_the_runbook_table() {
     let yearly_today = expected_tags.contains(&kars_backup_core::Tier::Yearly);
     assert_eq!(o.status.code(), Some(if yearly_today { 0 } else { 2 }));
 }
+
+#[test]
+fn status_reports_a_missed_rpo_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tiny_db(dir.path());
+    let fresh = dir.path().join("fresh");
+    let stale = dir.path().join("stale");
+    ok(run(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&fresh),
+        "--to",
+        &s(&stale),
+        "--json",
+    ]));
+    let doc = ok(run(&["status", "--from", &s(&fresh), "--json"]));
+    assert_eq!(doc["destinations"][0]["within_rpo"], true);
+    assert_eq!(doc["destinations"][0]["committed"], 1);
+
+    // Make the stale copy's backup two days old (the manifest's snapshot time).
+    let meta = std::fs::read_dir(&stale)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".meta"))
+        .unwrap();
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let old = chrono::Utc::now() - chrono::Duration::hours(48);
+    manifest["created_at"] = old.to_rfc3339().into();
+    std::fs::write(&meta, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let o = run(&[
+        "status",
+        "--from",
+        &s(&fresh),
+        "--from",
+        &s(&stale),
+        "--rpo",
+        "24h",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(6));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["destinations"][0]["within_rpo"], true);
+    assert_eq!(doc["destinations"][1]["within_rpo"], false);
+    assert!(doc["destinations"][1]["age_secs"].as_i64().unwrap() >= 48 * 3600);
+    let o = run(&["status", "--from", &s(&stale), "--rpo", "3d"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[ok]"));
+
+    let o = run(&["status", "--from", &s(&dir.path().join("empty"))]);
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no committed backup"));
+}

@@ -38,6 +38,7 @@ pub mod restore;
 pub mod retention;
 pub mod sink;
 pub mod source;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tier;

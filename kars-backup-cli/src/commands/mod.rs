@@ -8,6 +8,7 @@ mod list;
 mod prune;
 mod restore;
 mod retention;
+mod status;
 mod verify;
 
 use crate::args::Command;
@@ -27,6 +28,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Copy(a) => copy::run(a).await,
         Command::Prune(a) => prune::run(a).await,
         Command::Retention(c) => retention::run(c).await,
+        Command::Status(a) => status::run(a).await,
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,
