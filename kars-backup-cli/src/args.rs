@@ -221,6 +221,9 @@ pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub(crate) pg: PgRestoreArgs,
 
+    #[command(flatten)]
+    pub(crate) checks: CheckArgs,
+
     /// Integrity check of the staged copy before the swap.
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
     pub(crate) integrity: Integrity,
@@ -241,6 +244,9 @@ pub(crate) struct VerifyArgs {
 
     #[command(flatten)]
     pub(crate) pg: PgVerifyArgs,
+
+    #[command(flatten)]
+    pub(crate) checks: CheckArgs,
 
     /// Integrity check of the scratch copy.
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
@@ -514,4 +520,54 @@ impl BackupArgs {
         }
         Some(rules)
     }
+}
+
+/// Extra verification checks of `restore` and `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// A test query that must return true (or a non-zero number) in its first column, e.g.
+    /// "SELECT count(*) > 0 FROM users"; repeatable.
+    #[arg(long = "verify-query", value_name = "SQL")]
+    pub(crate) queries: Vec<String>,
+
+    /// A minimum row count, `table=N` (e.g. users=1); repeatable.
+    #[arg(long = "min-rows", value_name = "TABLE=N", value_parser = parse_min_rows)]
+    pub(crate) min_rows: Vec<kars_backup_core::TableInfo>,
+}
+
+impl CheckArgs {
+    /// The verification plan with these checks and the given integrity level.
+    pub(crate) fn plan(&self, integrity: Integrity) -> kars_backup_core::VerifyPlan {
+        use kars_backup_core::verify::{Expectation, TestQuery};
+        kars_backup_core::VerifyPlan {
+            integrity: integrity.into(),
+            min_rows: self.min_rows.clone(),
+            queries: self
+                .queries
+                .iter()
+                .map(|sql| TestQuery {
+                    sql: sql.clone(),
+                    expect: Expectation::True,
+                })
+                .collect(),
+            ..kars_backup_core::VerifyPlan::default()
+        }
+    }
+}
+
+fn parse_min_rows(s: &str) -> Result<kars_backup_core::TableInfo, String> {
+    let (table, n) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: use TABLE=N, e.g. users=1"))?;
+    let rows = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the row count {n:?} is not a number"))?;
+    if table.trim().is_empty() {
+        return Err(format!("{s:?}: name the table, e.g. users=1"));
+    }
+    Ok(kars_backup_core::TableInfo {
+        name: table.trim().to_string(),
+        rows,
+    })
 }

@@ -608,3 +608,70 @@ fn zstd_backups_restore_and_open_with_the_zstd_tool() {
     assert!(st.success(), "zstd -dc | tar xf");
     assert_eq!(count(&out.join("assets.db"), "users"), 3);
 }
+
+#[test]
+fn test_queries_and_minimum_rows_gate_verify_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let dest = dir.path().join("b");
+    ok(run(&["backup", "--db", &s(&db), "--to", &s(&dest)]));
+    let v = json(&ok(run(&[
+        "verify",
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--json",
+        "--verify-query",
+        "SELECT count(*) = 3 FROM users",
+        "--min-rows",
+        "assets=2",
+    ])));
+    let checks = v["verify"]["verification"]["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"].as_str().unwrap().contains("SELECT count(*) = 3"))
+    );
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+
+    let o = run(&[
+        "verify",
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--min-rows",
+        "users=1000",
+    ]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("users"), "{}", stderr(&o));
+
+    // A failing test query stops the restore before the swap: the live file is untouched.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let o = run(&[
+        "restore",
+        "--db",
+        &s(&db),
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--yes",
+        "--verify-query",
+        "SELECT count(*) > 100 FROM users",
+    ]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let o = run(&[
+        "verify",
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--min-rows",
+        "users",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use kars_backup_core::{RestoreHooks, RestoreOptions, VerifyPlan};
+use kars_backup_core::{RestoreHooks, RestoreOptions};
 
 use crate::args::RestoreArgs;
 use crate::commands::UsageError;
@@ -51,10 +51,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let options = RestoreOptions {
-        plan: VerifyPlan {
-            integrity: a.integrity.into(),
-            ..VerifyPlan::default()
-        },
+        plan: a.checks.plan(a.integrity),
         hooks: RestoreHooks {
             stop: a.stop_cmd,
             start: a.start_cmd,

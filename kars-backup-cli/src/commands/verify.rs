@@ -1,7 +1,5 @@
 //! `kars-backup verify`.
 
-use kars_backup_core::VerifyPlan;
-
 use crate::args::VerifyArgs;
 use crate::{exit, progress, render, resolve};
 
@@ -14,10 +12,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         resolve::shared(resolve::scratch_source(&entry, scratch_dir.path())?)
     };
-    let plan = VerifyPlan {
-        integrity: a.integrity.into(),
-        ..VerifyPlan::default()
-    };
+    let plan = a.checks.plan(a.integrity);
     let report = kars_backup_core::verify_backup(
         &repo,
         &entry,
