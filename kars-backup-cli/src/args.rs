@@ -533,25 +533,51 @@ pub(crate) struct CheckArgs {
     /// A minimum row count, `table=N` (e.g. users=1); repeatable.
     #[arg(long = "min-rows", value_name = "TABLE=N", value_parser = parse_min_rows)]
     pub(crate) min_rows: Vec<kars_backup_core::TableInfo>,
+
+    /// Audit-log check, `TABLE.COLUMN` (e.g. audit_logs.created_at): the newest entry must not be
+    /// later than the backup's time nor older than --rpo before it.
+    #[arg(long, value_name = "TABLE.COLUMN")]
+    pub(crate) audit_log: Option<String>,
+
+    /// Recovery point objective of the audit-log check.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, requires = "audit_log")]
+    pub(crate) rpo: chrono::Duration,
 }
 
 impl CheckArgs {
-    /// The verification plan with these checks and the given integrity level.
-    pub(crate) fn plan(&self, integrity: Integrity) -> kars_backup_core::VerifyPlan {
+    /// The verification plan with these checks and the given integrity level, for a backup
+    /// taken at `backup_time`.
+    pub(crate) fn plan(
+        &self,
+        integrity: Integrity,
+        backup_time: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<kars_backup_core::VerifyPlan> {
         use kars_backup_core::verify::{Expectation, TestQuery};
-        kars_backup_core::VerifyPlan {
+        let mut queries: Vec<TestQuery> = self
+            .queries
+            .iter()
+            .map(|sql| TestQuery {
+                sql: sql.clone(),
+                expect: Expectation::True,
+            })
+            .collect();
+        if let Some(spec) = &self.audit_log {
+            let (table, column) = spec
+                .split_once('.')
+                .filter(|(t, c)| !t.is_empty() && !c.is_empty())
+                .ok_or_else(|| {
+                    crate::commands::UsageError(format!(
+                        "--audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.created_at"
+                    ))
+                })?;
+            queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo));
+        }
+        Ok(kars_backup_core::VerifyPlan {
             integrity: integrity.into(),
             min_rows: self.min_rows.clone(),
-            queries: self
-                .queries
-                .iter()
-                .map(|sql| TestQuery {
-                    sql: sql.clone(),
-                    expect: Expectation::True,
-                })
-                .collect(),
+            queries,
             ..kars_backup_core::VerifyPlan::default()
-        }
+        })
     }
 }
 

@@ -675,3 +675,67 @@ fn test_queries_and_minimum_rows_gate_verify_and_restore() {
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+#[test]
+fn the_audit_log_check_catches_data_older_than_the_backup_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE audit_logs (id INTEGER PRIMARY KEY, action TEXT, created_at TEXT NOT NULL);
+         INSERT INTO audit_logs (action, created_at) VALUES ('login', datetime('now', '-3 days'));",
+    )
+    .unwrap();
+    let dest = dir.path().join("b");
+    ok(run(&["backup", "--db", &s(&db), "--to", &s(&dest)]));
+    // The newest audit entry is three days older than the backup: stale data under a new name.
+    let o = run(&[
+        "verify",
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--audit-log",
+        "audit_logs.created_at",
+    ]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stale or mislabelled"),
+        "{}",
+        stderr(&o)
+    );
+    // With a 4-day RPO, or with fresh activity, it passes.
+    ok(run(&[
+        "verify",
+        "--from",
+        &s(&dest),
+        "--latest",
+        "--audit-log",
+        "audit_logs.created_at",
+        "--rpo",
+        "4d",
+    ]));
+    conn.execute(
+        "INSERT INTO audit_logs (action, created_at) VALUES ('update', datetime('now'))",
+        [],
+    )
+    .unwrap();
+    let dest2 = dir.path().join("b2");
+    ok(run(&["backup", "--db", &s(&db), "--to", &s(&dest2)]));
+    ok(run(&[
+        "verify",
+        "--from",
+        &s(&dest2),
+        "--latest",
+        "--audit-log",
+        "audit_logs.created_at",
+    ]));
+    let o = run(&[
+        "verify",
+        "--from",
+        &s(&dest2),
+        "--latest",
+        "--audit-log",
+        "audit_logs",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

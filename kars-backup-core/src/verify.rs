@@ -1,5 +1,6 @@
 //! Verification: the plan of checks run against a restored database, and their report.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::source::TableInfo;
@@ -27,6 +28,59 @@ pub enum Expectation {
     RowCount(u64),
     /// The first column of the first row is true (non-zero, `t`, `true`).
     True,
+    /// The first column of the first row is a time within these bounds (the audit-log check:
+    /// the newest entry is not later than the backup and not older than the RPO before it).
+    TimeBetween {
+        /// The earliest accepted time.
+        not_before: DateTime<Utc>,
+        /// The latest accepted time.
+        not_after: DateTime<Utc>,
+    },
+}
+
+impl TestQuery {
+    /// The audit-log check: the newest `column` of `table` must lie between `rpo` before the
+    /// backup's time and the backup's time (plus a minute of clock skew). A newer entry means the
+    /// data is not the backup's; an older one means a stale or mislabelled backup.
+    pub fn audit_log(
+        table: &str,
+        column: &str,
+        backup_time: DateTime<Utc>,
+        rpo: chrono::Duration,
+    ) -> Self {
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        TestQuery {
+            sql: format!("SELECT max({}) FROM {}", quote(column), quote(table)),
+            expect: Expectation::TimeBetween {
+                not_before: backup_time - rpo,
+                not_after: backup_time + chrono::Duration::minutes(1),
+            },
+        }
+    }
+}
+
+/// Parses the text of a timestamp as SQLite and PostgreSQL print it (`2024-12-18 02:00:00`,
+/// `2024-12-18T02:00:00Z`, `2024-12-18 02:00:00.123+00`); times without an offset are UTC.
+pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(dt.to_utc());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(dt) = DateTime::parse_from_str(t, format) {
+            return Some(dt.to_utc());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, format) {
+            return Some(dt.and_utc());
+        }
+    }
+    None
 }
 
 /// A query run against the restored database, with what it must return.
@@ -174,6 +228,46 @@ pub fn check_min_rows(
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn parses_database_times() {
+        let t = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+        for text in [
+            "2024-12-18 02:00:00",
+            "2024-12-18T02:00:00Z",
+            "2024-12-18T02:00:00",
+            "2024-12-18 02:00:00+00",
+            "2024-12-18 03:00:00+01:00",
+            "2024-12-18 02:00:00.000",
+        ] {
+            assert_eq!(parse_db_time(text), Some(t), "{text}");
+        }
+        assert_eq!(parse_db_time("yesterday"), None);
+    }
+
+    #[test]
+    fn the_audit_log_check_catches_stale_and_future_data() {
+        let backup = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+        let q = TestQuery::audit_log(
+            "audit_logs",
+            "created_at",
+            backup,
+            chrono::Duration::hours(24),
+        );
+        assert_eq!(q.sql, "SELECT max(\"created_at\") FROM \"audit_logs\"");
+        let judge = |v: Option<&str>| judge_query(&q, &[v.map(String::from)]).passed;
+        assert!(judge(Some("2024-12-18 01:30:00")));
+        assert!(!judge(Some("2024-12-16 01:30:00")), "older than the RPO");
+        assert!(!judge(Some("2024-12-18 05:00:00")), "later than the backup");
+        assert!(!judge(None), "no entry");
+        assert!(!judge(Some("garbage")));
+    }
+}
+
 /// Judges a test query's result: `rows` are the rows it returned, each as its first column's text.
 pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
     let first = rows.first().cloned().flatten();
@@ -193,6 +287,29 @@ pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
             );
             (t, format!("returned {first:?}, expected true"))
         }
+        Expectation::TimeBetween {
+            not_before,
+            not_after,
+        } => match first.as_deref().map(|t| (t, parse_db_time(t))) {
+            Some((_, Some(t))) if t > *not_after => (
+                false,
+                format!(
+                    "newest entry {t} is later than the backup ({not_after}): the data is not the backup's"
+                ),
+            ),
+            Some((_, Some(t))) if t < *not_before => (
+                false,
+                format!(
+                    "newest entry {t} is older than {not_before}: a stale or mislabelled backup"
+                ),
+            ),
+            Some((_, Some(t))) => (
+                true,
+                format!("newest entry {t}, within {not_before} .. {not_after}"),
+            ),
+            Some((text, None)) => (false, format!("{text:?} is not a time")),
+            None => (false, "no entry at all".to_string()),
+        },
     };
     CheckOutcome {
         check: format!("query: {}", query.sql),

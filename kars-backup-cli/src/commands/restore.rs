@@ -51,7 +51,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let options = RestoreOptions {
-        plan: a.checks.plan(a.integrity),
+        plan: a.checks.plan(a.integrity, entry.time())?,
         hooks: RestoreHooks {
             stop: a.stop_cmd,
             start: a.start_cmd,

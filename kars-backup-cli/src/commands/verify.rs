@@ -12,7 +12,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         resolve::shared(resolve::scratch_source(&entry, scratch_dir.path())?)
     };
-    let plan = a.checks.plan(a.integrity);
+    let plan = a.checks.plan(a.integrity, entry.time())?;
     let report = kars_backup_core::verify_backup(
         &repo,
         &entry,
