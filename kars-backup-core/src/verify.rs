@@ -228,46 +228,6 @@ pub fn check_min_rows(
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn parses_database_times() {
-        let t = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
-        for text in [
-            "2024-12-18 02:00:00",
-            "2024-12-18T02:00:00Z",
-            "2024-12-18T02:00:00",
-            "2024-12-18 02:00:00+00",
-            "2024-12-18 03:00:00+01:00",
-            "2024-12-18 02:00:00.000",
-        ] {
-            assert_eq!(parse_db_time(text), Some(t), "{text}");
-        }
-        assert_eq!(parse_db_time("yesterday"), None);
-    }
-
-    #[test]
-    fn the_audit_log_check_catches_stale_and_future_data() {
-        let backup = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
-        let q = TestQuery::audit_log(
-            "audit_logs",
-            "created_at",
-            backup,
-            chrono::Duration::hours(24),
-        );
-        assert_eq!(q.sql, "SELECT max(\"created_at\") FROM \"audit_logs\"");
-        let judge = |v: Option<&str>| judge_query(&q, &[v.map(String::from)]).passed;
-        assert!(judge(Some("2024-12-18 01:30:00")));
-        assert!(!judge(Some("2024-12-16 01:30:00")), "older than the RPO");
-        assert!(!judge(Some("2024-12-18 05:00:00")), "later than the backup");
-        assert!(!judge(None), "no entry");
-        assert!(!judge(Some("garbage")));
-    }
-}
-
 /// Judges a test query's result: `rows` are the rows it returned, each as its first column's text.
 pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
     let first = rows.first().cloned().flatten();
@@ -315,5 +275,45 @@ pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
         check: format!("query: {}", query.sql),
         passed,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn parses_database_times() {
+        let t = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+        for text in [
+            "2024-12-18 02:00:00",
+            "2024-12-18T02:00:00Z",
+            "2024-12-18T02:00:00",
+            "2024-12-18 02:00:00+00",
+            "2024-12-18 03:00:00+01:00",
+            "2024-12-18 02:00:00.000",
+        ] {
+            assert_eq!(parse_db_time(text), Some(t), "{text}");
+        }
+        assert_eq!(parse_db_time("yesterday"), None);
+    }
+
+    #[test]
+    fn the_audit_log_check_catches_stale_and_future_data() {
+        let backup = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+        let q = TestQuery::audit_log(
+            "audit_logs",
+            "created_at",
+            backup,
+            chrono::Duration::hours(24),
+        );
+        assert_eq!(q.sql, "SELECT max(\"created_at\") FROM \"audit_logs\"");
+        let judge = |v: Option<&str>| judge_query(&q, &[v.map(String::from)]).passed;
+        assert!(judge(Some("2024-12-18 01:30:00")));
+        assert!(!judge(Some("2024-12-16 01:30:00")), "older than the RPO");
+        assert!(!judge(Some("2024-12-18 05:00:00")), "later than the backup");
+        assert!(!judge(None), "no entry");
+        assert!(!judge(Some("garbage")));
     }
 }
