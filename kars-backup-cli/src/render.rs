@@ -101,6 +101,15 @@ pub(crate) fn verification(report: &VerifyReport) -> String {
         .collect()
 }
 
+/// What the checksum of a restored or verified archive proves.
+pub(crate) fn checksum(verified_against_manifest: bool, sha256: &str) -> String {
+    if verified_against_manifest {
+        format!("sha256 {sha256} matches the manifest")
+    } else {
+        format!("sha256 {sha256} (runbook archive: no manifest to compare)")
+    }
+}
+
 /// A restore report.
 pub(crate) fn restore(r: &RestoreReport) -> String {
     let mut out = format!(
@@ -112,14 +121,7 @@ pub(crate) fn restore(r: &RestoreReport) -> String {
     );
     out.push_str(&format!(
         "  checksum: {}\n",
-        if r.checksum_verified {
-            format!("sha256 {} matches the manifest", r.sha256)
-        } else {
-            format!(
-                "sha256 {} (runbook archive: no manifest to compare)",
-                r.sha256
-            )
-        }
+        checksum(r.checksum_verified, &r.sha256)
     ));
     out.push_str(&verification(&r.verification));
     for s in &r.steps {

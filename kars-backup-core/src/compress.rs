@@ -102,32 +102,28 @@ impl FromStr for Compression {
         };
         match codec {
             "none" if level.is_none() => Ok(Compression::None),
-            "gzip" | "gz" => {
-                let level = match level {
-                    None => DEFAULT_GZIP_LEVEL,
-                    Some(l) => l
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|l| (1..=12).contains(l))
-                        .ok_or_else(|| format!("gzip level must be 1..=12, got {l:?}"))?,
-                };
-                Ok(Compression::Gzip { level })
-            }
-            "zstd" | "zst" => {
-                let level = match level {
-                    None => DEFAULT_ZSTD_LEVEL,
-                    Some(l) => l
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|l| (1..=22).contains(l))
-                        .ok_or_else(|| format!("zstd level must be 1..=22, got {l:?}"))?,
-                };
-                Ok(Compression::Zstd { level })
-            }
+            "gzip" | "gz" => Ok(Compression::Gzip {
+                level: parse_level("gzip", level, DEFAULT_GZIP_LEVEL, 12)?,
+            }),
+            "zstd" | "zst" => Ok(Compression::Zstd {
+                level: parse_level("zstd", level, DEFAULT_ZSTD_LEVEL, 22)?,
+            }),
             _ => Err(format!(
                 "unknown compression {s:?}: use none, gzip, gzip:LEVEL, zstd or zstd:LEVEL"
             )),
         }
+    }
+}
+
+/// A codec's level from `CODEC:LEVEL`: `default` when absent, else 1..=`max`.
+fn parse_level(codec: &str, level: Option<&str>, default: u32, max: u32) -> Result<u32, String> {
+    match level {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("{codec} level must be 1..={max}, got {l:?}")),
     }
 }
 

@@ -77,34 +77,53 @@ impl KeepWithin {
 
 impl RetentionPolicy for KeepWithin {
     fn plan(&self, items: &[RetentionItem], now: DateTime<Utc>) -> RetentionPlan {
-        let mut sorted: Vec<&RetentionItem> = items.iter().collect();
-        sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
-        let mut plan = RetentionPlan::default();
+        let sorted = newest_first(items);
         let days = self.within.num_days();
         let label = if self.within == Duration::days(days) {
             format!("within {days} days")
         } else {
             format!("within {} seconds", self.within.num_seconds())
         };
-        for (i, item) in sorted.into_iter().enumerate() {
-            let mut reasons = Vec::new();
-            if i == 0 {
-                reasons.push("newest backup".to_string());
-            }
-            if now - item.time <= self.within {
-                reasons.push(label.clone());
-            }
-            if reasons.is_empty() {
-                plan.delete.push(item.clone());
-            } else {
-                plan.keep.push(Kept {
-                    item: item.clone(),
-                    reasons,
-                });
-            }
-        }
-        plan
+        let reasons = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let mut reasons = Vec::new();
+                if i == 0 {
+                    reasons.push("newest backup".to_string());
+                }
+                if now - item.time <= self.within {
+                    reasons.push(label.clone());
+                }
+                reasons
+            })
+            .collect();
+        assemble(sorted, reasons)
     }
+}
+
+/// Items newest first; equal times by name, descending: the order every policy works in, so a
+/// plan does not depend on the input order.
+fn newest_first(items: &[RetentionItem]) -> Vec<&RetentionItem> {
+    let mut sorted: Vec<&RetentionItem> = items.iter().collect();
+    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    sorted
+}
+
+/// The plan: items with reasons are kept, the others deleted (both newest first).
+fn assemble(sorted: Vec<&RetentionItem>, reasons: Vec<Vec<String>>) -> RetentionPlan {
+    let mut plan = RetentionPlan::default();
+    for (item, reasons) in sorted.into_iter().zip(reasons) {
+        if reasons.is_empty() {
+            plan.delete.push(item.clone());
+        } else {
+            plan.keep.push(Kept {
+                item: item.clone(),
+                reasons,
+            });
+        }
+    }
+    plan
 }
 
 /// How many buckets a calendar rule keeps.
@@ -348,8 +367,7 @@ impl std::str::FromStr for KeepRules {
 
 impl RetentionPolicy for KeepRules {
     fn plan(&self, items: &[RetentionItem], now: DateTime<Utc>) -> RetentionPlan {
-        let mut sorted: Vec<&RetentionItem> = items.iter().collect();
-        sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+        let sorted = newest_first(items);
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); sorted.len()];
         if !sorted.is_empty() {
             reasons[0].push("newest backup".to_string());
@@ -388,18 +406,7 @@ impl RetentionPolicy for KeepRules {
                 }
             }
         }
-        let mut plan = RetentionPlan::default();
-        for (item, reasons) in sorted.into_iter().zip(reasons) {
-            if reasons.is_empty() {
-                plan.delete.push(item.clone());
-            } else {
-                plan.keep.push(Kept {
-                    item: item.clone(),
-                    reasons,
-                });
-            }
-        }
-        plan
+        assemble(sorted, reasons)
     }
 }
 

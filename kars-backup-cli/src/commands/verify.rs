@@ -30,14 +30,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
         );
         println!(
             "  checksum: {}",
-            if report.checksum_verified {
-                format!("sha256 {} matches the manifest", report.sha256)
-            } else {
-                format!(
-                    "sha256 {} (runbook archive: no manifest to compare)",
-                    report.sha256
-                )
-            }
+            render::checksum(report.checksum_verified, &report.sha256)
         );
         print!("{}", render::verification(&report.verification));
     }
