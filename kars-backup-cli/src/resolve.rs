@@ -172,3 +172,38 @@ pub(crate) fn postgres_scratch(
             ..Default::default()
         }))
 }
+
+/// The origins of `--from` values (repeatable), labelled with their redacted URLs.
+pub(crate) fn origins(from: &[String]) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
+    from.iter()
+        .map(|dest| {
+            let sink = kars_backup_storage::sink_from_url(dest).with_context(|| {
+                format!(
+                    "cannot open destination {}",
+                    kars_backup_storage::redact(dest)
+                )
+            })?;
+            Ok(kars_backup_core::recovery::Origin::new(
+                kars_backup_storage::redact(dest),
+                sink,
+            ))
+        })
+        .collect()
+}
+
+/// `--latest` or `--backup NAME`.
+pub(crate) fn pick(which: &Which) -> kars_backup_core::recovery::Pick {
+    match &which.backup {
+        Some(name) => kars_backup_core::recovery::Pick::Named(name.clone()),
+        None => kars_backup_core::recovery::Pick::Latest,
+    }
+}
+
+/// A CLI-side error as a library error (for callbacks the library calls): the library error
+/// itself when it is one, else a usage error with the message.
+pub(crate) fn core_error(err: anyhow::Error) -> Error {
+    match err.downcast::<Error>() {
+        Ok(e) => e,
+        Err(other) => Error::InvalidInput(crate::error_text(&other)),
+    }
+}

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::progress::DynProgress;
 use crate::recovery::{
-    Attempt, AttemptOptions, Candidates, Origin, Pick, PlanFn, ScratchFn, Unavailable,
+    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, PlanFn, ScratchFn, Unavailable,
     verify_with_fallback,
 };
 use crate::repository::Repository;
@@ -254,12 +254,16 @@ impl DrillReport {
             out.push_str("  attempts:\n");
             for (i, a) in self.attempts.iter().enumerate() {
                 out.push_str(&format!(
-                    "    {}. {} from {} (try {}): {:?} in {}{}\n",
+                    "    {}. {} from {} (try {}): {} in {}{}\n",
                     i + 1,
                     a.backup,
                     a.destination,
                     a.try_number,
-                    a.outcome,
+                    match a.outcome {
+                        AttemptOutcome::Succeeded => "succeeded",
+                        AttemptOutcome::Retried => "transient failure, retried",
+                        AttemptOutcome::Failed => "failed",
+                    },
                     human_secs(a.seconds),
                     a.error
                         .as_deref()
@@ -293,9 +297,15 @@ pub fn human_secs(secs: f64) -> String {
     if s < 3600 {
         format!("{} m {:02} s", s / 60, s % 60)
     } else if s < 86_400 {
-        format!("{} h {:02} m", s / 3600, (s % 3600) / 60)
+        match (s % 3600) / 60 {
+            0 => format!("{} h", s / 3600),
+            m => format!("{} h {m:02} m", s / 3600),
+        }
     } else {
-        format!("{} d {} h", s / 86_400, (s % 86_400) / 3600)
+        match (s % 86_400) / 3600 {
+            0 => format!("{} d", s / 86_400),
+            h => format!("{} d {h} h", s / 86_400),
+        }
     }
 }
 
@@ -486,5 +496,7 @@ mod tests {
         assert_eq!(human_secs(245.0), "4 m 05 s");
         assert_eq!(human_secs(7380.0), "2 h 03 m");
         assert_eq!(human_secs(3.0 * 86_400.0 + 7200.0), "3 d 2 h");
+        assert_eq!(human_secs(3600.0), "1 h");
+        assert_eq!(human_secs(86_400.0), "1 d");
     }
 }

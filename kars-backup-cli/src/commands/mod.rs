@@ -3,13 +3,14 @@
 mod backup;
 mod copy;
 mod demo;
+mod drill;
 mod inspect;
 mod list;
 mod prune;
 mod restore;
 mod retention;
 mod status;
-mod verify;
+pub(crate) mod verify;
 
 use crate::args::Command;
 
@@ -29,6 +30,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Prune(a) => prune::run(a).await,
         Command::Retention(c) => retention::run(c).await,
         Command::Status(a) => status::run(a).await,
+        Command::Drill(a) => drill::run(a).await,
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,
