@@ -81,6 +81,16 @@ async fn the_newest_backup_across_destinations_and_the_local_copy_first() {
     assert_eq!(c.backups[0].name, newer);
     assert_eq!(c.backups[1].name, both);
     // By name: the named one, then only older ones.
+    // A destination that cannot be listed is skipped and reported, as long as another works.
+    let broken: DynBackupSink = Arc::new(FaultySink::new(remote.clone()).fail(Op::List, 1));
+    let partly = vec![
+        Origin::new("s3://kars/broken", broken),
+        Origin::new(dir.path().join("local").display().to_string(), local.clone()),
+    ];
+    let c = Candidates::find(&partly, &Pick::Latest).await.unwrap();
+    assert_eq!(c.backups[0].name, both);
+    assert_eq!(c.unavailable.len(), 1);
+    assert_eq!(c.unavailable[0].destination, "s3://kars/broken");
     let c = Candidates::find(&origins, &Pick::Named(both.clone()))
         .await
         .unwrap();
