@@ -167,10 +167,9 @@ pub(crate) fn attempts(
         let outcome = match a.outcome {
             AttemptOutcome::Succeeded => "succeeded".to_string(),
             AttemptOutcome::Retried => "transient failure, retried".to_string(),
-            AttemptOutcome::Failed => format!(
-                "FAILED ({})",
-                a.category.as_deref().unwrap_or("unknown")
-            ),
+            AttemptOutcome::Failed => {
+                format!("FAILED ({})", a.category.as_deref().unwrap_or("unknown"))
+            }
         };
         out.push_str(&format!(
             "    {}. {} from {}{}: {outcome}{}\n",

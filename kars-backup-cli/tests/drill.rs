@@ -66,7 +66,10 @@ fn make_db(path: &Path, n: usize) {
          CREATE TABLE assets (id INTEGER PRIMARY KEY, owner INTEGER REFERENCES users(id), tag TEXT);",
     );
     for i in 0..n {
-        sql(path, &format!("INSERT INTO users (name) VALUES ('user{i}');"));
+        sql(
+            path,
+            &format!("INSERT INTO users (name) VALUES ('user{i}');"),
+        );
     }
 }
 
@@ -134,7 +137,11 @@ fn an_invalid_latest_backup_fails_without_fallback_and_restores_the_previous_one
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(text(&o).contains(query), "{}", text(&o));
     assert_eq!(std::fs::read(&db).unwrap(), before);
-    assert!(leftovers(&live_dir).is_empty(), "{:?}", leftovers(&live_dir));
+    assert!(
+        leftovers(&live_dir).is_empty(),
+        "{:?}",
+        leftovers(&live_dir)
+    );
     // --min-rows fails it the same way, in JSON with the attempt listed.
     let o = run(&[
         "restore",
@@ -200,7 +207,10 @@ fn an_invalid_latest_backup_fails_without_fallback_and_restores_the_previous_one
     ]));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("1. ") && out.contains("2. "), "{out}");
-    assert!(out.contains(&bad) && out.contains("FAILED (verification)"), "{out}");
+    assert!(
+        out.contains(&bad) && out.contains("FAILED (verification)"),
+        "{out}"
+    );
     let o = run(&[
         "restore",
         "--db",
@@ -247,7 +257,10 @@ fn a_corrupt_copy_at_one_destination_is_restored_from_the_other() {
     ])));
     assert_eq!(doc["restore"]["backup"], name.as_str());
     assert!(
-        doc["restore"]["destination"].as_str().unwrap().ends_with("/b"),
+        doc["restore"]["destination"]
+            .as_str()
+            .unwrap()
+            .ends_with("/b"),
         "{doc}"
     );
     let attempts = doc["attempts"].as_array().unwrap();
@@ -312,7 +325,11 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     assert!((0.0..600.0).contains(&rpo), "{rpo}");
     assert_eq!(d["rpo"]["target_secs"], 86_400);
     let checks = d["verification"]["checks"].as_array().unwrap();
-    assert!(checks.iter().any(|c| c["check"].as_str().unwrap().contains("count(*) = 3")));
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"].as_str().unwrap().contains("count(*) = 3"))
+    );
     // The scratch copy is gone.
     let scratch = d["scratch_target"].as_str().unwrap();
     assert!(!Path::new(scratch).exists(), "{scratch}");
@@ -323,7 +340,10 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     let stored: Value = serde_json::from_slice(&std::fs::read(store.join(key)).unwrap()).unwrap();
     assert_eq!(stored["id"], d["id"]);
     let txt = std::fs::read_to_string(store.join(key.replace(".json", ".txt"))).unwrap();
-    assert!(txt.contains("PASSED") && txt.contains("RTO") && txt.contains("RPO"), "{txt}");
+    assert!(
+        txt.contains("PASSED") && txt.contains("RTO") && txt.contains("RPO"),
+        "{txt}"
+    );
     let list = json(&ok(run(&["list", "--from", &s(&store), "--all", "--json"])));
     assert_eq!(list["backups"].as_array().unwrap().len(), 1, "{list}");
     assert!(list["foreign"].as_array().unwrap().is_empty(), "{list}");
@@ -335,7 +355,10 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
         "last=1",
         "--json",
     ])));
-    assert!(pruned["left_alone"].as_array().unwrap().is_empty(), "{pruned}");
+    assert!(
+        pruned["left_alone"].as_array().unwrap().is_empty(),
+        "{pruned}"
+    );
     assert!(store.join(key).exists());
 
     let st = json(&ok(run(&["status", "--from", &s(&store), "--json"])));
@@ -344,14 +367,20 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     assert_eq!(st["destinations"][0]["last_drill"]["backup"], name.as_str());
     let o = ok(run(&["status", "--from", &s(&store)]));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("last drill") && out.contains("PASSED"), "{out}");
+    assert!(
+        out.contains("last drill") && out.contains("PASSED"),
+        "{out}"
+    );
 
     // A backup older than --rpo: verified, but the RPO is missed (exit 6), and status says so.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let o = run(&["drill", "--from", &s(&store), "--latest", "--rpo", "2s"]);
     assert_eq!(code(&o), 6, "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("TARGET MISSED") && out.contains("MISSED"), "{out}");
+    assert!(
+        out.contains("TARGET MISSED") && out.contains("MISSED"),
+        "{out}"
+    );
     let st = json(&ok(run(&["status", "--from", &s(&store), "--json"])));
     assert_eq!(st["last_drill"]["outcome"], "target-missed", "{st}");
     assert_eq!(st["last_drill"]["rpo_met"], false);
@@ -375,16 +404,41 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     let o = ok(run(&["status", "--from", &s(&store)]));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("FAILED"), "{out}");
-    let reports = std::fs::read_dir(store.join(".kars-drills")).unwrap().count();
+    let reports = std::fs::read_dir(store.join(".kars-drills"))
+        .unwrap()
+        .count();
     assert_eq!(reports, 6, "three drills, JSON and text each");
 
     // A usage error is not a drill result: nothing stored.
-    let o = run(&["drill", "--from", &s(&store), "--latest", "--audit-log", "nodot"]);
+    let o = run(&[
+        "drill",
+        "--from",
+        &s(&store),
+        "--latest",
+        "--audit-log",
+        "nodot",
+    ]);
     assert_eq!(code(&o), 2, "{}", text(&o));
-    assert_eq!(std::fs::read_dir(store.join(".kars-drills")).unwrap().count(), 6);
+    assert_eq!(
+        std::fs::read_dir(store.join(".kars-drills"))
+            .unwrap()
+            .count(),
+        6
+    );
     // --no-store stores nothing either, and an empty destination fails the drill.
-    ok(run(&["drill", "--from", &s(&store), "--latest", "--no-store"]));
-    assert_eq!(std::fs::read_dir(store.join(".kars-drills")).unwrap().count(), 6);
+    ok(run(&[
+        "drill",
+        "--from",
+        &s(&store),
+        "--latest",
+        "--no-store",
+    ]));
+    assert_eq!(
+        std::fs::read_dir(store.join(".kars-drills"))
+            .unwrap()
+            .count(),
+        6
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let o = run(&["drill", "--from", &s(&empty), "--latest"]);

@@ -63,7 +63,10 @@ fn backup(url: &str, store: &Path) -> String {
 
 /// Everything that identifies the live database: its OID (a swap by renaming would change it),
 /// its schema and every relation's content hash.
-fn fingerprint(pg: &TestCluster, db: &str) -> (String, String, std::collections::BTreeMap<String, String>) {
+fn fingerprint(
+    pg: &TestCluster,
+    db: &str,
+) -> (String, String, std::collections::BTreeMap<String, String>) {
     let oid = pg.psql(
         "postgres",
         &format!("SELECT oid FROM pg_database WHERE datname = '{db}'"),

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::progress::DynProgress;
 use crate::recovery::{
-    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, PlanFn, ScratchFn, Unavailable,
-    verify_with_fallback,
+    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, PlanFn, ScratchFn,
+    Unavailable, verify_with_fallback,
 };
 use crate::repository::Repository;
 use crate::sink::SinkExt;
@@ -192,10 +192,7 @@ impl DrillReport {
             DrillOutcome::TargetMissed => "TARGET MISSED",
             DrillOutcome::Failed => "FAILED",
         };
-        let mut out = format!(
-            "Restore drill {} on {}: {verdict}\n",
-            self.id, self.host
-        );
+        let mut out = format!("Restore drill {} on {}: {verdict}\n", self.id, self.host);
         out.push_str(&format!(
             "  started:  {}\n  finished: {}\n",
             self.started_at.to_rfc3339(),
@@ -273,10 +270,7 @@ impl DrillReport {
             }
         }
         for u in &self.unavailable {
-            out.push_str(&format!(
-                "  unavailable: {}: {}\n",
-                u.destination, u.error
-            ));
+            out.push_str(&format!("  unavailable: {}: {}\n", u.destination, u.error));
         }
         if let Some(e) = &self.error {
             out.push_str(&format!("  error: {e}\n"));

@@ -596,18 +596,12 @@ mod tests {
             actual_size: 1,
         };
         assert_eq!(next_step(&checksum), Next::Copy);
-        assert_eq!(
-            next_step(&Error::NotFound { what: "a".into() }),
-            Next::Copy
-        );
+        assert_eq!(next_step(&Error::NotFound { what: "a".into() }), Next::Copy);
         assert_eq!(
             next_step(&Error::VerificationFailed("counts".into())),
             Next::Backup
         );
-        assert_eq!(
-            next_step(&Error::InvalidInput("engine".into())),
-            Next::Stop
-        );
+        assert_eq!(next_step(&Error::InvalidInput("engine".into())), Next::Stop);
         let rolled_back = Error::RolledBack {
             cause: Box::new(Error::HookFailed {
                 hook: "health-check".into(),

@@ -49,7 +49,9 @@ async fn back_up(db: &std::path::Path, sinks: &[DynBackupSink]) -> String {
     report.manifest.name.clone()
 }
 
-fn fixed_plan(plan: VerifyPlan) -> impl Fn(&kars_backup_core::BackupEntry) -> kars_backup_core::Result<VerifyPlan> {
+fn fixed_plan(
+    plan: VerifyPlan,
+) -> impl Fn(&kars_backup_core::BackupEntry) -> kars_backup_core::Result<VerifyPlan> {
     move |_| Ok(plan.clone())
 }
 
@@ -65,7 +67,10 @@ async fn the_newest_backup_across_destinations_and_the_local_copy_first() {
     let both = back_up(&db, &[remote.clone(), local.clone()]).await;
     let origins = vec![
         Origin::new("s3://kars/prod", remote.clone()),
-        Origin::new(dir.path().join("local").display().to_string(), local.clone()),
+        Origin::new(
+            dir.path().join("local").display().to_string(),
+            local.clone(),
+        ),
     ];
     let c = Candidates::find(&origins, &Pick::Latest).await.unwrap();
     assert_eq!(c.backups.len(), 1, "identical copies are one backup");
@@ -76,7 +81,7 @@ async fn the_newest_backup_across_destinations_and_the_local_copy_first() {
 
     // A newer backup only at the remote: it is the latest, the older one comes second.
     make_db(&db, 1);
-    let newer = back_up(&db, &[remote.clone()]).await;
+    let newer = back_up(&db, std::slice::from_ref(&remote)).await;
     let c = Candidates::find(&origins, &Pick::Latest).await.unwrap();
     assert_eq!(c.backups[0].name, newer);
     assert_eq!(c.backups[1].name, both);
@@ -85,7 +90,10 @@ async fn the_newest_backup_across_destinations_and_the_local_copy_first() {
     let broken: DynBackupSink = Arc::new(FaultySink::new(remote.clone()).fail(Op::List, 1));
     let partly = vec![
         Origin::new("s3://kars/broken", broken),
-        Origin::new(dir.path().join("local").display().to_string(), local.clone()),
+        Origin::new(
+            dir.path().join("local").display().to_string(),
+            local.clone(),
+        ),
     ];
     let c = Candidates::find(&partly, &Pick::Latest).await.unwrap();
     assert_eq!(c.backups[0].name, both);
@@ -96,10 +104,16 @@ async fn the_newest_backup_across_destinations_and_the_local_copy_first() {
         .unwrap();
     assert_eq!(c.backups.len(), 1);
     assert_eq!(c.backups[0].name, both);
-    let err = Candidates::find(&origins, &Pick::Named("asset-data-20200101-000000.tar.gz".into()))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, kars_backup_core::Error::NotFound { .. }), "{err}");
+    let err = Candidates::find(
+        &origins,
+        &Pick::Named("asset-data-20200101-000000.tar.gz".into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, kars_backup_core::Error::NotFound { .. }),
+        "{err}"
+    );
 }
 
 /// A transient storage failure is retried on the same copy; without retries it counts as
@@ -190,12 +204,18 @@ async fn a_drill_stores_its_report_where_listings_and_prune_leave_it_alone() {
     let db = dir.path().join("a.db");
     make_db(&db, 3);
     let sink: DynBackupSink = Arc::new(LocalSink::new(dir.path().join("b")).unwrap());
-    let name = back_up(&db, &[sink.clone()]).await;
-    let origins = vec![Origin::new(dir.path().join("b").display().to_string(), sink.clone())];
+    let name = back_up(&db, std::slice::from_ref(&sink)).await;
+    let origins = vec![Origin::new(
+        dir.path().join("b").display().to_string(),
+        sink.clone(),
+    )];
     let scratch_dir = tempfile::tempdir().unwrap();
-    let scratch = |_: &kars_backup_core::BackupEntry| -> kars_backup_core::Result<DynDatabaseSource> {
-        Ok(Arc::new(SqliteSource::new(scratch_dir.path().join("scratch.db"))))
-    };
+    let scratch =
+        |_: &kars_backup_core::BackupEntry| -> kars_backup_core::Result<DynDatabaseSource> {
+            Ok(Arc::new(SqliteSource::new(
+                scratch_dir.path().join("scratch.db"),
+            )))
+        };
     let plan = fixed_plan(VerifyPlan::default());
     let report = run_drill(
         &origins,
@@ -212,7 +232,10 @@ async fn a_drill_stores_its_report_where_listings_and_prune_leave_it_alone() {
     assert!(report.rto.measured_secs.unwrap() > 0.0 && report.rto.met);
     assert!(report.rpo.measured_secs.unwrap() >= 0.0 && report.rpo.met);
     assert!(report.store_errors.is_empty(), "{:?}", report.store_errors);
-    assert!(!scratch_dir.path().join("scratch.db").exists(), "scratch removed");
+    assert!(
+        !scratch_dir.path().join("scratch.db").exists(),
+        "scratch removed"
+    );
 
     let repo = Repository::new(sink.clone());
     let stored = drill::latest_report(&repo).await.unwrap().unwrap();
@@ -239,7 +262,15 @@ async fn a_drill_stores_its_report_where_listings_and_prune_leave_it_alone() {
         rpo: chrono::Duration::seconds(1),
         ..DrillOptions::default()
     };
-    let missed = run_drill(&origins, &Pick::Latest, &scratch, &plan, &strict, no_progress()).await;
+    let missed = run_drill(
+        &origins,
+        &Pick::Latest,
+        &scratch,
+        &plan,
+        &strict,
+        no_progress(),
+    )
+    .await;
     assert_eq!(missed.outcome, DrillOutcome::TargetMissed);
     assert!(missed.rto.met && !missed.rpo.met);
     let stored = drill::latest_report(&repo).await.unwrap().unwrap();

@@ -8,7 +8,9 @@ use crate::{exit, progress, render, resolve};
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let origins = resolve::origins(&a.from)?;
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
-    let first = candidates.first().expect("find returns at least one backup");
+    let first = candidates
+        .first()
+        .expect("find returns at least one backup");
     a.checks.plan(a.integrity, first.time)?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
     let scratch = Scratch::new(&a.pg, scratch_dir.path());
@@ -80,9 +82,7 @@ impl<'a> Scratch<'a> {
             let source = resolve::postgres_scratch(self.pg).map_err(resolve::core_error)?;
             return Ok(std::sync::Arc::new(source));
         }
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.dir.join(format!("attempt-{n}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| kars_backup_core::Error::io("create directory", &dir, e))?;
