@@ -173,7 +173,8 @@ pub(crate) fn postgres_scratch(
         }))
 }
 
-/// The origins of `--from` values (repeatable), labelled with their redacted URLs.
+/// The origins of `--from` values (repeatable), labelled as their sinks describe themselves
+/// (redacted URLs, `file:///…` for directories).
 pub(crate) fn origins(from: &[String]) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
     from.iter()
         .map(|dest| {
@@ -183,10 +184,7 @@ pub(crate) fn origins(from: &[String]) -> anyhow::Result<Vec<kars_backup_core::r
                     kars_backup_storage::redact(dest)
                 )
             })?;
-            Ok(kars_backup_core::recovery::Origin::new(
-                kars_backup_storage::redact(dest),
-                sink,
-            ))
+            Ok(kars_backup_core::recovery::Origin::of_sink(sink))
         })
         .collect()
 }

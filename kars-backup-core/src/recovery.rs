@@ -71,6 +71,11 @@ impl Origin {
         }
     }
 
+    /// An origin labelled with the sink's own description ([`crate::BackupSink::describe`]).
+    pub fn of_sink(sink: DynBackupSink) -> Self {
+        Origin::new(sink.describe(), sink)
+    }
+
     /// Overrides whether the origin counts as local.
     pub fn with_local(mut self, local: bool) -> Self {
         self.local = local;
