@@ -493,4 +493,44 @@ mod tests {
         assert_eq!(human_secs(3600.0), "1 h");
         assert_eq!(human_secs(86_400.0), "1 d");
     }
+
+    #[test]
+    fn reports_round_trip_and_read_as_text() {
+        let t = Utc::now();
+        let report = DrillReport {
+            id: "20261125T020000.000Z-abc".into(),
+            started_at: t,
+            finished_at: t,
+            host: "h".into(),
+            tool_version: "0".into(),
+            destinations: vec!["file:///b".into()],
+            backup: Some("asset-data-20261125-010000.tar.gz".into()),
+            backup_time: Some(t - Duration::hours(30)),
+            engine: Some("sqlite".into()),
+            restored_from: Some("file:///b".into()),
+            scratch_target: Some("/tmp/x.db".into()),
+            rto: Objective::of(DEFAULT_RTO, Some(4.0)),
+            rpo: Objective::of(crate::status::DEFAULT_RPO, Some(30.0 * 3600.0)),
+            outcome: DrillOutcome::TargetMissed,
+            passed: false,
+            error: None,
+            error_category: None,
+            verification: None,
+            attempts: Vec::new(),
+            unavailable: Vec::new(),
+            report_key: format!("{DRILL_PREFIX}drill-x.json"),
+            store_errors: Vec::new(),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains("\"outcome\":\"target-missed\""), "{json}");
+        let back: DrillReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        let text = report.to_text();
+        assert!(text.contains("TARGET MISSED"), "{text}");
+        assert!(text.contains("RPO:      1 d 6 h"), "{text}");
+        assert!(text.contains("target 1 d: MISSED"), "{text}");
+        assert!(text.contains("RTO:      4.0 s"), "{text}");
+        let summary = report.summary();
+        assert!(summary.rto_met && !summary.rpo_met && !summary.passed);
+    }
 }
