@@ -4,7 +4,6 @@ use kars_backup_core::drill::{DrillOptions, DrillOutcome, run_drill};
 use kars_backup_core::recovery::AttemptOptions;
 
 use crate::args::DrillArgs;
-use crate::commands::verify::Scratch;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
@@ -13,7 +12,7 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     // Usage errors in the checks show before the drill starts.
     v.checks.plan(v.integrity, chrono::Utc::now())?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-drill-").tempdir()?;
-    let scratch = Scratch::new(&v.pg, scratch_dir.path());
+    let scratch = resolve::Scratch::new(&v.pg, scratch_dir.path());
     let plan = |e: &kars_backup_core::BackupEntry| {
         v.checks
             .plan(v.integrity, e.time())

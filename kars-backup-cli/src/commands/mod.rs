@@ -10,7 +10,7 @@ mod prune;
 mod restore;
 mod retention;
 mod status;
-pub(crate) mod verify;
+mod verify;
 
 use crate::args::Command;
 

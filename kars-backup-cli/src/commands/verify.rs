@@ -13,7 +13,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
         .expect("find returns at least one backup");
     a.checks.plan(a.integrity, first.time)?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch = Scratch::new(&a.pg, scratch_dir.path());
+    let scratch = resolve::Scratch::new(&a.pg, scratch_dir.path());
     let plan = |e: &kars_backup_core::BackupEntry| {
         a.checks
             .plan(a.integrity, e.time())
@@ -55,38 +55,4 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
-}
-
-/// Makes scratch targets for `verify` and `drill`: a new directory under `dir` for each SQLite
-/// attempt, a new temporary database on the `--scratch-db` server for each PostgreSQL one.
-pub(crate) struct Scratch<'a> {
-    pg: &'a crate::args::PgVerifyArgs,
-    dir: &'a std::path::Path,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl<'a> Scratch<'a> {
-    pub(crate) fn new(pg: &'a crate::args::PgVerifyArgs, dir: &'a std::path::Path) -> Self {
-        Scratch {
-            pg,
-            dir,
-            next: std::sync::atomic::AtomicUsize::new(1),
-        }
-    }
-
-    pub(crate) fn make(
-        &self,
-        entry: &kars_backup_core::BackupEntry,
-    ) -> kars_backup_core::Result<kars_backup_core::DynDatabaseSource> {
-        if resolve::is_postgres_backup(entry) {
-            let source = resolve::postgres_scratch(self.pg).map_err(resolve::core_error)?;
-            return Ok(std::sync::Arc::new(source));
-        }
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.dir.join(format!("attempt-{n}"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| kars_backup_core::Error::io("create directory", &dir, e))?;
-        let source = resolve::scratch_source(entry, &dir).map_err(resolve::core_error)?;
-        Ok(resolve::shared(source))
-    }
 }
