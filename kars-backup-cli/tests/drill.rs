@@ -347,6 +347,7 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     let list = json(&ok(run(&["list", "--from", &s(&store), "--all", "--json"])));
     assert_eq!(list["backups"].as_array().unwrap().len(), 1, "{list}");
     assert!(list["foreign"].as_array().unwrap().is_empty(), "{list}");
+    assert_eq!(list["drill_reports"][0], key, "{list}");
     let pruned = json(&ok(run(&[
         "prune",
         "--from",
