@@ -283,6 +283,9 @@ async fn command_result(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group, so a timeout can stop the command's children too.
+    #[cfg(unix)]
+    command.process_group(0);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
