@@ -224,7 +224,10 @@ async fn command_gets_the_run_in_environment_variables() {
 #[tokio::test]
 async fn failing_and_hanging_commands_are_reported_not_raised() {
     let failing = CommandOptions::new("echo oops >&2; exit 3");
-    let mut hanging = CommandOptions::new("sleep 30");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    // A command that starts a child and waits for it: the timeout must stop both.
+    let mut hanging = CommandOptions::new(format!("sleep 30 & echo $! > '{}'; wait", pid_file.display()));
     hanging.timeout_secs = 1;
     let notifier = Notifier::new(NotifyOptions { commands: vec![failing, hanging], ..Default::default() }).unwrap();
     let started = std::time::Instant::now();
@@ -232,6 +235,18 @@ async fn failing_and_hanging_commands_are_reported_not_raised() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(d[0].error.as_deref().unwrap().contains("exit status: 3"), "{d:?}");
     assert!(d[1].error.as_deref().unwrap().contains("timed out"), "{d:?}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    // SIGKILL lands asynchronously: give it up to 5 s to show. Gone, or a zombie waiting for
+    // its (container's) init to reap it, both count as stopped.
+    let stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !stopped() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(stopped(), "the command's child is still running");
 }
 
 #[test]
