@@ -230,3 +230,42 @@ async fn the_scheduler_feeds_alerts_with_one_run_id_everywhere() {
     assert_eq!((values.runs_total, values.failures_total), (1, 1));
     assert_eq!(values.last_run_success, Some(false));
 }
+
+#[test]
+fn an_independent_parser_reads_the_same_values_and_types() {
+    // prometheus-parse: a third-party parser of the text format, as a cross-check of ours.
+    let m = Metrics::new();
+    m.register("asset-data", ["local", "s3"]);
+    m.record(&report(
+        "asset-data",
+        utc(18, 2, 0, 0),
+        12,
+        RunOutcome::success()
+            .with_bytes(4096)
+            .with_destination(DestinationResult::success("local", Some(4096)))
+            .with_destination(DestinationResult::failure("s3", "timeout")),
+    ));
+    let text = m.render();
+    let ours = parse_text(&text).unwrap();
+    let theirs = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let names: Vec<String> = theirs.samples.iter().map(|s| format!("{} {}", s.metric, s.labels.get("destination").unwrap())).collect();
+    assert_eq!(theirs.samples.len(), ours.len(), "{text}\n{names:#?}");
+    // 2 destinations x 7 families, less the failed s3's unknown success time and size.
+    assert_eq!(ours.len(), 12);
+    for sample in &theirs.samples {
+        let (job, destination) = (sample.labels.get("job").unwrap(), sample.labels.get("destination").unwrap());
+        let expected = value(&ours, &sample.metric, job, destination).unwrap();
+        match sample.value {
+            prometheus_parse::Value::Counter(v) => {
+                assert!(sample.metric.ends_with("_total"), "{}", sample.metric);
+                assert_eq!(v, expected);
+            }
+            prometheus_parse::Value::Gauge(v) => {
+                assert!(!sample.metric.ends_with("_total"), "{}", sample.metric);
+                assert_eq!(v, expected);
+            }
+            ref other => panic!("unexpected type for {}: {other:?}", sample.metric),
+        }
+    }
+    assert!(theirs.docs.contains_key("kars_backup_last_success_timestamp_seconds"));
+}
