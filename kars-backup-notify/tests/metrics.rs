@@ -64,7 +64,12 @@ fn recorded() -> Metrics {
             .with_destination(DestinationResult::failure("s3", "timeout")),
     ));
     // The PostgreSQL job fails before any destination: counts for its registered one.
-    m.record(&report("pg \"main\"", utc(19, 3, 0, 0), 2, RunOutcome::failure("pg_dump failed")));
+    m.record(&report(
+        "pg \"main\"",
+        utc(19, 3, 0, 0),
+        2,
+        RunOutcome::failure("pg_dump failed"),
+    ));
     m
 }
 
@@ -72,34 +77,96 @@ fn recorded() -> Metrics {
 fn rendered_text_parses_back_to_the_recorded_values() {
     let m = recorded();
     let text = m.render();
-    assert!(text.contains("# TYPE kars_backup_failures_total counter"), "{text}");
-    assert!(text.contains("# TYPE kars_backup_last_success_timestamp_seconds gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE kars_backup_failures_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE kars_backup_last_success_timestamp_seconds gauge"),
+        "{text}"
+    );
     let samples = parse_text(&text).unwrap();
     let day18 = utc(18, 2, 0, 12).timestamp() as f64;
     let day19 = utc(19, 2, 0, 30).timestamp() as f64;
     let v = |name: &str, job: &str, d: &str| value(&samples, name, job, d);
-    assert_eq!(v("kars_backup_last_success_timestamp_seconds", "asset-data", "local"), Some(day19));
-    assert_eq!(v("kars_backup_last_success_timestamp_seconds", "asset-data", "s3"), Some(day18));
-    assert_eq!(v("kars_backup_last_run_timestamp_seconds", "asset-data", "s3"), Some(day19));
-    assert_eq!(v("kars_backup_last_run_success", "asset-data", "s3"), Some(0.0));
-    assert_eq!(v("kars_backup_last_run_success", "asset-data", "local"), Some(1.0));
-    assert_eq!(v("kars_backup_last_duration_seconds", "asset-data", "local"), Some(30.0));
-    assert_eq!(v("kars_backup_last_size_bytes", "asset-data", "local"), Some(5000.0));
-    assert_eq!(v("kars_backup_last_size_bytes", "asset-data", "s3"), Some(4096.0));
+    assert_eq!(
+        v(
+            "kars_backup_last_success_timestamp_seconds",
+            "asset-data",
+            "local"
+        ),
+        Some(day19)
+    );
+    assert_eq!(
+        v(
+            "kars_backup_last_success_timestamp_seconds",
+            "asset-data",
+            "s3"
+        ),
+        Some(day18)
+    );
+    assert_eq!(
+        v("kars_backup_last_run_timestamp_seconds", "asset-data", "s3"),
+        Some(day19)
+    );
+    assert_eq!(
+        v("kars_backup_last_run_success", "asset-data", "s3"),
+        Some(0.0)
+    );
+    assert_eq!(
+        v("kars_backup_last_run_success", "asset-data", "local"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("kars_backup_last_duration_seconds", "asset-data", "local"),
+        Some(30.0)
+    );
+    assert_eq!(
+        v("kars_backup_last_size_bytes", "asset-data", "local"),
+        Some(5000.0)
+    );
+    assert_eq!(
+        v("kars_backup_last_size_bytes", "asset-data", "s3"),
+        Some(4096.0)
+    );
     assert_eq!(v("kars_backup_runs_total", "asset-data", "s3"), Some(2.0));
-    assert_eq!(v("kars_backup_failures_total", "asset-data", "s3"), Some(1.0));
-    assert_eq!(v("kars_backup_failures_total", "asset-data", "local"), Some(0.0));
+    assert_eq!(
+        v("kars_backup_failures_total", "asset-data", "s3"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("kars_backup_failures_total", "asset-data", "local"),
+        Some(0.0)
+    );
     // Label values are escaped and parsed back.
-    assert_eq!(v("kars_backup_failures_total", "pg \"main\"", "local"), Some(1.0));
-    assert_eq!(v("kars_backup_last_success_timestamp_seconds", "pg \"main\"", "local"), None);
+    assert_eq!(
+        v("kars_backup_failures_total", "pg \"main\"", "local"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(
+            "kars_backup_last_success_timestamp_seconds",
+            "pg \"main\"",
+            "local"
+        ),
+        None
+    );
     assert_eq!(m.get("asset-data", "s3").unwrap().failures_total, 1);
 }
 
 #[test]
 fn a_job_without_registered_destinations_records_under_all() {
     let m = Metrics::new();
-    m.record(&report("adhoc", utc(18, 1, 0, 0), 1, RunOutcome::failure("boom")));
-    assert_eq!(m.series(), vec![("adhoc".to_string(), ALL_DESTINATIONS.to_string())]);
+    m.record(&report(
+        "adhoc",
+        utc(18, 1, 0, 0),
+        1,
+        RunOutcome::failure("boom"),
+    ));
+    assert_eq!(
+        m.series(),
+        vec![("adhoc".to_string(), ALL_DESTINATIONS.to_string())]
+    );
     assert_eq!(m.get("adhoc", "all").unwrap().failures_total, 1);
 }
 
@@ -109,9 +176,16 @@ fn textfile_is_written_atomically_and_one_shot_runs_keep_counting() {
     let path = dir.path().join("kars-backup.prom");
     let first = recorded();
     first.write_textfile(&path).unwrap();
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temporary file left behind"
+    );
     let samples = parse_text(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(value(&samples, "kars_backup_runs_total", "asset-data", "local"), Some(2.0));
+    assert_eq!(
+        value(&samples, "kars_backup_runs_total", "asset-data", "local"),
+        Some(2.0)
+    );
 
     // The next one-shot process: load, record, write.
     let next = Metrics::new();
@@ -124,55 +198,126 @@ fn textfile_is_written_atomically_and_one_shot_runs_keep_counting() {
     ));
     next.write_textfile(&path).unwrap();
     let samples = parse_text(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(value(&samples, "kars_backup_runs_total", "asset-data", "s3"), Some(3.0));
-    assert_eq!(value(&samples, "kars_backup_failures_total", "asset-data", "s3"), Some(1.0));
-    assert_eq!(value(&samples, "kars_backup_last_size_bytes", "asset-data", "s3"), Some(6000.0));
     assert_eq!(
-        value(&samples, "kars_backup_last_success_timestamp_seconds", "asset-data", "local"),
+        value(&samples, "kars_backup_runs_total", "asset-data", "s3"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&samples, "kars_backup_failures_total", "asset-data", "s3"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "kars_backup_last_size_bytes", "asset-data", "s3"),
+        Some(6000.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "kars_backup_last_success_timestamp_seconds",
+            "asset-data",
+            "local"
+        ),
         Some(utc(19, 2, 0, 30).timestamp() as f64)
     );
-    assert!(!Metrics::new().load_textfile(&dir.path().join("missing.prom")).unwrap());
-    std::fs::write(dir.path().join("bad.prom"), "kars_backup_runs_total{job=\"x\" 1\n").unwrap();
-    let err = Metrics::new().load_textfile(&dir.path().join("bad.prom")).unwrap_err();
+    assert!(
+        !Metrics::new()
+            .load_textfile(&dir.path().join("missing.prom"))
+            .unwrap()
+    );
+    std::fs::write(
+        dir.path().join("bad.prom"),
+        "kars_backup_runs_total{job=\"x\" 1\n",
+    )
+    .unwrap();
+    let err = Metrics::new()
+        .load_textfile(&dir.path().join("bad.prom"))
+        .unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }
 
 #[tokio::test]
 async fn metrics_endpoint_serves_the_text_format() {
     let metrics = recorded();
-    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), metrics.clone()).await.unwrap();
+    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), metrics.clone())
+        .await
+        .unwrap();
     let addr = server.local_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.serve(shutdown.clone()));
     let client = reqwest::Client::new();
 
-    let resp = client.get(format!("http://{addr}/metrics")).send().await.unwrap();
+    let resp = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], TEXT_FORMAT);
     let samples = parse_text(&resp.text().await.unwrap()).unwrap();
-    assert_eq!(value(&samples, "kars_backup_failures_total", "asset-data", "s3"), Some(1.0));
+    assert_eq!(
+        value(&samples, "kars_backup_failures_total", "asset-data", "s3"),
+        Some(1.0)
+    );
 
     // New runs show up on the next scrape.
-    metrics.record(&report("asset-data", utc(20, 2, 0, 0), 1, RunOutcome::failure("x")));
-    let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    metrics.record(&report(
+        "asset-data",
+        utc(20, 2, 0, 0),
+        1,
+        RunOutcome::failure("x"),
+    ));
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let samples = parse_text(&text).unwrap();
-    assert_eq!(value(&samples, "kars_backup_failures_total", "asset-data", "s3"), Some(2.0));
+    assert_eq!(
+        value(&samples, "kars_backup_failures_total", "asset-data", "s3"),
+        Some(2.0)
+    );
 
-    let missing = client.get(format!("http://{addr}/nope")).send().await.unwrap();
+    let missing = client
+        .get(format!("http://{addr}/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    let post = client.post(format!("http://{addr}/metrics")).send().await.unwrap();
+    let post = client
+        .post(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 405);
 
     shutdown.cancel();
-    tokio::time::timeout(std::time::Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
-    assert!(client.get(format!("http://{addr}/metrics")).send().await.is_err());
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn binding_a_busy_address_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = MetricsServer::bind(taken.local_addr().unwrap(), Metrics::new()).await.unwrap_err();
-    assert!(err.to_string().contains("cannot listen for /metrics"), "{err}");
+    let err = MetricsServer::bind(taken.local_addr().unwrap(), Metrics::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot listen for /metrics"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -189,17 +334,25 @@ async fn the_scheduler_feeds_alerts_with_one_run_id_everywhere() {
     .unwrap();
     let metrics = Metrics::new();
     metrics.register("nightly", ["local"]);
-    let alerts = Alerts::new().with_job("nightly", notifier).with_metrics(metrics.clone());
+    let alerts = Alerts::new()
+        .with_job("nightly", notifier)
+        .with_metrics(metrics.clone());
 
     let runner = runner_fn(|ctx| async move {
         RunOutcome::failure(format!("disk full during run {}", ctx.run_id))
             .with_destination(DestinationResult::failure("local", "disk full"))
     });
-    let job = ScheduledJob::new("nightly", Schedule::parse("0 2 * * *", "UTC").unwrap(), runner);
+    let job = ScheduledJob::new(
+        "nightly",
+        Schedule::parse("0 2 * * *", "UTC").unwrap(),
+        runner,
+    );
     let clock = ManualClock::new(utc(18, 1, 0, 0));
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
-    let scheduler = Scheduler::new(dir.path()).with_observer(Arc::new(alerts)).with_events(tx);
+    let scheduler = Scheduler::new(dir.path())
+        .with_observer(Arc::new(alerts))
+        .with_events(tx);
     let task = tokio::spawn({
         let clock: DynClock = Arc::new(clock.clone());
         let shutdown = shutdown.clone();
@@ -248,12 +401,19 @@ fn an_independent_parser_reads_the_same_values_and_types() {
     let text = m.render();
     let ours = parse_text(&text).unwrap();
     let theirs = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let names: Vec<String> = theirs.samples.iter().map(|s| format!("{} {}", s.metric, s.labels.get("destination").unwrap())).collect();
+    let names: Vec<String> = theirs
+        .samples
+        .iter()
+        .map(|s| format!("{} {}", s.metric, s.labels.get("destination").unwrap()))
+        .collect();
     assert_eq!(theirs.samples.len(), ours.len(), "{text}\n{names:#?}");
     // 2 destinations x 7 families, less the failed s3's unknown success time and size.
     assert_eq!(ours.len(), 12);
     for sample in &theirs.samples {
-        let (job, destination) = (sample.labels.get("job").unwrap(), sample.labels.get("destination").unwrap());
+        let (job, destination) = (
+            sample.labels.get("job").unwrap(),
+            sample.labels.get("destination").unwrap(),
+        );
         let expected = value(&ours, &sample.metric, job, destination).unwrap();
         match sample.value {
             prometheus_parse::Value::Counter(v) => {
@@ -267,5 +427,9 @@ fn an_independent_parser_reads_the_same_values_and_types() {
             ref other => panic!("unexpected type for {}: {other:?}", sample.metric),
         }
     }
-    assert!(theirs.docs.contains_key("kars_backup_last_success_timestamp_seconds"));
+    assert!(
+        theirs
+            .docs
+            .contains_key("kars_backup_last_success_timestamp_seconds")
+    );
 }

@@ -49,7 +49,11 @@ async fn webhook_posts_the_run_as_json_with_extra_headers() {
     let mut server = TestServer::start().await;
     let mut hook = fast(WebhookOptions::new(server.url("/hooks/T0PSECRET")));
     hook.headers = BTreeMap::from([("Authorization".into(), "Bearer s3cr3t".into())]);
-    let notifier = Notifier::new(NotifyOptions { webhooks: vec![hook], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        webhooks: vec![hook],
+        ..Default::default()
+    })
+    .unwrap();
 
     // Default `on = failure`: a success sends nothing.
     assert!(notifier.run_finished(&ok_report()).await.is_empty());
@@ -57,7 +61,10 @@ async fn webhook_posts_the_run_as_json_with_extra_headers() {
     let deliveries = notifier.run_finished(&failed_report()).await;
     assert_eq!(deliveries.len(), 1);
     assert!(deliveries[0].is_ok(), "{deliveries:?}");
-    assert_eq!(deliveries[0].target, format!("webhook http://{}/…", server.addr));
+    assert_eq!(
+        deliveries[0].target,
+        format!("webhook http://{}/…", server.addr)
+    );
     let req = server.next().await;
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, "/hooks/T0PSECRET");
@@ -69,7 +76,10 @@ async fn webhook_posts_the_run_as_json_with_extra_headers() {
     assert_eq!(body["run_id"], "20241218T020000Z-abc123");
     assert_eq!(body["status"], "failure");
     assert_eq!(body["trigger"], "scheduled");
-    assert_eq!(body["error"], "upload to s3://bucket/kars failed: connection reset");
+    assert_eq!(
+        body["error"],
+        "upload to s3://bucket/kars failed: connection reset"
+    );
     assert_eq!(body["scheduled_at"], "2024-12-18T02:00:00Z");
     assert_eq!(body["started_at"], "2024-12-18T02:00:01Z");
     assert_eq!(body["finished_at"], "2024-12-18T02:00:13Z");
@@ -88,7 +98,11 @@ async fn webhook_retries_server_errors_but_not_client_errors() {
     let mut server = TestServer::start().await;
     let mut hook = fast(WebhookOptions::new(server.url("/hook")));
     hook.on = NotifyOn::Always;
-    let notifier = Notifier::new(NotifyOptions { webhooks: vec![hook], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        webhooks: vec![hook],
+        ..Default::default()
+    })
+    .unwrap();
 
     server.respond_with(&[500, 503]);
     let d = notifier.run_finished(&ok_report()).await;
@@ -115,13 +129,22 @@ async fn an_unreachable_webhook_fails_without_leaking_its_url() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut hook = fast(WebhookOptions::new(format!("http://{addr}/hooks/T0PSECRET")));
+    let mut hook = fast(WebhookOptions::new(format!(
+        "http://{addr}/hooks/T0PSECRET"
+    )));
     hook.retries = 1;
-    let notifier = Notifier::new(NotifyOptions { webhooks: vec![hook], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        webhooks: vec![hook],
+        ..Default::default()
+    })
+    .unwrap();
     let d = notifier.run_finished(&failed_report()).await;
     assert_eq!(d[0].attempts, 2);
     let error = d[0].error.clone().unwrap();
-    assert!(!error.contains("T0PSECRET") && !d[0].target.contains("T0PSECRET"), "{d:?}");
+    assert!(
+        !error.contains("T0PSECRET") && !d[0].target.contains("T0PSECRET"),
+        "{d:?}"
+    );
 }
 
 #[tokio::test]
@@ -138,15 +161,24 @@ async fn hc_ping_style_start_success_and_fail() {
     assert!(d[0].is_ok(), "{d:?}");
     assert!(d[0].target.starts_with("ping start http://"), "{d:?}");
     let start = server.next().await;
-    assert_eq!((start.method.as_str(), start.path.as_str()), ("GET", format!("/{uuid}/start").as_str()));
+    assert_eq!(
+        (start.method.as_str(), start.path.as_str()),
+        ("GET", format!("/{uuid}/start").as_str())
+    );
 
     notifier.run_finished(&ok_report()).await;
     let success = server.next().await;
-    assert_eq!((success.method.as_str(), success.path.as_str()), ("GET", format!("/{uuid}").as_str()));
+    assert_eq!(
+        (success.method.as_str(), success.path.as_str()),
+        ("GET", format!("/{uuid}").as_str())
+    );
 
     notifier.run_finished(&failed_report()).await;
     let fail = server.next().await;
-    assert_eq!((fail.method.as_str(), fail.path.as_str()), ("GET", format!("/{uuid}/fail").as_str()));
+    assert_eq!(
+        (fail.method.as_str(), fail.path.as_str()),
+        ("GET", format!("/{uuid}/fail").as_str())
+    );
     assert!(server.drain().is_empty());
 }
 
@@ -161,11 +193,22 @@ async fn explicit_post_pings_carry_a_summary() {
         ..PingOptions::hc_ping(server.url("/ok"))
     };
     assert_eq!(pings.success_url(), Some(server.url("/ok")));
-    let notifier = Notifier::new(NotifyOptions { pings: vec![pings], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        pings: vec![pings],
+        ..Default::default()
+    })
+    .unwrap();
     notifier.run_started(&context()).await;
     let start = server.next().await;
-    assert_eq!((start.method.as_str(), start.path.as_str()), ("POST", "/begin"));
-    assert!(start.text().contains("20241218T020000Z-abc123"), "{}", start.text());
+    assert_eq!(
+        (start.method.as_str(), start.path.as_str()),
+        ("POST", "/begin")
+    );
+    assert!(
+        start.text().contains("20241218T020000Z-abc123"),
+        "{}",
+        start.text()
+    );
 
     server.respond_with(&[502]); // retried
     let d = notifier.run_finished(&failed_report()).await;
@@ -174,9 +217,18 @@ async fn explicit_post_pings_carry_a_summary() {
     assert_eq!(fail.path, "/down?token=abc");
     assert_eq!(fail.headers["content-type"], "text/plain; charset=utf-8");
     let text = fail.text();
-    assert!(text.contains("asset-data") && text.contains("failure"), "{text}");
-    assert!(text.contains("error: upload to s3://bucket/kars failed"), "{text}");
-    assert!(text.contains("destination s3: failure (connection reset)"), "{text}");
+    assert!(
+        text.contains("asset-data") && text.contains("failure"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: upload to s3://bucket/kars failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destination s3: failure (connection reset)"),
+        "{text}"
+    );
     assert!(!d[0].target.contains("token=abc"), "{d:?}");
 }
 
@@ -194,9 +246,20 @@ async fn command_gets_the_run_in_environment_variables() {
         ("OUT_FILE".into(), out.display().to_string()),
         ("EXTRA".into(), "extra value".into()),
     ]);
-    let notifier = Notifier::new(NotifyOptions { commands: vec![cmd], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        commands: vec![cmd],
+        ..Default::default()
+    })
+    .unwrap();
     let d = notifier.run_finished(&failed_report()).await;
-    assert_eq!(d, vec![Delivery { target: "command #1".into(), attempts: 1, error: None }]);
+    assert_eq!(
+        d,
+        vec![Delivery {
+            target: "command #1".into(),
+            attempts: 1,
+            error: None
+        }]
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -217,7 +280,8 @@ async fn command_gets_the_run_in_environment_variables() {
         ]
     );
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("env.txt.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("env.txt.json")).unwrap())
+            .unwrap();
     assert_eq!(json["run_id"], "20241218T020000Z-abc123");
 }
 
@@ -227,19 +291,33 @@ async fn failing_and_hanging_commands_are_reported_not_raised() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     // A command that starts a child and waits for it: the timeout must stop both.
-    let mut hanging = CommandOptions::new(format!("sleep 30 & echo $! > '{}'; wait", pid_file.display()));
+    let mut hanging = CommandOptions::new(format!(
+        "sleep 30 & echo $! > '{}'; wait",
+        pid_file.display()
+    ));
     hanging.timeout_secs = 1;
-    let notifier = Notifier::new(NotifyOptions { commands: vec![failing, hanging], ..Default::default() }).unwrap();
+    let notifier = Notifier::new(NotifyOptions {
+        commands: vec![failing, hanging],
+        ..Default::default()
+    })
+    .unwrap();
     let started = std::time::Instant::now();
     let d = notifier.run_finished(&failed_report()).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert!(d[0].error.as_deref().unwrap().contains("exit status: 3"), "{d:?}");
-    assert!(d[1].error.as_deref().unwrap().contains("timed out"), "{d:?}");
+    assert!(
+        d[0].error.as_deref().unwrap().contains("exit status: 3"),
+        "{d:?}"
+    );
+    assert!(
+        d[1].error.as_deref().unwrap().contains("timed out"),
+        "{d:?}"
+    );
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     // SIGKILL lands asynchronously: give it up to 5 s to show. Gone, or a zombie waiting for
     // its (container's) init to reap it, both count as stopped.
     let stopped = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
         stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -260,11 +338,23 @@ fn bad_options_are_refused_with_clear_errors() {
     assert!(!err.to_string().contains("T0K3N"), "{err}");
     let mut hook = WebhookOptions::new("https://example.com/");
     hook.headers.insert("Bad Header".into(), "v".into());
-    let err = Notifier::new(NotifyOptions { webhooks: vec![hook], ..Default::default() }).unwrap_err();
+    let err = Notifier::new(NotifyOptions {
+        webhooks: vec![hook],
+        ..Default::default()
+    })
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidHeader { .. }), "{err}");
-    let err = Notifier::new(NotifyOptions { pings: vec![PingOptions::default()], ..Default::default() }).unwrap_err();
+    let err = Notifier::new(NotifyOptions {
+        pings: vec![PingOptions::default()],
+        ..Default::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("no URL"), "{err}");
-    let err = Notifier::new(NotifyOptions { commands: vec![CommandOptions::new("  ")], ..Default::default() }).unwrap_err();
+    let err = Notifier::new(NotifyOptions {
+        commands: vec![CommandOptions::new("  ")],
+        ..Default::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
 }
 
@@ -280,8 +370,13 @@ fn options_deserialize_from_kebab_case_with_defaults() {
     assert_eq!(options.webhooks[0].timeout_secs, 10);
     assert_eq!(options.webhooks[0].retries, 2);
     assert_eq!(options.commands[0].on, NotifyOn::Failure);
-    assert_eq!(options.pings[0].fail_url().as_deref(), Some("https://hc-ping.com/uuid/fail"));
+    assert_eq!(
+        options.pings[0].fail_url().as_deref(),
+        Some("https://hc-ping.com/uuid/fail")
+    );
     assert_eq!(options.pings[0].retry_delay_ms, 5);
-    let unknown = serde_json::from_value::<WebhookOptions>(serde_json::json!({"url": "https://x/", "bogus": 1}));
+    let unknown = serde_json::from_value::<WebhookOptions>(
+        serde_json::json!({"url": "https://x/", "bogus": 1}),
+    );
     assert!(unknown.is_err());
 }

@@ -43,7 +43,10 @@ async fn runner_and_scheduler_logs_carry_job_and_run_id() {
         .unwrap();
 
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let find = |message: &str| {
         lines
             .iter()

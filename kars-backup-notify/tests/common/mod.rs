@@ -48,7 +48,9 @@ impl TestServer {
         let queue = statuses.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let tx = tx.clone();
                 let queue = queue.clone();
                 tokio::spawn(async move {
@@ -60,7 +62,12 @@ impl TestServer {
                             let path = req.uri().to_string();
                             let headers = req.headers().clone();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let _ = tx.send(Recorded { method, path, headers, body });
+                            let _ = tx.send(Recorded {
+                                method,
+                                path,
+                                headers,
+                                body,
+                            });
                             let status = queue.lock().unwrap().pop_front().unwrap_or(200);
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"OK")));
                             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -73,7 +80,11 @@ impl TestServer {
                 });
             }
         });
-        TestServer { addr, requests, statuses }
+        TestServer {
+            addr,
+            requests,
+            statuses,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
