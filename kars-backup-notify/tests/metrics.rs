@@ -370,7 +370,7 @@ async fn the_scheduler_feeds_alerts_with_one_run_id_everywhere() {
     let start = hooks.next().await;
     assert_eq!(start.path, "/ping/start");
     // The webhook and the fail ping go out concurrently.
-    let mut finish = vec![hooks.next().await, hooks.next().await];
+    let mut finish = [hooks.next().await, hooks.next().await];
     finish.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(finish[0].path, "/hook");
     assert_eq!(finish[1].path, "/ping/fail");
