@@ -67,6 +67,15 @@ pub(crate) enum Command {
     /// Create a sample KARS database (users, assets, companies, audit_logs) of about a size.
     #[command(name = "demo-db")]
     DemoDb(DemoDbArgs),
+    /// The configuration file: check it and print it with secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the config's job schedules for the system scheduler: crontab lines or systemd
+    /// service and timer units.
+    Schedule(ScheduleArgs),
+    /// Run the config's jobs on their cron schedules (locks, catch-up, notifications, metrics)
+    /// until SIGTERM/SIGINT.
+    Daemon(DaemonArgs),
 }
 
 /// Which database (the source of a backup, the target of a restore).
@@ -81,14 +90,32 @@ pub(crate) struct DbArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
-    #[command(flatten)]
-    pub(crate) db: DbArg,
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, a
+    /// directory (volume mode: every SQLite database and file in it), or
+    /// `postgres://user:password@host:port/db` (default: DATABASE_URL).
+    #[arg(
+        long,
+        value_name = "DB",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "config"
+    )]
+    pub(crate) db: Option<String>,
 
     /// Destination: `file:///dir` or a directory, `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix`, `git+file:///srv/backups.git`; repeat for several destinations
     /// at once (the database is read once; each destination's outcome is reported).
-    #[arg(long = "to", value_name = "DEST", required = true)]
+    #[arg(long = "to", value_name = "DEST", required_unless_present = "config")]
     pub(crate) to: Vec<String>,
+
+    /// Run the jobs of a configuration file instead (source, destinations and every option
+    /// come from it; only --job and --json may be given with it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: run only this job (repeatable; default: every job).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Vec<String>,
 
     /// Archive name prefix (default: asset-data).
     #[arg(long)]
@@ -596,4 +623,79 @@ fn parse_min_rows(s: &str) -> Result<kars_backup_core::TableInfo, String> {
         name: table.trim().to_string(),
         rows,
     })
+}
+
+/// `kars-backup config …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Parse and check a configuration file (exit 2 with `file:line:col: message` for each
+    /// problem), then print the effective configuration with secrets redacted.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Which system scheduler `schedule --emit` writes for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum EmitFormat {
+    /// crontab lines.
+    Cron,
+    /// systemd service and timer units.
+    Systemd,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleArgs {
+    /// What to print.
+    #[arg(long, value_enum)]
+    pub(crate) emit: EmitFormat,
+
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// The kars-backup binary the entries call (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+
+    /// cron: the log file the output is appended to.
+    #[arg(long, value_name = "FILE", default_value = "/var/log/kars-backup.log")]
+    pub(crate) log_file: PathBuf,
+
+    /// systemd: the EnvironmentFile with the variables the config references.
+    #[arg(long, value_name = "FILE", default_value = "/etc/kars-backup/env")]
+    pub(crate) env_file: PathBuf,
+
+    /// systemd: write the unit files into this directory (e.g. /etc/systemd/system) instead
+    /// of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// Run only this job (repeatable; default: every job with a [job.schedule]).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Vec<String>,
+
+    /// Run every job once at start, then follow the schedules.
+    #[arg(long)]
+    pub(crate) run_now: bool,
+
+    /// Serve /metrics here instead of [daemon] metrics-listen (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }

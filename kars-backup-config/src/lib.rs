@@ -123,6 +123,7 @@ pub fn parse_with_env(
         &mut errors,
     );
     if !errors.is_empty() {
+        errors.sort_by_key(|e| e.location);
         return Err(fail(errors));
     }
     let spans_table = table.clone();

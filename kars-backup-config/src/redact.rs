@@ -112,7 +112,6 @@ fn job(j: &JobConfig, config: &Config) -> Value {
         );
     }
     if let Some(v) = &j.verify {
-        let plan = v.plan(chrono::Utc::now());
         o.insert(
             "verify".into(),
             json!({
@@ -120,14 +119,17 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "check-counts": v.check_counts,
                 "min-rows": v.min_rows,
                 "audit-log": v.audit_log,
-                "rpo": v.rpo().to_string(),
-                "rto": v.rto.map(|d| d.to_string()),
+                "rpo": duration(v.rpo()),
+                "rto": v.rto.map(duration),
                 "scratch-db": v.scratch_db.as_ref().map(|u| u.redacted()),
                 "query": v.queries.iter().map(|q| {
-                    let t = q.test();
-                    json!({ "sql": t.sql, "expect": format!("{:?}", t.expect) })
+                    let expect = match (&q.value, q.rows) {
+                        (Some(v), _) => format!("value {v:?}"),
+                        (None, Some(n)) => format!("{n} rows"),
+                        (None, None) => "true".to_string(),
+                    };
+                    json!({ "sql": q.sql, "expect": expect })
                 }).collect::<Vec<_>>(),
-                "checks": plan.queries.len() + plan.min_rows.len(),
             }),
         );
     }
@@ -139,7 +141,7 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "start": h.start.as_ref().map(|c| command(c, config)),
                 "health": h.health.as_ref().map(|c| command(c, config)),
                 "health-attempts": h.health_attempts,
-                "health-interval": format!("{}s", h.health_interval.num_seconds()),
+                "health-interval": duration(h.health_interval),
             }),
         );
     }
@@ -196,6 +198,17 @@ fn command(c: &CommandLine, config: &Config) -> String {
         }
     }
     text
+}
+
+/// `24h`, `90m`, `7d`, `45s`.
+fn duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        s if s != 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s != 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s != 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn strip_nulls(v: &mut Value) {

@@ -1,6 +1,10 @@
 //! One module per subcommand.
 
 mod backup;
+mod config;
+mod daemon;
+mod jobs;
+mod schedule;
 mod copy;
 mod demo;
 mod inspect;
@@ -32,5 +36,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,
+        Command::Config(c) => config::run(c).await,
+        Command::Schedule(a) => schedule::run(a).await,
+        Command::Daemon(a) => daemon::run(a).await,
     }
 }
