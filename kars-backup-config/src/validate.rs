@@ -168,7 +168,11 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
     for (d, dest) in job.destinations.iter().enumerate() {
         let path = [Key("destination"), Index(d), Key("url")];
         if let Err(e) = kars_backup_storage::Destination::parse(dest.url.expose()) {
-            errors.push(at(&path, format!("destination: {e}")));
+            let text = match e {
+                kars_backup_core::Error::InvalidInput(m) => m,
+                other => other.to_string(),
+            };
+            errors.push(at(&path, format!("destination: {text}")));
         }
         if job.destinations[..d].iter().any(|o| o.url == dest.url) {
             errors.push(at(

@@ -1,0 +1,398 @@
+//! End-to-end tests of the configuration file: `config check`, `backup --config`,
+//! `schedule --emit`, `daemon`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
+    c.env_remove("KARS_BACKUP_LOG")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run kars-backup")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
+}
+
+fn ok(o: Output) -> Output {
+    assert_eq!(code(&o), 0, "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    o
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn make_db(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE assets (id INTEGER PRIMARY KEY, owner INTEGER, tag TEXT);
+         INSERT INTO users (name) VALUES ('Ada'), ('Grace');
+         INSERT INTO assets (owner, tag) VALUES (1, 'LAPTOP-1');",
+    )
+    .unwrap();
+}
+
+/// Committed backups at a destination, oldest first.
+fn listed(dest: &Path) -> Vec<String> {
+    let o = ok(run(&["list", "--from", &s(dest), "--json"]));
+    let v = json(&o);
+    let entries = v["backups"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "committed")
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("kars-backup.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_check_accepts_the_example_and_redacts_it() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kars-backup.toml");
+    let o = ok(bin()
+        .args(["config", "check", "--config", &s(&example)])
+        .env("DATABASE_URL", "postgres://kars:pg-pass-s3cret@db.internal:5432/kars")
+        .env("KARS_ALERT_WEBHOOK", "https://hooks.example.com/services/T0/B0/webhook-s3cret")
+        .output()
+        .unwrap());
+    let out = stdout(&o);
+    assert!(out.contains("OK, 2 job(s)"), "{out}");
+    assert!(out.contains("postgres://kars:***@db.internal:5432/kars"), "{out}");
+    assert!(out.contains("webhook = \"https://hooks.example.com/***\""), "{out}");
+    let all = format!("{out}{}", stderr(&o));
+    assert!(!all.contains("pg-pass-s3cret") && !all.contains("webhook-s3cret"), "{all}");
+    // fields parsed but not applied are reported, not silently ignored
+    assert!(stderr(&o).contains("[job.verify] is not applied"), "{}", stderr(&o));
+
+    // without the variables: exit 2, one `file:line:col: message` per missing variable
+    let o = run(&["config", "check", "--config", &s(&example)]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("DATABASE_URL"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let place = line.split(": ").next().unwrap();
+    let parts: Vec<&str> = place.rsplitn(3, ':').collect();
+    assert!(parts[0].parse::<u32>().is_ok() && parts[1].parse::<u32>().is_ok(), "{line}");
+    assert!(line.contains("environment variable DATABASE_URL is not set"), "{line}");
+}
+
+#[test]
+fn config_check_reports_errors_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\nsorce = 1\n", ":4:1: unknown field `sorce`"),
+        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"0 2 * *\"\n", ":7:8: cron expression \"0 2 * *\" has 4 fields"),
+        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\n", ":8:12: unknown time zone \"Europe/Atlantis\""),
+        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"ftp://h/b\"\n", ":5:7: destination: unsupported destination scheme \"ftp\""),
+        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\nthreads = \"two\"\n", ":4:11: invalid type"),
+        ("[[job]]\nname = \"a\"\nsource = \"${KARS_TEST_UNSET_VAR}\"\n", ":3:11: environment variable KARS_TEST_UNSET_VAR is not set"),
+    ];
+    for (text, expected) in cases {
+        let path = write_config(dir.path(), text);
+        let o = run(&["config", "check", "--config", &s(&path)]);
+        assert_eq!(code(&o), 2, "{text}\n{}", stderr(&o));
+        let want = format!("{}{expected}", s(&path));
+        assert!(stderr(&o).contains(&want), "want {want}\ngot {}", stderr(&o));
+        let o = run(&["config", "check", "--config", &s(&path), "--json"]);
+        assert_eq!(code(&o), 2);
+        assert_eq!(json(&o)["ok"], false);
+        assert!(json(&o)["errors"][0]["line"].as_u64().is_some());
+    }
+}
+
+#[test]
+fn secrets_in_urls_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[job]]\nname = \"pg\"\nsource = \"postgres://admin:pg-very-s3cret@127.0.0.1:1/kars\"\n[[job.destination]]\nurl = \"s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret\"\n";
+    let path = write_config(dir.path(), text);
+    let o = ok(run(&["config", "check", "--config", &s(&path), "--json"]));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!all.contains("pg-very-s3cret") && !all.contains("s3-key-s3cret"), "{all}");
+    assert_eq!(json(&o)["config"]["job"][0]["source"], "postgres://admin:***@127.0.0.1:1/kars");
+    // credentials inside an S3 URL are refused without being repeated
+    let path = write_config(dir.path(), &text.replace("s3://bucket", "s3://AKIA:aws-s3cret-key@bucket"));
+    let o = run(&["config", "check", "--config", &s(&path)]);
+    assert_eq!(code(&o), 2);
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("carries credentials") && !all.contains("aws-s3cret-key"), "{all}");
+    // and a failing backup of that job does not print the password either
+    let path = write_config(dir.path(), &text.replace("s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret", &s(&dir.path().join("b"))));
+    let o = run(&["backup", "--config", &s(&path)]);
+    assert_ne!(code(&o), 0);
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!all.contains("pg-very-s3cret"), "{all}");
+}
+
+#[test]
+fn backup_with_config_runs_the_jobs_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let (a, b) = (dir.path().join("local-a"), dir.path().join("local-b"));
+    let text = format!(
+        r#"
+[daemon]
+state-dir = "{state}"
+metrics-textfile = "{prom}"
+
+[[job]]
+name = "kars-sqlite"
+source = "sqlite://${{KARS_TEST_DB}}"
+compression = "zstd:3"
+label = "v1.2.3"
+
+[[job.destination]]
+url = "{a}"
+retention = "last=2"
+
+[[job.destination]]
+url = "file://{b}"
+
+[[job]]
+name = "other"
+source = "{db}"
+[[job.destination]]
+url = "{c}"
+"#,
+        state = s(&dir.path().join("state")),
+        prom = s(&dir.path().join("metrics.prom")),
+        a = s(&a),
+        b = s(&b),
+        c = s(&dir.path().join("other")),
+        db = s(&db),
+    );
+    let path = write_config(dir.path(), &text);
+    let mut run_ids = Vec::new();
+    for _ in 0..3 {
+        let o = ok(bin()
+            .args(["backup", "--config", &s(&path), "--job", "kars-sqlite", "--json"])
+            .env("KARS_TEST_DB", &db)
+            .output()
+            .unwrap());
+        let v = json(&o);
+        assert_eq!(v["ok"], true, "{v}");
+        let jobs = v["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "--job selects one job");
+        let job = &jobs[0];
+        assert_eq!(job["job"], "kars-sqlite");
+        let run_id = job["run_id"].as_str().unwrap().to_string();
+        // the run id is in the manifest
+        assert_eq!(job["manifest"]["run_id"].as_str(), Some(run_id.as_str()), "{job}");
+        assert!(job["backup"].as_str().unwrap().ends_with(".tar.zst"), "{job}");
+        run_ids.push(run_id);
+    }
+    run_ids.dedup();
+    assert_eq!(run_ids.len(), 3, "every run has its own id");
+    // retention last=2 applied at a; b has no retention and keeps all three
+    assert_eq!(listed(&a).len(), 2, "{:?}", listed(&a));
+    assert_eq!(listed(&b).len(), 3, "{:?}", listed(&b));
+    assert!(!dir.path().join("other").exists(), "--job ran only the named job");
+
+    // without --job every job runs (text output names each job and its run id)
+    let o = ok(bin()
+        .args(["backup", "--config", &s(&path)])
+        .env("KARS_TEST_DB", &db)
+        .output()
+        .unwrap());
+    let out = stdout(&o);
+    assert!(out.contains("Job kars-sqlite (run ") && out.contains("Job other (run "), "{out}");
+    assert_eq!(listed(&dir.path().join("other")).len(), 1);
+
+    // flags beside --config are refused; unknown jobs are named
+    let o = run(&["backup", "--config", &s(&path), "--to", "/tmp/x"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--to cannot be given with it"), "{}", stderr(&o));
+    let o = bin()
+        .args(["backup", "--config", &s(&path), "--job", "nope"])
+        .env("KARS_TEST_DB", &db)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no job \"nope\" in the config; its jobs: kars-sqlite, other"), "{}", stderr(&o));
+    // flags alone still work without a config file
+    let o = ok(run(&["backup", "--db", &s(&db), "--to", &s(&dir.path().join("flags")), "--json"]));
+    assert_eq!(json(&o)["ok"], true);
+}
+
+#[test]
+fn encryption_in_the_config_is_not_silently_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let text = format!(
+        "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"enc\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.encryption]\nage-recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
+        s(&dir.path().join("state")),
+        s(&db),
+        s(&dir.path().join("out"))
+    );
+    let path = write_config(dir.path(), &text);
+    let o = ok(run(&["config", "check", "--config", &s(&path)]));
+    assert!(stderr(&o).contains("[job.encryption] is not applied"), "{}", stderr(&o));
+    let o = run(&["backup", "--config", &s(&path)]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("refusing to store them unencrypted"), "{}", stdout(&o));
+    assert!(!dir.path().join("out").exists() || listed(&dir.path().join("out")).is_empty());
+}
+
+#[test]
+fn schedule_emits_crontab_lines_and_systemd_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[[job]]
+name = "kars-sqlite"
+source = "/app/data/assets.db"
+[[job.destination]]
+url = "/var/backups/kars"
+[job.schedule]
+cron = "0 2 * * *"
+
+[[job]]
+name = "kars-postgres"
+source = "${DATABASE_URL:-postgres://kars@db/kars}"
+[[job.destination]]
+url = "/var/backups/kars"
+[job.schedule]
+cron = "30 3 1 * 0"
+timezone = "Europe/Berlin"
+catch-up = false
+
+[[job]]
+name = "manual"
+source = "/x.db"
+[[job.destination]]
+url = "/y"
+"#;
+    let path = write_config(dir.path(), text);
+    let o = ok(run(&[
+        "schedule", "--emit", "cron", "--config", &s(&path), "--binary", "/usr/local/bin/kars-backup",
+    ]));
+    let tab = stdout(&o);
+    let want = format!(
+        "0 2 * * * /usr/local/bin/kars-backup backup --config {} --job kars-sqlite >> /var/log/kars-backup.log 2>&1\n",
+        s(&path)
+    );
+    assert!(tab.contains(&want), "{tab}");
+    assert!(tab.contains("CRON_TZ=Europe/Berlin\n30 3 1 * 0 "), "{tab}");
+    assert!(tab.contains("# job manual: no [job.schedule]"), "{tab}");
+    assert!(tab.contains("DATABASE_URL"), "the crontab names the variables: {tab}");
+
+    let units = dir.path().join("units");
+    ok(run(&[
+        "schedule", "--emit", "systemd", "--config", &s(&path), "--binary", "/usr/local/bin/kars-backup",
+        "--output-dir", &s(&units),
+    ]));
+    let timer = std::fs::read_to_string(units.join("kars-backup-kars-sqlite.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* 02:00:00 UTC\n"), "{timer}");
+    assert!(timer.contains("Persistent=true\n"), "{timer}");
+    let service = std::fs::read_to_string(units.join("kars-backup-kars-sqlite.service")).unwrap();
+    assert!(service.contains("Type=oneshot\n"), "{service}");
+    assert!(service.contains(&format!("ExecStart=/usr/local/bin/kars-backup backup --config {} --job kars-sqlite\n", s(&path))), "{service}");
+    let timer = std::fs::read_to_string(units.join("kars-backup-kars-postgres.timer")).unwrap();
+    // cron runs on the 1st OR on Sundays; systemd needs one line for each
+    assert!(timer.contains("OnCalendar=*-*-01 03:30:00 Europe/Berlin\nOnCalendar=Sun *-*-* 03:30:00 Europe/Berlin\n"), "{timer}");
+    assert!(timer.contains("Persistent=false\n"), "{timer}");
+    assert!(!units.join("kars-backup-manual.timer").exists());
+
+    // systemd itself accepts every OnCalendar line
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(_) => {
+            for name in ["kars-backup-kars-sqlite.timer", "kars-backup-kars-postgres.timer"] {
+                let t = std::fs::read_to_string(units.join(name)).unwrap();
+                for cal in t.lines().filter_map(|l| l.strip_prefix("OnCalendar=")) {
+                    let o = Command::new("systemd-analyze").args(["calendar", cal]).output().unwrap();
+                    assert!(o.status.success(), "systemd rejects {cal}: {}", stderr(&o));
+                }
+            }
+        }
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("systemd-analyze is needed under CI=true: {e}")
+        }
+        Err(e) => eprintln!("skipping the systemd-analyze check: {e}"),
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_daemon_runs_a_job_now_and_stops_cleanly_on_sigterm() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let out = dir.path().join("backups");
+    let text = format!(
+        "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"nightly\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.schedule]\ncron = \"0 2 * * *\"\n",
+        s(&dir.path().join("state")),
+        s(&db),
+        s(&out)
+    );
+    let path = write_config(dir.path(), &text);
+    let mut child = bin()
+        .args(["daemon", "--config", &s(&path), "--run-now", "--log-format", "json", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while listed_quiet(&out).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no backup within 60s");
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!("daemon exited early ({status}): {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe_kill(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let logs = stderr(&o);
+    assert!(logs.contains("\"run_id\""), "the run id is in the logs: {logs}");
+    assert!(logs.contains("daemon stopped"), "{logs}");
+    assert_eq!(listed(&out).len(), 1);
+}
+
+fn listed_quiet(dest: &Path) -> Vec<String> {
+    if !dest.exists() {
+        return Vec::new();
+    }
+    listed(dest)
+}
+
+#[cfg(unix)]
+fn unsafe_kill(pid: u32, signal: i32) {
+    // `kill` is the only way to deliver a signal to a child; the pid is our own child's.
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
