@@ -213,6 +213,14 @@ url = "{c}"
     }
     run_ids.dedup();
     assert_eq!(run_ids.len(), 3, "every run has its own id");
+    // one-shot runs write the textfile metrics, counting across processes
+    let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
+    let runs = prom
+        .lines()
+        .find(|l| l.starts_with("kars_backup_runs_total{") && l.contains("job=\"kars-sqlite\"") && l.contains(&s(&a)))
+        .unwrap_or_else(|| panic!("{prom}"));
+    assert!(runs.ends_with(" 3"), "{runs}");
+    assert!(prom.contains("kars_backup_last_success_timestamp_seconds{"), "{prom}");
     // retention last=2 applied at a; b has no retention and keeps all three
     assert_eq!(listed(&a).len(), 2, "{:?}", listed(&a));
     assert_eq!(listed(&b).len(), 3, "{:?}", listed(&b));
@@ -341,50 +349,193 @@ url = "/y"
     }
 }
 
+/// A request received by [`Receiver`].
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that answers 200 to everything and records the requests.
+struct Receiver {
+    url: String,
+    requests: std::sync::mpsc::Receiver<Received>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK");
+                let _ = tx.send(Received {
+                    method,
+                    path,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
+        });
+        Receiver { url, requests: rx }
+    }
+
+    /// The next request, waiting up to 30 s.
+    fn next(&self) -> Received {
+        self.requests
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a request within 30s")
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 #[cfg(unix)]
 #[test]
-fn the_daemon_runs_a_job_now_and_stops_cleanly_on_sigterm() {
+fn the_daemon_runs_a_job_now_notifies_serves_metrics_and_stops_cleanly_on_sigterm() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("assets.db");
     make_db(&db);
     let out = dir.path().join("backups");
+    let hooks = Receiver::start();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let text = format!(
-        "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"nightly\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.schedule]\ncron = \"0 2 * * *\"\n",
-        s(&dir.path().join("state")),
-        s(&db),
-        s(&out)
+        r#"
+[daemon]
+state-dir = "{state}"
+metrics-listen = "{metrics_addr}"
+
+[notify]
+webhook = "{hook}/hooks/${{KARS_TEST_HOOK_TOKEN}}"
+on-success = true
+[notify.ping]
+start = "{hook}/ping/start"
+success = "{hook}/ping/success"
+fail = "{hook}/ping/fail"
+
+[[job]]
+name = "nightly"
+source = "{db}"
+[[job.destination]]
+url = "{out}"
+[job.schedule]
+cron = "0 2 * * *"
+timezone = "Europe/Berlin"
+"#,
+        state = s(&dir.path().join("state")),
+        hook = hooks.url,
+        db = s(&db),
+        out = s(&out),
     );
     let path = write_config(dir.path(), &text);
     let mut child = bin()
         .args(["daemon", "--config", &s(&path), "--run-now", "--log-format", "json", "-v"])
+        .env("KARS_TEST_HOOK_TOKEN", "hook-token-s3cret")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while listed_quiet(&out).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no backup within 60s");
-        if let Some(status) = child.try_wait().unwrap() {
-            let o = child.wait_with_output().unwrap();
-            panic!("daemon exited early ({status}): {}", stderr(&o));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // start ping, then (after the backup) success ping and webhook
+    let mut got = vec![hooks.next()];
+    while got.len() < 3 {
+        got.push(hooks.next());
     }
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths[0], "/ping/start", "{got:?}");
+    assert!(paths.contains(&"/ping/success"), "{got:?}");
+    let hook = got
+        .iter()
+        .find(|r| r.path == "/hooks/hook-token-s3cret")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_eq!(hook.method, "POST");
+    let payload: Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(payload["job"], "nightly", "{payload}");
+    assert_eq!(payload["status"], "success", "{payload}");
+    let run_id = payload["run_id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&out).len(), 1);
+    // the manifest carries the same run id
+    let manifest_path = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".meta"))
+        .unwrap();
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["run_id"].as_str(), Some(run_id.as_str()));
+
+    // /metrics over HTTP, waiting for the server to be up
+    let started = Instant::now();
+    let metrics = loop {
+        match std::net::TcpStream::connect(&metrics_addr) {
+            Ok(_) => break http_get(&metrics_addr, "/metrics"),
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("no /metrics at {metrics_addr}: {e}"),
+        }
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let size = metrics
+        .lines()
+        .find(|l| l.starts_with("kars_backup_last_size_bytes{") && l.contains("job=\"nightly\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let bytes: f64 = size.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(bytes > 0.0, "{size}");
+    assert!(metrics.contains("kars_backup_runs_total{"), "{metrics}");
+
     unsafe_kill(child.id(), libc::SIGTERM);
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let logs = stderr(&o);
-    assert!(logs.contains("\"run_id\""), "the run id is in the logs: {logs}");
+    assert!(logs.contains(&run_id), "the run id is in the logs: {logs}");
     assert!(logs.contains("daemon stopped"), "{logs}");
-    assert_eq!(listed(&out).len(), 1);
-}
-
-fn listed_quiet(dest: &Path) -> Vec<String> {
-    if !dest.exists() {
-        return Vec::new();
-    }
-    listed(dest)
+    assert!(!logs.contains("hook-token-s3cret"), "the webhook token leaked into the logs: {logs}");
+    // nothing half-listed: one committed backup, no incomplete entries
+    let o = ok(run(&["list", "--from", &s(&out), "--all", "--json"]));
+    let v = json(&o);
+    let kinds: Vec<&str> = v["backups"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["committed"], "{v}");
 }
 
 #[cfg(unix)]

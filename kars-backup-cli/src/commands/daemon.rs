@@ -3,7 +3,14 @@
 
 use std::sync::Arc;
 
-use kars_backup_config::Config;
+use std::path::PathBuf;
+
+use kars_backup_config::{Config, NotifyConfig};
+use kars_backup_notify::{
+    Alerts, CommandOptions, Metrics, MetricsServer, Notifier, NotifyOn, NotifyOptions,
+    PingOptions, WebhookOptions,
+};
+use kars_backup_schedule::{RunObserver, RunReport};
 use kars_backup_schedule::{Schedule, ScheduledJob, Scheduler, ShutdownSignals, SystemClock};
 
 use super::jobs::{ConfigJobRunner, load_config, select_jobs, state_dir};
@@ -11,8 +18,10 @@ use crate::args::DaemonArgs;
 use crate::commands::UsageError;
 use crate::exit;
 
-/// The scheduler of a config: its state directory (locks, catch-up state).
-pub(crate) fn scheduler_for(config: &Config, _daemon: Option<()>) -> anyhow::Result<Scheduler> {
+/// The scheduler of a config: its state directory (locks, catch-up state), the notifications
+/// of every job, the metrics (recorded into `metrics`, and rewritten into `[daemon]
+/// metrics-textfile` after every run).
+pub(crate) fn scheduler_for(config: &Config, metrics: &Metrics) -> anyhow::Result<Scheduler> {
     let dir = state_dir(config);
     std::fs::create_dir_all(&dir).map_err(|e| {
         UsageError(format!(
@@ -20,16 +29,93 @@ pub(crate) fn scheduler_for(config: &Config, _daemon: Option<()>) -> anyhow::Res
             dir.display()
         ))
     })?;
-    Ok(Scheduler::new(dir))
+    let mut alerts = Alerts::new().with_metrics(metrics.clone());
+    if let Some(n) = &config.notify {
+        alerts = alerts.with_default(Notifier::new(notify_options(n))?);
+    }
+    for job in &config.jobs {
+        if let Some(n) = &job.notify {
+            alerts = alerts.with_job(&job.name, Notifier::new(notify_options(n))?);
+        }
+    }
+    let mut scheduler = Scheduler::new(dir).with_observer(Arc::new(alerts));
+    if let Some(path) = &config.daemon.metrics_textfile {
+        scheduler = scheduler.with_observer(Arc::new(Textfile {
+            metrics: metrics.clone(),
+            path: path.clone(),
+        }));
+    }
+    Ok(scheduler)
+}
+
+/// The notifier settings of a `[notify]` table.
+pub(crate) fn notify_options(n: &NotifyConfig) -> NotifyOptions {
+    let on = if n.on_success {
+        NotifyOn::Always
+    } else {
+        NotifyOn::Failure
+    };
+    let mut options = NotifyOptions::default();
+    if let Some(url) = &n.webhook {
+        let mut w = WebhookOptions::new(url.expose());
+        w.on = on;
+        options.webhooks.push(w);
+    }
+    if let Some(command) = &n.command {
+        let mut c = CommandOptions::new(command.expose());
+        c.on = on;
+        options.commands.push(c);
+    }
+    if let Some(p) = &n.ping {
+        options.pings.push(PingOptions {
+            start: p.start.as_ref().map(|u| u.expose().to_string()),
+            success: p.success.as_ref().map(|u| u.expose().to_string()),
+            fail: p.fail.as_ref().map(|u| u.expose().to_string()),
+            url: None,
+            ..PingOptions::hc_ping("")
+        });
+    }
+    options
+}
+
+/// Rewrites the textfile-collector file after every run.
+#[derive(Debug)]
+struct Textfile {
+    metrics: Metrics,
+    path: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl RunObserver for Textfile {
+    async fn run_finished(&self, _report: &RunReport) {
+        if let Err(e) = self.metrics.write_textfile(&self.path) {
+            tracing::error!(error = %e, "cannot write the metrics textfile");
+        }
+    }
 }
 
 pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let config = load_config(&a.config)?;
     let selected = select_jobs(&config, &a.job)?;
     let signals = ShutdownSignals::install()?;
-    let scheduler = scheduler_for(&config, None)?;
+    let metrics = Metrics::new();
+    if let Some(path) = &config.daemon.metrics_textfile {
+        // counters go on from the previous process
+        if let Err(e) = metrics.load_textfile(path) {
+            tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");
+        }
+    }
+    let scheduler = scheduler_for(&config, &metrics)?;
     let mut jobs = Vec::new();
     for job in &selected {
+        // every series exists from the start, before the job's first run
+        let destinations: Vec<String> = job
+            .destinations
+            .iter()
+            .filter_map(|d| crate::resolve::repository(d.url.expose()).ok())
+            .map(|r| r.describe())
+            .collect();
+        metrics.register(&job.name, destinations);
         let Some(s) = &job.schedule else {
             if !a.job.is_empty() {
                 return Err(UsageError(format!(
@@ -60,6 +146,12 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
         );
     }
     let shutdown = signals.graceful();
+    let mut server_task = None;
+    if let Some(addr) = a.metrics_listen.or(config.daemon.metrics_listen) {
+        let server = MetricsServer::bind(addr, metrics.clone()).await?;
+        tracing::info!(address = %server.local_addr(), "serving /metrics");
+        server_task = Some(tokio::spawn(server.serve(shutdown.clone())));
+    }
     if a.run_now {
         let runs = jobs.iter().map(|job| {
             scheduler.run_now(
@@ -76,8 +168,14 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
         }
     }
     scheduler
-        .run(jobs, Arc::new(SystemClock), shutdown)
+        .run(jobs, Arc::new(SystemClock), shutdown.clone())
         .await?;
+    shutdown.cancel();
+    if let Some(task) = server_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::error!(error = %e, "the metrics server failed");
+    }
     tracing::info!("daemon stopped");
     Ok(exit::OK)
 }
