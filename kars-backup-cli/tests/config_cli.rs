@@ -36,7 +36,13 @@ fn json(o: &Output) -> Value {
 }
 
 fn ok(o: Output) -> Output {
-    assert_eq!(code(&o), 0, "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert_eq!(
+        code(&o),
+        0,
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
     o
 }
 
@@ -79,18 +85,37 @@ fn config_check_accepts_the_example_and_redacts_it() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kars-backup.toml");
     let o = ok(bin()
         .args(["config", "check", "--config", &s(&example)])
-        .env("DATABASE_URL", "postgres://kars:pg-pass-s3cret@db.internal:5432/kars")
-        .env("KARS_ALERT_WEBHOOK", "https://hooks.example.com/services/T0/B0/webhook-s3cret")
+        .env(
+            "DATABASE_URL",
+            "postgres://kars:pg-pass-s3cret@db.internal:5432/kars",
+        )
+        .env(
+            "KARS_ALERT_WEBHOOK",
+            "https://hooks.example.com/services/T0/B0/webhook-s3cret",
+        )
         .output()
         .unwrap());
     let out = stdout(&o);
     assert!(out.contains("OK, 2 job(s)"), "{out}");
-    assert!(out.contains("postgres://kars:***@db.internal:5432/kars"), "{out}");
-    assert!(out.contains("webhook = \"https://hooks.example.com/***\""), "{out}");
+    assert!(
+        out.contains("postgres://kars:***@db.internal:5432/kars"),
+        "{out}"
+    );
+    assert!(
+        out.contains("webhook = \"https://hooks.example.com/***\""),
+        "{out}"
+    );
     let all = format!("{out}{}", stderr(&o));
-    assert!(!all.contains("pg-pass-s3cret") && !all.contains("webhook-s3cret"), "{all}");
+    assert!(
+        !all.contains("pg-pass-s3cret") && !all.contains("webhook-s3cret"),
+        "{all}"
+    );
     // fields parsed but not applied are reported, not silently ignored
-    assert!(stderr(&o).contains("[job.verify] is not applied"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("[job.verify] is not applied"),
+        "{}",
+        stderr(&o)
+    );
 
     // without the variables: exit 2, one `file:line:col: message` per missing variable
     let o = run(&["config", "check", "--config", &s(&example)]);
@@ -102,27 +127,55 @@ fn config_check_accepts_the_example_and_redacts_it() {
         .unwrap_or_else(|| panic!("{err}"));
     let place = line.split(": ").next().unwrap();
     let parts: Vec<&str> = place.rsplitn(3, ':').collect();
-    assert!(parts[0].parse::<u32>().is_ok() && parts[1].parse::<u32>().is_ok(), "{line}");
-    assert!(line.contains("environment variable DATABASE_URL is not set"), "{line}");
+    assert!(
+        parts[0].parse::<u32>().is_ok() && parts[1].parse::<u32>().is_ok(),
+        "{line}"
+    );
+    assert!(
+        line.contains("environment variable DATABASE_URL is not set"),
+        "{line}"
+    );
 }
 
 #[test]
 fn config_check_reports_errors_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
-        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\nsorce = 1\n", ":4:1: unknown field `sorce`"),
-        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"0 2 * *\"\n", ":7:8: cron expression \"0 2 * *\" has 4 fields"),
-        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\n", ":8:12: unknown time zone \"Europe/Atlantis\""),
-        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"ftp://h/b\"\n", ":5:7: destination: unsupported destination scheme \"ftp\""),
-        ("[[job]]\nname = \"a\"\nsource = \"/x.db\"\nthreads = \"two\"\n", ":4:11: invalid type"),
-        ("[[job]]\nname = \"a\"\nsource = \"${KARS_TEST_UNSET_VAR}\"\n", ":3:11: environment variable KARS_TEST_UNSET_VAR is not set"),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"/x.db\"\nsorce = 1\n",
+            ":4:1: unknown field `sorce`",
+        ),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"0 2 * *\"\n",
+            ":7:8: cron expression \"0 2 * *\" has 4 fields",
+        ),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\n",
+            ":8:12: unknown time zone \"Europe/Atlantis\"",
+        ),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"ftp://h/b\"\n",
+            ":5:7: destination: unsupported destination scheme \"ftp\"",
+        ),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"/x.db\"\nthreads = \"two\"\n",
+            ":4:11: invalid type",
+        ),
+        (
+            "[[job]]\nname = \"a\"\nsource = \"${KARS_TEST_UNSET_VAR}\"\n",
+            ":3:11: environment variable KARS_TEST_UNSET_VAR is not set",
+        ),
     ];
     for (text, expected) in cases {
         let path = write_config(dir.path(), text);
         let o = run(&["config", "check", "--config", &s(&path)]);
         assert_eq!(code(&o), 2, "{text}\n{}", stderr(&o));
         let want = format!("{}{expected}", s(&path));
-        assert!(stderr(&o).contains(&want), "want {want}\ngot {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&want),
+            "want {want}\ngot {}",
+            stderr(&o)
+        );
         let o = run(&["config", "check", "--config", &s(&path), "--json"]);
         assert_eq!(code(&o), 2);
         assert_eq!(json(&o)["ok"], false);
@@ -137,16 +190,34 @@ fn secrets_in_urls_are_never_printed() {
     let path = write_config(dir.path(), text);
     let o = ok(run(&["config", "check", "--config", &s(&path), "--json"]));
     let all = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(!all.contains("pg-very-s3cret") && !all.contains("s3-key-s3cret"), "{all}");
-    assert_eq!(json(&o)["config"]["job"][0]["source"], "postgres://admin:***@127.0.0.1:1/kars");
+    assert!(
+        !all.contains("pg-very-s3cret") && !all.contains("s3-key-s3cret"),
+        "{all}"
+    );
+    assert_eq!(
+        json(&o)["config"]["job"][0]["source"],
+        "postgres://admin:***@127.0.0.1:1/kars"
+    );
     // credentials inside an S3 URL are refused without being repeated
-    let path = write_config(dir.path(), &text.replace("s3://bucket", "s3://AKIA:aws-s3cret-key@bucket"));
+    let path = write_config(
+        dir.path(),
+        &text.replace("s3://bucket", "s3://AKIA:aws-s3cret-key@bucket"),
+    );
     let o = run(&["config", "check", "--config", &s(&path)]);
     assert_eq!(code(&o), 2);
     let all = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(all.contains("carries credentials") && !all.contains("aws-s3cret-key"), "{all}");
+    assert!(
+        all.contains("carries credentials") && !all.contains("aws-s3cret-key"),
+        "{all}"
+    );
     // and a failing backup of that job does not print the password either
-    let path = write_config(dir.path(), &text.replace("s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret", &s(&dir.path().join("b"))));
+    let path = write_config(
+        dir.path(),
+        &text.replace(
+            "s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret",
+            &s(&dir.path().join("b")),
+        ),
+    );
     let o = run(&["backup", "--config", &s(&path)]);
     assert_ne!(code(&o), 0);
     let all = format!("{}{}", stdout(&o), stderr(&o));
@@ -195,7 +266,14 @@ url = "{c}"
     let mut run_ids = Vec::new();
     for _ in 0..3 {
         let o = ok(bin()
-            .args(["backup", "--config", &s(&path), "--job", "kars-sqlite", "--json"])
+            .args([
+                "backup",
+                "--config",
+                &s(&path),
+                "--job",
+                "kars-sqlite",
+                "--json",
+            ])
             .env("KARS_TEST_DB", &db)
             .output()
             .unwrap());
@@ -207,8 +285,15 @@ url = "{c}"
         assert_eq!(job["job"], "kars-sqlite");
         let run_id = job["run_id"].as_str().unwrap().to_string();
         // the run id is in the manifest
-        assert_eq!(job["manifest"]["run_id"].as_str(), Some(run_id.as_str()), "{job}");
-        assert!(job["backup"].as_str().unwrap().ends_with(".tar.zst"), "{job}");
+        assert_eq!(
+            job["manifest"]["run_id"].as_str(),
+            Some(run_id.as_str()),
+            "{job}"
+        );
+        assert!(
+            job["backup"].as_str().unwrap().ends_with(".tar.zst"),
+            "{job}"
+        );
         run_ids.push(run_id);
     }
     run_ids.dedup();
@@ -217,14 +302,24 @@ url = "{c}"
     let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
     let runs = prom
         .lines()
-        .find(|l| l.starts_with("kars_backup_runs_total{") && l.contains("job=\"kars-sqlite\"") && l.contains(&s(&a)))
+        .find(|l| {
+            l.starts_with("kars_backup_runs_total{")
+                && l.contains("job=\"kars-sqlite\"")
+                && l.contains(&s(&a))
+        })
         .unwrap_or_else(|| panic!("{prom}"));
     assert!(runs.ends_with(" 3"), "{runs}");
-    assert!(prom.contains("kars_backup_last_success_timestamp_seconds{"), "{prom}");
+    assert!(
+        prom.contains("kars_backup_last_success_timestamp_seconds{"),
+        "{prom}"
+    );
     // retention last=2 applied at a; b has no retention and keeps all three
     assert_eq!(listed(&a).len(), 2, "{:?}", listed(&a));
     assert_eq!(listed(&b).len(), 3, "{:?}", listed(&b));
-    assert!(!dir.path().join("other").exists(), "--job ran only the named job");
+    assert!(
+        !dir.path().join("other").exists(),
+        "--job ran only the named job"
+    );
 
     // without --job every job runs (text output names each job and its run id)
     let o = ok(bin()
@@ -233,22 +328,40 @@ url = "{c}"
         .output()
         .unwrap());
     let out = stdout(&o);
-    assert!(out.contains("Job kars-sqlite (run ") && out.contains("Job other (run "), "{out}");
+    assert!(
+        out.contains("Job kars-sqlite (run ") && out.contains("Job other (run "),
+        "{out}"
+    );
     assert_eq!(listed(&dir.path().join("other")).len(), 1);
 
     // flags beside --config are refused; unknown jobs are named
     let o = run(&["backup", "--config", &s(&path), "--to", "/tmp/x"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("--to cannot be given with it"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--to cannot be given with it"),
+        "{}",
+        stderr(&o)
+    );
     let o = bin()
         .args(["backup", "--config", &s(&path), "--job", "nope"])
         .env("KARS_TEST_DB", &db)
         .output()
         .unwrap();
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("no job \"nope\" in the config; its jobs: kars-sqlite, other"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no job \"nope\" in the config; its jobs: kars-sqlite, other"),
+        "{}",
+        stderr(&o)
+    );
     // flags alone still work without a config file
-    let o = ok(run(&["backup", "--db", &s(&db), "--to", &s(&dir.path().join("flags")), "--json"]));
+    let o = ok(run(&[
+        "backup",
+        "--db",
+        &s(&db),
+        "--to",
+        &s(&dir.path().join("flags")),
+        "--json",
+    ]));
     assert_eq!(json(&o)["ok"], true);
 }
 
@@ -265,10 +378,18 @@ fn encryption_in_the_config_is_not_silently_ignored() {
     );
     let path = write_config(dir.path(), &text);
     let o = ok(run(&["config", "check", "--config", &s(&path)]));
-    assert!(stderr(&o).contains("[job.encryption] is not applied"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("[job.encryption] is not applied"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["backup", "--config", &s(&path)]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("refusing to store them unencrypted"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("refusing to store them unencrypted"),
+        "{}",
+        stdout(&o)
+    );
     assert!(!dir.path().join("out").exists() || listed(&dir.path().join("out")).is_empty());
 }
 
@@ -302,7 +423,13 @@ url = "/y"
 "#;
     let path = write_config(dir.path(), text);
     let o = ok(run(&[
-        "schedule", "--emit", "cron", "--config", &s(&path), "--binary", "/usr/local/bin/kars-backup",
+        "schedule",
+        "--emit",
+        "cron",
+        "--config",
+        &s(&path),
+        "--binary",
+        "/usr/local/bin/kars-backup",
     ]));
     let tab = stdout(&o);
     let want = format!(
@@ -312,19 +439,35 @@ url = "/y"
     assert!(tab.contains(&want), "{tab}");
     assert!(tab.contains("CRON_TZ=Europe/Berlin\n30 3 1 * 0 "), "{tab}");
     assert!(tab.contains("# job manual: no [job.schedule]"), "{tab}");
-    assert!(tab.contains("DATABASE_URL"), "the crontab names the variables: {tab}");
+    assert!(
+        tab.contains("DATABASE_URL"),
+        "the crontab names the variables: {tab}"
+    );
 
     let units = dir.path().join("units");
     ok(run(&[
-        "schedule", "--emit", "systemd", "--config", &s(&path), "--binary", "/usr/local/bin/kars-backup",
-        "--output-dir", &s(&units),
+        "schedule",
+        "--emit",
+        "systemd",
+        "--config",
+        &s(&path),
+        "--binary",
+        "/usr/local/bin/kars-backup",
+        "--output-dir",
+        &s(&units),
     ]));
     let timer = std::fs::read_to_string(units.join("kars-backup-kars-sqlite.timer")).unwrap();
     assert!(timer.contains("OnCalendar=*-*-* 02:00:00 UTC\n"), "{timer}");
     assert!(timer.contains("Persistent=true\n"), "{timer}");
     let service = std::fs::read_to_string(units.join("kars-backup-kars-sqlite.service")).unwrap();
     assert!(service.contains("Type=oneshot\n"), "{service}");
-    assert!(service.contains(&format!("ExecStart=/usr/local/bin/kars-backup backup --config {} --job kars-sqlite\n", s(&path))), "{service}");
+    assert!(
+        service.contains(&format!(
+            "ExecStart=/usr/local/bin/kars-backup backup --config {} --job kars-sqlite\n",
+            s(&path)
+        )),
+        "{service}"
+    );
     let timer = std::fs::read_to_string(units.join("kars-backup-kars-postgres.timer")).unwrap();
     // cron runs on the 1st OR on Sundays; systemd needs one line for each
     assert!(timer.contains("OnCalendar=*-*-01 03:30:00 Europe/Berlin\nOnCalendar=Sun *-*-* 03:30:00 Europe/Berlin\n"), "{timer}");
@@ -334,10 +477,16 @@ url = "/y"
     // systemd itself accepts every OnCalendar line
     match Command::new("systemd-analyze").arg("--version").output() {
         Ok(_) => {
-            for name in ["kars-backup-kars-sqlite.timer", "kars-backup-kars-postgres.timer"] {
+            for name in [
+                "kars-backup-kars-sqlite.timer",
+                "kars-backup-kars-postgres.timer",
+            ] {
                 let t = std::fs::read_to_string(units.join(name)).unwrap();
                 for cal in t.lines().filter_map(|l| l.strip_prefix("OnCalendar=")) {
-                    let o = Command::new("systemd-analyze").args(["calendar", cal]).output().unwrap();
+                    let o = Command::new("systemd-analyze")
+                        .args(["calendar", cal])
+                        .output()
+                        .unwrap();
                     assert!(o.status.success(), "systemd rejects {cal}: {}", stderr(&o));
                 }
             }
@@ -394,7 +543,9 @@ impl Receiver {
                 }
                 let mut body = vec![0; length];
                 let _ = reader.read_exact(&mut body);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK");
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK",
+                );
                 let _ = tx.send(Received {
                     method,
                     path,
@@ -416,14 +567,22 @@ impl Receiver {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[cfg(unix)]
@@ -466,7 +625,15 @@ timezone = "Europe/Berlin"
     );
     let path = write_config(dir.path(), &text);
     let mut child = bin()
-        .args(["daemon", "--config", &s(&path), "--run-now", "--log-format", "json", "-v"])
+        .args([
+            "daemon",
+            "--config",
+            &s(&path),
+            "--run-now",
+            "--log-format",
+            "json",
+            "-v",
+        ])
         .env("KARS_TEST_HOOK_TOKEN", "hook-token-s3cret")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -496,7 +663,8 @@ timezone = "Europe/Berlin"
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".meta"))
         .unwrap();
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
     assert_eq!(manifest["run_id"].as_str(), Some(run_id.as_str()));
 
     // /metrics over HTTP, waiting for the server to be up
@@ -522,7 +690,10 @@ timezone = "Europe/Berlin"
     unsafe_kill(child.id(), libc::SIGTERM);
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the daemon did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = child.wait_with_output().unwrap();
@@ -530,11 +701,19 @@ timezone = "Europe/Berlin"
     let logs = stderr(&o);
     assert!(logs.contains(&run_id), "the run id is in the logs: {logs}");
     assert!(logs.contains("daemon stopped"), "{logs}");
-    assert!(!logs.contains("hook-token-s3cret"), "the webhook token leaked into the logs: {logs}");
+    assert!(
+        !logs.contains("hook-token-s3cret"),
+        "the webhook token leaked into the logs: {logs}"
+    );
     // nothing half-listed: one committed backup, no incomplete entries
     let o = ok(run(&["list", "--from", &s(&out), "--all", "--json"]));
     let v = json(&o);
-    let kinds: Vec<&str> = v["backups"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = v["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, vec!["committed"], "{v}");
 }
 

@@ -19,7 +19,12 @@ enum Item {
     /// `*/n` (n = 1 for a plain `*` inside a list).
     Every(u32),
     /// `a`, `a-b`, `a-b/n`, `a/n` (to the field's maximum).
-    Range { from: u32, to: u32, step: u32, open: bool },
+    Range {
+        from: u32,
+        to: u32,
+        step: u32,
+        open: bool,
+    },
 }
 
 const NAMES: [(&str, u32, u32); 5] = [
@@ -66,7 +71,10 @@ impl CronExpr {
         let mut fields = Vec::with_capacity(5);
         for (i, part) in parts.iter().enumerate() {
             fields.push(parse_field(part, i).map_err(|e| {
-                format!("cron expression {expr:?}: {} field {part:?}: {e}", NAMES[i].0)
+                format!(
+                    "cron expression {expr:?}: {} field {part:?}: {e}",
+                    NAMES[i].0
+                )
             })?);
         }
         Ok(CronExpr {
@@ -175,9 +183,18 @@ fn systemd_field(field: &Field, origin: u32) -> String {
         .map(|item| match item {
             Item::Every(1) => "*".into(),
             Item::Every(n) => format!("{origin:02}/{n}"),
-            Item::Range { from, to, step: 1, .. } if from == to => format!("{from:02}"),
-            Item::Range { from, to, step: 1, .. } => format!("{from:02}..{to:02}"),
-            Item::Range { from, step, open: true, .. } => format!("{from:02}/{step}"),
+            Item::Range {
+                from, to, step: 1, ..
+            } if from == to => format!("{from:02}"),
+            Item::Range {
+                from, to, step: 1, ..
+            } => format!("{from:02}..{to:02}"),
+            Item::Range {
+                from,
+                step,
+                open: true,
+                ..
+            } => format!("{from:02}/{step}"),
             Item::Range { from, to, step, .. } => (*from..=*to)
                 .step_by(*step as usize)
                 .map(|v| format!("{v:02}"))

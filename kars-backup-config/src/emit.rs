@@ -77,7 +77,10 @@ pub fn crontab(config: &Config, opts: &EmitOptions) -> Emitted {
     out.push_str("# CRON_TZ sets each job's time zone for cronie; Debian's cron ignores it and uses the system's.\n");
     for job in &config.jobs {
         let Some(s) = &job.schedule else {
-            out.push_str(&format!("# job {}: no [job.schedule], not scheduled\n", job.name));
+            out.push_str(&format!(
+                "# job {}: no [job.schedule], not scheduled\n",
+                job.name
+            ));
             continue;
         };
         if let Err(e) = CronExpr::parse(&s.cron) {

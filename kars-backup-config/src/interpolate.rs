@@ -104,9 +104,9 @@ pub(crate) fn expand(
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = tail;
             offset += i + 3;
             continue;
         }

@@ -68,7 +68,11 @@ pub(crate) fn validate(config: &Config, spans: &Spans<'_>) -> Vec<ConfigError> {
             p.extend_from_slice(rest);
             p
         };
-        validate_job(job, &|rest, msg| errors_push(spans, &at(rest), msg), &mut errors);
+        validate_job(
+            job,
+            &|rest, msg| errors_push(spans, &at(rest), msg),
+            &mut errors,
+        );
         if let Some(first) = config.jobs[..i].iter().position(|j| j.name == job.name) {
             let first_line = spans.at(&[Key("job"), Index(first), Key("name")]).line;
             errors.push(spans.error(
@@ -85,7 +89,12 @@ pub(crate) fn validate(config: &Config, spans: &Spans<'_>) -> Vec<ConfigError> {
     }
     for (i, job) in config.jobs.iter().enumerate() {
         if let Some(n) = &job.notify {
-            validate_notify(n, spans, &[Key("job"), Index(i), Key("notify")], &mut errors);
+            validate_notify(
+                n,
+                spans,
+                &[Key("job"), Index(i), Key("notify")],
+                &mut errors,
+            );
         }
     }
     errors.sort_by_key(|e| e.location);
@@ -146,7 +155,10 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
                 ),
             ));
         } else if path.is_empty() {
-            errors.push(at(&[Key("source")], "the source names no database file".into()));
+            errors.push(at(
+                &[Key("source")],
+                "the source names no database file".into(),
+            ));
         }
         if job.postgres.is_some() {
             errors.push(at(
@@ -269,8 +281,7 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
         if v.scratch_db.is_some() && !job.is_postgres() {
             errors.push(at(
                 &[Key("verify"), Key("scratch-db")],
-                "scratch-db is for PostgreSQL jobs (SQLite verifies into a temporary file)"
-                    .into(),
+                "scratch-db is for PostgreSQL jobs (SQLite verifies into a temporary file)".into(),
             ));
         }
     }
@@ -278,9 +289,15 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
     if let Some(pg) = &job.postgres {
         let jobs = pg.jobs.unwrap_or(1);
         if jobs == 0 {
-            errors.push(at(&[Key("postgres"), Key("jobs")], "jobs must be at least 1".into()));
+            errors.push(at(
+                &[Key("postgres"), Key("jobs")],
+                "jobs must be at least 1".into(),
+            ));
         }
-        if jobs > 1 && pg.format.is_some_and(|f| f != kars_backup_postgres::DumpFormat::Directory)
+        if jobs > 1
+            && pg
+                .format
+                .is_some_and(|f| f != kars_backup_postgres::DumpFormat::Directory)
         {
             errors.push(at(
                 &[Key("postgres"), Key("jobs")],

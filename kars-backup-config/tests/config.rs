@@ -8,7 +8,9 @@ fn env(name: &str) -> Option<String> {
     match name {
         "DATABASE_URL" => Some("postgres://kars:pg-s3cret-pw@db.internal:5432/kars".into()),
         "ALERT_TOKEN" => Some("tok-9f8e7d6c5b".into()),
-        "KARS_ALERT_WEBHOOK" => Some("https://hooks.example.com/services/T000/B000/hook-s3cret".into()),
+        "KARS_ALERT_WEBHOOK" => {
+            Some("https://hooks.example.com/services/T000/B000/hook-s3cret".into())
+        }
         _ => None,
     }
 }
@@ -38,7 +40,10 @@ fn a_minimal_file_parses_with_defaults() {
     let c = parse(GOOD).unwrap();
     let job = &c.jobs[0];
     assert_eq!(job.compression.to_string(), "gzip:6");
-    assert!(job.retention_for(0).is_none(), "no retention configured: nothing is pruned");
+    assert!(
+        job.retention_for(0).is_none(),
+        "no retention configured: nothing is pruned"
+    );
     let s = job.schedule.as_ref().unwrap();
     assert_eq!(s.timezone.name(), "UTC");
     assert!(s.catch_up);
@@ -55,12 +60,18 @@ fn unknown_key_is_named_with_its_line() {
 fn unknown_key_in_a_nested_table_is_named_with_its_line() {
     let text = format!("{GOOD}catchup = true\n");
     let e = error_of(&text);
-    assert!(e.starts_with("kars.toml:11:1: unknown field `catchup`"), "{e}");
+    assert!(
+        e.starts_with("kars.toml:11:1: unknown field `catchup`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_type_has_the_value_line() {
-    let text = GOOD.replace("\n\n[[job.destination]]", "\nthreads = \"four\"\n\n[[job.destination]]");
+    let text = GOOD.replace(
+        "\n\n[[job.destination]]",
+        "\nthreads = \"four\"\n\n[[job.destination]]",
+    );
     let e = error_of(&text);
     assert!(e.starts_with("kars.toml:5:11: "), "{e}");
     assert!(e.contains("invalid type"), "{e}");
@@ -75,7 +86,10 @@ fn bad_cron_expression_is_placed_and_explained() {
 
 #[test]
 fn unknown_time_zone_is_placed() {
-    let text = GOOD.replace("cron = \"0 2 * * *\"", "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"");
+    let text = GOOD.replace(
+        "cron = \"0 2 * * *\"",
+        "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"",
+    );
     let e = error_of(&text);
     assert!(e.starts_with("kars.toml:11:12: "), "{e}");
     assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
@@ -85,13 +99,19 @@ fn unknown_time_zone_is_placed() {
 fn missing_environment_variable_names_variable_and_place() {
     let text = GOOD.replace("\"sqlite:///app/data/assets.db\"", "\"${KARS_NOT_SET}\"");
     let e = error_of(&text);
-    assert!(e.starts_with("kars.toml:4:11: environment variable KARS_NOT_SET is not set"), "{e}");
+    assert!(
+        e.starts_with("kars.toml:4:11: environment variable KARS_NOT_SET is not set"),
+        "{e}"
+    );
     // with a default it parses
     let text = GOOD.replace(
         "\"sqlite:///app/data/assets.db\"",
         "\"${KARS_NOT_SET:-/data/assets.db}\"",
     );
-    assert_eq!(parse(&text).unwrap().jobs[0].source.expose(), "/data/assets.db");
+    assert_eq!(
+        parse(&text).unwrap().jobs[0].source.expose(),
+        "/data/assets.db"
+    );
 }
 
 #[test]
@@ -117,11 +137,20 @@ compression = "brotli"
 url = "/b"
 "#;
     let e = error_of(text);
-    assert!(e.contains("kars.toml:10:15: unknown compression \"brotli\""), "{e}");
+    assert!(
+        e.contains("kars.toml:10:15: unknown compression \"brotli\""),
+        "{e}"
+    );
     let text = text.replace("compression = \"brotli\"\n", "");
     let e = error_of(&text);
-    assert!(e.contains("kars.toml:3:8: job \"a\" has no destination"), "{e}");
-    assert!(e.contains("kars.toml:8:8: duplicate job name \"a\" (also on line 3)"), "{e}");
+    assert!(
+        e.contains("kars.toml:3:8: job \"a\" has no destination"),
+        "{e}"
+    );
+    assert!(
+        e.contains("kars.toml:8:8: duplicate job name \"a\" (also on line 3)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -142,10 +171,16 @@ retention = "last=3"
     let c = parse(text).unwrap();
     let j = &c.jobs[0];
     assert_eq!(j.retention_for(0).unwrap().to_string(), "daily=7,weekly=4");
-    assert_eq!(j.retention_for(1).unwrap().to_string(), "weekly=4,monthly=12,yearly=all");
+    assert_eq!(
+        j.retention_for(1).unwrap().to_string(),
+        "weekly=4,monthly=12,yearly=all"
+    );
     assert_eq!(j.retention_for(2).unwrap().to_string(), "last=3");
     let e = error_of(&text.replace("last=3", "daily=seven"));
-    assert!(e.starts_with("kars.toml:12:13: bad count \"seven\" for daily"), "{e}");
+    assert!(
+        e.starts_with("kars.toml:12:13: bad count \"seven\" for daily"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -188,7 +223,10 @@ rows = 3
     }
     let e = error_of(&text.replace("rows = 3", "rows = 3\nvalue = \"y\""));
     assert!(e.contains("either value or rows"), "{e}");
-    assert!(!c.unapplied().is_empty(), "the plan is reported as not applied by backup");
+    assert!(
+        !c.unapplied().is_empty(),
+        "the plan is reported as not applied by backup"
+    );
 }
 
 #[test]
@@ -228,7 +266,10 @@ scratch-db = "postgres://admin:scratch-s3cret@db.internal/postgres"
     ] {
         assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
     }
-    assert!(shown.contains("postgres://kars:***@db.internal:5432/kars"), "{shown}");
+    assert!(
+        shown.contains("postgres://kars:***@db.internal:5432/kars"),
+        "{shown}"
+    );
     assert!(shown.contains("Bearer ${ALERT_TOKEN}"), "{shown}");
     assert!(shown.contains("https://hooks.example.com/***"), "{shown}");
     // an S3 URL carrying a key is refused, and the error does not repeat it
@@ -246,22 +287,33 @@ fn the_example_file_is_valid() {
     let text = std::fs::read_to_string(&path).unwrap();
     let c = parse_with_env(&text, &path, env).unwrap();
     assert_eq!(c.jobs.len(), 2);
-    assert_eq!(c.jobs[0].retention_for(0).unwrap().to_string(), "daily=7,weekly=4");
+    assert_eq!(
+        c.jobs[0].retention_for(0).unwrap().to_string(),
+        "daily=7,weekly=4"
+    );
     assert_eq!(
         c.jobs[1].retention_for(1).unwrap().to_string(),
         "weekly=4,monthly=12,yearly=all"
     );
     assert!(c.env_names().contains(&"DATABASE_URL".to_string()));
     // without DATABASE_URL it names the variable and the line
-    let e = parse_with_env(&text, &path, |_| None).unwrap_err().to_string();
-    assert!(e.contains("environment variable DATABASE_URL is not set"), "{e}");
+    let e = parse_with_env(&text, &path, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("environment variable DATABASE_URL is not set"),
+        "{e}"
+    );
     assert!(e.contains("kars-backup.toml:"), "{e}");
 }
 
 #[test]
 fn systemd_and_cron_emission() {
     use kars_backup_config::emit;
-    let text = GOOD.replace("cron = \"0 2 * * *\"", "cron = \"0 2 * * 0\"\ntimezone = \"Europe/Berlin\"\ncatch-up = false");
+    let text = GOOD.replace(
+        "cron = \"0 2 * * *\"",
+        "cron = \"0 2 * * 0\"\ntimezone = \"Europe/Berlin\"\ncatch-up = false",
+    );
     let c = parse(&text).unwrap();
     let opts = emit::EmitOptions::new("/usr/local/bin/kars-backup", "/etc/kars backup.toml");
     let cron = emit::crontab(&c, &opts);
@@ -271,6 +323,12 @@ fn systemd_and_cron_emission() {
     assert!(units.problems.is_empty());
     let timer = &units.files[1];
     assert_eq!(timer.0, "kars-backup-kars-sqlite.timer");
-    assert!(timer.1.contains("OnCalendar=Sun *-*-* 02:00:00 Europe/Berlin\n"), "{}", timer.1);
+    assert!(
+        timer
+            .1
+            .contains("OnCalendar=Sun *-*-* 02:00:00 Europe/Berlin\n"),
+        "{}",
+        timer.1
+    );
     assert!(timer.1.contains("Persistent=false\n"), "{}", timer.1);
 }

@@ -151,7 +151,8 @@ pub(crate) async fn execute(
         .destinations
         .iter()
         .zip(&takes)
-        .filter_map(|(d, &t)| (!t).then(|| kars_backup_storage::redact(&d.url)))
+        .filter(|(_, t)| !**t)
+        .map(|(d, _)| kars_backup_storage::redact(&d.url))
         .collect();
     let repos = chosen
         .iter()

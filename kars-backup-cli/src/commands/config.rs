@@ -57,7 +57,10 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             config.jobs.len()
         );
         if !config.env_names().is_empty() {
-            println!("# reads from the environment: {}", config.env_names().join(", "));
+            println!(
+                "# reads from the environment: {}",
+                config.env_names().join(", ")
+            );
         }
         println!();
         print!("{}", kars_backup_config::effective_toml(&config));

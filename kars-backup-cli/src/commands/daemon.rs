@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use kars_backup_config::{Config, NotifyConfig};
 use kars_backup_notify::{
-    Alerts, CommandOptions, Metrics, MetricsServer, Notifier, NotifyOn, NotifyOptions,
-    PingOptions, WebhookOptions,
+    Alerts, CommandOptions, Metrics, MetricsServer, Notifier, NotifyOn, NotifyOptions, PingOptions,
+    WebhookOptions,
 };
 use kars_backup_schedule::{RunObserver, RunReport};
 use kars_backup_schedule::{Schedule, ScheduledJob, Scheduler, ShutdownSignals, SystemClock};

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use kars_backup_config::{Config, JobConfig};
 use kars_backup_core::{BackupOptions, DynDatabaseSource};
 use kars_backup_schedule::{
-    CancellationToken, JobRunner, RunContext, RunOutcome, RunReport, RunStatus,
-    SystemClock,
+    CancellationToken, JobRunner, RunContext, RunOutcome, RunReport, RunStatus, SystemClock,
 };
 
 use super::backup::{DestinationSpec, JobRun, JobSpec, PgDumpFlags, execute, print_run, run_json};
@@ -28,7 +27,10 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// The jobs named by `--job` (all when none), in file order.
-pub(crate) fn select_jobs<'a>(config: &'a Config, names: &[String]) -> anyhow::Result<Vec<&'a JobConfig>> {
+pub(crate) fn select_jobs<'a>(
+    config: &'a Config,
+    names: &[String],
+) -> anyhow::Result<Vec<&'a JobConfig>> {
     for name in names {
         if config.job(name).is_none() {
             return Err(UsageError(format!(
@@ -204,7 +206,11 @@ fn outcome_of(run: &JobRun) -> RunOutcome {
 
 /// `kars-backup backup --config FILE [--job NAME]`: each job once, now, with its lock, state,
 /// notifications and textfile metrics; one exit code for all (the worst).
-pub(crate) async fn run_config_backup(path: &Path, names: &[String], json: bool) -> anyhow::Result<u8> {
+pub(crate) async fn run_config_backup(
+    path: &Path,
+    names: &[String],
+    json: bool,
+) -> anyhow::Result<u8> {
     let config = load_config(path)?;
     let jobs = select_jobs(&config, names)?;
     let metrics = kars_backup_notify::Metrics::new();
@@ -230,7 +236,10 @@ pub(crate) async fn run_config_backup(path: &Path, names: &[String], json: bool)
                 if !json {
                     println!("Job {}: NOT RUN: {text}", job.name);
                 }
-                (exit::INTERNAL, serde_json::json!({ "job": job.name, "ok": false, "error": text }))
+                (
+                    exit::INTERNAL,
+                    serde_json::json!({ "job": job.name, "ok": false, "error": text }),
+                )
             }
             (Ok(report), Some(Ok(run))) => {
                 if !json {

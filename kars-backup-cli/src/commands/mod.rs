@@ -2,16 +2,16 @@
 
 mod backup;
 mod config;
-mod daemon;
-mod jobs;
-mod schedule;
 mod copy;
+mod daemon;
 mod demo;
 mod inspect;
+mod jobs;
 mod list;
 mod prune;
 mod restore;
 mod retention;
+mod schedule;
 mod status;
 mod verify;
 

@@ -8,9 +8,7 @@ use crate::exit;
 
 pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
     let config = super::jobs::load_config(&a.config)?;
-    let absolute = |p: &std::path::Path| {
-        std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-    };
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let binary = match &a.binary {
         Some(b) => b.clone(),
         None => std::env::current_exe()?,
@@ -31,8 +29,16 @@ pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
                 println!("wrote {}", path.display());
             }
             if !emitted.files.is_empty() {
-                println!("then: systemctl daemon-reload && systemctl enable --now {}",
-                    emitted.files.iter().filter(|(n, _)| n.ends_with(".timer")).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" "));
+                println!(
+                    "then: systemctl daemon-reload && systemctl enable --now {}",
+                    emitted
+                        .files
+                        .iter()
+                        .filter(|(n, _)| n.ends_with(".timer"))
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
             }
         }
         (Some(_), EmitFormat::Cron) => {
@@ -53,5 +59,9 @@ pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
     if emitted.files.iter().all(|(_, c)| c.is_empty()) && emitted.problems.is_empty() {
         eprintln!("note: no job has a [job.schedule]");
     }
-    Ok(if emitted.problems.is_empty() { exit::OK } else { exit::USAGE })
+    Ok(if emitted.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::USAGE
+    })
 }
