@@ -94,7 +94,10 @@ fn flags_beside_config(matches: &clap::ArgMatches) -> Option<String> {
 /// The log format: `--log-format`, else (daemon, `backup --config`) the config's `[daemon]
 /// log-format`, else human.
 fn log_format(cli: &Cli, matches: &clap::ArgMatches) -> LogFormat {
-    if matches.value_source("log_format") == Some(clap::parser::ValueSource::CommandLine) {
+    let explicit = |m: &clap::ArgMatches| {
+        m.value_source("log_format") == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if explicit(matches) || matches.subcommand().is_some_and(|(_, m)| explicit(m)) {
         return cli.log_format;
     }
     let path = match &cli.command {
