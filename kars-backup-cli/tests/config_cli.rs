@@ -585,6 +585,56 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[test]
+fn a_failed_one_shot_run_alerts_the_webhook_with_its_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = Receiver::start();
+    let text = format!(
+        r#"
+[daemon]
+state-dir = "{state}"
+[[job]]
+name = "broken"
+source = "{missing}"
+[[job.destination]]
+url = "{out}"
+[job.notify]
+webhook = "{hook}/alert"
+[job.notify.ping]
+fail = "{hook}/fail"
+"#,
+        state = s(&dir.path().join("state")),
+        missing = s(&dir.path().join("no-such.db")),
+        out = s(&dir.path().join("out")),
+        hook = hooks.url,
+    );
+    let path = write_config(dir.path(), &text);
+    let o = run(&["backup", "--config", &s(&path), "--json"]);
+    assert_eq!(
+        code(&o),
+        3,
+        "a missing database is a source error: {}",
+        stderr(&o)
+    );
+    let doc = json(&o);
+    let run_id = doc["jobs"][0]["run_id"].as_str().unwrap().to_string();
+    let mut got = vec![hooks.next(), hooks.next()];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(got[0].path, "/alert", "{got:?}");
+    assert_eq!(got[1].path, "/fail", "{got:?}");
+    let payload: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(payload["status"], "failure", "{payload}");
+    assert_eq!(
+        payload["run_id"].as_str(),
+        Some(run_id.as_str()),
+        "{payload}"
+    );
+    assert!(
+        payload["error"].as_str().unwrap().contains("no-such.db"),
+        "{payload}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn the_daemon_runs_a_job_now_notifies_serves_metrics_and_stops_cleanly_on_sigterm() {
