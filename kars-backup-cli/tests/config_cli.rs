@@ -97,6 +97,11 @@ fn config_check_accepts_the_example_and_redacts_it() {
         .unwrap());
     let out = stdout(&o);
     assert!(out.contains("OK, 2 job(s)"), "{out}");
+    let next = out
+        .lines()
+        .find(|l| l.starts_with("# next runs of kars-sqlite: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(next.matches(" 02:00 UTC").count(), 3, "{next}");
     assert!(
         out.contains("postgres://kars:***@db.internal:5432/kars"),
         "{out}"

@@ -42,6 +42,17 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         }
     };
     let notes = config.unapplied();
+    // the scheduler's own view of each schedule: the next three runs
+    let now = chrono::Utc::now();
+    let next_runs: Vec<(String, chrono_tz::Tz, Vec<chrono::DateTime<chrono::Utc>>)> = config
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let s = j.schedule.as_ref()?;
+            let schedule = kars_backup_schedule::Schedule::new(&s.cron, s.timezone).ok()?;
+            Some((j.name.clone(), s.timezone, schedule.upcoming(now, 3)))
+        })
+        .collect();
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": true,
@@ -49,6 +60,10 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             "config": kars_backup_config::effective_json(&config),
             "environment": config.env_names(),
             "not_applied": notes,
+            "next_runs": next_runs
+                .iter()
+                .map(|(job, _, runs)| (job.clone(), serde_json::json!(runs)))
+                .collect::<serde_json::Map<_, _>>(),
         }))?;
     } else {
         println!(
@@ -64,6 +79,13 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         }
         println!();
         print!("{}", kars_backup_config::effective_toml(&config));
+        for (job, tz, runs) in &next_runs {
+            let runs: Vec<String> = runs
+                .iter()
+                .map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M %Z").to_string())
+                .collect();
+            println!("# next runs of {job}: {}", runs.join(", "));
+        }
         for note in &notes {
             eprintln!("note: {note}");
         }
