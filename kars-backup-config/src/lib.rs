@@ -137,6 +137,12 @@ pub fn parse_with_env(
     };
     let errors = validate::validate(&config, &spans);
     if errors.is_empty() {
+        for job in &mut config.jobs {
+            if let Some(level) = job.compression_level.take() {
+                job.compression =
+                    validate::with_level(job.compression, level).expect("checked by validate");
+            }
+        }
         Ok(config)
     } else {
         Err(fail(errors))

@@ -99,6 +99,9 @@ pub struct JobConfig {
     /// `gzip` (default), `gzip:LEVEL`, `zstd`, `zstd:LEVEL` or `none`.
     #[serde(default, deserialize_with = "from_str_default")]
     pub compression: Compression,
+    /// The compression level, instead of writing it as `zstd:LEVEL` (gzip 1-12, zstd 1-22).
+    #[serde(default)]
+    pub compression_level: Option<u32>,
     /// Compression threads (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,

@@ -193,6 +193,11 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
+    if let Some(level) = job.compression_level
+        && let Err(e) = with_level(job.compression, level)
+    {
+        errors.push(at(&[Key("compression-level")], e));
+    }
     if job.threads == Some(0) {
         errors.push(at(&[Key("threads")], "threads must be at least 1".into()));
     }
@@ -341,4 +346,17 @@ fn validate_notify(
         check(&p.success, &[Key("ping"), Key("success")], "ping URL");
         check(&p.fail, &[Key("ping"), Key("fail")], "ping URL");
     }
+}
+
+/// A codec with another level (`compression-level`).
+pub(crate) fn with_level(
+    compression: kars_backup_core::Compression,
+    level: u32,
+) -> Result<kars_backup_core::Compression, String> {
+    if compression == kars_backup_core::Compression::None {
+        return Err("compression-level needs a codec: compression = \"gzip\" or \"zstd\"".into());
+    }
+    format!("{}:{level}", compression.name())
+        .parse()
+        .map_err(|e: String| format!("compression-level: {e}"))
 }

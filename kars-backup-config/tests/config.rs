@@ -154,6 +154,23 @@ url = "/b"
 }
 
 #[test]
+fn compression_level_as_its_own_key() {
+    let text = GOOD.replace(
+        "\n\n[[job.destination]]",
+        "\ncompression = \"zstd\"\ncompression-level = 19\n\n[[job.destination]]",
+    );
+    assert_eq!(
+        parse(&text).unwrap().jobs[0].compression.to_string(),
+        "zstd:19"
+    );
+    let e = error_of(&text.replace("19", "30"));
+    assert!(
+        e.starts_with("kars.toml:6:21: compression-level: zstd level must be 1..=22"),
+        "{e}"
+    );
+}
+
+#[test]
 fn retention_and_tiers() {
     let text = r#"
 [[job]]
