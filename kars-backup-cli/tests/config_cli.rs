@@ -216,6 +216,10 @@ fn secrets_in_urls_are_never_printed() {
         "{all}"
     );
     // and a failing backup of that job does not print the password either
+    let text = format!(
+        "[daemon]\nstate-dir = \"{}\"\n{text}",
+        s(&dir.path().join("state"))
+    );
     let path = write_config(
         dir.path(),
         &text.replace(
