@@ -785,3 +785,74 @@ fn unsafe_kill(pid: u32, signal: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Starts the daemon with `--run-now` on a 60 MB database, sends `signals` SIGTERMs once the
+/// run has started (its start ping arrived), and returns the exit code, the logs and the
+/// committed backups.
+#[cfg(unix)]
+fn daemon_interrupted(signals: usize) -> (i32, String, Vec<String>, Vec<String>) {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    ok(run(&["demo-db", "--path", &s(&db), "--size-mb", "60"]));
+    let out = dir.path().join("backups");
+    let hooks = Receiver::start();
+    let text = format!(
+        "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"big\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.schedule]\ncron = \"0 2 * * *\"\n[job.notify.ping]\nstart = \"{}/start\"\n",
+        s(&dir.path().join("state")),
+        s(&db),
+        s(&out),
+        hooks.url
+    );
+    let path = write_config(dir.path(), &text);
+    let mut child = bin()
+        .args(["daemon", "--config", &s(&path), "--run-now", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(hooks.next().path, "/start");
+    for _ in 0..signals {
+        std::thread::sleep(Duration::from_millis(150));
+        unsafe_kill(child.id(), libc::SIGTERM);
+    }
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let all = ok(run(&["list", "--from", &s(&out), "--json"]));
+    let shown: Vec<String> = json(&all)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    (code(&o), stderr(&o), listed(&out), shown)
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_lets_the_in_flight_backup_finish_and_a_second_one_aborts_it_unlisted() {
+    // one signal: the run finishes and is committed, then the daemon exits 0
+    let (code, logs, committed, shown) = daemon_interrupted(1);
+    assert_eq!(code, 0, "{logs}");
+    assert_eq!(committed.len(), 1, "{logs}");
+    assert_eq!(shown, vec!["committed"], "{logs}");
+    // two signals: the run is aborted (nothing listed) unless it had already finished
+    let (code, logs, committed, shown) = daemon_interrupted(2);
+    assert_eq!(code, 0, "{logs}");
+    eprintln!(
+        "aborted: {}",
+        logs.contains("aborted by a second shutdown signal")
+    );
+    if logs.contains("aborted by a second shutdown signal") {
+        assert!(committed.is_empty() && shown.is_empty(), "{shown:?} {logs}");
+    } else {
+        assert_eq!(committed.len(), 1, "{logs}");
+    }
+}

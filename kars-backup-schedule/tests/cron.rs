@@ -12,9 +12,9 @@ fn daily_at_two_in_utc_and_other_zones() {
     let after = utc(2024, 7, 1, 12, 0);
     let cases = [
         ("UTC", utc(2024, 7, 2, 2, 0)),
-        ("Europe/Berlin", utc(2024, 7, 2, 0, 0)),    // CEST, UTC+2
+        ("Europe/Berlin", utc(2024, 7, 2, 0, 0)), // CEST, UTC+2
         ("America/New_York", utc(2024, 7, 2, 6, 0)), // EDT, UTC-4
-        ("Asia/Kolkata", utc(2024, 7, 1, 20, 30)),   // IST, UTC+5:30: 02:00 on 2 July
+        ("Asia/Kolkata", utc(2024, 7, 1, 20, 30)), // IST, UTC+5:30: 02:00 on 2 July
         ("Australia/Sydney", utc(2024, 7, 1, 16, 0)), // AEST, UTC+10
     ];
     for (tz, expected) in cases {
@@ -31,7 +31,11 @@ fn next_after_is_strict_and_upcoming_is_ordered() {
     assert_eq!(s.previous_at_or_before(at), Some(at));
     assert_eq!(
         s.upcoming(at, 3),
-        vec![utc(2024, 1, 1, 10, 30), utc(2024, 1, 1, 10, 45), utc(2024, 1, 1, 11, 0)]
+        vec![
+            utc(2024, 1, 1, 10, 30),
+            utc(2024, 1, 1, 10, 45),
+            utc(2024, 1, 1, 11, 0)
+        ]
     );
 }
 
@@ -69,7 +73,10 @@ fn fall_back_overlap_runs_a_fixed_time_once() {
         ]
     );
     // A run that just happened in the first pass does not run again in the second.
-    assert_eq!(s.next_after(utc(2024, 10, 27, 0, 30)), Some(utc(2024, 10, 28, 1, 30)));
+    assert_eq!(
+        s.next_after(utc(2024, 10, 27, 0, 30)),
+        Some(utc(2024, 10, 28, 1, 30))
+    );
 }
 
 #[test]
@@ -94,10 +101,16 @@ fn fall_back_overlap_runs_interval_jobs_in_both_passes() {
 fn nicknames_and_weekdays() {
     let daily = Schedule::parse("@daily", "Europe/London").unwrap();
     // 2024-07-01 is in BST (UTC+1): midnight local is 23:00 UTC the day before.
-    assert_eq!(daily.next_after(utc(2024, 7, 1, 12, 0)), Some(utc(2024, 7, 1, 23, 0)));
+    assert_eq!(
+        daily.next_after(utc(2024, 7, 1, 12, 0)),
+        Some(utc(2024, 7, 1, 23, 0))
+    );
     let weekly = Schedule::parse("0 3 * * SUN", "UTC").unwrap();
     // 2024-07-01 is a Monday.
-    assert_eq!(weekly.next_after(utc(2024, 7, 1, 0, 0)), Some(utc(2024, 7, 7, 3, 0)));
+    assert_eq!(
+        weekly.next_after(utc(2024, 7, 1, 0, 0)),
+        Some(utc(2024, 7, 7, 3, 0))
+    );
     assert_eq!(daily.expression(), "@daily");
     assert_eq!(daily.time_zone().name(), "Europe/London");
     assert_eq!(daily.to_string(), "@daily (Europe/London)");
@@ -105,7 +118,14 @@ fn nicknames_and_weekdays() {
 
 #[test]
 fn bad_expressions_and_zones_are_refused_with_clear_errors() {
-    for expr in ["0 2 * *", "0 0 2 * * *", "61 2 * * *", "0 2 * * FOO", "", "@sometimes"] {
+    for expr in [
+        "0 2 * *",
+        "0 0 2 * * *",
+        "61 2 * * *",
+        "0 2 * * FOO",
+        "",
+        "@sometimes",
+    ] {
         let err = Schedule::parse(expr, "UTC").unwrap_err();
         assert!(matches!(err, Error::InvalidCron { .. }), "{expr}: {err}");
         assert!(err.to_string().contains("5 fields"), "{err}");

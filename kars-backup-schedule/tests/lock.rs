@@ -27,7 +27,10 @@ fn second_handle_in_one_process_is_refused_until_release() {
         Error::Locked { job, holder, .. } => {
             assert_eq!(job, "nightly");
             assert!(holder.contains("run-1"), "{holder}");
-            assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+            assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            );
         }
         other => panic!("expected Locked, got {other}"),
     }
@@ -39,7 +42,9 @@ fn second_handle_in_one_process_is_refused_until_release() {
     let _other = JobLock::try_acquire(dir.path(), "weekly", "run-3").unwrap();
     drop(first);
     assert_eq!(JobLock::holder(dir.path(), "nightly").unwrap(), None);
-    let again = StateStore::new(dir.path()).lock("nightly", "run-4").unwrap();
+    let again = StateStore::new(dir.path())
+        .lock("nightly", "run-4")
+        .unwrap();
     assert_eq!(again.job(), "nightly");
     assert_eq!(again.path(), dir.path().join("nightly.lock"));
 }
@@ -48,7 +53,12 @@ fn second_handle_in_one_process_is_refused_until_release() {
 fn lock_held_by_another_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "lock_holder_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KARS_TEST_LOCK_DIR", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -58,7 +68,10 @@ fn lock_held_by_another_process_is_refused() {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before locking");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before locking"
+        );
         if line.trim_end().ends_with("locked") {
             break;
         }
@@ -73,7 +86,13 @@ fn lock_held_by_another_process_is_refused() {
     child.kill().unwrap();
     child.wait().unwrap();
     let lock = JobLock::try_acquire(dir.path(), "nightly", "parent-run").unwrap();
-    assert_eq!(JobLock::holder(dir.path(), "nightly").unwrap().unwrap().run_id, "parent-run");
+    assert_eq!(
+        JobLock::holder(dir.path(), "nightly")
+            .unwrap()
+            .unwrap()
+            .run_id,
+        "parent-run"
+    );
     drop(lock);
 }
 

@@ -43,11 +43,22 @@ impl Harness {
             let shutdown = shutdown.clone();
             async move { scheduler.run(jobs, clock, shutdown).await }
         });
-        Harness { clock, events, shutdown, task, seen: Vec::new(), pending: Default::default() }
+        Harness {
+            clock,
+            events,
+            shutdown,
+            task,
+            seen: Vec::new(),
+            pending: Default::default(),
+        }
     }
 
     /// The first event not taken yet that `pred` accepts.
-    async fn until(&mut self, what: &str, pred: impl Fn(&SchedulerEvent) -> bool) -> SchedulerEvent {
+    async fn until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&SchedulerEvent) -> bool,
+    ) -> SchedulerEvent {
         if let Some(i) = self.pending.iter().position(&pred) {
             return self.pending.remove(i).unwrap();
         }
@@ -66,13 +77,21 @@ impl Harness {
 
     /// Waits until the job's loop waits for `next`, then sets the clock there.
     async fn fire(&mut self, next: DateTime<Utc>) {
-        self.until("waiting", |e| matches!(e, SchedulerEvent::Waiting { next: n, .. } if *n == next))
-            .await;
+        self.until(
+            "waiting",
+            |e| matches!(e, SchedulerEvent::Waiting { next: n, .. } if *n == next),
+        )
+        .await;
         self.clock.set(next);
     }
 
     async fn finished(&mut self) -> RunReport {
-        match self.until("run finished", |e| matches!(e, SchedulerEvent::RunFinished { .. })).await {
+        match self
+            .until("run finished", |e| {
+                matches!(e, SchedulerEvent::RunFinished { .. })
+            })
+            .await
+        {
             SchedulerEvent::RunFinished { report } => *report,
             _ => unreachable!(),
         }
@@ -131,7 +150,11 @@ impl JobRunner for Counting {
 async fn runs_on_its_slot_and_records_state() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Arc::new(Counting::default());
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner.clone())]);
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner.clone())],
+    );
     h.fire(utc(2024, 5, 1, 2, 0)).await;
     let report = h.finished().await;
     assert_eq!(report.job, "nightly");
@@ -140,7 +163,11 @@ async fn runs_on_its_slot_and_records_state() {
     assert!(report.outcome.is_success());
     assert_eq!(report.outcome.bytes, Some(100));
     // Next slot is the following day.
-    h.until("next wait", |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 2, 2, 0))).await;
+    h.until(
+        "next wait",
+        |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 2, 2, 0)),
+    )
+    .await;
     let ctx = runner.contexts.lock().await[0].clone();
     assert_eq!(ctx.run_id, report.run_id);
     assert!(!ctx.cancel.is_cancelled());
@@ -159,22 +186,40 @@ async fn runs_on_its_slot_and_records_state() {
 async fn a_tick_during_a_long_run_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Notify::new());
-    let runner = Arc::new(Counting { gate: Some(gate.clone()), ..Default::default() });
-    let job = ScheduledJob::new("often", Schedule::parse("*/5 * * * *", "UTC").unwrap(), runner.clone());
+    let runner = Arc::new(Counting {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    let job = ScheduledJob::new(
+        "often",
+        Schedule::parse("*/5 * * * *", "UTC").unwrap(),
+        runner.clone(),
+    );
     let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 10, 1), vec![job]);
 
     h.fire(utc(2024, 5, 1, 10, 5)).await;
-    let first = match h.until("first run", |e| matches!(e, SchedulerEvent::RunStarted { .. })).await {
+    let first = match h
+        .until("first run", |e| {
+            matches!(e, SchedulerEvent::RunStarted { .. })
+        })
+        .await
+    {
         SchedulerEvent::RunStarted { run_id, .. } => run_id,
         _ => unreachable!(),
     };
     // Two more slots come while the first run is still going: both skipped.
     for slot in [utc(2024, 5, 1, 10, 10), utc(2024, 5, 1, 10, 15)] {
         h.fire(slot).await;
-        let skipped = h.until("skip", |e| matches!(e, SchedulerEvent::TickSkipped { .. })).await;
+        let skipped = h
+            .until("skip", |e| matches!(e, SchedulerEvent::TickSkipped { .. }))
+            .await;
         assert_eq!(
             skipped,
-            SchedulerEvent::TickSkipped { job: "often".into(), scheduled_at: slot, running_run_id: first.clone() }
+            SchedulerEvent::TickSkipped {
+                job: "often".into(),
+                scheduled_at: slot,
+                running_run_id: first.clone()
+            }
         );
     }
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
@@ -197,13 +242,25 @@ async fn a_tick_during_a_long_run_is_skipped() {
     assert_eq!(runner.runs.load(Ordering::SeqCst), 2);
     assert_eq!(runner.max_in_flight.load(Ordering::SeqCst), 1);
     let events = h.stop().await;
-    assert_eq!(count(&events, |e| matches!(e, SchedulerEvent::TickSkipped { .. })), 2);
-    assert_eq!(count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })), 2);
+    assert_eq!(
+        count(&events, |e| matches!(e, SchedulerEvent::TickSkipped { .. })),
+        2
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })),
+        2
+    );
 }
 
 fn state_with_last_run(dir: &std::path::Path, job: &str, last: DateTime<Utc>) {
     StateStore::new(dir)
-        .save(job, &JobState { last_scheduled: Some(last), ..Default::default() })
+        .save(
+            job,
+            &JobState {
+                last_scheduled: Some(last),
+                ..Default::default()
+            },
+        )
         .unwrap();
 }
 
@@ -218,10 +275,17 @@ async fn catch_up_after_downtime_runs_once() {
     let report = h.finished().await;
     assert_eq!(report.trigger, Trigger::CatchUp);
     assert_eq!(report.started_at, utc(2024, 5, 4, 10, 0));
-    h.until("next wait", |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 5, 2, 0))).await;
+    h.until(
+        "next wait",
+        |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 5, 2, 0)),
+    )
+    .await;
     let events = h.stop().await;
     assert_eq!(
-        count(&events, |e| matches!(e, SchedulerEvent::CatchUp { missed, .. } if *missed == utc(2024, 5, 2, 2, 0))),
+        count(
+            &events,
+            |e| matches!(e, SchedulerEvent::CatchUp { missed, .. } if *missed == utc(2024, 5, 2, 2, 0))
+        ),
         1
     );
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
@@ -230,9 +294,13 @@ async fn catch_up_after_downtime_runs_once() {
     assert_eq!(state.last_scheduled, Some(utc(2024, 5, 4, 10, 0)));
     let job = daily("nightly", runner.clone()).with_catch_up(true);
     let mut h = Harness::start(dir.path(), utc(2024, 5, 4, 11, 0), vec![job]);
-    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { .. })).await;
+    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { .. }))
+        .await;
     let events = h.stop().await;
-    assert_eq!(count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })), 0);
+    assert_eq!(
+        count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })),
+        0
+    );
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
 }
 
@@ -243,15 +311,25 @@ async fn no_catch_up_when_disabled_or_nothing_was_missed() {
     state_with_last_run(dir.path(), "fresh", utc(2024, 5, 4, 2, 0));
     let runner = Arc::new(Counting::default());
     let jobs = vec![
-        daily("nightly", runner.clone()), // catch-up off
+        daily("nightly", runner.clone()),                   // catch-up off
         daily("fresh", runner.clone()).with_catch_up(true), // its last run was today's slot
     ];
     let mut h = Harness::start(dir.path(), utc(2024, 5, 4, 10, 0), jobs);
     for job in ["nightly", "fresh"] {
-        h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { job: j, .. } if j == job)).await;
+        h.until(
+            "wait",
+            |e| matches!(e, SchedulerEvent::Waiting { job: j, .. } if j == job),
+        )
+        .await;
     }
     let events = h.stop().await;
-    assert_eq!(count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. } | SchedulerEvent::CatchUp { .. })), 0);
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            SchedulerEvent::RunStarted { .. } | SchedulerEvent::CatchUp { .. }
+        )),
+        0
+    );
     assert_eq!(runner.runs.load(Ordering::SeqCst), 0);
 }
 
@@ -260,14 +338,26 @@ async fn a_job_that_never_ran_catches_up_from_when_it_was_first_watched() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Arc::new(Counting::default());
     // First start on 1 May at 10:00: no state, nothing to catch up; the time is remembered.
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 10, 0), vec![daily("new", runner.clone()).with_catch_up(true)]);
-    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { .. })).await;
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 10, 0),
+        vec![daily("new", runner.clone()).with_catch_up(true)],
+    );
+    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { .. }))
+        .await;
     let events = h.stop().await;
-    assert_eq!(count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })), 0);
+    assert_eq!(
+        count(&events, |e| matches!(e, SchedulerEvent::RunStarted { .. })),
+        0
+    );
     let state = StateStore::new(dir.path()).load("new").unwrap();
     assert_eq!(state.watched_since, Some(utc(2024, 5, 1, 10, 0)));
     // Down over the 2 May 02:00 slot: the next start catches up once.
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 2, 9, 0), vec![daily("new", runner.clone()).with_catch_up(true)]);
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 2, 9, 0),
+        vec![daily("new", runner.clone()).with_catch_up(true)],
+    );
     let report = h.finished().await;
     assert_eq!(report.trigger, Trigger::CatchUp);
     h.stop().await;
@@ -278,14 +368,26 @@ async fn a_job_that_never_ran_catches_up_from_when_it_was_first_watched() {
 async fn a_clock_jump_over_several_slots_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Arc::new(Counting::default());
-    let job = ScheduledJob::new("hourly", Schedule::parse("@hourly", "UTC").unwrap(), runner.clone());
+    let job = ScheduledJob::new(
+        "hourly",
+        Schedule::parse("@hourly", "UTC").unwrap(),
+        runner.clone(),
+    );
     let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 0, 30), vec![job]);
-    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 1, 1, 0))).await;
+    h.until(
+        "wait",
+        |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 1, 1, 0)),
+    )
+    .await;
     // Suspend and resume: five hours pass at once.
     h.clock.set(utc(2024, 5, 1, 5, 30));
     let report = h.finished().await;
     assert_eq!(report.scheduled_at, utc(2024, 5, 1, 1, 0));
-    h.until("wait", |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 1, 6, 0))).await;
+    h.until(
+        "wait",
+        |e| matches!(e, SchedulerEvent::Waiting { next, .. } if *next == utc(2024, 5, 1, 6, 0)),
+    )
+    .await;
     h.stop().await;
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
 }
@@ -295,10 +397,25 @@ async fn a_lock_held_elsewhere_skips_the_slot() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Arc::new(Counting::default());
     let held = JobLock::try_acquire(dir.path(), "nightly", "other-process-run").unwrap();
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner.clone())]);
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner.clone())],
+    );
     h.fire(utc(2024, 5, 1, 2, 0)).await;
-    let busy = h.until("lock busy", |e| matches!(e, SchedulerEvent::LockBusy { .. })).await;
-    let SchedulerEvent::LockBusy { scheduled_at, error, .. } = busy else { unreachable!() };
+    let busy = h
+        .until("lock busy", |e| {
+            matches!(e, SchedulerEvent::LockBusy { .. })
+        })
+        .await;
+    let SchedulerEvent::LockBusy {
+        scheduled_at,
+        error,
+        ..
+    } = busy
+    else {
+        unreachable!()
+    };
     assert_eq!(scheduled_at, utc(2024, 5, 1, 2, 0));
     assert!(error.contains("other-process-run"), "{error}");
     drop(held);
@@ -325,9 +442,15 @@ async fn shutdown_during_a_run_cancels_it_and_waits_for_it() {
             }
         }
     });
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner)]);
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner)],
+    );
     h.fire(utc(2024, 5, 1, 2, 0)).await;
-    tokio::time::timeout(GUARD, started.notified()).await.unwrap();
+    tokio::time::timeout(GUARD, started.notified())
+        .await
+        .unwrap();
     let events = h.stop().await; // returns only after the run returned
     let finished: Vec<_> = events
         .iter()
@@ -338,9 +461,18 @@ async fn shutdown_during_a_run_cancels_it_and_waits_for_it() {
         .collect();
     assert_eq!(finished.len(), 1);
     assert_eq!(finished[0].status(), RunStatus::Failure);
-    assert_eq!(finished[0].outcome.error.as_deref(), Some("aborted by shutdown; nothing was committed"));
-    let stopped = events.iter().position(|e| matches!(e, SchedulerEvent::Stopped { .. })).unwrap();
-    let done = events.iter().position(|e| matches!(e, SchedulerEvent::RunFinished { .. })).unwrap();
+    assert_eq!(
+        finished[0].outcome.error.as_deref(),
+        Some("aborted by shutdown; nothing was committed")
+    );
+    let stopped = events
+        .iter()
+        .position(|e| matches!(e, SchedulerEvent::Stopped { .. }))
+        .unwrap();
+    let done = events
+        .iter()
+        .position(|e| matches!(e, SchedulerEvent::RunFinished { .. }))
+        .unwrap();
     assert!(done < stopped, "the loop stopped before its run ended");
     assert_eq!(JobLock::holder(dir.path(), "nightly").unwrap(), None);
 }
@@ -360,9 +492,16 @@ async fn shutdown_lets_a_run_that_chooses_to_finish_finish() {
             }
         }
     });
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner)]);
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner)],
+    );
     h.fire(utc(2024, 5, 1, 2, 0)).await;
-    h.until("started", |e| matches!(e, SchedulerEvent::RunStarted { .. })).await;
+    h.until("started", |e| {
+        matches!(e, SchedulerEvent::RunStarted { .. })
+    })
+    .await;
     h.shutdown.cancel();
     assert!(!h.task.is_finished());
     gate.notify_one();
@@ -377,10 +516,18 @@ struct Recorder(std::sync::Mutex<Vec<String>>);
 #[async_trait]
 impl RunObserver for Recorder {
     async fn run_started(&self, ctx: &RunContext) {
-        self.0.lock().unwrap().push(format!("start {} {}", ctx.job, ctx.run_id));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("start {} {}", ctx.job, ctx.run_id));
     }
     async fn run_finished(&self, report: &RunReport) {
-        self.0.lock().unwrap().push(format!("finish {} {} {}", report.job, report.run_id, report.status()));
+        self.0.lock().unwrap().push(format!(
+            "finish {} {} {}",
+            report.job,
+            report.run_id,
+            report.status()
+        ));
     }
 }
 
@@ -390,16 +537,30 @@ async fn observers_hear_start_and_finish_and_a_panic_is_a_failure() {
     let recorder = Arc::new(Recorder::default());
     let runner = runner_fn(|_ctx| async { panic!("boom") });
     let scheduler = Scheduler::new(dir.path()).with_observer(recorder.clone());
-    let mut h = Harness::start_with(scheduler, utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner)]);
+    let mut h = Harness::start_with(
+        scheduler,
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner)],
+    );
     h.fire(utc(2024, 5, 1, 2, 0)).await;
     let report = h.finished().await;
     assert_eq!(report.status(), RunStatus::Failure);
-    assert!(report.outcome.error.as_deref().unwrap().contains("panicked"));
+    assert!(
+        report
+            .outcome
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("panicked")
+    );
     h.stop().await;
     let log = recorder.0.lock().unwrap().clone();
     assert_eq!(
         log,
-        vec![format!("start nightly {}", report.run_id), format!("finish nightly {} failure", report.run_id)]
+        vec![
+            format!("start nightly {}", report.run_id),
+            format!("finish nightly {} failure", report.run_id)
+        ]
     );
     let state = StateStore::new(dir.path()).load("nightly").unwrap();
     assert_eq!(state.last_status, Some(RunStatus::Failure));
@@ -430,7 +591,13 @@ async fn run_now_is_a_manual_run_with_lock_state_and_observers() {
     assert_eq!(report.trigger, Trigger::Manual);
     assert_eq!(report.duration(), Duration::from_secs(90));
     assert_eq!(recorder.0.lock().unwrap().len(), 2);
-    assert_eq!(StateStore::new(dir.path()).load("adhoc").unwrap().last_run_id, Some(report.run_id));
+    assert_eq!(
+        StateStore::new(dir.path())
+            .load("adhoc")
+            .unwrap()
+            .last_run_id,
+        Some(report.run_id)
+    );
 }
 
 #[tokio::test]
@@ -440,10 +607,16 @@ async fn bad_job_lists_are_refused_before_anything_runs() {
     let s = Scheduler::new(dir.path());
     let clock: DynClock = Arc::new(ManualClock::new(utc(2024, 5, 1, 0, 0)));
     let dup = vec![daily("a", runner.clone()), daily("a", runner.clone())];
-    let err = s.run(dup, clock.clone(), CancellationToken::new()).await.unwrap_err();
+    let err = s
+        .run(dup, clock.clone(), CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DuplicateJob { .. }), "{err}");
     let bad = vec![daily("a/b", runner.clone())];
-    let err = s.run(bad, clock, CancellationToken::new()).await.unwrap_err();
+    let err = s
+        .run(bad, clock, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidJobName { .. }), "{err}");
 }
 
@@ -454,8 +627,15 @@ async fn a_corrupt_state_file_is_reported_and_the_job_still_runs() {
     let err = StateStore::new(dir.path()).load("nightly").unwrap_err();
     assert!(err.to_string().contains("delete it"), "{err}");
     let runner = Arc::new(Counting::default());
-    let mut h = Harness::start(dir.path(), utc(2024, 5, 1, 1, 0), vec![daily("nightly", runner.clone()).with_catch_up(true)]);
-    h.until("state error", |e| matches!(e, SchedulerEvent::StateError { .. })).await;
+    let mut h = Harness::start(
+        dir.path(),
+        utc(2024, 5, 1, 1, 0),
+        vec![daily("nightly", runner.clone()).with_catch_up(true)],
+    );
+    h.until("state error", |e| {
+        matches!(e, SchedulerEvent::StateError { .. })
+    })
+    .await;
     h.fire(utc(2024, 5, 1, 2, 0)).await;
     h.finished().await;
     h.stop().await;
