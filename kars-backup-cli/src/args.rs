@@ -11,8 +11,9 @@ use kars_backup_core::{Compression, IntegrityLevel};
 #[command(
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
 restore not confirmed, unsupported version), 3 database source error, 4 storage error (also: a backup that failed at some \
-destinations), 5 verification failed (checksum, integrity, row counts), 6 status: a destination \
-misses its RPO."
+destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
+whose backup failed), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
+missed."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -59,6 +60,10 @@ pub(crate) enum Command {
     /// How fresh the newest backup of each destination is, against the RPO target (for
     /// monitoring: exit code 6 when a destination misses it).
     Status(StatusArgs),
+    /// Restore drill: restore a backup into a scratch target (a temporary SQLite file or
+    /// PostgreSQL database), verify it, measure RTO and RPO against their targets, and store the
+    /// report (JSON and text) next to the backups, under .kars-drills/.
+    Drill(DrillArgs),
     /// Describe a database: size, tables, row counts.
     Inspect(InspectArgs),
     /// Run the whole job on a generated sample KARS database, with no servers: create it, back
@@ -214,9 +219,11 @@ pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub(crate) db: DbArg,
 
-    /// Destination holding the backup.
-    #[arg(long, value_name = "DEST")]
-    pub(crate) from: String,
+    /// Destination holding the backup; repeat for several: --latest takes the newest committed
+    /// backup across them, reads a local copy first when copies are identical, and another copy
+    /// when one fails its checksum.
+    #[arg(long = "from", value_name = "DEST", required = true)]
+    pub(crate) from: Vec<String>,
 
     #[command(flatten)]
     pub(crate) which: Which,
@@ -255,16 +262,50 @@ pub(crate) struct RestoreArgs {
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
     pub(crate) integrity: Integrity,
 
+    /// When the backup fails verification (checksum of every copy, integrity, row counts, test
+    /// queries), try the next older committed backup; each attempt is reported. The live
+    /// database stays as it was after every failed attempt.
+    #[arg(long)]
+    pub(crate) fallback: bool,
+
+    /// With --fallback: at most this many different backups are tried.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "fallback")]
+    pub(crate) max_attempts: usize,
+
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
+
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
 }
 
+/// Retries of transient failures.
+#[derive(Debug, Args)]
+pub(crate) struct RetryArgs {
+    /// Transient failures (storage or network errors, a database connection refused or reset)
+    /// retry the same backup this many times, with backoff (1 s, 2 s, 4 s, …), before it counts
+    /// as failed. Verification failures are never retried.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) retries: u32,
+}
+
+impl RetryArgs {
+    /// The library's attempt options with these retries.
+    pub(crate) fn attempts(&self) -> kars_backup_core::recovery::AttemptOptions {
+        kars_backup_core::recovery::AttemptOptions {
+            retries: self.retries,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// Destination holding the backup.
-    #[arg(long, value_name = "DEST")]
-    pub(crate) from: String,
+    /// Destination holding the backup; repeat for several (the newest committed backup across
+    /// them; a local copy first; another copy when one fails its checksum).
+    #[arg(long = "from", value_name = "DEST", required = true)]
+    pub(crate) from: Vec<String>,
 
     #[command(flatten)]
     pub(crate) which: Which,
@@ -279,9 +320,33 @@ pub(crate) struct VerifyArgs {
     #[arg(long, value_enum, default_value_t = Integrity::Full)]
     pub(crate) integrity: Integrity,
 
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
+
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the
+/// targets. `--rpo` is the RPO target here, and also the audit-log check's window.
+#[derive(Debug, Args)]
+#[command(mut_arg("rpo", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help(
+    "Recovery point objective: the drilled backup must be younger than this (e.g. 24h, 1d); \
+also the window of --audit-log"
+)))]
+pub(crate) struct DrillArgs {
+    #[command(flatten)]
+    pub(crate) verify: VerifyArgs,
+
+    /// Recovery time objective: from the start of the drill to a verified copy, download
+    /// included (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, help_heading = "Drill")]
+    pub(crate) rto: chrono::Duration,
+
+    /// Do not store the report at the destinations (e.g. a read-only destination).
+    #[arg(long, help_heading = "Drill")]
+    pub(crate) no_store: bool,
 }
 
 #[derive(Debug, Args)]
@@ -551,6 +616,7 @@ impl BackupArgs {
 
 /// Extra verification checks of `restore` and `verify`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Verification")]
 pub(crate) struct CheckArgs {
     /// A test query that must return true (or a non-zero number) in its first column, e.g.
     /// "SELECT count(*) > 0 FROM users"; repeatable.

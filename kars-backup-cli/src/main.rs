@@ -27,7 +27,8 @@ pub(crate) mod exit {
     pub(crate) const STORAGE: u8 = 4;
     /// Verification failed: checksum, integrity, row counts, test queries.
     pub(crate) const VERIFICATION: u8 = 5;
-    /// `status`: a destination's newest backup is older than the RPO target (or missing).
+    /// `status`: a destination's newest backup is older than the RPO target (or missing);
+    /// `drill`: the RTO or RPO target was missed.
     pub(crate) const RPO_MISSED: u8 = 6;
 }
 
@@ -180,6 +181,7 @@ impl Command {
             Command::Prune(a) => a.json,
             Command::Retention(_) => true,
             Command::Status(a) => a.json,
+            Command::Drill(a) => a.verify.json,
             Command::Inspect(a) => a.json,
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,

@@ -144,3 +144,75 @@ pub(crate) fn duration(secs: i64) -> String {
         format!("{s}s")
     }
 }
+
+/// Every attempt of a restore, verification or drill, one a line; empty when the first attempt
+/// succeeded and every destination answered.
+pub(crate) fn attempts(
+    attempts: &[kars_backup_core::recovery::Attempt],
+    unavailable: &[kars_backup_core::recovery::Unavailable],
+) -> String {
+    use kars_backup_core::recovery::AttemptOutcome;
+    let mut out = String::new();
+    for u in unavailable {
+        out.push_str(&format!(
+            "  destination unavailable (skipped): {}: {}\n",
+            u.destination, u.error
+        ));
+    }
+    if attempts.len() <= 1 && attempts.iter().all(|a| a.error.is_none()) {
+        return out;
+    }
+    out.push_str("  attempts:\n");
+    for (i, a) in attempts.iter().enumerate() {
+        let outcome = match a.outcome {
+            AttemptOutcome::Succeeded => "succeeded".to_string(),
+            AttemptOutcome::Retried => "transient failure, retried".to_string(),
+            AttemptOutcome::Failed => {
+                format!("FAILED ({})", a.category.as_deref().unwrap_or("unknown"))
+            }
+        };
+        out.push_str(&format!(
+            "    {}. {} from {}{}: {outcome}{}\n",
+            i + 1,
+            a.backup,
+            a.destination,
+            if a.try_number > 1 {
+                format!(" (try {})", a.try_number)
+            } else {
+                String::new()
+            },
+            a.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Reports a restore or verification whose attempts all failed: in JSON mode one document with
+/// the attempts (and the exit code returned); in text mode the attempts on stdout and the error
+/// returned for `main` to print.
+pub(crate) fn attempts_failed(
+    failed: kars_backup_core::recovery::AttemptsFailed,
+    unavailable: &[kars_backup_core::recovery::Unavailable],
+    json: bool,
+) -> anyhow::Result<u8> {
+    let list = attempts(&failed.attempts, unavailable);
+    let records = failed.attempts.clone();
+    let err = anyhow::Error::new(failed);
+    if json {
+        let code = crate::exit_code_of(&err);
+        print_json(&serde_json::json!({
+            "ok": false,
+            "error": crate::error_text(&err),
+            "exit_code": code,
+            "attempts": records,
+            "unavailable": unavailable,
+        }))?;
+        eprintln!("error: {}", crate::error_text(&err));
+        return Ok(code);
+    }
+    print!("{list}");
+    Err(err)
+}

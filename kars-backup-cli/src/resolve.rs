@@ -172,3 +172,70 @@ pub(crate) fn postgres_scratch(
             ..Default::default()
         }))
 }
+
+/// The origins of `--from` values (repeatable), labelled as their sinks describe themselves
+/// (redacted URLs, `file:///…` for directories).
+pub(crate) fn origins(from: &[String]) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
+    from.iter()
+        .map(|dest| {
+            let sink = kars_backup_storage::sink_from_url(dest).with_context(|| {
+                format!(
+                    "cannot open destination {}",
+                    kars_backup_storage::redact(dest)
+                )
+            })?;
+            Ok(kars_backup_core::recovery::Origin::of_sink(sink))
+        })
+        .collect()
+}
+
+/// `--latest` or `--backup NAME`.
+pub(crate) fn pick(which: &Which) -> kars_backup_core::recovery::Pick {
+    match &which.backup {
+        Some(name) => kars_backup_core::recovery::Pick::Named(name.clone()),
+        None => kars_backup_core::recovery::Pick::Latest,
+    }
+}
+
+/// A CLI-side error as a library error (for callbacks the library calls): the library error
+/// itself when it is one, else a usage error with the message.
+pub(crate) fn core_error(err: anyhow::Error) -> Error {
+    match err.downcast::<Error>() {
+        Ok(e) => e,
+        Err(other) => Error::InvalidInput(crate::error_text(&other)),
+    }
+}
+
+/// Makes scratch targets for `verify` and `drill`: a new directory under `dir` for each SQLite
+/// attempt, a new temporary database on the `--scratch-db` server for each PostgreSQL one.
+pub(crate) struct Scratch<'a> {
+    pg: &'a crate::args::PgVerifyArgs,
+    dir: &'a std::path::Path,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl<'a> Scratch<'a> {
+    pub(crate) fn new(pg: &'a crate::args::PgVerifyArgs, dir: &'a std::path::Path) -> Self {
+        Scratch {
+            pg,
+            dir,
+            next: std::sync::atomic::AtomicUsize::new(1),
+        }
+    }
+
+    pub(crate) fn make(
+        &self,
+        entry: &kars_backup_core::BackupEntry,
+    ) -> kars_backup_core::Result<kars_backup_core::DynDatabaseSource> {
+        if is_postgres_backup(entry) {
+            let source = postgres_scratch(self.pg).map_err(core_error)?;
+            return Ok(std::sync::Arc::new(source));
+        }
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.dir.join(format!("attempt-{n}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| kars_backup_core::Error::io("create directory", &dir, e))?;
+        let source = scratch_source(entry, &dir).map_err(core_error)?;
+        Ok(shared(source))
+    }
+}

@@ -127,6 +127,16 @@ impl Error {
         }
     }
 
+    /// Whether the failure may go away on its own: [`Error::is_retryable`] storage failures, and a
+    /// database source whose connection failed (refused, reset, timed out). Restores and drills
+    /// retry such failures of the same backup with backoff; a verification failure never is one.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Source { source, .. } => io_is_transient(source.as_ref()),
+            e => e.is_retryable(),
+        }
+    }
+
     /// Which part of the system failed, to map errors to exit codes and alerts.
     pub fn category(&self) -> ErrorCategory {
         match self {
@@ -203,4 +213,22 @@ pub enum ErrorCategory {
     Storage,
     /// Data failed a check: checksum, integrity, counts.
     Verification,
+}
+
+impl ErrorCategory {
+    /// A lower-case name for reports (`usage`, `source`, `storage`, `verification`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Usage => "usage",
+            ErrorCategory::Source => "source",
+            ErrorCategory::Storage => "storage",
+            ErrorCategory::Verification => "verification",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -6,6 +6,8 @@
 //! - [`Repository`]: a sink seen as a store of backups: names, the manifest-last commit protocol,
 //!   listing of committed backups only, checksum-verified reads.
 //! - [`BackupJob`], [`restore()`], [`verify_backup()`]: the jobs.
+//! - [`recovery`]: restores from several destinations with retries and fallbacks;
+//!   [`drill`]: restore drills with measured RTO and RPO.
 //! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
 //! - [`pipeline`]: the streaming stages (compression on its own threads, SHA-256, byte counts).
 //!
@@ -25,6 +27,7 @@
 
 pub mod backup;
 pub mod compress;
+pub mod drill;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fault;
@@ -33,6 +36,7 @@ pub mod name;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
+pub mod recovery;
 pub mod repository;
 pub mod restore;
 pub mod retention;

@@ -158,7 +158,8 @@ impl Repository {
         let mut foreign = Vec::new();
         for obj in objects {
             let key = obj.key.as_str();
-            if key == crate::prune::PRUNE_LOCK {
+            if key == crate::prune::PRUNE_LOCK || key.starts_with(crate::drill::DRILL_PREFIX) {
+                // kars-backup's own files: neither backups nor foreign.
                 continue;
             }
             if key.contains('/') {

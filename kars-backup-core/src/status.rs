@@ -9,7 +9,7 @@ use crate::repository::Listing;
 pub const DEFAULT_RPO: Duration = Duration::hours(24);
 
 /// The freshness of one destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DestinationStatus {
     /// The destination (redacted).
     pub destination: String,
@@ -29,9 +29,17 @@ pub struct DestinationStatus {
     pub incomplete: usize,
     /// When the status was taken.
     pub checked_at: DateTime<Utc>,
+    /// The newest restore drill stored at the destination, if any (see [`crate::drill`]).
+    pub last_drill: Option<crate::drill::DrillSummary>,
 }
 
 impl DestinationStatus {
+    /// The same status with the destination's newest drill.
+    pub fn with_last_drill(mut self, drill: Option<&crate::drill::DrillReport>) -> Self {
+        self.last_drill = drill.map(crate::drill::DrillReport::summary);
+        self
+    }
+
     /// The status of a destination's listing at `now` against `rpo`.
     ///
     /// ```
@@ -58,6 +66,7 @@ impl DestinationStatus {
                 .filter(|e| e.kind == crate::repository::EntryKind::Incomplete)
                 .count(),
             checked_at: now,
+            last_drill: None,
         }
     }
 }

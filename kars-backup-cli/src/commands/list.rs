@@ -36,6 +36,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         });
         if a.all {
             doc["foreign"] = listing.foreign.iter().map(|o| o.key.clone()).collect();
+            doc["drill_reports"] = kars_backup_core::drill::report_keys(&repo).await?.into();
         }
         render::print_json(&doc)?;
         return Ok(exit::OK);
@@ -58,6 +59,13 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
     if a.all {
         for f in &listing.foreign {
             println!("foreign file (left alone): {}", f.key);
+        }
+        let drills = kars_backup_core::drill::report_keys(&repo).await?;
+        if let Some(newest) = drills.last() {
+            println!(
+                "{} drill report(s) (kept, never pruned); newest: {newest}",
+                drills.len()
+            );
         }
     }
     Ok(exit::OK)

@@ -5,6 +5,7 @@ mod config;
 mod copy;
 mod daemon;
 mod demo;
+mod drill;
 mod inspect;
 mod jobs;
 mod list;
@@ -33,6 +34,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Prune(a) => prune::run(a).await,
         Command::Retention(c) => retention::run(c).await,
         Command::Status(a) => status::run(a).await,
+        Command::Drill(a) => drill::run(a).await,
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use kars_backup_core::recovery::{AttemptOptions, Candidates, restore_with_fallback};
 use kars_backup_core::{RestoreHooks, RestoreOptions};
 
 use crate::args::RestoreArgs;
@@ -9,8 +10,15 @@ use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
-    let entry = resolve::backup(&repo, &a.which).await?;
+    let origins = resolve::origins(&a.from)?;
+    let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
+    let entry = candidates
+        .first()
+        .expect("find returns at least one backup")
+        .entry()
+        .clone();
+    // Usage errors in the checks show before anything else happens.
+    a.checks.plan(a.integrity, entry.time())?;
     let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         let pg = &a.pg;
         std::sync::Arc::new(
@@ -53,26 +61,50 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let options = RestoreOptions {
         plan: a.checks.plan(a.integrity, entry.time())?,
         hooks: RestoreHooks {
-            stop: a.stop_cmd,
-            start: a.start_cmd,
-            health_check: a.health_cmd,
+            stop: a.stop_cmd.clone(),
+            start: a.start_cmd.clone(),
+            health_check: a.health_cmd.clone(),
             health_check_attempts: a.health_attempts,
             health_check_interval_secs: a.health_interval,
         },
         confirmed: true,
     };
-    let report = kars_backup_core::restore(
-        &repo,
-        &entry,
+    let attempts = AttemptOptions {
+        fallback: a.fallback,
+        max_backups: a.max_attempts.max(1),
+        ..a.retry.attempts()
+    };
+    let plan = |e: &kars_backup_core::BackupEntry| {
+        a.checks
+            .plan(a.integrity, e.time())
+            .map_err(resolve::core_error)
+    };
+    let result = restore_with_fallback(
+        &candidates,
         target.as_ref(),
         &options,
+        &plan,
+        &attempts,
         progress::for_terminal(a.json),
     )
-    .await?;
+    .await;
+    let recovered = match result {
+        Ok(r) => r,
+        Err(failed) => return render::attempts_failed(failed, &candidates.unavailable, a.json),
+    };
     if a.json {
-        render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
+        render::print_json(&serde_json::json!({
+            "ok": true,
+            "restore": recovered.report,
+            "attempts": recovered.attempts,
+            "unavailable": candidates.unavailable,
+        }))?;
     } else {
-        print!("{}", render::restore(&report));
+        print!("{}", render::restore(&recovered.report));
+        print!(
+            "{}",
+            render::attempts(&recovered.attempts, &candidates.unavailable)
+        );
         println!("Restore completed successfully.");
     }
     Ok(exit::OK)

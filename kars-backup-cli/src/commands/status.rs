@@ -11,21 +11,29 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     for dest in &a.from {
         let repo = resolve::repository(dest)?;
         let listing = repo.list().await?;
-        statuses.push(DestinationStatus::of(
-            &repo.describe(),
-            &listing,
-            now,
-            a.rpo,
-        ));
+        let drill = match kars_backup_core::drill::latest_report(&repo).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(destination = %repo.describe(), error = %e, "cannot read the last drill report");
+                None
+            }
+        };
+        statuses.push(
+            DestinationStatus::of(&repo.describe(), &listing, now, a.rpo)
+                .with_last_drill(drill.as_ref()),
+        );
     }
+    let last_drill = statuses
+        .iter()
+        .filter_map(|s| s.last_drill.as_ref())
+        .max_by_key(|d| d.at);
     let all_fresh = statuses.iter().all(|s| s.within_rpo);
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": all_fresh,
             "rpo_secs": a.rpo.num_seconds(),
             "destinations": statuses,
-            // Restore drills (and their last result) come with `kars-backup drill`.
-            "last_drill": null,
+            "last_drill": last_drill,
         }))?;
     } else {
         for s in &statuses {
@@ -41,6 +49,22 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 ),
                 _ => println!("[{verdict}] {}: no committed backup", s.destination),
             }
+            match &s.last_drill {
+                Some(d) => println!(
+                    "    last drill {} at {}: {} (backup {}, RTO {}, RPO {})",
+                    d.id,
+                    d.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    match d.outcome {
+                        kars_backup_core::drill::DrillOutcome::Passed => "PASSED",
+                        kars_backup_core::drill::DrillOutcome::TargetMissed => "TARGET MISSED",
+                        kars_backup_core::drill::DrillOutcome::Failed => "FAILED",
+                    },
+                    d.backup.as_deref().unwrap_or("none"),
+                    objective(d.rto_secs, d.rto_met),
+                    objective(d.rpo_secs, d.rpo_met),
+                ),
+                None => println!("    no restore drill recorded (run `kars-backup drill`)"),
+            }
         }
     }
     Ok(if all_fresh {
@@ -48,4 +72,15 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     } else {
         exit::RPO_MISSED
     })
+}
+
+fn objective(secs: Option<f64>, met: bool) -> String {
+    match secs {
+        Some(s) => format!(
+            "{} {}",
+            kars_backup_core::drill::human_secs(s),
+            if met { "met" } else { "MISSED" }
+        ),
+        None => "not measured".into(),
+    }
 }

@@ -1,28 +1,44 @@
 //! `kars-backup verify`.
 
+use kars_backup_core::recovery::{Candidates, verify_with_fallback};
+
 use crate::args::VerifyArgs;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
-    let entry = resolve::backup(&repo, &a.which).await?;
+    let origins = resolve::origins(&a.from)?;
+    let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
+    let first = candidates
+        .first()
+        .expect("find returns at least one backup");
+    a.checks.plan(a.integrity, first.time)?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch: kars_backup_core::DynDatabaseSource = if resolve::is_postgres_backup(&entry) {
-        std::sync::Arc::new(resolve::postgres_scratch(&a.pg)?)
-    } else {
-        resolve::shared(resolve::scratch_source(&entry, scratch_dir.path())?)
+    let scratch = resolve::Scratch::new(&a.pg, scratch_dir.path());
+    let plan = |e: &kars_backup_core::BackupEntry| {
+        a.checks
+            .plan(a.integrity, e.time())
+            .map_err(resolve::core_error)
     };
-    let plan = a.checks.plan(a.integrity, entry.time())?;
-    let report = kars_backup_core::verify_backup(
-        &repo,
-        &entry,
-        scratch.as_ref(),
+    let result = verify_with_fallback(
+        &candidates,
+        &|e| scratch.make(e),
         &plan,
+        &a.retry.attempts(),
         progress::for_terminal(a.json),
     )
-    .await?;
+    .await;
+    let recovered = match result {
+        Ok(r) => r,
+        Err(failed) => return render::attempts_failed(failed, &candidates.unavailable, a.json),
+    };
+    let report = &recovered.report;
     if a.json {
-        render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
+        render::print_json(&serde_json::json!({
+            "ok": true,
+            "verify": report,
+            "attempts": recovered.attempts,
+            "unavailable": candidates.unavailable,
+        }))?;
     } else {
         println!(
             "Backup {} in {} is good:",
@@ -33,6 +49,10 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
             render::checksum(report.checksum_verified, &report.sha256)
         );
         print!("{}", render::verification(&report.verification));
+        print!(
+            "{}",
+            render::attempts(&recovered.attempts, &candidates.unavailable)
+        );
     }
     Ok(exit::OK)
 }
