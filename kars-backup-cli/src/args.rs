@@ -331,6 +331,7 @@ pub(crate) struct VerifyArgs {
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the
 /// targets. `--rpo` is the RPO target here, and also the audit-log check's window.
 #[derive(Debug, Args)]
+#[command(mut_arg("from", |a| a.required(false).required_unless_present("config")))]
 #[command(mut_arg("rpo", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help(
     "Recovery point objective: the drilled backup must be younger than this (e.g. 24h, 1d); \
 also the window of --audit-log"
@@ -338,6 +339,15 @@ also the window of --audit-log"
 pub(crate) struct DrillArgs {
     #[command(flatten)]
     pub(crate) verify: VerifyArgs,
+
+    /// Drill a job of a configuration file: its destinations, its `[job.verify]` checks,
+    /// scratch server and RTO/RPO targets (instead of --from and the check flags).
+    #[arg(long, value_name = "FILE", help_heading = "Drill")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: the job to drill (default: the file's only job).
+    #[arg(long, value_name = "NAME", requires = "config", help_heading = "Drill")]
+    pub(crate) job: Option<String>,
 
     /// Recovery time objective: from the start of the drill to a verified copy, download
     /// included (e.g. 1h, 30m).

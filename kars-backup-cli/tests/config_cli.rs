@@ -117,7 +117,7 @@ fn config_check_accepts_the_example_and_redacts_it() {
     );
     // fields parsed but not applied are reported, not silently ignored
     assert!(
-        stderr(&o).contains("[job.verify] is not applied"),
+        stderr(&o).contains("[job.verify] is applied by `drill --config` only"),
         "{}",
         stderr(&o)
     );
@@ -855,4 +855,75 @@ fn sigterm_lets_the_in_flight_backup_finish_and_a_second_one_aborts_it_unlisted(
     } else {
         assert_eq!(committed.len(), 1, "{logs}");
     }
+}
+
+#[test]
+fn drill_with_config_uses_the_jobs_destinations_checks_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let config = |min_users: u32, query: &str| {
+        format!(
+            r#"
+[daemon]
+state-dir = "{state}"
+[[job]]
+name = "kars-sqlite"
+source = "{db}"
+[[job.destination]]
+url = "{a}"
+[[job.destination]]
+url = "{b}"
+[job.verify]
+integrity = "full"
+min-rows = {{ users = {min_users} }}
+rpo = "24h"
+rto = "1h"
+[[job.verify.query]]
+sql = "{query}"
+value = "LAPTOP-1"
+"#,
+            state = s(&dir.path().join("state")),
+            db = s(&db),
+            a = s(&a),
+            b = s(&b),
+        )
+    };
+    let good = write_config(
+        dir.path(),
+        &config(2, "SELECT tag FROM assets WHERE id = 1"),
+    );
+    ok(run(&["backup", "--config", &s(&good)]));
+    let o = ok(run(&["drill", "--config", &s(&good), "--latest", "--json"]));
+    let text = json(&o).to_string();
+    assert!(text.contains("users"), "the min-rows check ran: {text}");
+    assert!(
+        text.contains("SELECT tag FROM assets WHERE id = 1"),
+        "the query ran: {text}"
+    );
+
+    // a plan the backup does not meet fails the drill as a verification failure
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, config(1000, "SELECT tag FROM assets WHERE id = 1")).unwrap();
+    let o = run(&["drill", "--config", &s(&bad), "--latest", "--no-store"]);
+    assert_eq!(code(&o), 5, "{}{}", stdout(&o), stderr(&o));
+
+    // --from and the check flags belong to the file with --config
+    let o = run(&["drill", "--config", &s(&good), "--latest", "--from", &s(&a)]);
+    assert_eq!(code(&o), 2);
+    let o = run(&[
+        "drill",
+        "--config",
+        &s(&good),
+        "--latest",
+        "--min-rows",
+        "users=1",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("put the checks there"),
+        "{}",
+        stderr(&o)
+    );
 }

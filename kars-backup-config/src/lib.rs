@@ -171,7 +171,7 @@ impl Config {
             }
             if job.verify.is_some() {
                 notes.push(format!(
-                    "job {}: [job.verify] is not applied by `backup`/`daemon` (they do not restore); restore/verify/drill do not read the config file yet: pass the checks as --verify-query/--min-rows/--audit-log/--rpo",
+                    "job {}: [job.verify] is applied by `drill --config` only; restore and verify do not read the config file yet: pass the checks as --verify-query/--min-rows/--audit-log/--rpo",
                     job.name
                 ));
             }

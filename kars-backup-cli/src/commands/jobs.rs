@@ -275,3 +275,77 @@ pub(crate) async fn run_config_backup(
     }
     Ok(code)
 }
+
+/// What `drill --config` takes from a job: its destinations, checks and scratch server.
+#[derive(Debug)]
+pub(crate) struct DrillJob {
+    /// The job's destination URLs.
+    pub(crate) from: Vec<String>,
+    /// The scratch server (`[job.verify] scratch-db`, else `--scratch-db`).
+    pub(crate) pg: crate::args::PgVerifyArgs,
+    /// `[job.verify]`, when the job has one (else the check flags apply).
+    pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
+}
+
+/// The job `drill --config FILE [--job NAME]` drills.
+pub(crate) fn drill_job(
+    path: &Path,
+    name: Option<&str>,
+    v: &crate::args::VerifyArgs,
+) -> anyhow::Result<DrillJob> {
+    let config = load_config(path)?;
+    let job = match name {
+        Some(n) => select_jobs(&config, &[n.to_string()])?[0],
+        None if config.jobs.len() == 1 => &config.jobs[0],
+        None => {
+            return Err(UsageError(format!(
+                "the config has several jobs: name one with --job ({})",
+                config
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+    };
+    if !v.from.is_empty() {
+        return Err(UsageError(
+            "--from cannot be given with --config: the job's destinations are drilled".into(),
+        )
+        .into());
+    }
+    let c = &v.checks;
+    if job.verify.is_some()
+        && (!c.queries.is_empty() || !c.min_rows.is_empty() || c.audit_log.is_some())
+    {
+        return Err(UsageError(format!(
+            "job {} has a [job.verify] plan: put the checks there instead of --verify-query/--min-rows/--audit-log",
+            job.name
+        ))
+        .into());
+    }
+    let verify = job.verify.clone();
+    Ok(DrillJob {
+        from: job
+            .destinations
+            .iter()
+            .map(|d| d.url.expose().to_string())
+            .collect(),
+        pg: crate::args::PgVerifyArgs {
+            scratch_db: verify
+                .as_ref()
+                .and_then(|c| c.scratch_db.as_ref())
+                .map(|u| u.expose().to_string())
+                .or_else(|| v.pg.scratch_db.clone()),
+            jobs: v.pg.jobs,
+            pg_bin_dir: job
+                .postgres
+                .as_ref()
+                .and_then(|p| p.bin_dir.clone())
+                .or_else(|| v.pg.pg_bin_dir.clone()),
+        },
+        verify,
+    })
+}
