@@ -561,8 +561,18 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Destination to check; repeat for several.
-    #[arg(long = "from", value_name = "DEST", required = true)]
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
     pub(crate) from: Vec<String>,
+
+    /// Check every destination of a configuration file's jobs instead, each against its job's
+    /// `[job.verify] rpo` (widened by the tier period where tiering sends only weekly, monthly
+    /// or yearly backups).
+    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: only this job (repeatable).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Vec<String>,
 
     /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]

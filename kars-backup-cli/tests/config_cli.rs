@@ -927,3 +927,79 @@ value = "LAPTOP-1"
         stderr(&o)
     );
 }
+
+#[test]
+fn status_with_config_checks_every_job_destination_against_its_rpo() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let text = format!(
+        r#"
+[daemon]
+state-dir = "{state}"
+[[job]]
+name = "fresh"
+source = "{db}"
+[[job.destination]]
+url = "{a}"
+[[job.destination]]
+url = "{weekly}"
+tiers = ["daily", "weekly"]
+[job.verify]
+rpo = "12h"
+
+[[job]]
+name = "never-ran"
+source = "{db}"
+[[job.destination]]
+url = "{c}"
+tiers = ["weekly"]
+"#,
+        state = s(&dir.path().join("state")),
+        db = s(&db),
+        a = s(&dir.path().join("a")),
+        weekly = s(&dir.path().join("w")),
+        c = s(&dir.path().join("c")),
+    );
+    let path = write_config(dir.path(), &text);
+    ok(run(&["backup", "--config", &s(&path), "--job", "fresh"]));
+    let o = ok(run(&[
+        "status",
+        "--config",
+        &s(&path),
+        "--job",
+        "fresh",
+        "--json",
+    ]));
+    let v = json(&o);
+    let dests = v["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 2, "{v}");
+    assert!(
+        dests
+            .iter()
+            .all(|d| d["job"] == "fresh" && d["within_rpo"] == true),
+        "{v}"
+    );
+    assert_eq!(dests[0]["rpo_secs"].as_f64(), Some(12.0 * 3600.0), "{v}");
+    // the job that never ran misses its RPO (exit 6); its weekly-only destination's target is
+    // the default 24h widened by a week
+    let o = run(&["status", "--config", &s(&path), "--json"]);
+    assert_eq!(code(&o), 6, "{}", stdout(&o));
+    let v = json(&o);
+    let never = v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["job"] == "never-ran")
+        .unwrap()
+        .clone();
+    assert_eq!(never["within_rpo"], false, "{v}");
+    assert_eq!(never["rpo_secs"].as_f64(), Some(8.0 * 86400.0), "{v}");
+    // text output names the job
+    let o = run(&["status", "--config", &s(&path)]);
+    assert!(
+        stdout(&o).contains("job never-ran: [RPO MISSED]"),
+        "{}",
+        stdout(&o)
+    );
+}

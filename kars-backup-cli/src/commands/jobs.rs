@@ -349,3 +349,48 @@ pub(crate) fn drill_job(
         verify,
     })
 }
+
+/// `status --config`: every destination of the selected jobs with its freshness target — the
+/// job's `[job.verify] rpo` (else `default_rpo`), plus the tier's period where the destination
+/// takes no daily backups (a weekly-only cloud copy is up to a week old by design).
+pub(crate) fn freshness_targets(
+    path: &Path,
+    names: &[String],
+    default_rpo: chrono::Duration,
+) -> anyhow::Result<Vec<(String, chrono::Duration, Option<String>)>> {
+    use kars_backup_core::Tier;
+    let config = load_config(path)?;
+    let mut targets = Vec::new();
+    for job in select_jobs(&config, names)? {
+        let rpo = job
+            .verify
+            .as_ref()
+            .map_or(default_rpo, |v| v.rpo.unwrap_or(default_rpo));
+        let rules = job.tier_rules();
+        for d in &job.destinations {
+            let placement = kars_backup_storage::Destination::parse(d.url.expose())?.placement();
+            let tiers: Option<Vec<Tier>> = d
+                .tiers
+                .clone()
+                .or_else(|| rules.as_ref().map(|r| r.accepted(placement).to_vec()));
+            let period_days = match tiers {
+                Some(t) if !t.contains(&Tier::Daily) => {
+                    if t.contains(&Tier::Weekly) {
+                        7
+                    } else if t.contains(&Tier::Monthly) {
+                        31
+                    } else {
+                        366
+                    }
+                }
+                _ => 0,
+            };
+            targets.push((
+                d.url.expose().to_string(),
+                rpo + chrono::Duration::days(period_days),
+                Some(job.name.clone()),
+            ));
+        }
+    }
+    Ok(targets)
+}
