@@ -242,7 +242,8 @@ impl Metrics {
 
     /// Writes [`render`](Self::render) to `path` atomically (a temporary file in the same
     /// directory, synced, renamed over `path`), as node_exporter's textfile collector needs.
-    /// Give the file a `.prom` name in the collector's directory.
+    /// Give the file a `.prom` name in the collector's directory, one file per job: two
+    /// processes that load, record and write one file at the same time lose one's update.
     ///
     /// # Errors
     /// [`Error::Io`].

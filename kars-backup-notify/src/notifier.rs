@@ -283,10 +283,14 @@ async fn command_result(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group, so a timeout can stop the command's children too.
+    #[cfg(unix)]
+    command.process_group(0);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
     let mut stderr = child.stderr.take();
+    let pid = child.id();
     let wait = async {
         let mut text = Vec::new();
         if let Some(err) = stderr.as_mut() {
@@ -298,10 +302,23 @@ async fn command_result(
     };
     let timeout = Duration::from_secs(options.timeout_secs.max(1));
     match tokio::time::timeout(timeout, wait).await {
-        Err(_) => Err(format!(
-            "timed out after {}s and was killed",
-            timeout.as_secs()
-        )),
+        Err(_) => {
+            #[cfg(unix)]
+            if let Some(pid) = pid {
+                // `kill -KILL -- -PGID`: the shell and everything it started.
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+            }
+            let _ = pid;
+            Err(format!(
+                "timed out after {}s and was killed",
+                timeout.as_secs()
+            ))
+        }
         Ok((Err(e), _)) => Err(format!("cannot wait for the command: {e}")),
         Ok((Ok(status), stderr)) if !status.success() => {
             let stderr = String::from_utf8_lossy(&stderr);

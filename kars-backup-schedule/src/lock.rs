@@ -108,7 +108,10 @@ impl JobLock {
         })
     }
 
-    /// Who holds `job`'s lock in `dir` right now, if anyone.
+    /// Who holds `job`'s lock in `dir` right now, if anyone (for status output).
+    ///
+    /// To tell, it takes a shared lock for an instant when the lock is free, during which a
+    /// run starting at that very moment would find the job locked: don't poll it in a loop.
     ///
     /// # Errors
     /// [`Error::Io`] when the lock file cannot be opened or locked for the check.

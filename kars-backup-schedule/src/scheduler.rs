@@ -16,7 +16,7 @@ use crate::outcome::{
     DynJobRunner, DynRunObserver, RunContext, RunOutcome, RunReport, RunStatus, Trigger,
 };
 use crate::span::run_span;
-use crate::state::{StateStore, validate_job_name};
+use crate::state::{JobState, StateStore, validate_job_name};
 
 /// One job as the scheduler runs it.
 #[derive(Debug, Clone)]
@@ -203,6 +203,10 @@ impl Scheduler {
         std::fs::create_dir_all(self.store.dir())
             .map_err(|e| Error::io("create state directory", self.store.dir(), e))?;
         tracing::info!(jobs = jobs.len(), state_dir = %self.store.dir().display(), "scheduler started");
+        if jobs.is_empty() {
+            tracing::warn!("no jobs to schedule; waiting for shutdown");
+            shutdown.cancelled().await;
+        }
         let loops: Vec<JoinHandle<()>> = jobs
             .into_iter()
             .map(|job| {
@@ -381,7 +385,7 @@ impl Scheduler {
             started_at,
             cancel,
         };
-        if let Err(e) = self.store.update(job, |s| {
+        if let Err(e) = self.update_state(job, |s| {
             s.last_run_id = Some(run_id.clone());
             s.last_started = Some(started_at);
         }) {
@@ -412,7 +416,7 @@ impl Scheduler {
         };
         let finished_at = clock.now();
         let report = RunReport::new(&ctx, finished_at, outcome);
-        if let Err(e) = self.store.update(job, |s| {
+        if let Err(e) = self.update_state(job, |s| {
             s.last_scheduled = Some(scheduled_at);
             s.last_finished = Some(finished_at);
             s.last_status = Some(report.status());
@@ -447,6 +451,22 @@ impl Scheduler {
                 .await;
         }
         Ok(report)
+    }
+
+    /// Like [`StateStore::update`], but a corrupt state file is reported and replaced: what a
+    /// run just did matters more than what the file held.
+    fn update_state(&self, job: &str, change: impl FnOnce(&mut JobState)) -> Result<JobState> {
+        let mut state = match self.store.load(job) {
+            Ok(state) => state,
+            Err(e @ Error::CorruptState { .. }) => {
+                self.state_error(job, &e);
+                JobState::default()
+            }
+            Err(e) => return Err(e),
+        };
+        change(&mut state);
+        self.store.save(job, &state)?;
+        Ok(state)
     }
 
     fn state_error(&self, job: &str, error: &Error) {

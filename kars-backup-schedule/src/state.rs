@@ -95,9 +95,11 @@ impl StateStore {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io("create state directory", &self.dir, e))?;
         let path = self.state_path(job);
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .dir
-            .join(format!(".{job}.state.json.tmp-{}", std::process::id()));
+            .join(format!(".{job}.state.json.tmp-{}-{n}", std::process::id()));
         let mut text = serde_json::to_vec_pretty(state).unwrap_or_default();
         text.push(b'\n');
         write_synced(&tmp, &text).map_err(|e| Error::io("write state file", &tmp, e))?;

@@ -637,7 +637,42 @@ async fn a_corrupt_state_file_is_reported_and_the_job_still_runs() {
     })
     .await;
     h.fire(utc(2024, 5, 1, 2, 0)).await;
-    h.finished().await;
+    let report = h.finished().await;
     h.stop().await;
     assert_eq!(runner.runs.load(Ordering::SeqCst), 1);
+    // The run's record replaced the corrupt file.
+    let state = StateStore::new(dir.path()).load("nightly").unwrap();
+    assert_eq!(state.last_run_id, Some(report.run_id));
+    assert_eq!(state.last_scheduled, Some(utc(2024, 5, 1, 2, 0)));
+}
+
+#[tokio::test]
+async fn no_jobs_waits_for_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(dir.path(), utc(2024, 5, 1, 0, 0), vec![]);
+    tokio::task::yield_now().await;
+    assert!(!h.task.is_finished());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_daily_job_in_berlin_across_the_spring_forward_night() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Arc::new(Counting::default());
+    // 02:30 does not exist on 31 March 2024 in Berlin: the run happens at 03:00 CEST.
+    let job = ScheduledJob::new(
+        "nightly",
+        Schedule::parse("30 2 * * *", "Europe/Berlin").unwrap(),
+        runner.clone(),
+    );
+    let mut h = Harness::start(dir.path(), utc(2024, 3, 30, 12, 0), vec![job]);
+    h.fire(utc(2024, 3, 31, 1, 0)).await;
+    let report = h.finished().await;
+    assert_eq!(report.scheduled_at, utc(2024, 3, 31, 1, 0));
+    // The next day is back to 02:30, now CEST (00:30 UTC).
+    h.fire(utc(2024, 4, 1, 0, 30)).await;
+    let report = h.finished().await;
+    assert_eq!(report.scheduled_at, utc(2024, 4, 1, 0, 30));
+    h.stop().await;
+    assert_eq!(runner.runs.load(Ordering::SeqCst), 2);
 }
