@@ -308,7 +308,7 @@ url = "{c}"
     run_ids.dedup();
     assert_eq!(run_ids.len(), 3, "every run has its own id");
     // one-shot runs write the textfile metrics, counting across processes
-    let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
+    let prom = std::fs::read_to_string(dir.path().join("metrics.kars-sqlite.prom")).unwrap();
     let runs = prom
         .lines()
         .find(|l| {

@@ -62,8 +62,9 @@ pub struct DaemonConfig {
     /// Directory of the run locks and the catch-up state (default: `/var/lib/kars-backup`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// A textfile-collector file that every run (daemon or one-shot `backup --config`) rewrites
-    /// with its metrics.
+    /// The textfile-collector file every run (daemon or one-shot `backup --config`) rewrites
+    /// with its job's metrics: one file per job, `{job}` in the path replaced by the job's name,
+    /// else `.<job>` put before the extension (`kars-backup.prom` → `kars-backup.nightly.prom`).
     #[serde(default)]
     pub metrics_textfile: Option<PathBuf>,
     /// Log format: `human` or `json`.

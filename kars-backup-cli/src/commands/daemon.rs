@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kars_backup_config::{Config, NotifyConfig};
 use kars_backup_notify::{
@@ -41,11 +41,30 @@ pub(crate) fn scheduler_for(config: &Config, metrics: &Metrics) -> anyhow::Resul
     let mut scheduler = Scheduler::new(dir).with_observer(Arc::new(alerts));
     if let Some(path) = &config.daemon.metrics_textfile {
         scheduler = scheduler.with_observer(Arc::new(Textfile {
-            metrics: metrics.clone(),
-            path: path.clone(),
+            template: path.clone(),
         }));
     }
     Ok(scheduler)
+}
+
+/// The textfile of one job: `{job}` in the configured path replaced by the job's name, else
+/// `.<job>` put before the extension (`kars-backup.prom` → `kars-backup.nightly.prom`). One
+/// file per job, so that runs of different jobs in different processes (systemd timers, a
+/// one-shot beside the daemon) never overwrite each other's numbers.
+pub(crate) fn textfile_for(template: &Path, job: &str) -> PathBuf {
+    let text = template.to_string_lossy();
+    if text.contains("{job}") {
+        return PathBuf::from(text.replace("{job}", job));
+    }
+    let stem = template
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match template.extension() {
+        Some(ext) => format!("{stem}.{job}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{job}"),
+    };
+    template.with_file_name(name)
 }
 
 /// The notifier settings of a `[notify]` table.
@@ -78,17 +97,23 @@ pub(crate) fn notify_options(n: &NotifyConfig) -> NotifyOptions {
     options
 }
 
-/// Rewrites the textfile-collector file after every run.
+/// Rewrites the job's textfile-collector file after every run: load, record, write (the job's
+/// lock keeps two runs of one job, and so two writers of its file, apart).
 #[derive(Debug)]
 struct Textfile {
-    metrics: Metrics,
-    path: PathBuf,
+    template: PathBuf,
 }
 
 #[async_trait::async_trait]
 impl RunObserver for Textfile {
-    async fn run_finished(&self, _report: &RunReport) {
-        if let Err(e) = self.metrics.write_textfile(&self.path) {
+    async fn run_finished(&self, report: &RunReport) {
+        let path = textfile_for(&self.template, &report.job);
+        let metrics = Metrics::new();
+        if let Err(e) = metrics.load_textfile(&path) {
+            tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");
+        }
+        metrics.record(report);
+        if let Err(e) = metrics.write_textfile(&path) {
             tracing::error!(error = %e, "cannot write the metrics textfile");
         }
     }
@@ -99,10 +124,12 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let selected = select_jobs(&config, &a.job)?;
     let signals = ShutdownSignals::install()?;
     let metrics = Metrics::new();
-    if let Some(path) = &config.daemon.metrics_textfile {
-        // counters go on from the previous process
-        if let Err(e) = metrics.load_textfile(path) {
-            tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");
+    if let Some(template) = &config.daemon.metrics_textfile {
+        // /metrics counters go on from the jobs' textfiles
+        for job in &selected {
+            if let Err(e) = metrics.load_textfile(&textfile_for(template, &job.name)) {
+                tracing::warn!(job = %job.name, error = %e, "cannot read the previous metrics textfile; counting from zero");
+            }
         }
     }
     let scheduler = scheduler_for(&config, &metrics)?;
@@ -185,4 +212,25 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     }
     tracing::info!("daemon stopped");
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_textfile_per_job() {
+        assert_eq!(
+            textfile_for(Path::new("/t/kars-backup.prom"), "nightly"),
+            PathBuf::from("/t/kars-backup.nightly.prom")
+        );
+        assert_eq!(
+            textfile_for(Path::new("/t/kb-{job}.prom"), "nightly"),
+            PathBuf::from("/t/kb-nightly.prom")
+        );
+        assert_eq!(
+            textfile_for(Path::new("/t/metrics"), "a"),
+            PathBuf::from("/t/metrics.a")
+        );
+    }
 }

@@ -213,13 +213,8 @@ pub(crate) async fn run_config_backup(
 ) -> anyhow::Result<u8> {
     let config = load_config(path)?;
     let jobs = select_jobs(&config, names)?;
+    // (one-shot runs write the jobs' textfiles through the scheduler's observer)
     let metrics = kars_backup_notify::Metrics::new();
-    if let Some(path) = &config.daemon.metrics_textfile {
-        // one-shot runs keep counting across processes: load, record, write
-        if let Err(e) = metrics.load_textfile(path) {
-            tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");
-        }
-    }
     let scheduler = super::daemon::scheduler_for(&config, &metrics)?;
     let mut code = exit::OK;
     let mut documents = Vec::new();
