@@ -72,6 +72,15 @@ pub(crate) enum Command {
     /// Create a sample KARS database (users, assets, companies, audit_logs) of about a size.
     #[command(name = "demo-db")]
     DemoDb(DemoDbArgs),
+    /// The configuration file: check it and print it with secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the config's job schedules for the system scheduler: crontab lines or systemd
+    /// service and timer units.
+    Schedule(ScheduleArgs),
+    /// Run the config's jobs on their cron schedules (locks, catch-up, notifications, metrics)
+    /// until SIGTERM/SIGINT.
+    Daemon(DaemonArgs),
 }
 
 /// Which database (the source of a backup, the target of a restore).
@@ -86,14 +95,32 @@ pub(crate) struct DbArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
-    #[command(flatten)]
-    pub(crate) db: DbArg,
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, a
+    /// directory (volume mode: every SQLite database and file in it), or
+    /// `postgres://user:password@host:port/db` (default: DATABASE_URL).
+    #[arg(
+        long,
+        value_name = "DB",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "config"
+    )]
+    pub(crate) db: Option<String>,
 
     /// Destination: `file:///dir` or a directory, `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix`, `git+file:///srv/backups.git`; repeat for several destinations
     /// at once (the database is read once; each destination's outcome is reported).
-    #[arg(long = "to", value_name = "DEST", required = true)]
+    #[arg(long = "to", value_name = "DEST", required_unless_present = "config")]
     pub(crate) to: Vec<String>,
+
+    /// Run the jobs of a configuration file instead (source, destinations and every option
+    /// come from it; only --job and --json may be given with it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: run only this job (repeatable; default: every job).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Vec<String>,
 
     /// Archive name prefix (default: asset-data).
     #[arg(long)]
@@ -304,6 +331,7 @@ pub(crate) struct VerifyArgs {
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the
 /// targets. `--rpo` is the RPO target here, and also the audit-log check's window.
 #[derive(Debug, Args)]
+#[command(mut_arg("from", |a| a.required(false).required_unless_present("config")))]
 #[command(mut_arg("rpo", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help(
     "Recovery point objective: the drilled backup must be younger than this (e.g. 24h, 1d); \
 also the window of --audit-log"
@@ -311,6 +339,15 @@ also the window of --audit-log"
 pub(crate) struct DrillArgs {
     #[command(flatten)]
     pub(crate) verify: VerifyArgs,
+
+    /// Drill a job of a configuration file: its destinations, its `[job.verify]` checks,
+    /// scratch server and RTO/RPO targets (instead of --from and the check flags).
+    #[arg(long, value_name = "FILE", help_heading = "Drill")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: the job to drill (default: the file's only job).
+    #[arg(long, value_name = "NAME", requires = "config", help_heading = "Drill")]
+    pub(crate) job: Option<String>,
 
     /// Recovery time objective: from the start of the drill to a verified copy, download
     /// included (e.g. 1h, 30m).
@@ -524,8 +561,18 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Destination to check; repeat for several.
-    #[arg(long = "from", value_name = "DEST", required = true)]
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
     pub(crate) from: Vec<String>,
+
+    /// Check every destination of a configuration file's jobs instead, each against its job's
+    /// `[job.verify] rpo` (widened by the tier period where tiering sends only weekly, monthly
+    /// or yearly backups).
+    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: only this job (repeatable).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Vec<String>,
 
     /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -662,4 +709,79 @@ fn parse_min_rows(s: &str) -> Result<kars_backup_core::TableInfo, String> {
         name: table.trim().to_string(),
         rows,
     })
+}
+
+/// `kars-backup config …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Parse and check a configuration file (exit 2 with `file:line:col: message` for each
+    /// problem), then print the effective configuration with secrets redacted.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Which system scheduler `schedule --emit` writes for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum EmitFormat {
+    /// crontab lines.
+    Cron,
+    /// systemd service and timer units.
+    Systemd,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleArgs {
+    /// What to print.
+    #[arg(long, value_enum)]
+    pub(crate) emit: EmitFormat,
+
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// The kars-backup binary the entries call (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+
+    /// cron: the log file the output is appended to.
+    #[arg(long, value_name = "FILE", default_value = "/var/log/kars-backup.log")]
+    pub(crate) log_file: PathBuf,
+
+    /// systemd: the EnvironmentFile with the variables the config references.
+    #[arg(long, value_name = "FILE", default_value = "/etc/kars-backup/env")]
+    pub(crate) env_file: PathBuf,
+
+    /// systemd: write the unit files into this directory (e.g. /etc/systemd/system) instead
+    /// of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+
+    /// Run only this job (repeatable; default: every job with a [job.schedule]).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Vec<String>,
+
+    /// Run every job once at start, then follow the schedules.
+    #[arg(long)]
+    pub(crate) run_now: bool,
+
+    /// Serve /metrics here instead of [daemon] metrics-listen (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }

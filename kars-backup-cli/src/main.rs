@@ -9,7 +9,6 @@ mod resolve;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use kars_backup_core::ErrorCategory;
 
 use crate::args::{Cli, Command, LogFormat};
@@ -34,8 +33,16 @@ pub(crate) mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some(message) = flags_beside_config(&matches) {
+        eprintln!("error: {message}");
+        return ExitCode::from(exit::USAGE);
+    }
+    init_logging(cli.verbose, log_format(&cli, &matches));
     let json = cli.command.wants_json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,8 +70,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `backup --config` takes everything from the file: flags that would be ignored are refused.
+fn flags_beside_config(matches: &clap::ArgMatches) -> Option<String> {
+    let ("backup", sub) = matches.subcommand()? else {
+        return None;
+    };
+    sub.get_one::<std::path::PathBuf>("config")?;
+    let allowed = ["config", "job", "json", "verbose", "log_format"];
+    let given: Vec<String> = sub
+        .ids()
+        .map(|id| id.as_str())
+        .filter(|id| !allowed.contains(id))
+        .filter(|id| sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    (!given.is_empty()).then(|| {
+        format!(
+            "--config takes the job from the file; {} cannot be given with it (put it in the job's table, or drop --config)",
+            given.join(", ")
+        )
+    })
+}
+
+/// The log format: `--log-format`, else (daemon, `backup --config`) the config's `[daemon]
+/// log-format`, else human.
+fn log_format(cli: &Cli, matches: &clap::ArgMatches) -> LogFormat {
+    let explicit = |m: &clap::ArgMatches| {
+        m.value_source("log_format") == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if explicit(matches) || matches.subcommand().is_some_and(|(_, m)| explicit(m)) {
+        return cli.log_format;
+    }
+    let path = match &cli.command {
+        Command::Daemon(a) => Some(&a.config),
+        Command::Backup(a) => a.config.as_ref(),
+        _ => None,
+    };
+    match path
+        .and_then(|p| kars_backup_config::load(p).ok())
+        .and_then(|c| c.daemon.log_format)
+    {
+        Some(kars_backup_config::LogFormat::Json) => LogFormat::Json,
+        Some(kars_backup_config::LogFormat::Human) => LogFormat::Human,
+        None => cli.log_format,
+    }
+}
+
 /// The error and its causes on one line, leaving out causes already quoted by their parent.
-fn error_text(err: &anyhow::Error) -> String {
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let message = cause.to_string();
@@ -80,7 +133,7 @@ fn error_text(err: &anyhow::Error) -> String {
 }
 
 /// Maps an error to its exit code through the library error's category.
-fn exit_code_of(err: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<kars_backup_core::Error>() {
             return match e.category() {
@@ -132,6 +185,8 @@ impl Command {
             Command::Inspect(a) => a.json,
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,
+            Command::Config(crate::args::ConfigCommand::Check(a)) => a.json,
+            Command::Schedule(_) | Command::Daemon(_) => false,
         }
     }
 }

@@ -8,19 +8,27 @@ use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify;
-    let origins = resolve::origins(&v.from)?;
+    // `--config`: destinations, checks, scratch server and targets of a config job.
+    let job = match &a.config {
+        Some(path) => Some(super::jobs::drill_job(path, a.job.as_deref(), v)?),
+        None => None,
+    };
+    let origins = resolve::origins(job.as_ref().map_or(&v.from, |j| &j.from))?;
     // Usage errors in the checks show before the drill starts.
     v.checks.plan(v.integrity, chrono::Utc::now())?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-drill-").tempdir()?;
-    let scratch = resolve::Scratch::new(&v.pg, scratch_dir.path());
-    let plan = |e: &kars_backup_core::BackupEntry| {
-        v.checks
+    let scratch = resolve::Scratch::new(job.as_ref().map_or(&v.pg, |j| &j.pg), scratch_dir.path());
+    let job_verify = job.as_ref().and_then(|j| j.verify.as_ref());
+    let plan = |e: &kars_backup_core::BackupEntry| match job_verify {
+        Some(checks) => Ok(checks.plan(e.time())),
+        None => v
+            .checks
             .plan(v.integrity, e.time())
-            .map_err(resolve::core_error)
+            .map_err(resolve::core_error),
     };
     let options = DrillOptions {
-        rto: a.rto,
-        rpo: v.checks.rpo,
+        rto: job_verify.and_then(|c| c.rto).unwrap_or(a.rto),
+        rpo: job_verify.map_or(v.checks.rpo, |c| c.rpo()),
         attempts: AttemptOptions {
             fallback: false,
             ..v.retry.attempts()

@@ -1,14 +1,18 @@
 //! One module per subcommand.
 
 mod backup;
+mod config;
 mod copy;
+mod daemon;
 mod demo;
 mod drill;
 mod inspect;
+mod jobs;
 mod list;
 mod prune;
 mod restore;
 mod retention;
+mod schedule;
 mod status;
 mod verify;
 
@@ -34,5 +38,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Inspect(a) => inspect::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,
+        Command::Config(c) => config::run(c).await,
+        Command::Schedule(a) => schedule::run(a).await,
+        Command::Daemon(a) => daemon::run(a).await,
     }
 }

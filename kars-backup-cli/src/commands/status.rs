@@ -8,7 +8,15 @@ use crate::{exit, render, resolve};
 pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now();
     let mut statuses = Vec::new();
-    for dest in &a.from {
+    // (destination, RPO target, job): the flags', or every destination of the config's jobs.
+    let targets: Vec<(String, chrono::Duration, Option<String>)> = match &a.config {
+        Some(path) => super::jobs::freshness_targets(path, &a.job, a.rpo)?,
+        None => a.from.iter().map(|d| (d.clone(), a.rpo, None)).collect(),
+    };
+    let mut jobs = Vec::new();
+    for (dest, rpo, job) in &targets {
+        jobs.push(job.clone());
+        let rpo = *rpo;
         let repo = resolve::repository(dest)?;
         let listing = repo.list().await?;
         let drill = match kars_backup_core::drill::latest_report(&repo).await {
@@ -19,7 +27,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         };
         statuses.push(
-            DestinationStatus::of(&repo.describe(), &listing, now, a.rpo)
+            DestinationStatus::of(&repo.describe(), &listing, now, rpo)
                 .with_last_drill(drill.as_ref()),
         );
     }
@@ -32,11 +40,20 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
         render::print_json(&serde_json::json!({
             "ok": all_fresh,
             "rpo_secs": a.rpo.num_seconds(),
-            "destinations": statuses,
+            "destinations": statuses.iter().zip(&jobs).map(|(s, job)| {
+                let mut v = serde_json::json!(s);
+                if let Some(job) = job {
+                    v["job"] = serde_json::json!(job);
+                }
+                v
+            }).collect::<Vec<_>>(),
             "last_drill": last_drill,
         }))?;
     } else {
-        for s in &statuses {
+        for (s, job) in statuses.iter().zip(&jobs) {
+            if let Some(job) = job {
+                print!("job {job}: ");
+            }
             let verdict = if s.within_rpo { "ok" } else { "RPO MISSED" };
             match (&s.newest, s.age_secs) {
                 (Some(name), Some(age)) => println!(

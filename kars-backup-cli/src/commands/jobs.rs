@@ -1,0 +1,391 @@
+//! Jobs of a configuration file: loading it, turning a `[[job]]` into a [`JobSpec`], the
+//! [`JobRunner`] the daemon and `backup --config` share, and the one-shot run.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kars_backup_config::{Config, JobConfig};
+use kars_backup_core::{BackupOptions, DynDatabaseSource};
+use kars_backup_schedule::{
+    CancellationToken, JobRunner, RunContext, RunOutcome, RunReport, RunStatus, SystemClock,
+};
+
+use super::backup::{DestinationSpec, JobRun, JobSpec, PgDumpFlags, execute, print_run, run_json};
+use crate::commands::UsageError;
+use crate::{exit, render, resolve};
+
+/// Loads and checks a configuration file; problems become one usage error (exit 2) with a
+/// `file:line:col: message` line each.
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    kars_backup_config::set_cron_validator(|expr| {
+        kars_backup_schedule::Schedule::parse(expr, "UTC")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    kars_backup_config::load(path).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// The jobs named by `--job` (all when none), in file order.
+pub(crate) fn select_jobs<'a>(
+    config: &'a Config,
+    names: &[String],
+) -> anyhow::Result<Vec<&'a JobConfig>> {
+    for name in names {
+        if config.job(name).is_none() {
+            return Err(UsageError(format!(
+                "no job {name:?} in the config; its jobs: {}",
+                config
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(config
+        .jobs
+        .iter()
+        .filter(|j| names.is_empty() || names.contains(&j.name))
+        .collect())
+}
+
+/// Where locks and catch-up state live: `[daemon] state-dir`, else systemd's
+/// `STATE_DIRECTORY`, else `/var/lib/kars-backup` for root, else `~/.local/state/kars-backup`.
+pub(crate) fn state_dir(config: &Config) -> PathBuf {
+    if let Some(d) = &config.daemon.state_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::env::var_os("HOME").is_some_and(|h| h == "/root");
+    match std::env::var_os("HOME") {
+        Some(home) if !root => PathBuf::from(home).join(".local/state/kars-backup"),
+        _ => PathBuf::from("/var/lib/kars-backup"),
+    }
+}
+
+/// The backup a `[[job]]` describes.
+///
+/// # Errors
+/// A usage error for a job this build cannot run as configured (encryption).
+pub(crate) fn spec_from_config(job: &JobConfig) -> anyhow::Result<JobSpec> {
+    if let Some(enc) = &job.encryption
+        && enc.encrypts()
+    {
+        return Err(UsageError(format!(
+            "job {}: [job.encryption] is configured but this build cannot encrypt backups; refusing to store them unencrypted (remove the section to back up without encryption)",
+            job.name
+        ))
+        .into());
+    }
+    let db = job.source.expose();
+    let source: DynDatabaseSource = if job.is_postgres() {
+        let pg = job.postgres.clone().unwrap_or_default();
+        Arc::new(super::backup::postgres_source(
+            db,
+            &PgDumpFlags {
+                format: pg.format,
+                jobs: pg.jobs,
+                tables: pg.tables,
+                exclude_tables: pg.exclude_tables,
+                schema_only: pg.schema_only,
+                data_only: pg.data_only,
+                pg_bin_dir: pg.bin_dir,
+            },
+        )?)
+    } else {
+        let mut source = resolve::sqlite_source(db)?.with_integrity(job.integrity);
+        if let Some(dir) = job.snapshot_dir.clone() {
+            source = source.with_snapshot_dir(dir);
+        }
+        resolve::shared(source)
+    };
+    let destinations = job
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Ok(DestinationSpec {
+                url: d.url.expose().to_string(),
+                placement: kars_backup_storage::Destination::parse(d.url.expose())?.placement(),
+                tiers: d.tiers.clone(),
+                prune: job.retention_for(i),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(JobSpec {
+        source,
+        destinations,
+        options: BackupOptions {
+            name_prefix: job.prefix.clone(),
+            compression: job.compression,
+            threads: job.threads,
+            version_label: job.label.clone(),
+            host_label: job.host_label.clone(),
+            tiers: Vec::new(),
+            verify_upload: job.verify_upload,
+        },
+        tier_rules: job.tier_rules(),
+    })
+}
+
+/// How the last run of a [`ConfigJobRunner`] went, for printing by the one-shot CLI.
+pub(crate) type LastRun = Arc<Mutex<Option<Result<JobRun, (u8, String)>>>>;
+
+/// Runs one `[[job]]` of the config: the same code path as `kars-backup backup`.
+#[derive(Debug)]
+pub(crate) struct ConfigJobRunner {
+    job: JobConfig,
+    /// Fired by a second SIGTERM/SIGINT: abort the in-flight backup (nothing is listed).
+    abort: CancellationToken,
+    last: LastRun,
+}
+
+impl ConfigJobRunner {
+    pub(crate) fn new(job: JobConfig, abort: CancellationToken) -> Self {
+        ConfigJobRunner {
+            job,
+            abort,
+            last: Arc::default(),
+        }
+    }
+
+    pub(crate) fn last(&self) -> LastRun {
+        self.last.clone()
+    }
+}
+
+#[async_trait]
+impl JobRunner for ConfigJobRunner {
+    async fn run(&self, ctx: RunContext) -> RunOutcome {
+        // A first shutdown signal lets the backup finish (ctx.cancel); a second aborts it.
+        let result = async {
+            let spec = spec_from_config(&self.job)?;
+            execute(spec, &ctx.run_id, kars_backup_core::progress::no_progress()).await
+        };
+        let result = tokio::select! {
+            r = result => r,
+            _ = self.abort.cancelled() => Err(anyhow::anyhow!(
+                "aborted by a second shutdown signal before the backup was committed; nothing was listed (leftovers are removed by a later prune)"
+            )),
+        };
+        let outcome = match &result {
+            Ok(run) => outcome_of(run),
+            Err(e) => RunOutcome::failure(crate::error_text(e)),
+        };
+        if let Ok(mut slot) = self.last.lock() {
+            *slot = Some(result.map_err(|e| (crate::exit_code_of(&e), crate::error_text(&e))));
+        }
+        outcome
+    }
+}
+
+/// The scheduler's view of a run: per destination, and failed prunes as failures.
+fn outcome_of(run: &JobRun) -> RunOutcome {
+    let mut outcome = RunOutcome::from_backup_report(&run.report);
+    for (dest, result) in &run.prunes {
+        let problem = match result {
+            Err(e) => Some(e.clone()),
+            Ok(r) if !r.errors.is_empty() => Some(r.errors.join("; ")),
+            Ok(_) => None,
+        };
+        if let Some(p) = problem {
+            outcome.status = RunStatus::Failure;
+            outcome
+                .error
+                .get_or_insert_with(|| format!("prune of {dest} failed: {p}"));
+        }
+    }
+    outcome
+}
+
+/// `kars-backup backup --config FILE [--job NAME]`: each job once, now, with its lock, state,
+/// notifications and textfile metrics; one exit code for all (the worst).
+pub(crate) async fn run_config_backup(
+    path: &Path,
+    names: &[String],
+    json: bool,
+) -> anyhow::Result<u8> {
+    let config = load_config(path)?;
+    let jobs = select_jobs(&config, names)?;
+    // (one-shot runs write the jobs' textfiles through the scheduler's observer)
+    let metrics = kars_backup_notify::Metrics::new();
+    let scheduler = super::daemon::scheduler_for(&config, &metrics)?;
+    let mut code = exit::OK;
+    let mut documents = Vec::new();
+    for job in jobs {
+        let runner = Arc::new(ConfigJobRunner::new(job.clone(), CancellationToken::new()));
+        let last = runner.last();
+        let report: Result<RunReport, _> = scheduler
+            .run_now(&job.name, runner, &SystemClock, CancellationToken::new())
+            .await;
+        let taken = last.lock().ok().and_then(|mut s| s.take());
+        let (job_code, doc) = match (report, taken) {
+            (Err(e), _) => {
+                let text = e.to_string();
+                if !json {
+                    println!("Job {}: NOT RUN: {text}", job.name);
+                }
+                (
+                    exit::INTERNAL,
+                    serde_json::json!({ "job": job.name, "ok": false, "error": text }),
+                )
+            }
+            (Ok(report), Some(Ok(run))) => {
+                if !json {
+                    println!("Job {} (run {}):", job.name, report.run_id);
+                    print_run(&run, false)?;
+                }
+                let mut doc = run_json(&run);
+                doc["job"] = serde_json::json!(job.name);
+                (run.code, doc)
+            }
+            (Ok(report), other) => {
+                let (c, text) = match other {
+                    Some(Err((c, t))) => (c, t),
+                    _ => (
+                        exit::INTERNAL,
+                        report.outcome.error.clone().unwrap_or_default(),
+                    ),
+                };
+                if !json {
+                    println!("Job {} (run {}): FAILED: {text}", job.name, report.run_id);
+                }
+                (
+                    c,
+                    serde_json::json!({ "job": job.name, "run_id": report.run_id, "ok": false, "error": text }),
+                )
+            }
+        };
+        code = code.max(job_code);
+        documents.push(doc);
+    }
+    if json {
+        render::print_json(&serde_json::json!({ "ok": code == exit::OK, "jobs": documents }))?;
+    }
+    Ok(code)
+}
+
+/// What `drill --config` takes from a job: its destinations, checks and scratch server.
+#[derive(Debug)]
+pub(crate) struct DrillJob {
+    /// The job's destination URLs.
+    pub(crate) from: Vec<String>,
+    /// The scratch server (`[job.verify] scratch-db`, else `--scratch-db`).
+    pub(crate) pg: crate::args::PgVerifyArgs,
+    /// `[job.verify]`, when the job has one (else the check flags apply).
+    pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
+}
+
+/// The job `drill --config FILE [--job NAME]` drills.
+pub(crate) fn drill_job(
+    path: &Path,
+    name: Option<&str>,
+    v: &crate::args::VerifyArgs,
+) -> anyhow::Result<DrillJob> {
+    let config = load_config(path)?;
+    let job = match name {
+        Some(n) => select_jobs(&config, &[n.to_string()])?[0],
+        None if config.jobs.len() == 1 => &config.jobs[0],
+        None => {
+            return Err(UsageError(format!(
+                "the config has several jobs: name one with --job ({})",
+                config
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+    };
+    if !v.from.is_empty() {
+        return Err(UsageError(
+            "--from cannot be given with --config: the job's destinations are drilled".into(),
+        )
+        .into());
+    }
+    let c = &v.checks;
+    if job.verify.is_some()
+        && (!c.queries.is_empty() || !c.min_rows.is_empty() || c.audit_log.is_some())
+    {
+        return Err(UsageError(format!(
+            "job {} has a [job.verify] plan: put the checks there instead of --verify-query/--min-rows/--audit-log",
+            job.name
+        ))
+        .into());
+    }
+    let verify = job.verify.clone();
+    Ok(DrillJob {
+        from: job
+            .destinations
+            .iter()
+            .map(|d| d.url.expose().to_string())
+            .collect(),
+        pg: crate::args::PgVerifyArgs {
+            scratch_db: verify
+                .as_ref()
+                .and_then(|c| c.scratch_db.as_ref())
+                .map(|u| u.expose().to_string())
+                .or_else(|| v.pg.scratch_db.clone()),
+            jobs: v.pg.jobs,
+            pg_bin_dir: job
+                .postgres
+                .as_ref()
+                .and_then(|p| p.bin_dir.clone())
+                .or_else(|| v.pg.pg_bin_dir.clone()),
+        },
+        verify,
+    })
+}
+
+/// `status --config`: every destination of the selected jobs with its freshness target — the
+/// job's `[job.verify] rpo` (else `default_rpo`), plus the tier's period where the destination
+/// takes no daily backups (a weekly-only cloud copy is up to a week old by design).
+pub(crate) fn freshness_targets(
+    path: &Path,
+    names: &[String],
+    default_rpo: chrono::Duration,
+) -> anyhow::Result<Vec<(String, chrono::Duration, Option<String>)>> {
+    use kars_backup_core::Tier;
+    let config = load_config(path)?;
+    let mut targets = Vec::new();
+    for job in select_jobs(&config, names)? {
+        let rpo = job
+            .verify
+            .as_ref()
+            .map_or(default_rpo, |v| v.rpo.unwrap_or(default_rpo));
+        let rules = job.tier_rules();
+        for d in &job.destinations {
+            let placement = kars_backup_storage::Destination::parse(d.url.expose())?.placement();
+            let tiers: Option<Vec<Tier>> = d
+                .tiers
+                .clone()
+                .or_else(|| rules.as_ref().map(|r| r.accepted(placement).to_vec()));
+            let period_days = match tiers {
+                Some(t) if !t.contains(&Tier::Daily) => {
+                    if t.contains(&Tier::Weekly) {
+                        7
+                    } else if t.contains(&Tier::Monthly) {
+                        31
+                    } else {
+                        366
+                    }
+                }
+                _ => 0,
+            };
+            targets.push((
+                d.url.expose().to_string(),
+                rpo + chrono::Duration::days(period_days),
+                Some(job.name.clone()),
+            ));
+        }
+    }
+    Ok(targets)
+}

@@ -1,0 +1,187 @@
+//! The kars-backup configuration file: backup jobs in TOML.
+//!
+//! - [`Config`]: `[daemon]`, `[notify]` and one [`JobConfig`] per `[[job]]` (source,
+//!   destinations with retention and tiers, compression, [`EncryptionConfig`],
+//!   [`VerifyConfig`] → core [`VerifyPlan`](kars_backup_core::VerifyPlan), [`HooksConfig`],
+//!   [`PostgresConfig`], [`ScheduleConfig`], [`NotifyConfig`]).
+//! - [`load`] / [`parse`]: `${VAR}` and `${VAR:-default}` interpolation of string values (after
+//!   TOML parsing, so a value never changes the file's structure; `$${` is a literal `${`), unknown
+//!   keys refused, semantic checks (destination URLs, cron expressions, time zones, duplicate
+//!   names, …); every problem as `file:line:col: message` in [`ConfigErrors`].
+//! - [`effective_toml`] / [`effective_json`]: the configuration with defaults filled in and
+//!   secrets redacted.
+//! - [`emit`]: crontab lines and systemd units for the jobs' schedules.
+//!
+//! ```
+//! let text = r#"
+//! [[job]]
+//! name = "kars-sqlite"
+//! source = "sqlite:///app/data/assets.db"
+//! retention = "daily=7,weekly=4,monthly=12,yearly=all"
+//! [[job.destination]]
+//! url = "/var/backups/kars"
+//! [job.schedule]
+//! cron = "0 2 * * *"
+//! "#;
+//! let config = kars_backup_config::parse(text, "kars-backup.toml".as_ref()).unwrap();
+//! assert_eq!(config.jobs[0].name, "kars-sqlite");
+//! assert_eq!(config.jobs[0].retention_for(0).unwrap().to_string(), "daily=7,weekly=4,monthly=12,yearly=all");
+//!
+//! let err = kars_backup_config::parse("[[job]]\nnmae = 1\n", "k.toml".as_ref()).unwrap_err();
+//! assert!(err.to_string().starts_with("k.toml:2:1: unknown field `nmae`"), "{err}");
+//! ```
+
+mod cron;
+pub mod emit;
+mod error;
+mod interpolate;
+mod model;
+mod redact;
+mod validate;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use cron::CronExpr;
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use model::{
+    CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
+    HooksConfig, JobConfig, LogFormat, NotifyConfig, PingConfig, PostgresConfig, QueryConfig,
+    ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
+};
+pub use redact::{effective_json, effective_toml};
+
+/// A cron-expression checker beyond the built-in syntax check (the scheduler's own parser, so
+/// that `config check` refuses what the daemon would refuse).
+pub type CronValidator = fn(&str) -> Result<(), String>;
+
+static EXTRA_CRON_VALIDATOR: std::sync::OnceLock<CronValidator> = std::sync::OnceLock::new();
+
+/// Registers the scheduler's cron parser as an extra check of every `schedule.cron` (once per
+/// process; later calls are ignored).
+pub fn set_cron_validator(validator: CronValidator) {
+    let _ = EXTRA_CRON_VALIDATOR.set(validator);
+}
+
+pub(crate) fn validate_cron(expr: &str) -> Result<(), String> {
+    CronExpr::parse(expr)?;
+    if let Some(v) = EXTRA_CRON_VALIDATOR.get() {
+        v(expr)?;
+    }
+    Ok(())
+}
+
+/// Reads and checks a configuration file, interpolating `${VAR}` from the process environment.
+///
+/// # Errors
+/// Every problem found, each with its line and column.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: path.to_path_buf(),
+        errors: vec![ConfigError::whole(format!("cannot read the file: {e}"))],
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and checks configuration text (`file` names it in errors), interpolating `${VAR}`
+/// from the process environment.
+///
+/// # Errors
+/// Every problem found, each with its line and column.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    parse_with_env(text, file, |name: &str| std::env::var(name).ok())
+}
+
+/// [`parse`] with variables from `env` instead of the process environment.
+///
+/// # Errors
+/// Every problem found, each with its line and column.
+pub fn parse_with_env(
+    text: &str,
+    file: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        file: file.to_path_buf(),
+        errors,
+    };
+    let toml_error = |e: toml::de::Error| match e.span() {
+        Some(span) => ConfigError::at(Location::of(text, span.start), e.message().trim()),
+        None => ConfigError::whole(e.message().trim()),
+    };
+    let mut table = toml::de::DeTable::parse(text).map_err(|e| fail(vec![toml_error(e)]))?;
+    let mut errors = Vec::new();
+    let mut substitutions = Vec::new();
+    let mut env_names = Vec::new();
+    interpolate::interpolate_table(
+        table.get_mut(),
+        text,
+        &env,
+        &mut substitutions,
+        &mut env_names,
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.location);
+        return Err(fail(errors));
+    }
+    let spans_table = table.clone();
+    let mut config = Config::deserialize(toml::de::Deserializer::from(table))
+        .map_err(|e| fail(vec![toml_error(e)]))?;
+    config.substitutions = substitutions;
+    config.env_names = env_names;
+    let spans = validate::Spans {
+        root: &spans_table,
+        source: text,
+    };
+    let errors = validate::validate(&config, &spans);
+    if errors.is_empty() {
+        for job in &mut config.jobs {
+            if let Some(level) = job.compression_level.take() {
+                job.compression =
+                    validate::with_level(job.compression, level).expect("checked by validate");
+            }
+        }
+        Ok(config)
+    } else {
+        Err(fail(errors))
+    }
+}
+
+impl Config {
+    /// What this build parses and checks but does not apply yet, one sentence each (shown by
+    /// `config check`, so nothing in the file is silently ignored).
+    pub fn unapplied(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for job in &self.jobs {
+            if let Some(e) = &job.encryption {
+                if e.encrypts() {
+                    notes.push(format!(
+                        "job {}: [job.encryption] is not applied by this build (it has no encryption): `backup --config` and `daemon` refuse to run this job rather than store it unencrypted",
+                        job.name
+                    ));
+                }
+                if !e.identity_files.is_empty() {
+                    notes.push(format!(
+                        "job {}: encryption.identity-files are for restore/verify/drill, which do not read the config file yet: pass them as --identity",
+                        job.name
+                    ));
+                }
+            }
+            if job.verify.is_some() {
+                notes.push(format!(
+                    "job {}: [job.verify] is applied by `drill --config` only; restore and verify do not read the config file yet: pass the checks as --verify-query/--min-rows/--audit-log/--rpo",
+                    job.name
+                ));
+            }
+            if job.hooks.is_some() {
+                notes.push(format!(
+                    "job {}: [job.hooks] are restore hooks; restore does not read the config file yet: pass them as --stop-cmd/--start-cmd/--health-cmd",
+                    job.name
+                ));
+            }
+        }
+        notes
+    }
+}

@@ -1,0 +1,638 @@
+//! The file's types: `[daemon]`, `[notify]` and one `[[job]]` table per job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use kars_backup_core::verify::{Expectation, TestQuery};
+use kars_backup_core::{Compression, IntegrityLevel, KeepRules, TableInfo, Tier, VerifyPlan};
+use serde::{Deserialize, Deserializer};
+
+/// A whole configuration file.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// The `daemon` command's settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Notifications of every job that has no `[job.notify]` of its own.
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
+    /// The jobs (`[[job]]` tables), in file order.
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<JobConfig>,
+    #[serde(skip)]
+    pub(crate) substitutions: Vec<crate::interpolate::Substitution>,
+    #[serde(skip)]
+    pub(crate) env_names: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::redact::effective_toml(self))
+    }
+}
+
+impl Config {
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Option<&JobConfig> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The notifications of a job: its own `[job.notify]`, else the file's `[notify]`.
+    pub fn notify_for<'a>(&'a self, job: &'a JobConfig) -> Option<&'a NotifyConfig> {
+        job.notify.as_ref().or(self.notify.as_ref())
+    }
+
+    /// The environment variables the file references with `${…}`, in order of first use (what
+    /// a crontab or a systemd `EnvironmentFile` must provide).
+    pub fn env_names(&self) -> &[String] {
+        &self.env_names
+    }
+}
+
+/// `[daemon]`: where the daemon serves metrics and keeps its state, and its log format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of the Prometheus `/metrics` endpoint (`127.0.0.1:9464`); none when absent.
+    #[serde(default, deserialize_with = "opt_from_str")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Directory of the run locks and the catch-up state (default: `/var/lib/kars-backup`).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The textfile-collector file every run (daemon or one-shot `backup --config`) rewrites
+    /// with its job's metrics: one file per job, `{job}` in the path replaced by the job's name,
+    /// else `.<job>` put before the extension (`kars-backup.prom` → `kars-backup.nightly.prom`).
+    #[serde(default)]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Log format: `human` or `json`.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object a line.
+    Json,
+}
+
+/// One `[[job]]`: a database backed up to one or more destinations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JobConfig {
+    /// Unique name (`kars-sqlite`); letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// The database: `sqlite:///app/data/assets.db`, a path, a directory (volume mode), or
+    /// `postgres://…` (usually `"${DATABASE_URL}"`).
+    pub source: SecretUrl,
+    /// Where backups go (`[[job.destination]]`), at least one.
+    #[serde(rename = "destination")]
+    pub destinations: Vec<DestinationConfig>,
+    /// Archive name prefix (default: the engine's, `asset-data` / `kars-postgres`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `gzip` (default), `gzip:LEVEL`, `zstd`, `zstd:LEVEL` or `none`.
+    #[serde(default, deserialize_with = "from_str_default")]
+    pub compression: Compression,
+    /// The compression level, instead of writing it as `zstd:LEVEL` (gzip 1-12, zstd 1-22).
+    #[serde(default)]
+    pub compression_level: Option<u32>,
+    /// Compression threads (default: all cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// A version label stored in the manifest.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The host/container label stored in the manifest.
+    #[serde(default)]
+    pub host_label: Option<String>,
+    /// SQLite: the snapshot's integrity check recorded in the manifest (default: quick).
+    #[serde(default = "quick")]
+    pub integrity: IntegrityLevel,
+    /// SQLite: directory of the temporary snapshot file.
+    #[serde(default)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Read every copy back after the upload and check its SHA-256.
+    #[serde(default)]
+    pub verify_upload: bool,
+    /// Retention of every destination without its own (`daily=7,weekly=4,monthly=12,yearly=all`).
+    #[serde(default, deserialize_with = "opt_from_str")]
+    pub retention: Option<KeepRules>,
+    /// Prune after each backup. Default: on when a retention policy or tiering applies.
+    #[serde(default)]
+    pub prune: Option<bool>,
+    /// Storage tiers: `runbook` (daily local; weekly local+cloud; monthly, yearly cloud only) or
+    /// `off` (default: every destination takes every backup).
+    #[serde(default)]
+    pub tiering: Tiering,
+    /// Tiers local destinations keep (turns tiering on; default with `runbook`: daily, weekly).
+    #[serde(default, deserialize_with = "opt_tiers")]
+    pub local_tiers: Option<Vec<Tier>>,
+    /// Tiers cloud destinations keep (turns tiering on; default: weekly, monthly, yearly).
+    #[serde(default, deserialize_with = "opt_tiers")]
+    pub cloud_tiers: Option<Vec<Tier>>,
+    /// Encryption of the archives.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+    /// The verification plan of restores, verifies and drills of this job's backups.
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
+    /// Commands around a restore.
+    #[serde(default)]
+    pub hooks: Option<HooksConfig>,
+    /// PostgreSQL dump options (ignored for SQLite).
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// When the daemon (or cron/systemd) runs the job.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
+    /// Notifications of this job (replaces the file's `[notify]`).
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
+}
+
+fn quick() -> IntegrityLevel {
+    IntegrityLevel::Quick
+}
+
+impl JobConfig {
+    /// The tier rules, when tiering is on: the runbook's, with `local-tiers`/`cloud-tiers`
+    /// replacing either side.
+    pub fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
+        if self.tiering == Tiering::Off && self.local_tiers.is_none() && self.cloud_tiers.is_none()
+        {
+            return None;
+        }
+        let mut rules = kars_backup_core::TierRules::runbook();
+        if let Some(t) = &self.local_tiers {
+            rules.local = t.clone();
+        }
+        if let Some(t) = &self.cloud_tiers {
+            rules.cloud = t.clone();
+        }
+        Some(rules)
+    }
+
+    /// Whether the source is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        kars_backup_postgres::PostgresSource::is_postgres_url(self.source.expose())
+    }
+
+    /// The retention policy of destination `index` after a backup, or `None` when it is not
+    /// pruned: its own `retention`, else the job's, else (with tiering) the policy of its tiers.
+    pub fn retention_for(&self, index: usize) -> Option<KeepRules> {
+        if self.prune == Some(false) {
+            return None;
+        }
+        let dest = self.destinations.get(index)?;
+        if let Some(r) = dest.retention.as_ref().or(self.retention.as_ref()) {
+            return Some(r.clone());
+        }
+        if let Some(tiers) = &dest.tiers {
+            let rules = kars_backup_core::TierRules {
+                local: tiers.clone(),
+                cloud: tiers.clone(),
+            };
+            return Some(rules.policy_for(kars_backup_core::Placement::Local));
+        }
+        let placement = kars_backup_storage::Destination::parse(dest.url.expose())
+            .ok()?
+            .placement();
+        if let Some(rules) = self.tier_rules() {
+            return Some(rules.policy_for(placement));
+        }
+        if self.prune == Some(true) {
+            return Some(KeepRules::runbook());
+        }
+        None
+    }
+}
+
+/// Storage-tier routing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tiering {
+    /// Every destination takes every backup.
+    #[default]
+    Off,
+    /// The runbook's table.
+    Runbook,
+}
+
+/// `[[job.destination]]`: one place backups go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The URL: a directory, `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `git+file:///…`.
+    pub url: SecretUrl,
+    /// Retention here (overrides the job's).
+    #[serde(default, deserialize_with = "opt_from_str")]
+    pub retention: Option<KeepRules>,
+    /// The tiers this destination takes (overrides the job's tiering for it).
+    #[serde(default, deserialize_with = "opt_tiers")]
+    pub tiers: Option<Vec<Tier>>,
+}
+
+/// `[job.encryption]`: who can read the archives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1…`); `backup --encrypt-to age1…`.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+    /// OpenPGP recipients (key id, fingerprint or e-mail in the gpg keyring);
+    /// `backup --encrypt-to gpg:<id>`.
+    #[serde(default)]
+    pub gpg_recipients: Vec<String>,
+    /// A file holding an age passphrase (its content is never read into output);
+    /// `backup --passphrase-file`.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// age identity files for restores, verifies and drills; `--identity`.
+    #[serde(default)]
+    pub identity_files: Vec<PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// Whether backups are to be encrypted (recipients or a passphrase).
+    pub fn encrypts(&self) -> bool {
+        !self.age_recipients.is_empty()
+            || !self.gpg_recipients.is_empty()
+            || self.passphrase_file.is_some()
+    }
+
+    /// The `backup` flags that express this: `--encrypt-to …` (repeated), `--passphrase-file …`.
+    pub fn backup_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        for r in &self.age_recipients {
+            flags.push("--encrypt-to".into());
+            flags.push(r.clone());
+        }
+        for r in &self.gpg_recipients {
+            flags.push("--encrypt-to".into());
+            flags.push(format!("gpg:{r}"));
+        }
+        if let Some(p) = &self.passphrase_file {
+            flags.push("--passphrase-file".into());
+            flags.push(p.display().to_string());
+        }
+        flags
+    }
+}
+
+/// `[job.verify]`: the checks a restored copy must pass (restores, verifies, drills).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// `full` (`PRAGMA integrity_check`; amcheck), `quick` or `off`.
+    #[serde(default)]
+    pub integrity: IntegrityLevel,
+    /// Compare row counts with the manifest's (default: true).
+    #[serde(default = "yes")]
+    pub check_counts: bool,
+    /// Minimum rows per table: `{ users = 1, assets = 1 }`.
+    #[serde(default)]
+    pub min_rows: BTreeMap<String, u64>,
+    /// Audit-log check, `TABLE.COLUMN`: the newest entry must lie between `rpo` before the
+    /// backup's time and that time.
+    #[serde(default)]
+    pub audit_log: Option<String>,
+    /// Recovery point objective (audit-log check, status, drills), e.g. `24h`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub rpo: Option<chrono::Duration>,
+    /// Recovery time objective of drills, e.g. `1h`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub rto: Option<chrono::Duration>,
+    /// PostgreSQL server where verifies and drills may create a temporary database.
+    #[serde(default)]
+    pub scratch_db: Option<SecretUrl>,
+    /// Test queries (`[[job.verify.query]]`).
+    #[serde(default, rename = "query")]
+    pub queries: Vec<QueryConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The default RPO of the runbook: 24 hours.
+pub const DEFAULT_RPO_HOURS: i64 = 24;
+
+impl VerifyConfig {
+    /// The RPO target (default 24 h).
+    pub fn rpo(&self) -> chrono::Duration {
+        self.rpo
+            .unwrap_or_else(|| chrono::Duration::hours(DEFAULT_RPO_HOURS))
+    }
+
+    /// The core verification plan for a backup taken at `backup_time`.
+    pub fn plan(&self, backup_time: chrono::DateTime<chrono::Utc>) -> VerifyPlan {
+        let mut queries: Vec<TestQuery> = self.queries.iter().map(QueryConfig::test).collect();
+        if let Some((table, column)) = self.audit_log.as_deref().and_then(split_audit) {
+            queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo()));
+        }
+        VerifyPlan {
+            integrity: self.integrity,
+            check_counts: self.check_counts,
+            min_rows: self
+                .min_rows
+                .iter()
+                .map(|(name, rows)| TableInfo {
+                    name: name.clone(),
+                    rows: *rows,
+                })
+                .collect(),
+            queries,
+        }
+    }
+}
+
+/// `TABLE.COLUMN` split at its last dot, both sides non-empty.
+pub(crate) fn split_audit(spec: &str) -> Option<(&str, &str)> {
+    spec.rsplit_once('.')
+        .filter(|(t, c)| !t.is_empty() && !c.is_empty())
+}
+
+/// `[[job.verify.query]]`: SQL and what it must return (by default: true).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A single read-only statement.
+    pub sql: String,
+    /// The first column of the first row, as text, equals this.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The query returns this many rows.
+    #[serde(default)]
+    pub rows: Option<u64>,
+}
+
+impl QueryConfig {
+    /// The core test query.
+    pub fn test(&self) -> TestQuery {
+        let expect = match (&self.value, self.rows) {
+            (Some(v), _) => Expectation::Value(v.clone()),
+            (None, Some(n)) => Expectation::RowCount(n),
+            (None, None) => Expectation::True,
+        };
+        TestQuery {
+            sql: self.sql.clone(),
+            expect,
+        }
+    }
+}
+
+/// `[job.hooks]`: commands around a restore (run with `sh -c`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Stops the application before the swap (`docker-compose down`).
+    #[serde(default)]
+    pub stop: Option<CommandLine>,
+    /// Starts it after the swap or a rollback (`docker-compose up -d`).
+    #[serde(default)]
+    pub start: Option<CommandLine>,
+    /// Health check after the start; non-zero rolls the restore back.
+    #[serde(default)]
+    pub health: Option<CommandLine>,
+    /// Health-check attempts (default 5).
+    #[serde(default = "five")]
+    pub health_attempts: u32,
+    /// Pause between attempts (default 2s).
+    #[serde(default = "two_seconds", deserialize_with = "duration")]
+    pub health_interval: chrono::Duration,
+}
+
+fn five() -> u32 {
+    5
+}
+
+fn two_seconds() -> chrono::Duration {
+    chrono::Duration::seconds(2)
+}
+
+/// `[job.postgres]`: `pg_dump` options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `plain` (`.sql.gz`, the runbook's), `custom` (`.dump`) or `directory` (`.dir.tar`).
+    #[serde(default, deserialize_with = "opt_from_str")]
+    pub format: Option<kars_backup_postgres::DumpFormat>,
+    /// Parallel `pg_dump` jobs (directory format).
+    #[serde(default)]
+    pub jobs: Option<usize>,
+    /// Only these tables (pg_dump patterns).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Not these tables.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// Definitions only.
+    #[serde(default)]
+    pub schema_only: bool,
+    /// Data only.
+    #[serde(default)]
+    pub data_only: bool,
+    /// Directory of `pg_dump`/`pg_restore`/`psql`.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// `[job.schedule]`: when the job runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// A five-field cron expression (`0 2 * * *`: daily at 02:00) or `@daily`, `@hourly`, ….
+    pub cron: String,
+    /// IANA time zone of the expression (default `UTC`), e.g. `Europe/Berlin`.
+    #[serde(default = "utc", deserialize_with = "time_zone")]
+    pub timezone: chrono_tz::Tz,
+    /// After downtime, run a missed run once at start-up (default: true).
+    #[serde(default = "yes")]
+    pub catch_up: bool,
+}
+
+fn utc() -> chrono_tz::Tz {
+    chrono_tz::UTC
+}
+
+/// `[notify]` / `[job.notify]`: who hears about runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// A URL that receives a JSON POST (job, run id, error, timings) on failure (and success
+    /// with `on-success`).
+    #[serde(default)]
+    pub webhook: Option<TokenUrl>,
+    /// A command run with `sh -c` on failure (and success); the event is in its environment
+    /// (`KARS_BACKUP_JOB`, `KARS_BACKUP_STATUS`, `KARS_BACKUP_RUN_ID`, `KARS_BACKUP_ERROR`).
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    /// Also notify successful runs (webhook and command; pings always report both).
+    #[serde(default)]
+    pub on_success: bool,
+    /// Healthcheck-style ping URLs.
+    #[serde(default)]
+    pub ping: Option<PingConfig>,
+}
+
+/// `[notify.ping]`: URLs fetched when a run starts, succeeds and fails.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PingConfig {
+    /// Fetched when a run starts.
+    #[serde(default)]
+    pub start: Option<TokenUrl>,
+    /// Fetched when a run succeeds.
+    #[serde(default)]
+    pub success: Option<TokenUrl>,
+    /// Fetched when a run fails.
+    #[serde(default)]
+    pub fail: Option<TokenUrl>,
+}
+
+/// A URL that may carry a password (database and destination URLs). `Debug` shows it redacted.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// A URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(url.into())
+    }
+
+    /// The URL itself, with its secrets; never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without passwords or credential query parameters.
+    pub fn redacted(&self) -> String {
+        kars_backup_storage::redact(&kars_backup_postgres::redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// A URL whose path or query is a secret token (webhooks, healthcheck pings). `Debug` shows
+/// only its scheme and host.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct TokenUrl(String);
+
+impl TokenUrl {
+    /// A URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        TokenUrl(url.into())
+    }
+
+    /// The URL itself, with its token; never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `scheme://host[:port]/***`: the path, query and any user info left out.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(u) => {
+                let host = u.host_str().unwrap_or_default();
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                let hidden = u.path() != "/" || u.query().is_some() || !u.username().is_empty();
+                format!(
+                    "{}://{host}{port}/{}",
+                    u.scheme(),
+                    if hidden { "***" } else { "" }
+                )
+            }
+            Err(_) => "***".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for TokenUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// A shell command (`sh -c`), possibly with secrets from `${…}`. `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CommandLine(String);
+
+impl CommandLine {
+    /// A command.
+    pub fn new(command: impl Into<String>) -> Self {
+        CommandLine(command.into())
+    }
+
+    /// The command as run.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommandLine({} bytes)", self.0.len())
+    }
+}
+
+fn from_str_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+fn opt_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn opt_tiers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Tier>>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| n.parse::<Tier>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<chrono::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    kars_backup_core::retention::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<chrono::Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<chrono_tz::Tz>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unknown time zone {s:?}: use an IANA name such as UTC, Europe/Berlin or America/New_York"
+        ))
+    })
+}

@@ -1,0 +1,351 @@
+//! Parsing, errors with their line and column, interpolation and redaction of config files.
+
+use std::path::Path;
+
+use kars_backup_config::{ConfigErrors, effective_json, effective_toml, parse_with_env};
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "DATABASE_URL" => Some("postgres://kars:pg-s3cret-pw@db.internal:5432/kars".into()),
+        "ALERT_TOKEN" => Some("tok-9f8e7d6c5b".into()),
+        "KARS_ALERT_WEBHOOK" => {
+            Some("https://hooks.example.com/services/T000/B000/hook-s3cret".into())
+        }
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<kars_backup_config::Config, ConfigErrors> {
+    parse_with_env(text, Path::new("kars.toml"), env)
+}
+
+fn error_of(text: &str) -> String {
+    parse(text).expect_err("must fail").to_string()
+}
+
+const GOOD: &str = r#"
+[[job]]
+name = "kars-sqlite"
+source = "sqlite:///app/data/assets.db"
+
+[[job.destination]]
+url = "/var/backups/kars"
+
+[job.schedule]
+cron = "0 2 * * *"
+"#;
+
+#[test]
+fn a_minimal_file_parses_with_defaults() {
+    let c = parse(GOOD).unwrap();
+    let job = &c.jobs[0];
+    assert_eq!(job.compression.to_string(), "gzip:6");
+    assert!(
+        job.retention_for(0).is_none(),
+        "no retention configured: nothing is pruned"
+    );
+    let s = job.schedule.as_ref().unwrap();
+    assert_eq!(s.timezone.name(), "UTC");
+    assert!(s.catch_up);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = GOOD.replace("source =", "sorce = \"x\"\nsource =");
+    let e = error_of(&text);
+    assert!(e.starts_with("kars.toml:4:1: unknown field `sorce`"), "{e}");
+}
+
+#[test]
+fn unknown_key_in_a_nested_table_is_named_with_its_line() {
+    let text = format!("{GOOD}catchup = true\n");
+    let e = error_of(&text);
+    assert!(
+        e.starts_with("kars.toml:11:1: unknown field `catchup`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_type_has_the_value_line() {
+    let text = GOOD.replace(
+        "\n\n[[job.destination]]",
+        "\nthreads = \"four\"\n\n[[job.destination]]",
+    );
+    let e = error_of(&text);
+    assert!(e.starts_with("kars.toml:5:11: "), "{e}");
+    assert!(e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn bad_cron_expression_is_placed_and_explained() {
+    let e = error_of(&GOOD.replace("0 2 * * *", "0 25 * * *"));
+    assert!(e.starts_with("kars.toml:10:8: "), "{e}");
+    assert!(e.contains("hour field") && e.contains("0-23"), "{e}");
+}
+
+#[test]
+fn unknown_time_zone_is_placed() {
+    let text = GOOD.replace(
+        "cron = \"0 2 * * *\"",
+        "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"",
+    );
+    let e = error_of(&text);
+    assert!(e.starts_with("kars.toml:11:12: "), "{e}");
+    assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
+}
+
+#[test]
+fn missing_environment_variable_names_variable_and_place() {
+    let text = GOOD.replace("\"sqlite:///app/data/assets.db\"", "\"${KARS_NOT_SET}\"");
+    let e = error_of(&text);
+    assert!(
+        e.starts_with("kars.toml:4:11: environment variable KARS_NOT_SET is not set"),
+        "{e}"
+    );
+    // with a default it parses
+    let text = GOOD.replace(
+        "\"sqlite:///app/data/assets.db\"",
+        "\"${KARS_NOT_SET:-/data/assets.db}\"",
+    );
+    assert_eq!(
+        parse(&text).unwrap().jobs[0].source.expose(),
+        "/data/assets.db"
+    );
+}
+
+#[test]
+fn bad_destination_url_is_placed() {
+    let e = error_of(&GOOD.replace("/var/backups/kars", "ftp://host/backups"));
+    assert!(e.starts_with("kars.toml:7:7: destination: "), "{e}");
+    assert!(e.contains("unsupported destination scheme \"ftp\""), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let text = r#"
+[[job]]
+name = "a"
+source = "/data/a.db"
+destination = []
+
+[[job]]
+name = "a"
+source = "/data/b.db"
+compression = "brotli"
+[[job.destination]]
+url = "/b"
+"#;
+    let e = error_of(text);
+    assert!(
+        e.contains("kars.toml:10:15: unknown compression \"brotli\""),
+        "{e}"
+    );
+    let text = text.replace("compression = \"brotli\"\n", "");
+    let e = error_of(&text);
+    assert!(
+        e.contains("kars.toml:3:8: job \"a\" has no destination"),
+        "{e}"
+    );
+    assert!(
+        e.contains("kars.toml:8:8: duplicate job name \"a\" (also on line 3)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn compression_level_as_its_own_key() {
+    let text = GOOD.replace(
+        "\n\n[[job.destination]]",
+        "\ncompression = \"zstd\"\ncompression-level = 19\n\n[[job.destination]]",
+    );
+    assert_eq!(
+        parse(&text).unwrap().jobs[0].compression.to_string(),
+        "zstd:19"
+    );
+    let e = error_of(&text.replace("19", "30"));
+    assert!(
+        e.starts_with("kars.toml:6:21: compression-level: zstd level must be 1..=22"),
+        "{e}"
+    );
+}
+
+#[test]
+fn retention_and_tiers() {
+    let text = r#"
+[[job]]
+name = "j"
+source = "/data/a.db"
+tiering = "runbook"
+[[job.destination]]
+url = "/var/backups/kars"
+[[job.destination]]
+url = "s3://bucket/kars"
+[[job.destination]]
+url = "gs://bucket/kars"
+retention = "last=3"
+"#;
+    let c = parse(text).unwrap();
+    let j = &c.jobs[0];
+    assert_eq!(j.retention_for(0).unwrap().to_string(), "daily=7,weekly=4");
+    assert_eq!(
+        j.retention_for(1).unwrap().to_string(),
+        "weekly=4,monthly=12,yearly=all"
+    );
+    assert_eq!(j.retention_for(2).unwrap().to_string(), "last=3");
+    let e = error_of(&text.replace("last=3", "daily=seven"));
+    assert!(
+        e.starts_with("kars.toml:12:13: bad count \"seven\" for daily"),
+        "{e}"
+    );
+}
+
+#[test]
+fn verification_plan_maps_to_core() {
+    use kars_backup_core::verify::Expectation;
+    let text = format!(
+        "{GOOD}{}",
+        r#"
+[job.verify]
+integrity = "quick"
+min-rows = { users = 1, assets = 2 }
+audit-log = "audit_logs.created_at"
+rpo = "12h"
+[[job.verify.query]]
+sql = "SELECT 1"
+[[job.verify.query]]
+sql = "SELECT name FROM t"
+value = "x"
+[[job.verify.query]]
+sql = "SELECT * FROM t"
+rows = 3
+"#
+    );
+    let c = parse(&text).unwrap();
+    let v = c.jobs[0].verify.as_ref().unwrap();
+    let at = chrono::Utc::now();
+    let plan = v.plan(at);
+    assert_eq!(plan.integrity, kars_backup_core::IntegrityLevel::Quick);
+    assert_eq!(plan.min_rows.len(), 2);
+    assert_eq!(plan.min_rows[1].name, "users");
+    let expects: Vec<&Expectation> = plan.queries.iter().map(|q| &q.expect).collect();
+    assert_eq!(expects[0], &Expectation::True);
+    assert_eq!(expects[1], &Expectation::Value("x".into()));
+    assert_eq!(expects[2], &Expectation::RowCount(3));
+    match expects[3] {
+        Expectation::TimeBetween { not_before, .. } => {
+            assert_eq!(*not_before, at - chrono::Duration::hours(12))
+        }
+        other => panic!("audit-log check missing: {other:?}"),
+    }
+    let e = error_of(&text.replace("rows = 3", "rows = 3\nvalue = \"y\""));
+    assert!(e.contains("either value or rows"), "{e}");
+    assert!(
+        !c.unapplied().is_empty(),
+        "the plan is reported as not applied by backup"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_effective_config() {
+    let text = r#"
+[notify]
+webhook = "${KARS_ALERT_WEBHOOK}"
+command = "curl -H 'Authorization: Bearer ${ALERT_TOKEN}' https://pager.example.com"
+[notify.ping]
+fail = "https://hc-ping.com/3f2a9b1c-uuid-token/fail"
+
+[[job]]
+name = "pg"
+source = "${DATABASE_URL}"
+[[job.destination]]
+url = "s3://bucket/kars?endpoint=http://127.0.0.1:9000&allow_http=true"
+[[job.destination]]
+url = "https://acct.blob.core.windows.net/c/p?sig=azure-sig-s3cret&sv=2020"
+[job.verify]
+scratch-db = "postgres://admin:scratch-s3cret@db.internal/postgres"
+"#;
+    let c = parse(text).unwrap();
+    let shown = format!(
+        "{}\n{}\n{:?}\n{:?}",
+        effective_toml(&c),
+        effective_json(&c),
+        c,
+        c.jobs[0]
+    );
+    for secret in [
+        "pg-s3cret-pw",
+        "tok-9f8e7d6c5b",
+        "hook-s3cret",
+        "3f2a9b1c-uuid-token",
+        "azure-sig-s3cret",
+        "scratch-s3cret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+    }
+    assert!(
+        shown.contains("postgres://kars:***@db.internal:5432/kars"),
+        "{shown}"
+    );
+    assert!(shown.contains("Bearer ${ALERT_TOKEN}"), "{shown}");
+    assert!(shown.contains("https://hooks.example.com/***"), "{shown}");
+    // an S3 URL carrying a key is refused, and the error does not repeat it
+    let e = error_of(&text.replace(
+        "s3://bucket/kars?endpoint",
+        "s3://AKIAXX:aws-s3cret-key@bucket/kars?endpoint",
+    ));
+    assert!(e.contains("carries credentials"), "{e}");
+    assert!(!e.contains("aws-s3cret-key"), "{e}");
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kars-backup.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let c = parse_with_env(&text, &path, env).unwrap();
+    assert_eq!(c.jobs.len(), 2);
+    assert_eq!(
+        c.jobs[0].retention_for(0).unwrap().to_string(),
+        "daily=7,weekly=4"
+    );
+    assert_eq!(
+        c.jobs[1].retention_for(1).unwrap().to_string(),
+        "weekly=4,monthly=12,yearly=all"
+    );
+    assert!(c.env_names().contains(&"DATABASE_URL".to_string()));
+    // without DATABASE_URL it names the variable and the line
+    let e = parse_with_env(&text, &path, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("environment variable DATABASE_URL is not set"),
+        "{e}"
+    );
+    assert!(e.contains("kars-backup.toml:"), "{e}");
+}
+
+#[test]
+fn systemd_and_cron_emission() {
+    use kars_backup_config::emit;
+    let text = GOOD.replace(
+        "cron = \"0 2 * * *\"",
+        "cron = \"0 2 * * 0\"\ntimezone = \"Europe/Berlin\"\ncatch-up = false",
+    );
+    let c = parse(&text).unwrap();
+    let opts = emit::EmitOptions::new("/usr/local/bin/kars-backup", "/etc/kars backup.toml");
+    let cron = emit::crontab(&c, &opts);
+    let tab = &cron.files[0].1;
+    assert!(tab.contains("CRON_TZ=Europe/Berlin\n0 2 * * 0 /usr/local/bin/kars-backup backup --config '/etc/kars backup.toml' --job kars-sqlite >> /var/log/kars-backup.log 2>&1\n"), "{tab}");
+    let units = emit::systemd(&c, &opts);
+    assert!(units.problems.is_empty());
+    let timer = &units.files[1];
+    assert_eq!(timer.0, "kars-backup-kars-sqlite.timer");
+    assert!(
+        timer
+            .1
+            .contains("OnCalendar=Sun *-*-* 02:00:00 Europe/Berlin\n"),
+        "{}",
+        timer.1
+    );
+    assert!(timer.1.contains("Persistent=false\n"), "{}", timer.1);
+}
