@@ -147,6 +147,9 @@ pub(crate) struct BackupArgs {
     pub(crate) verify_upload: bool,
 
     #[command(flatten)]
+    pub(crate) encryption: EncryptArgs,
+
+    #[command(flatten)]
     pub(crate) pg: PgDumpArgs,
 
     /// Print one JSON document instead of text.
@@ -219,6 +222,9 @@ pub(crate) struct RestoreArgs {
     pub(crate) health_interval: u64,
 
     #[command(flatten)]
+    pub(crate) decrypt: DecryptArgs,
+
+    #[command(flatten)]
     pub(crate) pg: PgRestoreArgs,
 
     #[command(flatten)]
@@ -241,6 +247,9 @@ pub(crate) struct VerifyArgs {
 
     #[command(flatten)]
     pub(crate) which: Which,
+
+    #[command(flatten)]
+    pub(crate) decrypt: DecryptArgs,
 
     #[command(flatten)]
     pub(crate) pg: PgVerifyArgs,
@@ -596,4 +605,63 @@ fn parse_min_rows(s: &str) -> Result<kars_backup_core::TableInfo, String> {
         name: table.trim().to_string(),
         rows,
     })
+}
+
+/// Encryption options of `backup`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Encryption")]
+pub(crate) struct EncryptArgs {
+    /// Encrypt the archive (after compression) to this recipient: an age recipient (`age1…`,
+    /// from age-keygen), or an OpenPGP key from the gpg keyring (`gpg:KEYID`,
+    /// `gpg:FINGERPRINT`, `gpg:admin@example.com`; GNUPGHOME is respected) or a public key file
+    /// (`gpg:/path/key.asc`); repeatable, all of one scheme. The archive gets `.age` or `.gpg`.
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub(crate) encrypt_to: Vec<String>,
+
+    /// Encrypt with the passphrase on the first line of this file (age, scrypt; `age -d`
+    /// decrypts it). Not combined with --encrypt-to.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+impl EncryptArgs {
+    /// The encryptor, if encryption was asked for (OpenPGP keys are looked up now).
+    pub(crate) fn encryptor(&self) -> anyhow::Result<Option<kars_backup_core::DynEncryptor>> {
+        Ok(kars_backup_encrypt::encryptor(
+            &self.encrypt_to,
+            self.passphrase_file.as_deref(),
+        )?)
+    }
+}
+
+/// Decryption options of `restore` and `verify` (and any command reading archives).
+/// OpenPGP archives need no option: `gpg --decrypt` uses its keyring (GNUPGHOME) and agent.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Decryption")]
+pub(crate) struct DecryptArgs {
+    /// An age identity file (age-keygen's key file) for archives encrypted to age recipients;
+    /// repeatable.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub(crate) identities: Vec<PathBuf>,
+
+    /// The passphrase of an age passphrase-encrypted archive: the first line of this file.
+    #[arg(long = "passphrase-file", value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+impl DecryptArgs {
+    /// The repository reading encrypted archives with these keys (and gpg's keyring).
+    pub(crate) fn apply(
+        &self,
+        repo: kars_backup_core::Repository,
+    ) -> anyhow::Result<kars_backup_core::Repository> {
+        let mut keys = kars_backup_encrypt::DecryptionKeys::new();
+        for identity in &self.identities {
+            keys = keys.with_identity_file(identity)?;
+        }
+        if let Some(file) = &self.passphrase_file {
+            keys = keys.with_passphrase_file(file)?;
+        }
+        Ok(repo.with_decryptor(std::sync::Arc::new(keys)))
+    }
 }

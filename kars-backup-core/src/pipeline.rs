@@ -629,10 +629,10 @@ fn spawn_download(
         }
         let failure = failure?;
         // The end of an encrypted stream is authenticated too: read it to its end even when
-        // the decompressor (or the consumer) stopped early.
-        if clean {
-            let mut rest = SharedReader(plain);
-            if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+        // the decompressor (or the consumer) stopped early, so tampering is reported as such.
+        let mut rest = SharedReader(plain);
+        if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+            if clean {
                 let _ = decompress_tx.blocking_send(Err(e));
             }
         }

@@ -236,8 +236,10 @@ impl AgeKeys {
                 )
                 .map_err(|e| match e {
                     ::age::DecryptError::NoMatchingKeys => failed(format!(
-                        "none of the identities in {} matches its recipients{to}; give the identity file of one of them",
-                        self.files.join(", ")
+                        "none of the identities in {} is a recipient of it{}; give the identity file of one of its recipients",
+                        self.files.join(", "),
+                        info.map(|i| format!(" (it is encrypted to {})", i.describe_recipients()))
+                            .unwrap_or_default()
                     )),
                     e => failed(format!("age: {e}")),
                 })?

@@ -145,7 +145,7 @@ impl Gpg {
     ) -> Result<Box<dyn Read + Send>> {
         let mut child = self
             .command()
-            .args(["--quiet", "--status-fd", "2", "--decrypt"])
+            .args(["--status-fd", "2", "--decrypt"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -187,7 +187,6 @@ impl Gpg {
             text
         });
         let mut reader = GpgReader {
-            name: name.to_string(),
             keyring: self.keyring(),
             recipients: info.map(|i| i.describe_recipients()),
             child,
@@ -237,7 +236,6 @@ impl GpgFailure {
 }
 
 struct GpgReader {
-    name: String,
     keyring: String,
     recipients: Option<String>,
     child: Child,
@@ -281,18 +279,19 @@ impl GpgReader {
             .as_ref()
             .map(|r| format!(" (the archive is encrypted to {r})"))
             .unwrap_or_default();
-        let reason = if has("BADMDC")
-            || (has("DECRYPTION_FAILED") && has("BEGIN_DECRYPTION") && !has("NO_SECKEY"))
-        {
+        // A session key was unwrapped (gpg 2.2 reports DECRYPTION_KEY/DECRYPTION_INFO) and the
+        // decryption still failed: the data is damaged.
+        let unwrapped = has("DECRYPTION_KEY") || has("DECRYPTION_INFO");
+        let reason = if has("BADMDC") || (has("DECRYPTION_FAILED") && unwrapped) {
             "the OpenPGP ciphertext failed its integrity check: the archive was tampered with or truncated".to_string()
-        } else if has("NO_SECKEY") && !has("DECRYPTION_OKAY") {
+        } else if (has("NO_SECKEY") || status.contains("No secret key")) && !unwrapped {
             let ids: Vec<&str> = status
                 .lines()
-                .filter_map(|l| l.strip_prefix("[GNUPG:] NO_SECKEY "))
-                .map(str::trim)
+                .filter_map(|l| l.strip_prefix("[GNUPG:] ENC_TO "))
+                .filter_map(|r| r.split_whitespace().next())
                 .collect();
             format!(
-                "no secret key in {} opens it{to}; it needs the secret key of {}: import it (gpg --import) or point GNUPGHOME at the keyring that has it",
+                "no secret key in {} opens it{to}; it needs the secret key of (sub)key {}: import it (gpg --import) or point GNUPGHOME at the keyring that has it",
                 self.keyring,
                 ids.join(", ")
             )
@@ -331,10 +330,7 @@ impl Read for GpgReader {
         if n == 0 {
             self.done = true;
             self.finish().map_err(|f| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("decrypting {}: {}", self.name, f.reason),
-                )
+                io::Error::new(io::ErrorKind::InvalidData, f.reason)
             })?;
         }
         Ok(n)

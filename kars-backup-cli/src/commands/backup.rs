@@ -9,6 +9,8 @@ use crate::args::BackupArgs;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: BackupArgs) -> anyhow::Result<u8> {
+    // Keys first: a bad recipient fails before the database is read.
+    let encryptor = a.encryption.encryptor()?;
     let source: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         std::sync::Arc::new(postgres_source(&a)?)
     } else {
@@ -53,10 +55,12 @@ pub(crate) async fn run(a: BackupArgs) -> anyhow::Result<u8> {
         tiers: tags.iter().map(|t| t.name().to_string()).collect(),
         verify_upload: a.verify_upload,
     };
-    let report = BackupJob::new(source, repos.clone(), options)
-        .with_progress(progress::for_terminal(a.json))
-        .run()
-        .await?;
+    let mut job = BackupJob::new(source, repos.clone(), options)
+        .with_progress(progress::for_terminal(a.json));
+    if let Some(e) = encryptor {
+        job = job.with_encryptor(e);
+    }
+    let report = job.run().await?;
     let mut code = if report.all_succeeded() {
         exit::OK
     } else {

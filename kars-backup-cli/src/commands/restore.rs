@@ -9,7 +9,7 @@ use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
+    let repo = a.decrypt.apply(resolve::repository(&a.from)?)?;
     let entry = resolve::backup(&repo, &a.which).await?;
     let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         let pg = &a.pg;

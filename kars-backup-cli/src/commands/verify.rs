@@ -4,7 +4,7 @@ use crate::args::VerifyArgs;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
+    let repo = a.decrypt.apply(resolve::repository(&a.from)?)?;
     let entry = resolve::backup(&repo, &a.which).await?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
     let scratch: kars_backup_core::DynDatabaseSource = if resolve::is_postgres_backup(&entry) {
