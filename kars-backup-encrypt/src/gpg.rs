@@ -16,6 +16,7 @@ use kars_backup_core::{EncryptionInfo, Error, Result};
 #[derive(Debug, Clone)]
 pub struct Gpg {
     program: PathBuf,
+    homedir: Option<PathBuf>,
 }
 
 impl Default for Gpg {
@@ -42,23 +43,35 @@ impl Gpg {
             .unwrap_or_else(|| OsString::from("gpg"));
         Gpg {
             program: program.into(),
+            homedir: None,
         }
     }
 
-    /// This gpg program.
-    pub fn with_program(program: impl Into<PathBuf>) -> Self {
-        Gpg {
-            program: program.into(),
-        }
+    /// Uses this gpg program.
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Uses the keyring in this directory (`gpg --homedir`) instead of `GNUPGHOME`'s.
+    pub fn with_homedir(mut self, homedir: impl Into<PathBuf>) -> Self {
+        self.homedir = Some(homedir.into());
+        self
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.arg("--batch").arg("--no-tty");
+        if let Some(h) = &self.homedir {
+            c.arg("--homedir").arg(h);
+        }
         c
     }
 
     fn keyring(&self) -> String {
+        if let Some(h) = &self.homedir {
+            return format!("the gpg keyring in {}", h.display());
+        }
         match std::env::var_os("GNUPGHOME") {
             Some(h) => format!("the gpg keyring in GNUPGHOME={}", PathBuf::from(h).display()),
             None => "the default gpg keyring (~/.gnupg; set GNUPGHOME for another)".into(),

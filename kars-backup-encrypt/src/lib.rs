@@ -126,6 +126,18 @@ pub fn encryptor(
     recipients: &[String],
     passphrase_file: Option<&Path>,
 ) -> Result<Option<DynEncryptor>> {
+    encryptor_with_gpg(recipients, passphrase_file, &Gpg::new())
+}
+
+/// [`encryptor`] looking OpenPGP keys up with this gpg (program, keyring).
+///
+/// # Errors
+/// As [`encryptor`].
+pub fn encryptor_with_gpg(
+    recipients: &[String],
+    passphrase_file: Option<&Path>,
+    gpg: &Gpg,
+) -> Result<Option<DynEncryptor>> {
     let parsed = recipients
         .iter()
         .map(|r| r.parse::<Recipient>())
@@ -148,11 +160,10 @@ pub fn encryptor(
         )),
         (_, 0, None) => Ok(Some(Arc::new(AgeEncryptor::to_recipients(&age)?))),
         (0, _, None) => {
-            let gpg = Gpg::new();
             let mut enc = OpenPgpEncryptor::new();
             for r in &parsed {
                 match r {
-                    Recipient::GpgKeyring(id) => enc.add_keyring_key(&gpg, id)?,
+                    Recipient::GpgKeyring(id) => enc.add_keyring_key(gpg, id)?,
                     Recipient::GpgKeyFile(path) => enc.add_key_file(path)?,
                     Recipient::Age(_) => {}
                 }
