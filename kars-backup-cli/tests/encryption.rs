@@ -81,7 +81,11 @@ fn count(db: &Path, table: &str) -> i64 {
 
 fn run_tool(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -131,8 +135,18 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     let other_recipient = age_key(&other);
     let to = tmp.path().join("backups");
     let o = ok(kb(
-        &["backup", "--db", &s(&db), "--to", &s(&to), "--encrypt-to", &recipient,
-          "--encrypt-to", &other_recipient, "--json"],
+        &[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&to),
+            "--encrypt-to",
+            &recipient,
+            "--encrypt-to",
+            &other_recipient,
+            "--json",
+        ],
         None,
     ));
     let j = json(&o);
@@ -144,13 +158,29 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     let meta = std::fs::read_to_string(to.join(format!("{name}.meta"))).unwrap();
     assert!(!meta.contains("AGE-SECRET-KEY"));
     // The age tool opens it with either key.
-    let tgz = run_tool(Command::new("age").arg("-d").arg("-i").arg(&other).arg(to.join(&name)));
+    let tgz = run_tool(
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&other)
+            .arg(to.join(&name)),
+    );
     untar(&tgz, &tmp.path().join("by-age"));
     assert_eq!(count(&tmp.path().join("by-age/assets.db"), "users"), 3);
 
     let o = ok(kb(&["list", "--from", &s(&to), "--json"], None));
     assert!(o.stdout.windows(name.len()).any(|w| w == name.as_bytes()));
-    ok(kb(&["verify", "--from", &s(&to), "--latest", "--identity", &s(&key)], None));
+    ok(kb(
+        &[
+            "verify",
+            "--from",
+            &s(&to),
+            "--latest",
+            "--identity",
+            &s(&key),
+        ],
+        None,
+    ));
 
     let (live, before) = live_db(tmp.path());
     // No identity: a usage error naming the flag; the live database is untouched.
@@ -158,7 +188,15 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(text(&o).contains("--identity"), "{}", text(&o));
     let o = kb(
-        &["restore", "--db", &s(&live), "--from", &s(&to), "--latest", "--yes"],
+        &[
+            "restore",
+            "--db",
+            &s(&live),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--yes",
+        ],
         None,
     );
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -167,8 +205,17 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     let stranger = tmp.path().join("stranger.txt");
     age_key(&stranger);
     let o = kb(
-        &["restore", "--db", &s(&live), "--from", &s(&to), "--latest", "--yes",
-          "--identity", &s(&stranger)],
+        &[
+            "restore",
+            "--db",
+            &s(&live),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--yes",
+            "--identity",
+            &s(&stranger),
+        ],
         None,
     );
     assert_eq!(code(&o), 5, "{}", text(&o));
@@ -182,8 +229,17 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     bad[mid] ^= 1;
     std::fs::write(&archive, &bad).unwrap();
     let o = kb(
-        &["restore", "--db", &s(&live), "--from", &s(&to), "--latest", "--yes",
-          "--identity", &s(&key)],
+        &[
+            "restore",
+            "--db",
+            &s(&live),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--yes",
+            "--identity",
+            &s(&key),
+        ],
         None,
     );
     assert_eq!(code(&o), 5, "{}", text(&o));
@@ -191,13 +247,25 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
     std::fs::write(&archive, &good).unwrap();
     // The right key restores it.
     ok(kb(
-        &["restore", "--db", &s(&live), "--from", &s(&to), "--latest", "--yes",
-          "--identity", &s(&key)],
+        &[
+            "restore",
+            "--db",
+            &s(&live),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--yes",
+            "--identity",
+            &s(&key),
+        ],
         None,
     ));
     assert_eq!(count(&live, "users"), 3);
     // Prune's plan sees the encrypted backup as a backup.
-    let o = ok(kb(&["prune", "--from", &s(&to), "--dry-run", "--json"], None));
+    let o = ok(kb(
+        &["prune", "--from", &s(&to), "--dry-run", "--json"],
+        None,
+    ));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&name));
 }
 
@@ -210,7 +278,16 @@ fn passphrase_backup_and_restore() {
     std::fs::write(&pass, "s3cret words\n").unwrap();
     let to = tmp.path().join("backups");
     let o = ok(kb(
-        &["backup", "--db", &s(&db), "--to", &s(&to), "--passphrase-file", &s(&pass), "--json"],
+        &[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&to),
+            "--passphrase-file",
+            &s(&pass),
+            "--json",
+        ],
         None,
     ));
     let j = json(&o);
@@ -221,23 +298,51 @@ fn passphrase_backup_and_restore() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("s3cret"));
     let target = tmp.path().join("restored.db");
     ok(kb(
-        &["restore", "--db", &s(&target), "--from", &s(&to), "--latest", "--passphrase-file",
-          &s(&pass)],
+        &[
+            "restore",
+            "--db",
+            &s(&target),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--passphrase-file",
+            &s(&pass),
+        ],
         None,
     ));
     assert_eq!(count(&target, "assets"), 2);
     let wrong = tmp.path().join("wrong.txt");
     std::fs::write(&wrong, "not it\n").unwrap();
     let o = kb(
-        &["verify", "--from", &s(&to), "--latest", "--passphrase-file", &s(&wrong)],
+        &[
+            "verify",
+            "--from",
+            &s(&to),
+            "--latest",
+            "--passphrase-file",
+            &s(&wrong),
+        ],
         None,
     );
     assert_eq!(code(&o), 5, "{}", text(&o));
-    assert!(!text(&o).contains("not it"), "the passphrase leaked: {}", text(&o));
+    assert!(
+        !text(&o).contains("not it"),
+        "the passphrase leaked: {}",
+        text(&o)
+    );
     // A passphrase and recipients together: a usage error before anything is read.
     let o = kb(
-        &["backup", "--db", &s(&db), "--to", &s(&to), "--passphrase-file", &s(&pass),
-          "--encrypt-to", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+        &[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&to),
+            "--passphrase-file",
+            &s(&pass),
+            "--encrypt-to",
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        ],
         None,
     );
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -261,15 +366,28 @@ fn openpgp_through_the_gpg_keyring() {
         c
     };
     run_tool(gpg(&home).args([
-        "--passphrase", "", "--quick-gen-key", "Backup Admin <admin@example.com>", "default",
-        "default", "never",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "Backup Admin <admin@example.com>",
+        "default",
+        "default",
+        "never",
     ]));
     let db = tmp.path().join("assets.db");
     make_db(&db);
     let to = tmp.path().join("backups");
     let o = ok(kb(
-        &["backup", "--db", &s(&db), "--to", &s(&to), "--encrypt-to", "gpg:admin@example.com",
-          "--json"],
+        &[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&to),
+            "--encrypt-to",
+            "gpg:admin@example.com",
+            "--json",
+        ],
         Some(&home),
     ));
     let j = json(&o);
@@ -287,14 +405,29 @@ fn openpgp_through_the_gpg_keyring() {
     // kars-backup decrypts through gpg and its keyring.
     let target = tmp.path().join("restored.db");
     ok(kb(
-        &["restore", "--db", &s(&target), "--from", &s(&to), "--latest"],
+        &[
+            "restore",
+            "--db",
+            &s(&target),
+            "--from",
+            &s(&to),
+            "--latest",
+        ],
         Some(&home),
     ));
     assert_eq!(count(&target, "users"), 3);
     // A keyring without the secret key: exit 5, the live database untouched.
     let (live, before) = live_db(tmp.path());
     let o = kb(
-        &["restore", "--db", &s(&live), "--from", &s(&to), "--latest", "--yes"],
+        &[
+            "restore",
+            "--db",
+            &s(&live),
+            "--from",
+            &s(&to),
+            "--latest",
+            "--yes",
+        ],
         Some(&empty),
     );
     assert_eq!(code(&o), 5, "{}", text(&o));
@@ -302,7 +435,15 @@ fn openpgp_through_the_gpg_keyring() {
     assert_eq!(std::fs::read(&live).unwrap(), before);
     // An unknown recipient: a usage error before the database is read.
     let o = kb(
-        &["backup", "--db", &s(&db), "--to", &s(&to), "--encrypt-to", "gpg:nobody@example.com"],
+        &[
+            "backup",
+            "--db",
+            &s(&db),
+            "--to",
+            &s(&to),
+            "--encrypt-to",
+            "gpg:nobody@example.com",
+        ],
         Some(&home),
     );
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -314,16 +455,42 @@ fn openpgp_through_the_gpg_keyring() {
     let runbook = tmp.path().join("runbook");
     std::fs::create_dir_all(&runbook).unwrap();
     let tgz = runbook.join("backup-20241218.tar.gz");
-    run_tool(Command::new("tar").arg("czf").arg(&tgz).arg("-C").arg(&data).arg("."));
-    run_tool(gpg(&home).args(["--trust-model", "always", "--encrypt", "--recipient",
-        "admin@example.com"]).arg(&tgz));
+    run_tool(
+        Command::new("tar")
+            .arg("czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&data)
+            .arg("."),
+    );
+    run_tool(
+        gpg(&home)
+            .args([
+                "--trust-model",
+                "always",
+                "--encrypt",
+                "--recipient",
+                "admin@example.com",
+            ])
+            .arg(&tgz),
+    );
     std::fs::remove_file(&tgz).unwrap();
     let target = tmp.path().join("from-runbook.db");
     ok(kb(
-        &["restore", "--db", &s(&target), "--from", &s(&runbook), "--backup",
-          "backup-20241218.tar.gz.gpg"],
+        &[
+            "restore",
+            "--db",
+            &s(&target),
+            "--from",
+            &s(&runbook),
+            "--backup",
+            "backup-20241218.tar.gz.gpg",
+        ],
         Some(&home),
     ));
     assert_eq!(count(&target, "assets"), 2);
-    let _ = Command::new("gpgconf").env("GNUPGHOME", &home).args(["--kill", "gpg-agent"]).status();
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "gpg-agent"])
+        .status();
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::compress::Compression;
-use crate::error::{Error, Result};
 use crate::encrypt::DynEncryptor;
+use crate::error::{Error, Result};
 use crate::manifest::{
     ArchiveInfo, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_ENCRYPTED, Manifest, PayloadInfo,
 };
@@ -222,13 +222,12 @@ impl BackupJob {
             .options
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let (writer, stored_rx, compress_handle) =
-            pipeline::start_compression_with(
-                compression,
-                threads,
-                self.encryptor.clone(),
-                self.progress.clone(),
-            );
+        let (writer, stored_rx, compress_handle) = pipeline::start_compression_with(
+            compression,
+            threads,
+            self.encryptor.clone(),
+            self.progress.clone(),
+        );
         let fan_out = tokio::spawn(fan_out(stored_rx, uploads));
 
         let taken = self

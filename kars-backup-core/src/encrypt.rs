@@ -260,9 +260,6 @@ mod tests {
             json,
             r#"{"scheme":"openpgp","recipients":[{"kind":"openpgp","id":"ABCD","subkey":"EF01"}]}"#
         );
-        assert_eq!(
-            serde_json::from_str::<EncryptionInfo>(&json).unwrap(),
-            info
-        );
+        assert_eq!(serde_json::from_str::<EncryptionInfo>(&json).unwrap(), info);
     }
 }

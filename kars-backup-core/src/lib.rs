@@ -50,7 +50,8 @@ pub mod verify;
 pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
 pub use compress::Compression;
 pub use encrypt::{
-    Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor, RecipientInfo,
+    Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor,
+    RecipientInfo,
 };
 pub use error::{Error, ErrorCategory, Result};
 pub use manifest::Manifest;

@@ -13,10 +13,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
+use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::name::BackupName;
-use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::pipeline::{self, Digested, DownloadCheck, DownloadOptions, PayloadReader};
 use crate::progress::DynProgress;
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};

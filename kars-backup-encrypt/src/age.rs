@@ -6,9 +6,7 @@ use std::path::Path;
 
 use ::age::secrecy::SecretString;
 use kars_backup_core::compress::FinishWrite;
-use kars_backup_core::{
-    EncryptionInfo, EncryptionScheme, Encryptor, Error, RecipientInfo, Result,
-};
+use kars_backup_core::{EncryptionInfo, EncryptionScheme, Encryptor, Error, RecipientInfo, Result};
 
 /// Encrypts archives with age: to X25519 recipients, or with a passphrase (scrypt).
 ///
@@ -143,7 +141,10 @@ impl fmt::Debug for AgeKeys {
         f.debug_struct("AgeKeys")
             .field("identity_files", &self.files)
             .field("identities", &self.identities.len())
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -161,9 +162,9 @@ impl AgeKeys {
                 "cannot read the age identity file {shown}: {e}; give a file written by age-keygen"
             ))
         })?;
-        let identities = file.into_identities().map_err(|e| {
-            Error::InvalidInput(format!("age identity file {shown}: {e}"))
-        })?;
+        let identities = file
+            .into_identities()
+            .map_err(|e| Error::InvalidInput(format!("age identity file {shown}: {e}")))?;
         if identities.is_empty() {
             return Err(Error::InvalidInput(format!(
                 "the age identity file {shown} holds no identity (AGE-SECRET-KEY-1…)"
@@ -213,10 +214,9 @@ impl AgeKeys {
             decryptor
                 .decrypt(std::iter::once(&identity as &dyn ::age::Identity))
                 .map_err(|e| match e {
-                    ::age::DecryptError::DecryptionFailed
-                    | ::age::DecryptError::NoMatchingKeys => failed(
-                        "the passphrase is wrong (check the --passphrase-file)".into(),
-                    ),
+                    ::age::DecryptError::DecryptionFailed | ::age::DecryptError::NoMatchingKeys => {
+                        failed("the passphrase is wrong (check the --passphrase-file)".into())
+                    }
                     e => failed(format!("age: {e}")),
                 })?
         } else {

@@ -73,7 +73,10 @@ impl Gpg {
             return format!("the gpg keyring in {}", h.display());
         }
         match std::env::var_os("GNUPGHOME") {
-            Some(h) => format!("the gpg keyring in GNUPGHOME={}", PathBuf::from(h).display()),
+            Some(h) => format!(
+                "the gpg keyring in GNUPGHOME={}",
+                PathBuf::from(h).display()
+            ),
             None => "the default gpg keyring (~/.gnupg; set GNUPGHOME for another)".into(),
         }
     }
@@ -279,9 +282,10 @@ impl GpgReader {
             });
         }
         let has = |s: &str| {
-            status
-                .lines()
-                .any(|l| l.strip_prefix("[GNUPG:] ").is_some_and(|r| r.starts_with(s)))
+            status.lines().any(|l| {
+                l.strip_prefix("[GNUPG:] ")
+                    .is_some_and(|r| r.starts_with(s))
+            })
         };
         let ok = exit.as_ref().is_ok_and(|s| s.success());
         if ok && has("DECRYPTION_OKAY") && !has("BADMDC") && !has("DECRYPTION_FAILED") {
@@ -342,9 +346,8 @@ impl Read for GpgReader {
         let n = self.stdout.read(buf)?;
         if n == 0 {
             self.done = true;
-            self.finish().map_err(|f| {
-                io::Error::new(io::ErrorKind::InvalidData, f.reason)
-            })?;
+            self.finish()
+                .map_err(|f| io::Error::new(io::ErrorKind::InvalidData, f.reason))?;
         }
         Ok(n)
     }
@@ -372,9 +375,8 @@ pub(crate) fn parse_colons(text: &str) -> Vec<ListedKey> {
     for line in text.lines() {
         let f: Vec<&str> = line.split(':').collect();
         let field = |i: usize| f.get(i).copied().unwrap_or("");
-        let usable = |f1: &str, caps: &str| {
-            caps.contains('e') && !matches!(f1, "r" | "e" | "i" | "d")
-        };
+        let usable =
+            |f1: &str, caps: &str| caps.contains('e') && !matches!(f1, "r" | "e" | "i" | "d");
         match field(0) {
             "pub" => {
                 if let Some(c) = current.take() {
@@ -382,18 +384,12 @@ pub(crate) fn parse_colons(text: &str) -> Vec<ListedKey> {
                 }
                 current = Some(Current {
                     key: ListedKey::default(),
-                    pending: Some((
-                        usable(field(1), field(11)),
-                        field(5).parse().unwrap_or(0),
-                    )),
+                    pending: Some((usable(field(1), field(11)), field(5).parse().unwrap_or(0))),
                 });
             }
             "sub" => {
                 if let Some(c) = current.as_mut() {
-                    c.pending = Some((
-                        usable(field(1), field(11)),
-                        field(5).parse().unwrap_or(0),
-                    ));
+                    c.pending = Some((usable(field(1), field(11)), field(5).parse().unwrap_or(0)));
                 }
             }
             "fpr" => {
@@ -476,11 +472,17 @@ fpr:::::::::3333333333333333333333333333333333333333:
         assert_eq!(keys.len(), 1);
         let k = &keys[0];
         assert_eq!(k.fingerprint, "0123456789ABCDEF0123456789ABCDEFAAAA1111");
-        assert_eq!(k.user_id.as_deref(), Some("Backup Admin <admin@example.com>"));
+        assert_eq!(
+            k.user_id.as_deref(),
+            Some("Backup Admin <admin@example.com>")
+        );
         // The expired subkey and the signing subkey are left out.
         assert_eq!(
             k.encryption_keys,
-            vec![("2222222222222222222222222222222222222222".to_string(), 1700000001)]
+            vec![(
+                "2222222222222222222222222222222222222222".to_string(),
+                1700000001
+            )]
         );
         assert_eq!(unescape("a\\x3ab"), "a:b");
     }

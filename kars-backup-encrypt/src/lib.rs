@@ -39,9 +39,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use ::age::secrecy::SecretString;
-use kars_backup_core::{
-    Decryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Error, Result,
-};
+use kars_backup_core::{Decryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Error, Result};
 
 pub use crate::age::{AgeEncryptor, AgeKeys};
 pub use crate::gpg::Gpg;

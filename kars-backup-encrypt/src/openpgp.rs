@@ -8,9 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use kars_backup_core::compress::FinishWrite;
-use kars_backup_core::{
-    EncryptionInfo, EncryptionScheme, Encryptor, Error, RecipientInfo, Result,
-};
+use kars_backup_core::{EncryptionInfo, EncryptionScheme, Encryptor, Error, RecipientInfo, Result};
 use pgp::composed::{Deserializable, MessageBuilder, SignedPublicKey, SignedPublicSubKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::SignatureType;

@@ -37,7 +37,11 @@ async fn back_up(db: &Path, dir: &Path, enc: DynEncryptor) -> kars_backup_core::
     .manifest
 }
 
-async fn restore_into(repo: &Repository, name: &str, target: &Path) -> kars_backup_core::Result<()> {
+async fn restore_into(
+    repo: &Repository,
+    name: &str,
+    target: &Path,
+) -> kars_backup_core::Result<()> {
     let entry = repo.find(name).await?;
     restore(
         repo,
@@ -84,7 +88,9 @@ async fn age_recipient_round_trip_and_the_age_tool_opens_it() {
     assert!(stored.starts_with(b"age-encryption.org/v1"));
 
     // Library round trip.
-    let keys = DecryptionKeys::new().with_identity_file(&key.identity).unwrap();
+    let keys = DecryptionKeys::new()
+        .with_identity_file(&key.identity)
+        .unwrap();
     let r = repo(&backups).with_decryptor(Arc::new(keys));
     let restored = tmp.path().join("restored.db");
     restore_into(&r, &m.name, &restored).await.unwrap();
@@ -92,7 +98,11 @@ async fn age_recipient_round_trip_and_the_age_tool_opens_it() {
     assert_eq!(count(&restored, "assets"), 500);
 
     // `age -d -i key.txt archive | tar xzf -` gives the database.
-    let tgz = run(Command::new("age").arg("-d").arg("-i").arg(&key.identity).arg(&archive));
+    let tgz = run(Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&key.identity)
+        .arg(&archive));
     let out = tmp.path().join("by-age");
     untar(&tgz, &out);
     assert_eq!(count(&out.join("assets.db"), "assets"), 500);
@@ -109,7 +119,9 @@ async fn age_passphrase_round_trip_both_ways_with_the_age_tool() {
     let pass = tmp.path().join("pass");
     std::fs::write(&pass, "correct horse battery\n").unwrap();
     let backups = tmp.path().join("backups");
-    let enc = Arc::new(AgeEncryptor::with_passphrase(read_passphrase_file(&pass).unwrap()));
+    let enc = Arc::new(AgeEncryptor::with_passphrase(
+        read_passphrase_file(&pass).unwrap(),
+    ));
     let m = back_up(&db, &backups, enc).await;
     let info = m.archive.encryption.as_ref().unwrap();
     assert_eq!(info.recipients[0].kind, "scrypt");
@@ -135,7 +147,10 @@ async fn age_passphrase_round_trip_both_ways_with_the_age_tool() {
         .status()
         .unwrap();
     assert!(status.success());
-    untar(&std::fs::read(&out_tgz).unwrap(), &tmp.path().join("by-age"));
+    untar(
+        &std::fs::read(&out_tgz).unwrap(),
+        &tmp.path().join("by-age"),
+    );
     assert_eq!(count(&tmp.path().join("by-age/assets.db"), "assets"), 500);
 
     // `age -p` of a runbook archive restores with the passphrase.
@@ -167,15 +182,27 @@ async fn age_passphrase_round_trip_both_ways_with_the_age_tool() {
     let r = repo(&backups).with_decryptor(Arc::new(keys));
     let entry = r.find(&m.name).await.unwrap();
     let scratch = tmp.path().join("scratch.db");
-    let err = verify_backup(&r, &entry, &SqliteSource::new(&scratch), &VerifyPlan::default(), no_progress())
-        .await
-        .unwrap_err();
+    let err = verify_backup(
+        &r,
+        &entry,
+        &SqliteSource::new(&scratch),
+        &VerifyPlan::default(),
+        no_progress(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::DecryptionFailed { .. }), "{err}");
     assert!(err.to_string().contains("passphrase is wrong"), "{err}");
     let r = repo(&backups).with_decryptor(Arc::new(DecryptionKeys::new()));
-    let err = verify_backup(&r, &entry, &SqliteSource::new(&scratch), &VerifyPlan::default(), no_progress())
-        .await
-        .unwrap_err();
+    let err = verify_backup(
+        &r,
+        &entry,
+        &SqliteSource::new(&scratch),
+        &VerifyPlan::default(),
+        no_progress(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::KeyMissing { .. }), "{err}");
     assert_eq!(err.category(), ErrorCategory::Usage);
     assert!(err.to_string().contains("--passphrase-file"), "{err}");
@@ -244,7 +271,12 @@ async fn runbook_archives_encrypted_by_hand_restore_by_name() {
     std::fs::create_dir_all(&backups).unwrap();
     // The runbook: tar czf backup-20241218.tar.gz -C /data . ; then encrypt it by hand.
     let tgz = backups.join("backup-20241218.tar.gz");
-    run(Command::new("tar").arg("czf").arg(&tgz).arg("-C").arg(&data).arg("."));
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&data)
+        .arg("."));
     let key = age_key(tmp.path(), "key.txt");
     run(Command::new("age")
         .arg("-r")
@@ -255,7 +287,13 @@ async fn runbook_archives_encrypted_by_hand_restore_by_name() {
     let home = GpgHome::new("ops@example.com", "default");
     run(home
         .gpg()
-        .args(["--trust-model", "always", "--encrypt", "--recipient", "ops@example.com"])
+        .args([
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "--recipient",
+            "ops@example.com",
+        ])
         .arg("-o")
         .arg(backups.join("backup-20241219.tar.gz.gpg"))
         .arg(&tgz));
@@ -267,7 +305,11 @@ async fn runbook_archives_encrypted_by_hand_restore_by_name() {
         .with_gpg(Gpg::new().with_homedir(home.path()));
     let r = repo(&backups).with_decryptor(Arc::new(keys));
     let listing = r.list().await.unwrap();
-    assert_eq!(listing.entries.len(), 2, "both are listed as runbook archives");
+    assert_eq!(
+        listing.entries.len(),
+        2,
+        "both are listed as runbook archives"
+    );
     for (name, target) in [
         ("backup-20241218.tar.gz.age", "from-age.db"),
         ("backup-20241219.tar.gz.gpg", "from-gpg.db"),
@@ -300,7 +342,11 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
         .unwrap();
     let before = std::fs::read(&live).unwrap();
     let untouched = |what: &str| {
-        assert_eq!(std::fs::read(&live).unwrap(), before, "{what} changed the live db");
+        assert_eq!(
+            std::fs::read(&live).unwrap(),
+            before,
+            "{what} changed the live db"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -310,7 +356,9 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
     };
 
     // No decryptor at all (library use without keys): a usage error, before any download.
-    let err = restore_into(&repo(&backups), &m.name, &live).await.unwrap_err();
+    let err = restore_into(&repo(&backups), &m.name, &live)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::KeyMissing { .. }), "{err}");
     untouched("no keys");
 
@@ -323,7 +371,9 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
     untouched("missing identity");
 
     // The wrong identity.
-    let keys = DecryptionKeys::new().with_identity_file(&other.identity).unwrap();
+    let keys = DecryptionKeys::new()
+        .with_identity_file(&other.identity)
+        .unwrap();
     let r = repo(&backups).with_decryptor(Arc::new(keys));
     let err = restore_into(&r, &m.name, &live).await.unwrap_err();
     assert!(matches!(err, Error::DecryptionFailed { .. }), "{err}");
@@ -331,7 +381,11 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
     untouched("wrong identity");
 
     // Tampered ciphertext: the manifest's checksum catches it.
-    let keys = Arc::new(DecryptionKeys::new().with_identity_file(&key.identity).unwrap());
+    let keys = Arc::new(
+        DecryptionKeys::new()
+            .with_identity_file(&key.identity)
+            .unwrap(),
+    );
     let archive = backups.join(&m.name);
     let good = std::fs::read(&archive).unwrap();
     flip_middle_byte(&archive);

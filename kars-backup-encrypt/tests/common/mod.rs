@@ -60,7 +60,10 @@ pub struct GpgHome {
 
 impl GpgHome {
     pub fn new(email: &str, algo: &str) -> GpgHome {
-        let dir = tempfile::Builder::new().prefix("kars-gpg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("kars-gpg-")
+            .tempdir()
+            .unwrap();
         run(Command::new("gpg")
             .arg("--homedir")
             .arg(dir.path())
@@ -119,8 +122,11 @@ pub fn make_db(path: &Path) {
     .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for i in 0..500 {
-        tx.execute("INSERT INTO users (name) VALUES (?1)", [format!("user {i}")])
-            .unwrap();
+        tx.execute(
+            "INSERT INTO users (name) VALUES (?1)",
+            [format!("user {i}")],
+        )
+        .unwrap();
         tx.execute(
             "INSERT INTO assets (owner, tag, photo) VALUES (?1, ?2, randomblob(200))",
             rusqlite::params![i, format!("TAG-{i}")],
