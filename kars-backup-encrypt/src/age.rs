@@ -8,6 +8,10 @@ use ::age::secrecy::SecretString;
 use kars_backup_core::compress::FinishWrite;
 use kars_backup_core::{EncryptionInfo, EncryptionScheme, Encryptor, Error, RecipientInfo, Result};
 
+/// scrypt's work factor (log2 N) for passphrases: the `age` tool's. The crate would time the
+/// machine and could pick 2^19 or more, which needs 512 MB and more for the key derivation.
+const SCRYPT_WORK_FACTOR: u8 = 18;
+
 /// Encrypts archives with age: to X25519 recipients, or with a passphrase (scrypt).
 ///
 /// The output is what `age -r age1…` (or `age -p`) writes; `age -d -i key.txt` decrypts it.
@@ -65,7 +69,8 @@ impl AgeEncryptor {
         })
     }
 
-    /// Encrypts with a passphrase (scrypt, age's default work factor).
+    /// Encrypts with a passphrase: scrypt with work factor 2^18, as the `age` tool writes it
+    /// (about 256 MB and half a second of key derivation, once per backup).
     pub fn with_passphrase(passphrase: SecretString) -> Self {
         AgeEncryptor {
             target: Target::Passphrase(passphrase),
@@ -104,7 +109,12 @@ impl Encryptor for AgeEncryptor {
                 ::age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn ::age::Recipient))
                     .map_err(|e| io::Error::other(format!("age: {e}")))?
             }
-            Target::Passphrase(p) => ::age::Encryptor::with_user_passphrase(p.clone()),
+            Target::Passphrase(p) => {
+                let mut recipient = ::age::scrypt::Recipient::new(p.clone());
+                recipient.set_work_factor(SCRYPT_WORK_FACTOR);
+                ::age::Encryptor::with_recipients(std::iter::once(&recipient as _))
+                    .map_err(|e| io::Error::other(format!("age: {e}")))?
+            }
         };
         Ok(Box::new(AgeWriter(encryptor.wrap_output(out)?)))
     }
