@@ -179,6 +179,9 @@ pub(crate) struct BackupArgs {
     pub(crate) verify_upload: bool,
 
     #[command(flatten)]
+    pub(crate) encryption: EncryptArgs,
+
+    #[command(flatten)]
     pub(crate) pg: PgDumpArgs,
 
     /// Print one JSON document instead of text.
@@ -253,6 +256,9 @@ pub(crate) struct RestoreArgs {
     pub(crate) health_interval: u64,
 
     #[command(flatten)]
+    pub(crate) decrypt: DecryptArgs,
+
+    #[command(flatten)]
     pub(crate) pg: PgRestoreArgs,
 
     #[command(flatten)]
@@ -309,6 +315,9 @@ pub(crate) struct VerifyArgs {
 
     #[command(flatten)]
     pub(crate) which: Which,
+
+    #[command(flatten)]
+    pub(crate) decrypt: DecryptArgs,
 
     #[command(flatten)]
     pub(crate) pg: PgVerifyArgs,
@@ -784,4 +793,76 @@ pub(crate) struct DaemonArgs {
     /// Serve /metrics here instead of [daemon] metrics-listen (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Encryption options of `backup`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Encryption")]
+pub(crate) struct EncryptArgs {
+    /// Encrypt the archive (after compression) to this recipient: an age recipient (`age1…`,
+    /// from age-keygen), or an OpenPGP key from the gpg keyring (`gpg:KEYID`,
+    /// `gpg:FINGERPRINT`, `gpg:admin@example.com`; GNUPGHOME is respected) or a public key file
+    /// (`gpg:/path/key.asc`); repeatable, all of one scheme. The archive gets `.age` or `.gpg`.
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub(crate) encrypt_to: Vec<String>,
+
+    /// Encrypt with the passphrase on the first line of this file (age, scrypt; `age -d`
+    /// decrypts it). Not combined with --encrypt-to.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+impl EncryptArgs {
+    /// The encryptor, if encryption was asked for (OpenPGP keys are looked up now).
+    pub(crate) fn encryptor(&self) -> anyhow::Result<Option<kars_backup_core::DynEncryptor>> {
+        Ok(kars_backup_encrypt::encryptor(
+            &self.encrypt_to,
+            self.passphrase_file.as_deref(),
+        )?)
+    }
+}
+
+/// Decryption options of `restore` and `verify` (and any command reading archives).
+/// OpenPGP archives need no option: `gpg --decrypt` uses its keyring (GNUPGHOME) and agent.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Decryption")]
+pub(crate) struct DecryptArgs {
+    /// An age identity file (age-keygen's key file) for archives encrypted to age recipients;
+    /// repeatable.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub(crate) identities: Vec<PathBuf>,
+
+    /// The passphrase of an age passphrase-encrypted archive: the first line of this file.
+    #[arg(long = "passphrase-file", value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+impl DecryptArgs {
+    /// The destinations of a multi-destination restore, verify or drill, reading encrypted
+    /// archives with these keys.
+    pub(crate) fn apply_all(
+        &self,
+        origins: Vec<kars_backup_core::recovery::Origin>,
+    ) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
+        let keys = self.decryptor()?;
+        Ok(origins
+            .into_iter()
+            .map(|mut origin| {
+                origin.repo = origin.repo.with_decryptor(keys.clone());
+                origin
+            })
+            .collect())
+    }
+
+    /// The decryption keys: age identity files and passphrase (OpenPGP goes through gpg).
+    fn decryptor(&self) -> anyhow::Result<kars_backup_core::DynDecryptor> {
+        let mut keys = kars_backup_encrypt::DecryptionKeys::new();
+        for identity in &self.identities {
+            keys = keys.with_identity_file(identity)?;
+        }
+        if let Some(file) = &self.passphrase_file {
+            keys = keys.with_passphrase_file(file)?;
+        }
+        Ok(std::sync::Arc::new(keys))
+    }
 }

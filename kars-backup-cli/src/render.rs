@@ -68,6 +68,13 @@ pub(crate) fn manifest(m: &Manifest) -> String {
         m.tool_version,
         m.run_id,
     );
+    if let Some(e) = &m.archive.encryption {
+        out.push_str(&format!(
+            "  encrypted ({}) to {}\n",
+            e.scheme,
+            e.describe_recipients()
+        ));
+    }
     for db in &m.databases {
         out.push_str(&database(db));
     }

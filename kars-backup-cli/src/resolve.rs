@@ -134,7 +134,7 @@ pub(crate) fn is_postgres_backup(entry: &BackupEntry) -> bool {
     match &entry.manifest {
         Some(m) => m.engine == kars_backup_postgres::ENGINE,
         None => matches!(
-            entry.name.extension(),
+            entry.name.base_extension(),
             "sql" | "sql.gz" | "sql.zst" | "dump" | "dir.tar"
         ),
     }

@@ -374,32 +374,68 @@ url = "{c}"
     assert_eq!(json(&o)["ok"], true);
 }
 
+/// A new age identity file at `path`; returns its recipient (`age1…`).
+fn age_identity(path: &Path) -> String {
+    let o = Command::new("age-keygen")
+        .arg("-o")
+        .arg(path)
+        .output()
+        .expect("age-keygen (Debian package age) must be installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("age-keygen")
+        .arg("-y")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
 #[test]
-fn encryption_in_the_config_is_not_silently_ignored() {
+fn encryption_in_the_config_encrypts_and_a_bad_recipient_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("assets.db");
     make_db(&db);
-    let text = format!(
-        "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"enc\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.encryption]\nage-recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
-        s(&dir.path().join("state")),
-        s(&db),
-        s(&dir.path().join("out"))
-    );
-    let path = write_config(dir.path(), &text);
+    let identity = dir.path().join("key.txt");
+    let recipient = age_identity(&identity);
+    let config = |recipient: &str, out: &str| {
+        format!(
+            "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"enc\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.encryption]\nage-recipients = [\"{recipient}\"]\n",
+            s(&dir.path().join("state")),
+            s(&db),
+            s(&dir.path().join(out))
+        )
+    };
+    let path = write_config(dir.path(), &config(&recipient, "out"));
     let o = ok(run(&["config", "check", "--config", &s(&path)]));
     assert!(
-        stderr(&o).contains("[job.encryption] is not applied"),
+        !stderr(&o).contains("[job.encryption] is not applied"),
         "{}",
         stderr(&o)
     );
+    ok(run(&["backup", "--config", &s(&path)]));
+    let names = listed(&dir.path().join("out"));
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with(".tar.gz.age"), "{names:?}");
+    // Encrypted for real: no key, no verify (exit 2); with the identity it verifies.
+    let out = s(&dir.path().join("out"));
+    let o = run(&["verify", "--from", &out, "--latest"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    ok(run(&[
+        "verify",
+        "--from",
+        &out,
+        "--latest",
+        "--identity",
+        &s(&identity),
+    ]));
+
+    // A recipient that is not one: refused before the database is read, nothing stored.
+    let path = write_config(dir.path(), &config("age1notarecipient", "bad"));
     let o = run(&["backup", "--config", &s(&path)]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
-    assert!(
-        stdout(&o).contains("refusing to store them unencrypted"),
-        "{}",
-        stdout(&o)
-    );
-    assert!(!dir.path().join("out").exists() || listed(&dir.path().join("out")).is_empty());
+    let bad = dir.path().join("bad");
+    assert!(!bad.exists() || listed(&bad).is_empty());
 }
 
 #[test]

@@ -156,15 +156,9 @@ impl Config {
         let mut notes = Vec::new();
         for job in &self.jobs {
             if let Some(e) = &job.encryption {
-                if e.encrypts() {
-                    notes.push(format!(
-                        "job {}: [job.encryption] is not applied by this build (it has no encryption): `backup --config` and `daemon` refuse to run this job rather than store it unencrypted",
-                        job.name
-                    ));
-                }
                 if !e.identity_files.is_empty() {
                     notes.push(format!(
-                        "job {}: encryption.identity-files are for restore/verify/drill, which do not read the config file yet: pass them as --identity",
+                        "job {}: encryption.identity-files are used by `drill --config`; restore and verify do not read the config file yet: pass them as --identity",
                         job.name
                     ));
                 }

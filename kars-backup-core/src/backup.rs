@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::compress::Compression;
+use crate::encrypt::DynEncryptor;
 use crate::error::{Error, Result};
-use crate::manifest::{ArchiveInfo, MANIFEST_FORMAT_VERSION, Manifest, PayloadInfo};
+use crate::manifest::{
+    ArchiveInfo, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_ENCRYPTED, Manifest, PayloadInfo,
+};
 use crate::name::BackupName;
 use crate::pipeline;
 use crate::progress::{DynProgress, no_progress};
@@ -108,6 +111,7 @@ pub struct BackupJob {
     options: BackupOptions,
     progress: DynProgress,
     run_id: String,
+    encryptor: Option<DynEncryptor>,
 }
 
 impl BackupJob {
@@ -123,7 +127,16 @@ impl BackupJob {
             options,
             progress: no_progress(),
             run_id: crate::new_run_id(),
+            encryptor: None,
         }
+    }
+
+    /// Encrypts the archive (after compression; the manifest's checksum is the ciphertext's).
+    /// The archive's name gets the scheme's suffix (`.age`, `.gpg`) and the manifest records the
+    /// scheme and the recipients' public identifiers.
+    pub fn with_encryptor(mut self, encryptor: DynEncryptor) -> Self {
+        self.encryptor = Some(encryptor);
+        self
     }
 
     /// Reports progress to `progress`.
@@ -163,7 +176,13 @@ impl BackupJob {
         } else {
             self.options.compression
         };
-        let extension = format!("{}{}", format.extension, compression.extension());
+        let encryption = self.encryptor.as_ref().map(|e| e.info());
+        let extension = format!(
+            "{}{}{}",
+            format.extension,
+            compression.extension(),
+            encryption.as_ref().map_or("", |e| e.scheme.extension())
+        );
         let prefix = self
             .options
             .name_prefix
@@ -203,8 +222,12 @@ impl BackupJob {
             .options
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let (writer, stored_rx, compress_handle) =
-            pipeline::start_compression(compression, threads, self.progress.clone());
+        let (writer, stored_rx, compress_handle) = pipeline::start_compression_with(
+            compression,
+            threads,
+            self.encryptor.clone(),
+            self.progress.clone(),
+        );
         let fan_out = tokio::spawn(fan_out(stored_rx, uploads));
 
         let taken = self
@@ -252,7 +275,11 @@ impl BackupJob {
         };
 
         let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
+            format_version: if encryption.is_some() {
+                MANIFEST_FORMAT_VERSION_ENCRYPTED
+            } else {
+                MANIFEST_FORMAT_VERSION
+            },
             name: name.to_string(),
             run_id: self.run_id.clone(),
             created_at: snapshot.taken_at,
@@ -275,6 +302,7 @@ impl BackupJob {
                 compression,
                 sha256: summary.stored.sha256.clone(),
                 size_bytes: summary.stored.size,
+                encryption,
             },
             tiers: self.options.tiers.clone(),
         };

@@ -101,6 +101,22 @@ pub enum Error {
         /// What failed.
         source: BoxError,
     },
+    /// The archive is encrypted and no key of its scheme was given (usage: give one).
+    #[error("cannot decrypt {name}: {reason}")]
+    KeyMissing {
+        /// The archive's name.
+        name: String,
+        /// What is missing and how to give it.
+        reason: String,
+    },
+    /// The keys given do not open the archive, or its ciphertext failed authentication.
+    #[error("decryption of {name} failed: {reason}")]
+    DecryptionFailed {
+        /// The archive's name.
+        name: String,
+        /// Why (wrong key, tampered or truncated data) and what to do.
+        reason: String,
+    },
     /// A restore failed after it had changed something, and was rolled back.
     #[error("{cause}; rolled back: {rollback}")]
     RolledBack {
@@ -141,13 +157,15 @@ impl Error {
     pub fn category(&self) -> ErrorCategory {
         match self {
             // A newer manifest or an older pg_dump: the fix is on the caller's side (upgrade).
-            Error::InvalidInput(_) | Error::NotConfirmed(_) | Error::UnsupportedVersion { .. } => {
-                ErrorCategory::Usage
-            }
+            Error::InvalidInput(_)
+            | Error::NotConfirmed(_)
+            | Error::UnsupportedVersion { .. }
+            | Error::KeyMissing { .. } => ErrorCategory::Usage,
             Error::Source { .. } | Error::HookFailed { .. } => ErrorCategory::Source,
             Error::VerificationFailed(_)
             | Error::ChecksumMismatch { .. }
-            | Error::InvalidArchive { .. } => ErrorCategory::Verification,
+            | Error::InvalidArchive { .. }
+            | Error::DecryptionFailed { .. } => ErrorCategory::Verification,
             Error::RolledBack { cause, .. } => cause.category(),
             Error::NotFound { .. }
             | Error::AlreadyExists { .. }

@@ -9,7 +9,9 @@
 //! - [`recovery`]: restores from several destinations with retries and fallbacks;
 //!   [`drill`]: restore drills with measured RTO and RPO.
 //! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
-//! - [`pipeline`]: the streaming stages (compression on its own threads, SHA-256, byte counts).
+//! - [`pipeline`]: the streaming stages (compression on its own threads, encryption, SHA-256,
+//!   byte counts); [`encrypt`]: the [`Encryptor`]/[`Decryptor`] interface (age and OpenPGP live
+//!   in `kars-backup-encrypt`).
 //!
 //! | feature | what it adds |
 //! |---|---|
@@ -28,6 +30,7 @@
 pub mod backup;
 pub mod compress;
 pub mod drill;
+pub mod encrypt;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fault;
@@ -50,6 +53,10 @@ pub mod verify;
 
 pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
 pub use compress::Compression;
+pub use encrypt::{
+    Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor,
+    RecipientInfo,
+};
 pub use error::{Error, ErrorCategory, Result};
 pub use manifest::Manifest;
 pub use name::BackupName;

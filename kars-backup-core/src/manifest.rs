@@ -4,11 +4,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
+use crate::encrypt::EncryptionInfo;
 use crate::error::{Error, Result};
 use crate::source::DatabaseInfo;
 
-/// The manifest format this version writes and the newest it reads.
+/// The manifest format this version writes for unencrypted archives.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The manifest format of encrypted archives (adds `archive.encryption`), and the newest this
+/// version reads: a kars-backup that predates encryption refuses it ("upgrade kars-backup")
+/// instead of trying to decompress ciphertext.
+pub const MANIFEST_FORMAT_VERSION_ENCRYPTED: u32 = 2;
 
 /// Everything known about one committed backup.
 ///
@@ -64,10 +69,13 @@ pub struct PayloadInfo {
 pub struct ArchiveInfo {
     /// How the payload was compressed.
     pub compression: Compression,
-    /// SHA-256 of the stored bytes, lowercase hex.
+    /// SHA-256 of the stored bytes (the ciphertext, when encrypted), lowercase hex.
     pub sha256: String,
     /// Size of the stored bytes.
     pub size_bytes: u64,
+    /// How the compressed payload was encrypted, and to whom (public identifiers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
 }
 
 impl Manifest {
@@ -93,10 +101,11 @@ impl Manifest {
                 name: name.to_string(),
                 reason: format!("not a kars-backup manifest: {e}"),
             })?;
-        if version.format_version > MANIFEST_FORMAT_VERSION || version.format_version == 0 {
+        if version.format_version > MANIFEST_FORMAT_VERSION_ENCRYPTED || version.format_version == 0
+        {
             return Err(Error::UnsupportedVersion {
                 what: format!(
-                    "manifest {name} has format version {}, this kars-backup {} reads up to {MANIFEST_FORMAT_VERSION}; upgrade kars-backup",
+                    "manifest {name} has format version {}, this kars-backup {} reads up to {MANIFEST_FORMAT_VERSION_ENCRYPTED}; upgrade kars-backup",
                     version.format_version,
                     env!("CARGO_PKG_VERSION")
                 ),

@@ -5,6 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
+use crate::encrypt::{ENCRYPTION_SUFFIXES, EncryptionScheme};
 use crate::error::{Error, Result};
 
 /// File-name endings of archives that kars-backup and the runbook write, longest first.
@@ -12,10 +13,31 @@ pub const ARCHIVE_EXTENSIONS: &[&str] = &[
     "tar.gz", "tar.zst", "dir.tar", "tar", "sql.gz", "sql.zst", "sql", "dump", "tgz",
 ];
 
+/// Whether `extension` is an archive extension, optionally followed by an encryption suffix
+/// (`tar.gz`, `tar.gz.age`, `sql.gz.gpg`).
+fn known_extension(extension: &str) -> bool {
+    ARCHIVE_EXTENSIONS.contains(&split_encryption(extension).0)
+}
+
+/// Splits an encryption suffix (`.age`, `.gpg`, `.pgp`, `.asc`) off a name or extension.
+fn split_encryption(s: &str) -> (&str, Option<EncryptionScheme>) {
+    for (suffix, scheme) in ENCRYPTION_SUFFIXES {
+        if let Some(base) = s
+            .strip_suffix(suffix)
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+        {
+            return (base, Some(*scheme));
+        }
+    }
+    (s, None)
+}
+
 /// The name of one backup archive: `<prefix>-<YYYYmmdd>-<HHMMSS>[-<n>].<extension>`.
 ///
 /// The time is UTC. The optional `-n` tells apart two backups taken in the same second. The
-/// runbook's date-only names (`backup-20241218.dump`) parse too, at midnight.
+/// runbook's date-only names (`backup-20241218.dump`) parse too, at midnight. Encrypted archives
+/// end in `.age` or `.gpg` (also `.pgp`, `.asc` from other tools): `….tar.gz.age`.
 ///
 /// ```
 /// use kars_backup_core::BackupName;
@@ -48,7 +70,7 @@ impl BackupName {
                 "backup name prefix {prefix:?} must be non-empty, must not start with '.' and must not contain '/'"
             )));
         }
-        if !ARCHIVE_EXTENSIONS.contains(&extension) {
+        if !known_extension(extension) {
             return Err(Error::InvalidInput(format!(
                 "unknown archive extension {extension:?}; known: {}",
                 ARCHIVE_EXTENSIONS.join(", ")
@@ -89,6 +111,16 @@ impl BackupName {
     /// The file-name ending (`tar.gz`).
     pub fn extension(&self) -> &str {
         &self.extension
+    }
+
+    /// The extension without an encryption suffix (`tar.gz` for `….tar.gz.age`).
+    pub fn base_extension(&self) -> &str {
+        split_encryption(&self.extension).0
+    }
+
+    /// The encryption its suffix announces (`.age`, `.gpg`), if any.
+    pub fn encryption(&self) -> Option<EncryptionScheme> {
+        split_encryption(&self.extension).1
     }
 
     /// The manifest's name: the archive's name plus `.meta`.
@@ -149,10 +181,17 @@ fn parse(s: &str) -> Option<BackupName> {
     if s.contains('/') {
         return None;
     }
-    let extension = ARCHIVE_EXTENSIONS.iter().find(|ext| {
-        s.len() > ext.len() + 1 && s.ends_with(*ext) && s[..s.len() - ext.len()].ends_with('.')
+    let (body, encryption) = split_encryption(s);
+    let base = ARCHIVE_EXTENSIONS.iter().find(|ext| {
+        body.len() > ext.len() + 1
+            && body.ends_with(*ext)
+            && body[..body.len() - ext.len()].ends_with('.')
     })?;
-    let stem = &s[..s.len() - extension.len() - 1];
+    let stem = &body[..body.len() - base.len() - 1];
+    let extension = match encryption {
+        Some(_) => &s[stem.len() + 1..],
+        None => *base,
+    };
     let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
     // parts are reversed: [last, …]
     let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
@@ -228,6 +267,38 @@ mod tests {
         assert_eq!(n.to_string(), "backup-20241218.dump");
         let n: BackupName = "backup-tables-20241218.sql".parse().unwrap();
         assert_eq!(n.prefix(), "backup-tables");
+    }
+
+    #[test]
+    fn parses_encrypted_names() {
+        let t = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
+        let n = BackupName::new("asset-data", t, "tar.gz.age").unwrap();
+        assert_eq!(n.to_string(), "asset-data-20241218-020000.tar.gz.age");
+        assert_eq!(n.to_string().parse::<BackupName>().unwrap(), n);
+        assert_eq!(n.base_extension(), "tar.gz");
+        assert_eq!(n.encryption(), Some(EncryptionScheme::Age));
+        let seq = n.clone().with_sequence(3);
+        assert_eq!(seq.to_string(), "asset-data-20241218-020000-3.tar.gz.age");
+        assert_eq!(seq.to_string().parse::<BackupName>().unwrap(), seq);
+        // The runbook's `gpg --encrypt` output.
+        let n: BackupName = "backup-20241218.tar.gz.gpg".parse().unwrap();
+        assert_eq!(n.prefix(), "backup");
+        assert_eq!(n.extension(), "tar.gz.gpg");
+        assert_eq!(n.encryption(), Some(EncryptionScheme::OpenPgp));
+        let n: BackupName = "kars-postgres-20241218-020000.sql.gz.gpg".parse().unwrap();
+        assert_eq!(n.base_extension(), "sql.gz");
+        assert_eq!(n.to_string(), "kars-postgres-20241218-020000.sql.gz.gpg");
+        let n: BackupName = "kars-postgres-20241218-020000.dump".parse().unwrap();
+        assert_eq!(n.encryption(), None);
+        for s in [
+            "asset-data-20241218-020000.age",
+            "asset-data-20241218-020000.tar.gz.age.meta",
+            "asset-data-20241218-020000.zip.gpg",
+            "asset-data-20241218-020000.tar.gz.age.age",
+        ] {
+            assert!(s.parse::<BackupName>().is_err(), "{s} parsed");
+        }
+        assert!(BackupName::new("x", t, "zip.age").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -14,7 +15,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::compress::{self, Compression};
+use crate::compress::{self, Compression, FinishWrite};
+use crate::encrypt::{DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme};
 use crate::error::{Error, Result};
 use crate::progress::DynProgress;
 use crate::sink::ByteStream;
@@ -274,6 +276,21 @@ pub fn start_compression(
     mpsc::Receiver<Bytes>,
     JoinHandle<io::Result<CompressedSummary>>,
 ) {
+    start_compression_with(compression, threads, None, progress)
+}
+
+/// [`start_compression`] with encryption: payload → compression → `encryptor` → SHA-256 and
+/// counting of the stored (encrypted) bytes.
+pub fn start_compression_with(
+    compression: Compression,
+    threads: usize,
+    encryptor: Option<DynEncryptor>,
+    progress: DynProgress,
+) -> (
+    PayloadWriter,
+    mpsc::Receiver<Bytes>,
+    JoinHandle<io::Result<CompressedSummary>>,
+) {
     let (raw_tx, mut raw_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
@@ -283,9 +300,19 @@ pub fn start_compression(
             size: 0,
             buf: BytesMut::with_capacity(CHUNK_SIZE),
         };
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(sender)));
-        let mut encoder =
-            compress::compressor(compression, threads, Box::new(SharedWriter(shared.clone())));
+        let shared = Arc::new(Mutex::new(Some(sender)));
+        let hashing: Box<dyn Write + Send> = Box::new(SharedWriter(shared.clone()));
+        // The encryptor sits between the compressor and the hashing: it is finished after the
+        // compressor wrote its trailer, so both are shared slots taken out at the end.
+        let (compressed_out, encrypting) = match &encryptor {
+            None => (hashing, None),
+            Some(e) => {
+                let slot = Arc::new(Mutex::new(Some(e.encrypt(hashing)?)));
+                let out: Box<dyn Write + Send> = Box::new(SharedFinishWriter(slot.clone()));
+                (out, Some(slot))
+            }
+        };
+        let mut encoder = compress::compressor(compression, threads, compressed_out);
         let mut payload_size = 0u64;
         let mut ended = false;
         while let Some(chunk) = raw_rx.blocking_recv() {
@@ -304,6 +331,14 @@ pub fn start_compression(
             ));
         }
         encoder.finish()?;
+        if let Some(slot) = encrypting {
+            let encrypter = slot
+                .lock()
+                .map_err(|_| io::Error::other("encryption stage poisoned"))?
+                .take()
+                .ok_or_else(|| io::Error::other("encryption stage finished twice"))?;
+            encrypter.finish()?;
+        }
         let sender = shared
             .lock()
             .map_err(|_| io::Error::other("compression stage poisoned"))?
@@ -322,6 +357,23 @@ pub fn start_compression(
         progress,
     };
     (writer, out_rx, handle)
+}
+
+/// The compressor's output while an encryptor is in the slot.
+struct SharedFinishWriter(Arc<Mutex<Option<Box<dyn FinishWrite>>>>);
+
+impl Write for SharedFinishWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("encryption stage poisoned"))?;
+        guard.as_mut().ok_or_else(pipeline_closed)?.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct HashingSender {
@@ -361,7 +413,7 @@ impl HashingSender {
     }
 }
 
-struct SharedWriter(std::sync::Arc<std::sync::Mutex<Option<HashingSender>>>);
+struct SharedWriter(Arc<Mutex<Option<HashingSender>>>);
 
 impl Write for SharedWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -402,33 +454,189 @@ pub fn start_download(
     payload_limit: Option<u64>,
     progress: DynProgress,
 ) -> (PayloadReader, JoinHandle<Result<DownloadCheck>>) {
+    let options = DownloadOptions {
+        name,
+        compression: Some(compression),
+        encryption: None,
+        decryptor: None,
+        expected,
+        payload_limit,
+    };
+    let (reader, _ready, check) = spawn_download(stream, options, progress);
+    (reader, check)
+}
+
+/// What [`open_download`] reads: the archive's name, codec, encryption and expected digest.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// The archive's name (for messages).
+    pub name: String,
+    /// The codec; `None` recognises it from the first bytes of the (decrypted) payload.
+    pub compression: Option<Compression>,
+    /// The archive's encryption: its scheme and, when a manifest exists, the manifest's record.
+    pub encryption: Option<(EncryptionScheme, Option<EncryptionInfo>)>,
+    /// The keys for an encrypted archive.
+    pub decryptor: Option<DynDecryptor>,
+    /// The manifest's checksum and size of the stored bytes.
+    pub expected: Option<Digested>,
+    /// The most payload bytes the reader accepts.
+    pub payload_limit: Option<u64>,
+}
+
+/// Starts the download side of a restore with decryption: stored bytes → SHA-256 → decryption
+/// → decompression → [`PayloadReader`], and returns once an encrypted archive's header has
+/// been unwrapped, so a missing or wrong key fails here, before any payload reaches a target.
+///
+/// The handle behaves as [`start_download`]'s and, for an encrypted archive, also fails with
+/// [`Error::DecryptionFailed`] when the ciphertext fails authentication anywhere (also after
+/// the consumer stopped reading: the rest is read and authenticated). A consumer must stop
+/// reading (drop the reader) before it awaits the handle.
+///
+/// # Errors
+/// [`Error::KeyMissing`] for an encrypted archive without a decryptor, and the decryptor's
+/// errors.
+pub async fn open_download(
+    stream: ByteStream,
+    options: DownloadOptions,
+    progress: DynProgress,
+) -> Result<(PayloadReader, JoinHandle<Result<DownloadCheck>>)> {
+    if let (Some((scheme, info)), None) = (&options.encryption, &options.decryptor) {
+        return Err(key_missing(&options.name, *scheme, info.as_ref()));
+    }
+    let (reader, ready, check) = spawn_download(stream, options, progress);
+    match ready.await {
+        Ok(Ok(())) => Ok((reader, check)),
+        Ok(Err(e)) => {
+            check.abort();
+            Err(e)
+        }
+        Err(_) => {
+            check.abort();
+            Err(Error::generic(
+                "download",
+                "the decryption stage stopped before reading the archive's header",
+            ))
+        }
+    }
+}
+
+fn key_missing(name: &str, scheme: EncryptionScheme, info: Option<&EncryptionInfo>) -> Error {
+    let to = info
+        .map(|i| format!(" to {}", i.describe_recipients()))
+        .unwrap_or_default();
+    Error::KeyMissing {
+        name: name.to_string(),
+        reason: format!(
+            "it is encrypted with {scheme}{to} and no decryption keys were given (library: Repository::with_decryptor with a kars-backup-encrypt decryptor)"
+        ),
+    }
+}
+
+type Ready = tokio::sync::oneshot::Receiver<Result<()>>;
+
+fn spawn_download(
+    stream: ByteStream,
+    options: DownloadOptions,
+    progress: DynProgress,
+) -> (PayloadReader, Ready, JoinHandle<Result<DownloadCheck>>) {
+    let DownloadOptions {
+        name,
+        compression,
+        encryption,
+        decryptor,
+        expected,
+        payload_limit,
+    } = options;
+    let encrypted = encryption.is_some();
     let (stored_tx, stored_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let (payload_tx, payload_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
 
-    // Decompression on a blocking thread.
+    // Decryption and decompression on a blocking thread; it returns why the ciphertext failed
+    // authentication, if it did.
     let decompress_tx = payload_tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let input = ChannelReader {
+    let stage_name = name.clone();
+    let stage = tokio::task::spawn_blocking(move || -> Option<String> {
+        let input: Box<dyn Read + Send> = Box::new(ChannelReader {
             rx: stored_rx,
             current: Bytes::new(),
-        };
-        let mut reader = compress::decompressor(compression, Box::new(input));
-        loop {
-            let mut buf = vec![0u8; 256 * 1024];
-            match read_full(&mut reader, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if decompress_tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
+        });
+        let (plain, failure) = match encryption {
+            None => (input, None),
+            Some((scheme, info)) => {
+                let opened = match &decryptor {
+                    Some(d) => d.decrypt(&stage_name, scheme, info.as_ref(), input),
+                    None => Err(key_missing(&stage_name, scheme, info.as_ref())),
+                };
+                match opened {
+                    Ok(r) => {
+                        let slot = Arc::new(Mutex::new(None));
+                        let tracked: Box<dyn Read + Send> = Box::new(Tracked {
+                            inner: r,
+                            failure: slot.clone(),
+                        });
+                        (tracked, Some(slot))
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return None;
                     }
                 }
-                Err(e) => {
-                    let _ = decompress_tx.blocking_send(Err(e));
-                    break;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let plain = Arc::new(Mutex::new(plain));
+        let mut source: Box<dyn Read + Send> = Box::new(SharedReader(plain.clone()));
+        let compression = match compression {
+            Some(c) => Ok(c),
+            None => {
+                let mut head = [0u8; 8];
+                match read_full(&mut source, &mut head) {
+                    Ok(n) => {
+                        source = Box::new(io::Cursor::new(head[..n].to_vec()).chain(source));
+                        Ok(Compression::detect(&head[..n]))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let mut clean = true;
+        match compression {
+            Err(e) => {
+                clean = false;
+                let _ = decompress_tx.blocking_send(Err(e));
+            }
+            Ok(compression) => {
+                let mut reader = compress::decompressor(compression, source);
+                loop {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    match read_full(&mut reader, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            if decompress_tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            clean = false;
+                            let _ = decompress_tx.blocking_send(Err(e));
+                            break;
+                        }
+                    }
                 }
             }
         }
+        let failure = failure?;
+        // The end of an encrypted stream is authenticated too: read it to its end even when
+        // the decompressor (or the consumer) stopped early, so tampering is reported as such.
+        let mut rest = SharedReader(plain);
+        if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+            if clean {
+                let _ = decompress_tx.blocking_send(Err(e));
+            }
+        }
+        failure.lock().ok().and_then(|mut f| f.take())
     });
     drop(payload_tx);
 
@@ -476,6 +684,17 @@ pub fn start_download(
                 return Err(err);
             }
         }
+        // The end of the stored bytes: the decryption stage can authenticate the end now.
+        drop(stored_tx);
+        if encrypted {
+            match stage.await {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    return Err(Error::DecryptionFailed { name, reason });
+                }
+                Err(e) => return Err(Error::generic("decryption", e)),
+            }
+        }
         Ok(DownloadCheck { stored })
     });
 
@@ -485,7 +704,35 @@ pub fn start_download(
         read: 0,
         limit: payload_limit,
     };
-    (reader, check)
+    (reader, ready_rx, check)
+}
+
+/// Remembers the first error of a decrypting reader (the ciphertext failed authentication).
+struct Tracked {
+    inner: Box<dyn Read + Send>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Read for Tracked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Ok(mut f) = self.failure.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        })
+    }
+}
+
+/// A reader shared between the decompressor and the final drain.
+struct SharedReader(Arc<Mutex<Box<dyn Read + Send>>>);
+
+impl Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("decryption stage poisoned"))?
+            .read(buf)
+    }
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {

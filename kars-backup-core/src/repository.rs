@@ -13,10 +13,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
+use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::name::BackupName;
-use crate::pipeline::{self, Digested, DownloadCheck, PayloadReader};
+use crate::pipeline::{self, Digested, DownloadCheck, DownloadOptions, PayloadReader};
 use crate::progress::DynProgress;
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
 
@@ -116,12 +117,14 @@ struct PendingMarker {
 #[derive(Clone)]
 pub struct Repository {
     sink: DynBackupSink,
+    decryptor: Option<DynDecryptor>,
 }
 
 impl fmt::Debug for Repository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
             .field("sink", &self.sink.describe())
+            .field("decryptor", &self.decryptor)
             .finish()
     }
 }
@@ -129,7 +132,18 @@ impl fmt::Debug for Repository {
 impl Repository {
     /// A repository over a sink.
     pub fn new(sink: DynBackupSink) -> Self {
-        Repository { sink }
+        Repository {
+            sink,
+            decryptor: None,
+        }
+    }
+
+    /// Uses these keys to read encrypted archives (restore, verify): see
+    /// [`Decryptor`](crate::Decryptor) and the `kars-backup-encrypt` crate. Without them, reading
+    /// an encrypted archive fails with [`Error::KeyMissing`] before anything is downloaded.
+    pub fn with_decryptor(mut self, decryptor: DynDecryptor) -> Self {
+        self.decryptor = Some(decryptor);
+        self
     }
 
     /// The sink underneath.
@@ -249,13 +263,19 @@ impl Repository {
         Ok(self.list().await?.latest().cloned())
     }
 
-    /// Streams a backup's payload: checksum-verified (for committed backups) and decompressed.
+    /// Streams a backup's payload: checksum-verified (for committed backups), decrypted and
+    /// decompressed.
     ///
-    /// The handle fails with [`Error::ChecksumMismatch`] when the stored bytes differ from the
-    /// manifest; the reader then sees an error instead of its end.
+    /// For an encrypted archive it returns only once the header was unwrapped with the
+    /// repository's [decryptor](Repository::with_decryptor), so a missing or wrong key fails
+    /// here, before anything reaches a staging target. The handle fails with
+    /// [`Error::ChecksumMismatch`] when the stored bytes differ from the manifest and with
+    /// [`Error::DecryptionFailed`] when the ciphertext fails authentication; the reader then
+    /// sees an error instead of its end.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an incomplete backup; the sink's errors.
+    /// [`Error::InvalidInput`] for an incomplete backup; [`Error::KeyMissing`],
+    /// [`Error::DecryptionFailed`]; the sink's errors.
     pub async fn open_payload(
         &self,
         entry: &BackupEntry,
@@ -272,36 +292,62 @@ impl Repository {
                 entry.note.as_deref().unwrap_or("no archive")
             )));
         }
-        let (compression, expected, limit) = match &entry.manifest {
-            Some(m) => (
-                m.archive.compression,
-                Some(Digested {
+        let options = match &entry.manifest {
+            Some(m) => DownloadOptions {
+                name: name.clone(),
+                compression: Some(m.archive.compression),
+                encryption: m
+                    .archive
+                    .encryption
+                    .as_ref()
+                    .map(|e| (e.scheme, Some(e.clone()))),
+                decryptor: self.decryptor.clone(),
+                expected: Some(Digested {
                     sha256: m.archive.sha256.clone(),
                     size: m.archive.size_bytes,
                 }),
-                Some(m.payload.size_bytes),
-            ),
-            None => (self.sniff_compression(&name).await?, None, None),
+                payload_limit: Some(m.payload.size_bytes),
+            },
+            None => {
+                // No manifest (a runbook archive, maybe encrypted by hand with age or gpg):
+                // recognise encryption and codec from the content.
+                let magic = self.sniff(&name).await?;
+                let encryption = EncryptionScheme::detect(&magic);
+                DownloadOptions {
+                    name: name.clone(),
+                    compression: match encryption {
+                        Some(_) => None,
+                        None => Some(Compression::detect(&magic)),
+                    },
+                    encryption: encryption.map(|s| (s, None)),
+                    decryptor: self.decryptor.clone(),
+                    expected: None,
+                    payload_limit: None,
+                }
+            }
         };
+        if let (Some((scheme, info)), None) = (&options.encryption, &self.decryptor) {
+            return Err(Error::KeyMissing {
+                name,
+                reason: format!(
+                    "it is encrypted with {scheme}{} and no decryption keys were given (library: Repository::with_decryptor)",
+                    info.as_ref()
+                        .map(|i| format!(" to {}", i.describe_recipients()))
+                        .unwrap_or_default()
+                ),
+            });
+        }
         progress.start("download", Some(entry.size()));
         let stream = self.sink.get(&name, GetOptions::default()).await?;
-        Ok(pipeline::start_download(
-            name,
-            stream,
-            compression,
-            expected,
-            limit,
-            progress,
-        ))
+        pipeline::open_download(stream, options, progress).await
     }
 
-    async fn sniff_compression(&self, name: &str) -> Result<Compression> {
+    async fn sniff(&self, name: &str) -> Result<Bytes> {
         let mut stream = self.sink.get(name, GetOptions { range: None }).await?;
-        let first = match stream.next().await {
-            Some(chunk) => chunk?,
-            None => Bytes::new(),
-        };
-        Ok(Compression::detect(&first))
+        match stream.next().await {
+            Some(chunk) => chunk,
+            None => Ok(Bytes::new()),
+        }
     }
 
     /// Picks a name not used yet in this repository: the time's name, or the next sequence.

@@ -299,7 +299,9 @@ async fn stage(
             let _ = s.discard().await;
             Err(e)
         }
-        (Err(_), Err(e @ Error::ChecksumMismatch { .. })) => Err(e),
+        (Err(_), Err(e @ (Error::ChecksumMismatch { .. } | Error::DecryptionFailed { .. }))) => {
+            Err(e)
+        }
         (Err(e), _) => Err(e),
     }
 }

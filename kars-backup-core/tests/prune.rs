@@ -33,6 +33,7 @@ fn manifest(name: &BackupName) -> Manifest {
             compression: Compression::None,
             sha256: "00".repeat(32),
             size_bytes: 3,
+            encryption: None,
         },
         tiers: vec![],
     }

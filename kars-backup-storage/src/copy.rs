@@ -154,6 +154,7 @@ mod tests {
                 compression: kars_backup_core::Compression::None,
                 sha256: hex::encode(Sha256::digest(&data)),
                 size_bytes: 13,
+                encryption: None,
             },
             tiers: Vec::new(),
         };

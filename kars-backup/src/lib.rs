@@ -13,6 +13,7 @@
 //! | `gcs` | [`storage`]`::gcs` | Google Cloud Storage (`gs://bucket/prefix`) |
 //! | `azure` | [`storage`]`::azure` | Azure Blob Storage (`az://container/prefix`) |
 //! | `git-lfs` | [`storage`]`::git_lfs` | a git remote with Git LFS (`git+file:///srv/backups.git`) |
+//! | `encrypt` | `encrypt` | age and OpenPGP encryption of archives, decryption keys (gpg keyring) |
 //! | `testing` | [`core::testing`] | in-memory sink and the sink conformance suite |
 //!
 //! ```no_run
@@ -28,6 +29,8 @@
 //! ```
 
 pub use kars_backup_core as core;
+#[cfg(feature = "encrypt")]
+pub use kars_backup_encrypt as encrypt;
 #[cfg(feature = "postgres")]
 pub use kars_backup_postgres as postgres;
 #[cfg(feature = "sqlite")]

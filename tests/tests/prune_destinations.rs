@@ -41,6 +41,7 @@ async fn committed(sink: &DynBackupSink, t: DateTime<Utc>) -> String {
             compression: Compression::None,
             sha256: "00".repeat(32),
             size_bytes: 4,
+            encryption: None,
         },
         tiers: vec!["daily".into()],
     };

@@ -20,6 +20,8 @@ pub(crate) struct JobSpec {
     pub(crate) options: BackupOptions,
     /// Storage-tier routing, when on.
     pub(crate) tier_rules: Option<TierRules>,
+    /// Encryption of the archive (after compression), when asked for.
+    pub(crate) encryptor: Option<kars_backup_core::DynEncryptor>,
 }
 
 /// One destination of a [`JobSpec`].
@@ -71,6 +73,8 @@ fn spec_from_args(a: BackupArgs) -> anyhow::Result<JobSpec> {
             "no database: give --db (or set DATABASE_URL), or --config FILE".into(),
         )
     })?;
+    // Keys first: a bad recipient fails before the database is read.
+    let encryptor = a.encryption.encryptor()?;
     let source: DynDatabaseSource = if resolve::is_postgres(&db) {
         std::sync::Arc::new(postgres_source(&db, &PgDumpFlags::from(&a.pg))?)
     } else {
@@ -109,6 +113,7 @@ fn spec_from_args(a: BackupArgs) -> anyhow::Result<JobSpec> {
             verify_upload: a.verify_upload,
         },
         tier_rules: rules,
+        encryptor,
     })
 }
 
@@ -160,11 +165,13 @@ pub(crate) async fn execute(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut options = spec.options;
     options.tiers = tags.iter().map(|t| t.name().to_string()).collect();
-    let report = BackupJob::new(spec.source, repos.clone(), options)
+    let mut job = BackupJob::new(spec.source, repos.clone(), options)
         .with_run_id(run_id)
-        .with_progress(progress)
-        .run()
-        .await?;
+        .with_progress(progress);
+    if let Some(e) = spec.encryptor {
+        job = job.with_encryptor(e);
+    }
+    let report = job.run().await?;
     let mut code = if report.all_succeeded() {
         exit::OK
     } else {

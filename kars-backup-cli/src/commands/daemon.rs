@@ -135,13 +135,8 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let scheduler = scheduler_for(&config, &metrics)?;
     let mut jobs = Vec::new();
     for job in &selected {
-        if job.encryption.as_ref().is_some_and(|e| e.encrypts()) {
-            return Err(UsageError(format!(
-                "job {}: [job.encryption] is configured but this build cannot encrypt backups; the daemon refuses to start rather than store them unencrypted",
-                job.name
-            ))
-            .into());
-        }
+        // keys are checked at start: a job that cannot encrypt never runs unencrypted
+        super::jobs::encryptor_for(job)?;
         // every series exists from the start, before the job's first run
         let destinations: Vec<String> = job
             .destinations

@@ -13,7 +13,10 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
         Some(path) => Some(super::jobs::drill_job(path, a.job.as_deref(), v)?),
         None => None,
     };
-    let origins = resolve::origins(job.as_ref().map_or(&v.from, |j| &j.from))?;
+    let origins = job
+        .as_ref()
+        .map_or(&v.decrypt, |j| &j.decrypt)
+        .apply_all(resolve::origins(job.as_ref().map_or(&v.from, |j| &j.from))?)?;
     // Usage errors in the checks show before the drill starts.
     v.checks.plan(v.integrity, chrono::Utc::now())?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-drill-").tempdir()?;

@@ -1,6 +1,7 @@
 //! Jobs of a configuration file: loading it, turning a `[[job]]` into a [`JobSpec`], the
 //! [`JobRunner`] the daemon and `backup --config` share, and the one-shot run.
 
+use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -69,20 +70,33 @@ pub(crate) fn state_dir(config: &Config) -> PathBuf {
     }
 }
 
+/// The encryptor of a `[[job]]`'s `[job.encryption]`, if it encrypts (OpenPGP keys are looked
+/// up now, so a bad recipient fails before anything is read).
+///
+/// # Errors
+/// A bad recipient, a missing key or an unreadable passphrase file.
+pub(crate) fn encryptor_for(
+    job: &JobConfig,
+) -> anyhow::Result<Option<kars_backup_core::DynEncryptor>> {
+    let Some(enc) = job.encryption.as_ref().filter(|e| e.encrypts()) else {
+        return Ok(None);
+    };
+    let recipients: Vec<String> = enc
+        .age_recipients
+        .iter()
+        .cloned()
+        .chain(enc.gpg_recipients.iter().map(|r| format!("gpg:{r}")))
+        .collect();
+    kars_backup_encrypt::encryptor(&recipients, enc.passphrase_file.as_deref())
+        .with_context(|| format!("job {}: [job.encryption]", job.name))
+}
+
 /// The backup a `[[job]]` describes.
 ///
 /// # Errors
-/// A usage error for a job this build cannot run as configured (encryption).
+/// A usage error for a job that cannot run as configured (bad encryption keys, bad source).
 pub(crate) fn spec_from_config(job: &JobConfig) -> anyhow::Result<JobSpec> {
-    if let Some(enc) = &job.encryption
-        && enc.encrypts()
-    {
-        return Err(UsageError(format!(
-            "job {}: [job.encryption] is configured but this build cannot encrypt backups; refusing to store them unencrypted (remove the section to back up without encryption)",
-            job.name
-        ))
-        .into());
-    }
+    let encryptor = encryptor_for(job)?;
     let db = job.source.expose();
     let source: DynDatabaseSource = if job.is_postgres() {
         let pg = job.postgres.clone().unwrap_or_default();
@@ -131,6 +145,7 @@ pub(crate) fn spec_from_config(job: &JobConfig) -> anyhow::Result<JobSpec> {
             verify_upload: job.verify_upload,
         },
         tier_rules: job.tier_rules(),
+        encryptor,
     })
 }
 
@@ -280,6 +295,9 @@ pub(crate) struct DrillJob {
     pub(crate) pg: crate::args::PgVerifyArgs,
     /// `[job.verify]`, when the job has one (else the check flags apply).
     pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
+    /// Decryption keys: `--identity`/`--passphrase-file` plus `[job.encryption]`'s
+    /// identity files and passphrase file.
+    pub(crate) decrypt: crate::args::DecryptArgs,
 }
 
 /// The job `drill --config FILE [--job NAME]` drills.
@@ -342,6 +360,16 @@ pub(crate) fn drill_job(
                 .or_else(|| v.pg.pg_bin_dir.clone()),
         },
         verify,
+        decrypt: {
+            let mut d = v.decrypt.clone();
+            if let Some(enc) = &job.encryption {
+                d.identities.extend(enc.identity_files.iter().cloned());
+                if d.passphrase_file.is_none() {
+                    d.passphrase_file = enc.passphrase_file.clone();
+                }
+            }
+            d
+        },
     })
 }
 

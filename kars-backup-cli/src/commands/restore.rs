@@ -10,7 +10,7 @@ use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let origins = resolve::origins(&a.from)?;
+    let origins = a.decrypt.apply_all(resolve::origins(&a.from)?)?;
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
     let entry = candidates
         .first()

@@ -6,7 +6,7 @@ use crate::args::VerifyArgs;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
-    let origins = resolve::origins(&a.from)?;
+    let origins = a.decrypt.apply_all(resolve::origins(&a.from)?)?;
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
     let first = candidates
         .first()
