@@ -45,6 +45,7 @@ mod dump;
 pub mod error;
 mod freeze;
 mod metadata;
+mod parallel;
 mod restore;
 mod source;
 #[cfg(feature = "testing")]

@@ -21,6 +21,7 @@ use tokio_postgres::error::SqlState;
 use crate::conn::{ConnInfo, MAINTENANCE_DB, quote_ident, quote_literal};
 use crate::error::{Error, Result};
 use crate::freeze::FreezeCopies;
+use crate::parallel::{self, LoadedCounts, ParallelLoad};
 use crate::source::{PostgresSource, RestoreMode};
 use crate::tools::{self, Tools};
 use crate::verify;
@@ -76,7 +77,7 @@ async fn read_head(payload: &mut PayloadReader, archive: &str) -> Result<Bytes> 
 }
 
 /// A payload read from its start again: the head already read, then the rest.
-struct Payload {
+pub(crate) struct Payload {
     head: Bytes,
     rest: PayloadReader,
     kind: PayloadKind,
@@ -87,6 +88,20 @@ impl Payload {
         let head = read_head(&mut rest, archive).await?;
         let kind = PayloadKind::sniff(&head);
         Ok(Payload { head, rest, kind })
+    }
+
+    /// The next chunk of the payload from its start (the head first); `None` at its end.
+    pub(crate) async fn next_chunk(&mut self, archive: &str) -> Result<Option<Bytes>> {
+        if !self.head.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.head)));
+        }
+        self.rest
+            .next_chunk()
+            .await
+            .map_err(|e| Error::InvalidArchive {
+                archive: archive.to_string(),
+                reason: format!("reading the archive failed: {e}"),
+            })
     }
 
     /// Writes the whole payload into a child's standard input; `Ok(false)` when the child stopped
@@ -276,6 +291,26 @@ fn staging_session_options(major: u32) -> String {
     o
 }
 
+/// [`staging_session_options`] as SQL, for the parallel load's own connections.
+fn staging_session_sql(major: u32) -> String {
+    let mut o = String::from("SET maintenance_work_mem = '512MB';\nSET synchronous_commit = off;\n");
+    if major >= 11 {
+        o.push_str("SET max_parallel_maintenance_workers = 2;\n");
+    }
+    o
+}
+
+/// How many connections load a plain dump: `--jobs`, or (0, not given) one per CPU, up to 4.
+fn plain_load_jobs(jobs: usize) -> usize {
+    if jobs > 0 {
+        return jobs;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
 /// Sets the loading sessions' options (the user's own `PGOPTIONS` is never passed on).
 fn set_session_options(cmd: &mut Command, o: &LoadOptions) {
     if let Some(opts) = &o.session_options {
@@ -411,7 +446,8 @@ async fn load_file(
     Ok(())
 }
 
-/// Loads `payload` into the database `conn` names.
+/// Loads `payload` into the database `conn` names; the row counts the server reported while
+/// loading, when a plain dump was loaded in parallel.
 async fn load(
     payload: Payload,
     conn: &ConnInfo,
@@ -420,14 +456,38 @@ async fn load(
     o: &LoadOptions,
     work: &Path,
     archive: &str,
-) -> Result<()> {
+) -> Result<LoadedCounts> {
     let parallel = o.jobs > 1 && payload.kind != PayloadKind::Plain;
+    let plain_jobs = plain_load_jobs(o.jobs);
+    if payload.kind == PayloadKind::Plain
+        && o.freeze_copies
+        && plain_jobs > 1
+        && o.tables.is_empty()
+        && !o.single_transaction
+    {
+        // A new staging database: loaded over several connections (see `parallel`).
+        let make_psql = || {
+            let mut cmd = psql(tools, major, conn, true)?;
+            set_session_options(&mut cmd, o);
+            Ok(cmd)
+        };
+        let p = ParallelLoad {
+            conn,
+            jobs: plain_jobs,
+            session_sql: staging_session_sql(major),
+            psql: &make_psql,
+            work,
+            archive,
+        };
+        return parallel::load_plain(&p, payload).await;
+    }
     if payload.kind == PayloadKind::DirectoryTar || parallel {
         let (path, _) = payload.spool(work, archive).await?;
-        load_file(&path, conn, tools, major, o).await
+        load_file(&path, conn, tools, major, o).await?;
     } else {
-        load_streaming(payload, conn, tools, major, o, archive).await
+        load_streaming(payload, conn, tools, major, o, archive).await?;
     }
+    Ok(LoadedCounts::default())
 }
 
 /// A connection for creating, renaming and dropping databases: to `postgres` (or `template1`
@@ -656,6 +716,8 @@ pub(crate) struct SafeStaged {
     /// The staging database carries the target's name.
     installed: bool,
     tables: Vec<String>,
+    /// Row counts the server reported while loading.
+    loaded: LoadedCounts,
 }
 
 async fn stage_safe(
@@ -726,13 +788,17 @@ async fn stage_safe(
     )
     .await;
     drop(work);
-    if let Err(e) = loaded {
-        if let Err(d) = drop_database(&admin, &staging, &label).await {
-            tracing::warn!(error = %d, "the staging database could not be dropped");
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            if let Err(d) = drop_database(&admin, &staging, &label).await {
+                tracing::warn!(error = %d, "the staging database could not be dropped");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     Ok(SafeStaged {
+        loaded,
         target,
         staging,
         existed,
@@ -755,7 +821,13 @@ impl StagedRestore for SafeStaged {
         context: &StageContext,
     ) -> kars_backup_core::Result<VerifyReport> {
         let conn = self.target.with_dbname(&self.staging);
-        verify::verify_database(&conn, plan, context.manifest.as_ref(), &self.tables)
+        verify::verify_database(
+            &conn,
+            plan,
+            context.manifest.as_ref(),
+            &self.tables,
+            &self.loaded.rows,
+        )
             .await
             .map_err(|e| e.into_core(&self.describe()))
     }

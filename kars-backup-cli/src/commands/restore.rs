@@ -17,7 +17,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
             resolve::postgres_source(&a.db.db, pg.pg_bin_dir.as_deref())?.with_restore_options(
                 kars_backup_postgres::PgRestoreOptions {
                     mode: pg.mode,
-                    jobs: pg.jobs.unwrap_or(1).max(1),
+                    jobs: pg.jobs.unwrap_or(0),
                     tables: pg.tables.clone(),
                     clean: pg.clean,
                 },
