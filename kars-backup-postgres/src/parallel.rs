@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -101,6 +100,139 @@ struct CopyJob {
     /// possible, and its `COPY n` is the table's row count).
     own_table: Option<String>,
     data: mpsc::UnboundedReceiver<Piece>,
+}
+
+/// An index or constraint to build, with the table it is on when that could be read.
+struct IndexJob {
+    table: Option<String>,
+    sql: String,
+}
+
+/// What the loading connections share: the work to do and what is still loading.
+#[derive(Default)]
+struct Queue {
+    copies: VecDeque<CopyJob>,
+    indexes: VecDeque<IndexJob>,
+    /// `COPY` targets queued or loading, with how many blocks.
+    loading: HashMap<String, usize>,
+    /// The reader is done: no more work comes.
+    closed: bool,
+    /// Something failed: stop.
+    failed: bool,
+}
+
+/// A job for a loading connection.
+enum Task {
+    Copy(CopyJob),
+    Index(IndexJob),
+}
+
+impl Queue {
+    /// The next job: table data first, then an index whose table is loaded (an index whose
+    /// table could not be read waits for all data).
+    fn next(&mut self) -> Option<Task> {
+        if let Some(c) = self.copies.pop_front() {
+            return Some(Task::Copy(c));
+        }
+        let loading = &self.loading;
+        let ready = self.indexes.iter().position(|ix| match &ix.table {
+            Some(t) => !loading.contains_key(t),
+            None => loading.is_empty(),
+        })?;
+        self.indexes.remove(ready).map(Task::Index)
+    }
+
+    fn finished(&self) -> bool {
+        self.closed && self.copies.is_empty() && self.indexes.is_empty()
+    }
+}
+
+/// The queue and a wake-up for the connections waiting on it.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn update(&self, f: impl FnOnce(&mut Queue)) {
+        f(&mut self.queue.lock().expect("load queue"));
+        self.changed.notify_waiters();
+    }
+}
+
+/// The table an `INDEX` or `CONSTRAINT` entry's statement is on (`ALTER TABLE ONLY t …`,
+/// `CREATE [UNIQUE] INDEX i ON [ONLY] t …`), as the dump writes it.
+fn entry_table(body: &str) -> Option<String> {
+    let statement = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("--") && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let token = |rest: &str| rest.split_whitespace().next().map(str::to_string);
+    if let Some(rest) = statement
+        .strip_prefix("ALTER TABLE ONLY ")
+        .or_else(|| statement.strip_prefix("ALTER TABLE "))
+    {
+        return token(rest);
+    }
+    if statement.starts_with("CREATE INDEX ") || statement.starts_with("CREATE UNIQUE INDEX ") {
+        let at = statement.find(" ON ")?;
+        let rest = &statement[at + 4..];
+        return token(rest.strip_prefix("ONLY ").unwrap_or(rest));
+    }
+    None
+}
+
+/// Runs jobs from the queue on one connection until there are none left.
+async fn work(mut w: Worker, shared: Arc<Shared>, target: String) -> Result<Worker> {
+    loop {
+        let notified = shared.changed.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let task = {
+            let mut q = shared.queue.lock().expect("load queue");
+            if q.failed || q.finished() {
+                return Ok(w);
+            }
+            q.next()
+        };
+        let Some(task) = task else {
+            notified.await;
+            continue;
+        };
+        let result = match task {
+            Task::Copy(job) => {
+                let table = copy_target(&job.statement).unwrap_or_default().to_string();
+                let r = run_copy(&mut w, job, &target).await;
+                shared.update(|q| {
+                    if let Some(n) = q.loading.get_mut(&table) {
+                        *n -= 1;
+                        if *n == 0 {
+                            q.loading.remove(&table);
+                        }
+                    }
+                });
+                r
+            }
+            Task::Index(ix) => {
+                let r = w
+                    .client
+                    .batch_execute(&ix.sql)
+                    .await
+                    .map_err(|e| Error::query("build an index or constraint", &target, &e));
+                if r.is_ok() {
+                    w.built += 1;
+                }
+                r
+            }
+        };
+        if let Err(e) = result {
+            shared.update(|q| q.failed = true);
+            return Err(e);
+        }
+    }
 }
 
 /// Where the lines of the current entry go.
@@ -220,6 +352,7 @@ fn copy_target(line: &str) -> Option<&str> {
 struct Worker {
     client: Client,
     counts: Vec<(String, u64)>,
+    built: u64,
 }
 
 async fn run_copy(w: &mut Worker, mut job: CopyJob, target: &str) -> Result<()> {
@@ -378,19 +511,18 @@ struct Reader<'a> {
     sets: BTreeMap<String, String>,
     deferred: tokio::io::BufWriter<tokio::fs::File>,
     deferred_path: PathBuf,
-    diverted: Vec<String>,
     diverted_bytes: usize,
     /// Reading the data of a `COPY`.
     in_copy: bool,
     /// Where that data goes (`None` once its connection failed).
     copy: Option<mpsc::UnboundedSender<Piece>>,
-    jobs: Option<mpsc::UnboundedSender<CopyJob>>,
     spiller: Spiller,
     started: Option<Started>,
 }
 
 /// The loading connections, once the pre-data is in.
 struct Started {
+    shared: Arc<Shared>,
     workers: Vec<tokio::task::JoinHandle<Result<Worker>>>,
 }
 
@@ -445,8 +577,14 @@ impl<'a> Reader<'a> {
                         .map_err(|e| Error::io("write", &self.deferred_path, e))?;
                 } else {
                     self.diverted_bytes += text.len();
-                    self.diverted
-                        .push(format!("{sets}{}", String::from_utf8_lossy(&text)));
+                    let body = String::from_utf8_lossy(&text).into_owned();
+                    let job = IndexJob {
+                        table: entry_table(&body),
+                        sql: format!("{sets}{body}"),
+                    };
+                    if let Some(s) = &self.started {
+                        s.shared.update(|q| q.indexes.push_back(job));
+                    }
                 }
             }
             _ => {}
@@ -470,8 +608,7 @@ impl<'a> Reader<'a> {
             header_settings(&self.header),
             self.load.session_sql
         );
-        let (tx, rx) = mpsc::unbounded_channel::<CopyJob>();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let shared = Arc::new(Shared::default());
         let mut workers = Vec::new();
         let connects = (0..self.load.jobs).map(|_| self.load.conn.connect());
         for client in futures::future::join_all(connects).await {
@@ -481,22 +618,14 @@ impl<'a> Reader<'a> {
                 .batch_execute(&settings)
                 .await
                 .map_err(|e| Error::query("set up a loading session", &target, &e))?;
-            let rx = rx.clone();
-            workers.push(tokio::spawn(async move {
-                let mut w = Worker {
-                    client,
-                    counts: Vec::new(),
-                };
-                loop {
-                    let job = rx.lock().await.recv().await;
-                    let Some(job) = job else { break };
-                    run_copy(&mut w, job, &target).await?;
-                }
-                Ok(w)
-            }));
+            let w = Worker {
+                client,
+                counts: Vec::new(),
+                built: 0,
+            };
+            workers.push(tokio::spawn(work(w, shared.clone(), target)));
         }
-        self.jobs = Some(tx);
-        self.started = Some(Started { workers });
+        self.started = Some(Started { shared, workers });
         Ok(())
     }
 
@@ -546,22 +675,30 @@ impl<'a> Reader<'a> {
             let statement = text.trim_end_matches('\n');
             if let Some(copy) = statement.strip_suffix(" FROM stdin;")
                 && let Some(target) = copy_target(statement)
-                && let Some(jobs) = &self.jobs
+                && let Some(started) = &self.started
             {
                 let own_table = own_table.take().filter(|t| t == target);
                 let statement = format!("{copy} FROM stdin");
                 let (tx, rx) = mpsc::unbounded_channel();
                 drop(std::mem::take(held));
                 self.route = Route::Deferred;
-                jobs.send(CopyJob {
-                    statement,
-                    own_table,
-                    data: rx,
-                })
-                .map_err(|_| Error::Task {
-                    what: "the parallel load",
-                    reason: "the loading connections stopped".into(),
-                })?;
+                let mut failed = false;
+                let target = target.to_string();
+                started.shared.update(|q| {
+                    failed = q.failed;
+                    *q.loading.entry(target).or_default() += 1;
+                    q.copies.push_back(CopyJob {
+                        statement,
+                        own_table,
+                        data: rx,
+                    });
+                });
+                if failed {
+                    return Err(Error::Task {
+                        what: "the parallel load",
+                        reason: "a loading connection stopped".into(),
+                    });
+                }
                 self.copy = Some(tx);
                 self.in_copy = true;
                 return Ok(());
@@ -623,11 +760,9 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
         sets: BTreeMap::new(),
         deferred: tokio::io::BufWriter::with_capacity(1 << 16, deferred),
         deferred_path: deferred_path.clone(),
-        diverted: Vec::new(),
         diverted_bytes: 0,
         in_copy: false,
         copy: None,
-        jobs: None,
         spiller: Spiller {
             memory: Arc::new(Semaphore::new(kib(MEMORY_BUDGET) as usize)),
             disk: Arc::new(Semaphore::new(kib(DISK_BUDGET) as usize)),
@@ -638,9 +773,8 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
         started: None,
     };
     let read = read_all(&mut r, &mut payload).await;
-    // Whatever happened, no more jobs: the workers finish theirs and stop.
+    // Whatever happened, no more jobs: the workers finish theirs and stop (at once on an error).
     r.copy = None;
-    r.jobs = None;
     let started = r.started.take();
     let pre = r.pre.take();
     let mut workers = Vec::new();
@@ -650,6 +784,11 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
         first_error = pre.finish().await.err();
     }
     if let Some(s) = started {
+        let failed = read.is_err();
+        s.shared.update(|q| {
+            q.closed = true;
+            q.failed |= failed;
+        });
         for h in s.workers {
             match h.await {
                 Ok(Ok(w)) => workers.push(w),
@@ -674,36 +813,19 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
         .await
         .map_err(|e| Error::io("write", &deferred_path, e))?;
     let mut counts = LoadedCounts::default();
+    let mut built = 0;
     for w in &mut workers {
         counts.rows.extend(w.counts.drain(..));
+        built += w.built;
     }
     if workers.is_empty() {
         return Ok(counts);
     }
-    // Indexes and constraints side by side, then the rest in order.
-    let target = load.conn.redacted();
-    let queue = Mutex::new(VecDeque::from(std::mem::take(&mut r.diverted)));
-    let built = AtomicU64::new(0);
-    let results = futures::future::join_all(workers.iter().map(|w| async {
-        loop {
-            let next = queue.lock().expect("index queue").pop_front();
-            let Some(sql) = next else { return Ok(()) };
-            w.client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| Error::query("build an index or constraint", &target, &e))?;
-            built.fetch_add(1, Ordering::Relaxed);
-        }
-    }))
-    .await;
-    for res in results {
-        res?;
-    }
     drop(workers);
     tracing::debug!(
-        built = built.load(Ordering::Relaxed),
+        built,
         tables = counts.rows.len(),
-        "parallel load: data and indexes in"
+        "parallel load: data, indexes and constraints in"
     );
     run_psql(load, &r.header, Some(&deferred_path), "the post-data").await?;
     Ok(counts)
@@ -796,6 +918,61 @@ mod tests {
             ))
         );
         assert_eq!(tracked_set(b"SET search_path = x;\n"), None);
+    }
+
+    #[test]
+    fn index_entries_name_their_table() {
+        assert_eq!(
+            entry_table("--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n"),
+            Some("public.t".into())
+        );
+        assert_eq!(
+            entry_table("CREATE UNIQUE INDEX i ON ONLY public.p USING btree (a);\n"),
+            Some("public.p".into())
+        );
+        assert_eq!(
+            entry_table("CREATE INDEX i ON \"Sales\".\"Orders\" USING btree (a);\n"),
+            Some("\"Sales\".\"Orders\"".into())
+        );
+        assert_eq!(entry_table("COMMENT ON INDEX i IS 'x';\n"), None);
+    }
+
+    /// Beyond the memory budget, data goes to segment files, reads back the same, and the files
+    /// are removed once their pieces are gone.
+    #[tokio::test]
+    async fn data_beyond_the_memory_budget_spills_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spiller {
+            memory: Arc::new(Semaphore::new(1)),
+            disk: Arc::new(Semaphore::new(kib(DISK_BUDGET) as usize)),
+            dir: dir.path().to_path_buf(),
+            current: None,
+            next_id: 0,
+        };
+        let a = s.piece(Bytes::from_static(b"in memory\n")).await.unwrap();
+        let b = s.piece(Bytes::from(vec![b'x'; 5000])).await.unwrap();
+        let c = s.piece(Bytes::from_static(b"also spilled\n")).await.unwrap();
+        assert!(matches!(a, Piece::Memory(..)));
+        let read = |p: &Piece| match p {
+            Piece::File {
+                segment,
+                offset,
+                len,
+                ..
+            } => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; *len];
+                segment.file.read_exact_at(&mut buf, *offset).unwrap();
+                buf
+            }
+            Piece::Memory(..) => panic!("expected a spilled piece"),
+        };
+        assert_eq!(read(&b), vec![b'x'; 5000]);
+        assert_eq!(read(&c), b"also spilled\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop((a, b, c));
+        s.current = None;
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
