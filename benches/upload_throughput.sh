@@ -54,6 +54,14 @@ for emulator in $emulators; do
       # s3rver's fixed development credentials (public, not a secret).
       KARS_TEST_S3_ENDPOINT="http://127.0.0.1:$port" KARS_TEST_S3_BUCKET=kars-bench \
         BENCH_S3_NAME=s3rver BENCH_S3_KEY=S3RVER BENCH_S3_SECRET=S3RVER "$example" "$mib"
+      # The emulator's own ceiling: one plain PUT of the same size with curl (no multipart).
+      file="$data.bin"
+      head -c "$((mib * 1024 * 1024))" /dev/urandom >"$file"
+      cleanup+=("rm -f '$file'")
+      rate=$(curl -s -o /dev/null -w '%{speed_upload}' --aws-sigv4 "aws:amz:us-east-1:s3" \
+        --user S3RVER:S3RVER -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' -T "$file" \
+        "http://127.0.0.1:$port/kars-bench/curl.bin")
+      echo "curl, one PUT of the same size to s3rver: $(awk -v r="$rate" 'BEGIN { printf "%.0f", r / 1048576 }') MiB/s"
       ;;
     *) echo "unknown emulator $emulator (moto, s3rver)" >&2; exit 2 ;;
   esac
