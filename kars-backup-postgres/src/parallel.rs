@@ -50,6 +50,30 @@ const MAX_DIVERTED_TOTAL: usize = 64 << 20;
 /// The longest dump header kept to set up the loading connections.
 const MAX_HEADER: usize = 1 << 20;
 
+/// Where the plain SQL comes from: a plain dump, or `pg_restore --file=-` writing an archive
+/// as one.
+pub(crate) enum Source {
+    Payload(Payload),
+    Program(tokio::process::ChildStdout),
+}
+
+impl Source {
+    async fn next_chunk(&mut self, archive: &str) -> Result<Option<Bytes>> {
+        match self {
+            Source::Payload(p) => p.next_chunk(archive).await,
+            Source::Program(out) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = BytesMut::with_capacity(256 << 10);
+                let n = out
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|e| Error::io("read the output of", "pg_restore", e))?;
+                Ok((n > 0).then(|| buf.freeze()))
+            }
+        }
+    }
+}
+
 /// What the load found: row counts reported by the server for tables loaded by exactly one
 /// `COPY` into the table itself, keyed `schema.table` as `quote_ident` writes it.
 #[derive(Debug, Default, Clone)]
@@ -745,7 +769,7 @@ fn tracked_set(line: &[u8]) -> Option<(String, String)> {
 
 /// Loads a plain dump given as a stream of chunks with `load.jobs` connections; returns the row
 /// counts the server reported.
-pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) -> Result<LoadedCounts> {
+pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut source: Source) -> Result<LoadedCounts> {
     let deferred_path = load.work.join("post-data.sql");
     let deferred = tokio::fs::File::create(&deferred_path)
         .await
@@ -772,7 +796,8 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
         },
         started: None,
     };
-    let read = read_all(&mut r, &mut payload).await;
+    let read = read_all(&mut r, &mut source).await;
+    drop(source);
     // Whatever happened, no more jobs: the workers finish theirs and stop (at once on an error).
     r.copy = None;
     let started = r.started.take();
@@ -831,10 +856,10 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut payload: Payload) ->
     Ok(counts)
 }
 
-async fn read_all(r: &mut Reader<'_>, payload: &mut Payload) -> Result<()> {
+async fn read_all(r: &mut Reader<'_>, source: &mut Source) -> Result<()> {
     let mut buf = BytesMut::new();
     loop {
-        let chunk = payload.next_chunk(r.load.archive).await?;
+        let chunk = source.next_chunk(r.load.archive).await?;
         let Some(chunk) = chunk else { break };
         buf.extend_from_slice(&chunk);
         loop {

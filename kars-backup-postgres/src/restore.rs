@@ -459,13 +459,9 @@ async fn load(
 ) -> Result<LoadedCounts> {
     let parallel = o.jobs > 1 && payload.kind != PayloadKind::Plain;
     let plain_jobs = plain_load_jobs(o.jobs);
-    if payload.kind == PayloadKind::Plain
-        && o.freeze_copies
-        && plain_jobs > 1
-        && o.tables.is_empty()
-        && !o.single_transaction
-    {
-        // A new staging database: loaded over several connections (see `parallel`).
+    if o.freeze_copies && plain_jobs > 1 && o.tables.is_empty() && !o.single_transaction {
+        // A new staging database: loaded over several connections (see `parallel`); an archive
+        // as the plain SQL `pg_restore --file=-` writes for it.
         let make_psql = || {
             let mut cmd = psql(tools, major, conn, true)?;
             set_session_options(&mut cmd, o);
@@ -479,7 +475,44 @@ async fn load(
             work,
             archive,
         };
-        return parallel::load_plain(&p, payload).await;
+        if payload.kind == PayloadKind::Plain {
+            return parallel::load_plain(&p, parallel::Source::Payload(payload)).await;
+        }
+        let bin = tools.find("pg_restore", Some(major))?;
+        let mut cmd = tools::command(&bin, conn);
+        cmd.arg("--file=-").stdout(Stdio::piped());
+        let custom = payload.kind == PayloadKind::Custom;
+        let to_feed = if custom {
+            cmd.stdin(Stdio::piped());
+            Some(payload)
+        } else {
+            let (path, _) = payload.spool(work, archive).await?;
+            cmd.arg(&path);
+            None
+        };
+        let mut child = tools::spawn("pg_restore", &mut cmd)?;
+        let stderr = tools::collect_stderr(child.stderr.take());
+        let out = child.stdout.take().ok_or_else(|| Error::Task {
+            what: "pg_restore",
+            reason: "no standard output".into(),
+        })?;
+        let loading = parallel::load_plain(&p, parallel::Source::Program(out));
+        let loaded = match (to_feed, child.stdin.take()) {
+            (Some(payload), Some(mut stdin)) => {
+                let feeding = async {
+                    let fed = payload.feed(&mut stdin, archive, None).await;
+                    drop(stdin);
+                    fed
+                };
+                let (loaded, fed) = tokio::join!(loading, feeding);
+                fed?;
+                loaded
+            }
+            _ => loading.await,
+        };
+        // pg_restore's own failure (a damaged archive) explains a short script best.
+        tools::wait_checked("pg_restore", child, stderr).await?;
+        return loaded;
     }
     if payload.kind == PayloadKind::DirectoryTar || parallel {
         let (path, _) = payload.spool(work, archive).await?;
