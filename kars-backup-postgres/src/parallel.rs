@@ -22,7 +22,7 @@
 //! `COPY`, a post-data entry holding a `psql` command, a very large entry) stays in the
 //! sequential part, in order.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -75,10 +75,25 @@ impl Source {
 }
 
 /// What the load found: row counts reported by the server for tables loaded by exactly one
-/// `COPY` into the table itself, keyed `schema.table` as `quote_ident` writes it.
+/// `COPY` into the table itself, keyed `schema.table` as `quote_ident` writes it, and the
+/// amcheck checks already run.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LoadedCounts {
     pub(crate) rows: HashMap<String, u64>,
+    pub(crate) early: Option<EarlyChecks>,
+}
+
+/// amcheck checks run during the load, on each loaded table's B-tree indexes once built.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EarlyChecks {
+    /// The load created the extension (the verification drops it again).
+    pub(crate) created: bool,
+    /// With `heapallindexed`.
+    pub(crate) heap: bool,
+    /// The indexes checked, by OID.
+    pub(crate) checked: HashSet<u32>,
+    /// What the failed checks said.
+    pub(crate) errors: Vec<String>,
 }
 
 /// How the parallel load connects and runs its programs.
@@ -87,6 +102,8 @@ pub(crate) struct ParallelLoad<'a> {
     pub(crate) jobs: usize,
     /// `SET` statements for the loading sessions (memory for index builds, …).
     pub(crate) session_sql: String,
+    /// amcheck each loaded table's indexes once built: `Some(heapallindexed)`.
+    pub(crate) early_checks: Option<bool>,
     /// Builds a `psql` for the sequential parts (with the session options).
     pub(crate) psql: &'a (dyn Fn() -> Result<tokio::process::Command> + Send + Sync),
     pub(crate) work: &'a Path,
@@ -139,6 +156,15 @@ struct Queue {
     indexes: VecDeque<IndexJob>,
     /// `COPY` targets queued or loading, with how many blocks.
     loading: HashMap<String, usize>,
+    /// Tables that got a `COPY`.
+    copied: HashSet<String>,
+    /// Index jobs queued or running, per table, and for tables that could not be read.
+    indexing: HashMap<String, usize>,
+    indexing_unknown: usize,
+    /// `bt_index_check(…)` when indexes are checked during the load.
+    check_sql: Option<String>,
+    /// Tables whose indexes were checked.
+    checked: HashSet<String>,
     /// The reader is done: no more work comes.
     closed: bool,
     /// Something failed: stop.
@@ -149,6 +175,8 @@ struct Queue {
 enum Task {
     Copy(CopyJob),
     Index(IndexJob),
+    /// amcheck the B-tree indexes of this table.
+    Check(String),
 }
 
 impl Queue {
@@ -162,12 +190,46 @@ impl Queue {
         let ready = self.indexes.iter().position(|ix| match &ix.table {
             Some(t) => !loading.contains_key(t),
             None => loading.is_empty(),
-        })?;
-        self.indexes.remove(ready).map(Task::Index)
+        });
+        if let Some(i) = ready {
+            return self.indexes.remove(i).map(Task::Index);
+        }
+        // A table whose data and indexes are all in (no more can come once the reader is done).
+        if self.check_sql.is_none() || !self.closed || self.indexing_unknown > 0 {
+            return None;
+        }
+        let t = self
+            .copied
+            .iter()
+            .find(|t| {
+                !self.loading.contains_key(*t)
+                    && !self.indexing.contains_key(*t)
+                    && !self.checked.contains(*t)
+            })?
+            .clone();
+        self.checked.insert(t.clone());
+        Some(Task::Check(t))
     }
 
     fn finished(&self) -> bool {
-        self.closed && self.copies.is_empty() && self.indexes.is_empty()
+        self.closed
+            && self.copies.is_empty()
+            && self.indexes.is_empty()
+            && (self.check_sql.is_none() || self.copied.iter().all(|t| self.checked.contains(t)))
+    }
+
+    fn index_done(&mut self, table: &Option<String>) {
+        match table {
+            Some(t) => {
+                if let Some(n) = self.indexing.get_mut(t) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.indexing.remove(t);
+                    }
+                }
+            }
+            None => self.indexing_unknown = self.indexing_unknown.saturating_sub(1),
+        }
     }
 }
 
@@ -207,6 +269,35 @@ fn entry_table(body: &str) -> Option<String> {
         return token(rest.strip_prefix("ONLY ").unwrap_or(rest));
     }
     None
+}
+
+/// amcheck of a table's B-tree indexes; failures are kept for the verification's report.
+async fn check_table(w: &mut Worker, table: &str, sql: &str) {
+    let indexes = w
+        .client
+        .query(
+            "SELECT c.oid FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+             JOIN pg_catalog.pg_am a ON a.oid = c.relam
+             WHERE i.indrelid = $1::text::pg_catalog.regclass AND a.amname = 'btree'
+               AND c.relkind = 'i' AND i.indisvalid AND i.indisready",
+            &[&table],
+        )
+        .await;
+    let indexes: Vec<u32> = match indexes {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => {
+            // Left to the verification.
+            tracing::debug!(table, error = %db_message(&e), "indexes not checked during the load");
+            return;
+        }
+    };
+    for oid in indexes {
+        match w.client.query_one(sql, &[&oid]).await {
+            Ok(_) => w.checked.push(oid),
+            Err(e) => w.check_errors.push(db_message(&e)),
+        }
+    }
 }
 
 /// Runs jobs from the queue on one connection until there are none left.
@@ -249,7 +340,20 @@ async fn work(mut w: Worker, shared: Arc<Shared>, target: String) -> Result<Work
                 if r.is_ok() {
                     w.built += 1;
                 }
+                shared.update(|q| q.index_done(&ix.table));
                 r
+            }
+            Task::Check(table) => {
+                let sql = shared
+                    .queue
+                    .lock()
+                    .expect("load queue")
+                    .check_sql
+                    .clone()
+                    .unwrap_or_default();
+                check_table(&mut w, &table, &sql).await;
+                shared.update(|_| {});
+                Ok(())
             }
         };
         if let Err(e) = result {
@@ -377,6 +481,8 @@ struct Worker {
     client: Client,
     counts: Vec<(String, u64)>,
     built: u64,
+    checked: Vec<u32>,
+    check_errors: Vec<String>,
 }
 
 async fn run_copy(w: &mut Worker, mut job: CopyJob, target: &str) -> Result<()> {
@@ -542,6 +648,7 @@ struct Reader<'a> {
     copy: Option<mpsc::UnboundedSender<Piece>>,
     spiller: Spiller,
     started: Option<Started>,
+    early: Option<EarlyChecks>,
 }
 
 /// The loading connections, once the pre-data is in.
@@ -607,7 +714,13 @@ impl<'a> Reader<'a> {
                         sql: format!("{sets}{body}"),
                     };
                     if let Some(s) = &self.started {
-                        s.shared.update(|q| q.indexes.push_back(job));
+                        s.shared.update(|q| {
+                            match &job.table {
+                                Some(t) => *q.indexing.entry(t.clone()).or_default() += 1,
+                                None => q.indexing_unknown += 1,
+                            }
+                            q.indexes.push_back(job);
+                        });
                     }
                 }
             }
@@ -635,8 +748,29 @@ impl<'a> Reader<'a> {
         let shared = Arc::new(Shared::default());
         let mut workers = Vec::new();
         let connects = (0..self.load.jobs).map(|_| self.load.conn.connect());
-        for client in futures::future::join_all(connects).await {
+        let clients = futures::future::join_all(connects).await;
+        for (n, client) in clients.into_iter().enumerate() {
             let client = client?;
+            if n == 0
+                && let Some(heap) = self.load.early_checks
+            {
+                match crate::verify::amcheck_setup(&client).await {
+                    Ok(Some((schema, created))) => {
+                        let sql = format!(
+                            "SELECT {}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, {heap})::text",
+                            crate::conn::quote_ident(&schema)
+                        );
+                        shared.update(|q| q.check_sql = Some(sql));
+                        self.early = Some(EarlyChecks {
+                            created,
+                            heap,
+                            ..EarlyChecks::default()
+                        });
+                    }
+                    // Left to the verification, which says why.
+                    Ok(None) | Err(_) => {}
+                }
+            }
             let target = self.load.conn.redacted();
             client
                 .batch_execute(&settings)
@@ -646,6 +780,8 @@ impl<'a> Reader<'a> {
                 client,
                 counts: Vec::new(),
                 built: 0,
+                checked: Vec::new(),
+                check_errors: Vec::new(),
             };
             workers.push(tokio::spawn(work(w, shared.clone(), target)));
         }
@@ -710,6 +846,7 @@ impl<'a> Reader<'a> {
                 let target = target.to_string();
                 started.shared.update(|q| {
                     failed = q.failed;
+                    q.copied.insert(target.clone());
                     *q.loading.entry(target).or_default() += 1;
                     q.copies.push_back(CopyJob {
                         statement,
@@ -795,6 +932,7 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut source: Source) -> R
             next_id: 0,
         },
         started: None,
+        early: None,
     };
     let read = read_all(&mut r, &mut source).await;
     drop(source);
@@ -837,11 +975,18 @@ pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut source: Source) -> R
         .flush()
         .await
         .map_err(|e| Error::io("write", &deferred_path, e))?;
-    let mut counts = LoadedCounts::default();
+    let mut counts = LoadedCounts {
+        early: r.early.take(),
+        ..LoadedCounts::default()
+    };
     let mut built = 0;
     for w in &mut workers {
         counts.rows.extend(w.counts.drain(..));
         built += w.built;
+        if let Some(e) = &mut counts.early {
+            e.checked.extend(w.checked.drain(..));
+            e.errors.append(&mut w.check_errors);
+        }
     }
     if workers.is_empty() {
         return Ok(counts);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kars_backup_core::{
-    Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
+    IntegrityLevel, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
 };
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -278,6 +278,8 @@ struct LoadOptions {
     freeze_copies: bool,
     /// `PGOPTIONS` for the loading sessions (a staging load: see [`staging_session_options`]).
     session_options: Option<String>,
+    /// amcheck each loaded table's indexes once built (`Some(heapallindexed)`), parallel loads.
+    early_checks: Option<bool>,
 }
 
 /// Session settings for loading a staging database, which is dropped if anything fails, so its
@@ -471,6 +473,7 @@ async fn load(
             conn,
             jobs: plain_jobs,
             session_sql: staging_session_sql(major),
+            early_checks: o.early_checks,
             psql: &make_psql,
             work,
             archive,
@@ -807,6 +810,11 @@ async fn stage_safe(
         clean: false,
         session_options: Some(staging_session_options(major)),
         freeze_copies: true,
+        early_checks: match source.restore_checks() {
+            Some(IntegrityLevel::Full) => Some(true),
+            Some(IntegrityLevel::Quick) => Some(false),
+            _ => None,
+        },
         ..LoadOptions::default()
     };
     let staging_conn = target.with_dbname(&staging);
@@ -859,7 +867,7 @@ impl StagedRestore for SafeStaged {
             plan,
             context.manifest.as_ref(),
             &self.tables,
-            &self.loaded.rows,
+            &self.loaded,
         )
             .await
             .map_err(|e| e.into_core(&self.describe()))

@@ -133,10 +133,23 @@ async fn plain_round_trip_in_parallel_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
     backup(source(pg, &src_db), &repo).await.unwrap();
-    // Default jobs (0): one connection per CPU, at least the plain path's parallel load when the
-    // machine has two or more.
-    let target = source(pg, &dst_db).with_jobs(2);
+    // amcheck during the load (the CLI passes its --integrity level); the extension it installs
+    // is gone again (the schema dumps compare equal).
+    let target = source(pg, &dst_db)
+        .with_jobs(2)
+        .with_restore_checks(kars_backup_core::IntegrityLevel::Full);
     let restored = restore_into(&repo, &target, confirmed()).await.unwrap();
+    let amcheck = restored
+        .verification
+        .checks
+        .iter()
+        .find(|c| c.check == "amcheck")
+        .expect("an amcheck check");
+    assert!(amcheck.passed, "{amcheck:?}");
+    assert!(
+        amcheck.detail.contains("as soon as they were built"),
+        "{amcheck:?}"
+    );
     let counts = restored
         .verification
         .checks
