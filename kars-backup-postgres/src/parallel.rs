@@ -740,11 +740,7 @@ impl<'a> Reader<'a> {
         if let Some(pre) = self.pre.take() {
             pre.finish().await?;
         }
-        let settings = format!(
-            "{}{}",
-            header_settings(&self.header),
-            self.load.session_sql
-        );
+        let settings = format!("{}{}", header_settings(&self.header), self.load.session_sql);
         let shared = Arc::new(Shared::default());
         let mut workers = Vec::new();
         let connects = (0..self.load.jobs).map(|_| self.load.conn.connect());
@@ -906,7 +902,10 @@ fn tracked_set(line: &[u8]) -> Option<(String, String)> {
 
 /// Loads a plain dump given as a stream of chunks with `load.jobs` connections; returns the row
 /// counts the server reported.
-pub(crate) async fn load_plain(load: &ParallelLoad<'_>, mut source: Source) -> Result<LoadedCounts> {
+pub(crate) async fn load_plain(
+    load: &ParallelLoad<'_>,
+    mut source: Source,
+) -> Result<LoadedCounts> {
     let deferred_path = load.work.join("post-data.sql");
     let deferred = tokio::fs::File::create(&deferred_path)
         .await
@@ -1093,7 +1092,9 @@ mod tests {
     #[test]
     fn index_entries_name_their_table() {
         assert_eq!(
-            entry_table("--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n"),
+            entry_table(
+                "--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n"
+            ),
             Some("public.t".into())
         );
         assert_eq!(
@@ -1121,7 +1122,10 @@ mod tests {
         };
         let a = s.piece(Bytes::from_static(b"in memory\n")).await.unwrap();
         let b = s.piece(Bytes::from(vec![b'x'; 5000])).await.unwrap();
-        let c = s.piece(Bytes::from_static(b"also spilled\n")).await.unwrap();
+        let c = s
+            .piece(Bytes::from_static(b"also spilled\n"))
+            .await
+            .unwrap();
         assert!(matches!(a, Piece::Memory(..)));
         let read = |p: &Piece| match p {
             Piece::File {

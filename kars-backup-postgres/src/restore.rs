@@ -295,7 +295,8 @@ fn staging_session_options(major: u32) -> String {
 
 /// [`staging_session_options`] as SQL, for the parallel load's own connections.
 fn staging_session_sql(major: u32) -> String {
-    let mut o = String::from("SET maintenance_work_mem = '512MB';\nSET synchronous_commit = off;\n");
+    let mut o =
+        String::from("SET maintenance_work_mem = '512MB';\nSET synchronous_commit = off;\n");
     if major >= 11 {
         o.push_str("SET max_parallel_maintenance_workers = 2;\n");
     }
@@ -869,8 +870,8 @@ impl StagedRestore for SafeStaged {
             &self.tables,
             &self.loaded,
         )
-            .await
-            .map_err(|e| e.into_core(&self.describe()))
+        .await
+        .map_err(|e| e.into_core(&self.describe()))
     }
 
     async fn swap_in(&mut self) -> kars_backup_core::Result<()> {

@@ -158,7 +158,9 @@ async fn plain_round_trip_in_parallel_keeps_everything() {
         .expect("a row count check");
     assert!(counts.passed, "{counts:?}");
     assert!(
-        counts.detail.contains("counted by the server while loading"),
+        counts
+            .detail
+            .contains("counted by the server while loading"),
         "{counts:?}"
     );
     assert_eq!(pg.content_hashes(&src_db), pg.content_hashes(&dst_db));
@@ -638,7 +640,10 @@ async fn a_bad_row_fails_the_parallel_load_and_leaves_nothing() {
         .unwrap();
     assert!(st.success(), "{cmd}");
     let repo = repo(dir.path());
-    let entry = repo.find("kars-postgres-20241218-020000.sql.gz").await.unwrap();
+    let entry = repo
+        .find("kars-postgres-20241218-020000.sql.gz")
+        .await
+        .unwrap();
     let target_db = TestCluster::unique_name("badrow_dst");
     let target = source(pg, &target_db).with_jobs(2);
     let err = restore(&repo, &entry, &target, &confirmed(), Arc::new(NoProgress))
