@@ -320,6 +320,7 @@ async fn work(mut w: Worker, shared: Arc<Shared>, target: String) -> Result<Work
         let result = match task {
             Task::Copy(job) => {
                 let table = copy_target(&job.statement).unwrap_or_default().to_string();
+                tracing::debug!(table, "parallel load: COPY starts");
                 let r = run_copy(&mut w, job, &target).await;
                 shared.update(|q| {
                     if let Some(n) = q.loading.get_mut(&table) {
@@ -671,6 +672,15 @@ impl<'a> Reader<'a> {
                 .await
                 .map_err(|e| Error::io("write", &self.deferred_path, e))?,
             Route::DataPending { held, .. } => held.extend_from_slice(line),
+            Route::Divert { .. } if line.starts_with(b"\\unrestrict ") => {
+                // The dump's last line (pg_dump 17.6, 16.10, 15.14, … and later): the entry
+                // before it is complete.
+                self.close_route().await?;
+                self.deferred
+                    .write_all(line)
+                    .await
+                    .map_err(|e| Error::io("write", &self.deferred_path, e))?;
+            }
             Route::Divert { text, .. } => {
                 if line.starts_with(b"\\") || text.len() + line.len() > MAX_DIVERTED_ENTRY {
                     // Not a plain SQL entry: it stays in order.
@@ -1052,6 +1062,7 @@ async fn read_all(r: &mut Reader<'_>, source: &mut Source) -> Result<()> {
         r.line(&last).await?;
     }
     r.close_route().await?;
+    tracing::debug!("parallel load: the whole dump is read");
     Ok(())
 }
 
