@@ -163,8 +163,11 @@ struct Queue {
     indexing_unknown: usize,
     /// `bt_index_check(…)` when indexes are checked during the load.
     check_sql: Option<String>,
-    /// Tables whose indexes were checked.
+    /// Tables whose indexes were listed for checks.
     checked: HashSet<String>,
+    /// Indexes (OIDs) to check, and how many tables' indexes are being listed.
+    index_checks: VecDeque<u32>,
+    listing: usize,
     /// The reader is done: no more work comes.
     closed: bool,
     /// Something failed: stop.
@@ -175,8 +178,10 @@ struct Queue {
 enum Task {
     Copy(CopyJob),
     Index(IndexJob),
-    /// amcheck the B-tree indexes of this table.
-    Check(String),
+    /// List the B-tree indexes of this table for checks.
+    ListChecks(String),
+    /// amcheck this index.
+    Check(u32),
 }
 
 impl Queue {
@@ -194,6 +199,9 @@ impl Queue {
         if let Some(i) = ready {
             return self.indexes.remove(i).map(Task::Index);
         }
+        if let Some(oid) = self.index_checks.pop_front() {
+            return Some(Task::Check(oid));
+        }
         // A table whose data and indexes are all in (no more can come once the reader is done).
         if self.check_sql.is_none() || !self.closed || self.indexing_unknown > 0 {
             return None;
@@ -208,14 +216,18 @@ impl Queue {
             })?
             .clone();
         self.checked.insert(t.clone());
-        Some(Task::Check(t))
+        self.listing += 1;
+        Some(Task::ListChecks(t))
     }
 
     fn finished(&self) -> bool {
         self.closed
             && self.copies.is_empty()
             && self.indexes.is_empty()
-            && (self.check_sql.is_none() || self.copied.iter().all(|t| self.checked.contains(t)))
+            && (self.check_sql.is_none()
+                || (self.index_checks.is_empty()
+                    && self.listing == 0
+                    && self.copied.iter().all(|t| self.checked.contains(t))))
     }
 
     fn index_done(&mut self, table: &Option<String>) {
@@ -271,8 +283,9 @@ fn entry_table(body: &str) -> Option<String> {
     None
 }
 
-/// amcheck of a table's B-tree indexes; failures are kept for the verification's report.
-async fn check_table(w: &mut Worker, table: &str, sql: &str) {
+/// The B-tree indexes of a table that amcheck can check (none when they cannot be listed: the
+/// verification checks them).
+async fn btree_indexes_of(w: &Worker, table: &str) -> Vec<u32> {
     let indexes = w
         .client
         .query(
@@ -284,18 +297,11 @@ async fn check_table(w: &mut Worker, table: &str, sql: &str) {
             &[&table],
         )
         .await;
-    let indexes: Vec<u32> = match indexes {
+    match indexes {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
         Err(e) => {
-            // Left to the verification.
             tracing::debug!(table, error = %db_message(&e), "indexes not checked during the load");
-            return;
-        }
-    };
-    for oid in indexes {
-        match w.client.query_one(sql, &[&oid]).await {
-            Ok(_) => w.checked.push(oid),
-            Err(e) => w.check_errors.push(db_message(&e)),
+            Vec::new()
         }
     }
 }
@@ -344,7 +350,15 @@ async fn work(mut w: Worker, shared: Arc<Shared>, target: String) -> Result<Work
                 shared.update(|q| q.index_done(&ix.table));
                 r
             }
-            Task::Check(table) => {
+            Task::ListChecks(table) => {
+                let oids = btree_indexes_of(&w, &table).await;
+                shared.update(|q| {
+                    q.index_checks.extend(oids);
+                    q.listing -= 1;
+                });
+                Ok(())
+            }
+            Task::Check(oid) => {
                 let sql = shared
                     .queue
                     .lock()
@@ -352,7 +366,11 @@ async fn work(mut w: Worker, shared: Arc<Shared>, target: String) -> Result<Work
                     .check_sql
                     .clone()
                     .unwrap_or_default();
-                check_table(&mut w, &table, &sql).await;
+                // A failed check is kept for the verification's report.
+                match w.client.query_one(&sql, &[&oid]).await {
+                    Ok(_) => w.checked.push(oid),
+                    Err(e) => w.check_errors.push(db_message(&e)),
+                }
                 shared.update(|_| {});
                 Ok(())
             }
