@@ -778,21 +778,18 @@ impl<'a> Reader<'a> {
             if n == 0
                 && let Some(heap) = self.load.early_checks
             {
-                match crate::verify::amcheck_setup(&client).await {
-                    Ok(Some((schema, created))) => {
-                        let sql = format!(
-                            "SELECT {}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, {heap})::text",
-                            crate::conn::quote_ident(&schema)
-                        );
-                        shared.update(|q| q.check_sql = Some(sql));
-                        self.early = Some(EarlyChecks {
-                            created,
-                            heap,
-                            ..EarlyChecks::default()
-                        });
-                    }
-                    // Left to the verification, which says why.
-                    Ok(None) | Err(_) => {}
+                // Unavailable: left to the verification, which says why.
+                if let Ok(Some((schema, created))) = crate::verify::amcheck_setup(&client).await {
+                    let sql = format!(
+                        "SELECT {}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, {heap})::text",
+                        crate::conn::quote_ident(&schema)
+                    );
+                    shared.update(|q| q.check_sql = Some(sql));
+                    self.early = Some(EarlyChecks {
+                        created,
+                        heap,
+                        ..EarlyChecks::default()
+                    });
                 }
             }
             let target = self.load.conn.redacted();
