@@ -770,7 +770,11 @@ impl<'a> Reader<'a> {
         }
         let settings = format!("{}{}", header_settings(&self.header), self.load.session_sql);
         let shared = Arc::new(Shared::default());
-        let mut workers = Vec::new();
+        // Set first, so that the connections already started are stopped and joined on an error.
+        self.started = Some(Started {
+            shared: shared.clone(),
+            workers: Vec::new(),
+        });
         let connects = (0..self.load.jobs).map(|_| self.load.conn.connect());
         let clients = futures::future::join_all(connects).await;
         for (n, client) in clients.into_iter().enumerate() {
@@ -804,9 +808,11 @@ impl<'a> Reader<'a> {
                 checked: Vec::new(),
                 check_errors: Vec::new(),
             };
-            workers.push(tokio::spawn(work(w, shared.clone(), target)));
+            let handle = tokio::spawn(work(w, shared.clone(), target));
+            if let Some(s) = &mut self.started {
+                s.workers.push(handle);
+            }
         }
-        self.started = Some(Started { shared, workers });
         Ok(())
     }
 
