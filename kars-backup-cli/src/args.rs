@@ -489,7 +489,8 @@ pub(crate) struct PgRestoreArgs {
     #[arg(long, value_name = "MODE", default_value = "safe")]
     pub(crate) mode: kars_backup_postgres::RestoreMode,
 
-    /// Parallel pg_restore jobs (custom and directory backups).
+    /// Parallel jobs: loading connections for a plain dump (default: one per CPU, up to 4), or
+    /// pg_restore --jobs for custom and directory backups (default 1).
     #[arg(long, value_name = "N")]
     pub(crate) jobs: Option<usize>,
 

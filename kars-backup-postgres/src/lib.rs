@@ -9,8 +9,12 @@
 //!   tokio-postgres is handed to `pg_dump --snapshot`, and the manifest's tables, exact row counts,
 //!   database size and server version are read in that same snapshot. `pg_dump`'s major version
 //!   is checked against the server's before anything starts.
-//! - **Restore**: plain dumps with `psql --single-transaction -v ON_ERROR_STOP=1`, archives with
-//!   `pg_restore` (`--jobs`, `--table`, `--clean --if-exists`). [`RestoreMode::Safe`] (default)
+//! - **Restore**: a new staging database is loaded in parallel (one connection per CPU, or
+//!   `--jobs`): the plain SQL of the dump (or `pg_restore --file=-` of an archive) is cut into
+//!   pre-data, per-table `COPY … FREEZE` blocks loaded side by side, and indexes built (and
+//!   amcheck'd) as soon as their table is in; `--jobs 1`, in-place restores and `--table` use
+//!   `psql --single-transaction -v ON_ERROR_STOP=1` or `pg_restore` (`--jobs`, `--table`,
+//!   `--clean --if-exists`). [`RestoreMode::Safe`] (default)
 //!   loads a new staging database, verifies it and renames it into place, keeping the previous
 //!   database as `<db>_pre_restore_<time>` and renaming it back on any failure;
 //!   [`RestoreMode::InPlace`] replaces the live database's schemas in one transaction, as the
@@ -45,6 +49,7 @@ mod dump;
 pub mod error;
 mod freeze;
 mod metadata;
+mod parallel;
 mod restore;
 mod source;
 #[cfg(feature = "testing")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kars_backup_core::{
-    Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
+    IntegrityLevel, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
 };
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -21,6 +21,7 @@ use tokio_postgres::error::SqlState;
 use crate::conn::{ConnInfo, MAINTENANCE_DB, quote_ident, quote_literal};
 use crate::error::{Error, Result};
 use crate::freeze::FreezeCopies;
+use crate::parallel::{self, LoadedCounts, ParallelLoad};
 use crate::source::{PostgresSource, RestoreMode};
 use crate::tools::{self, Tools};
 use crate::verify;
@@ -76,7 +77,7 @@ async fn read_head(payload: &mut PayloadReader, archive: &str) -> Result<Bytes> 
 }
 
 /// A payload read from its start again: the head already read, then the rest.
-struct Payload {
+pub(crate) struct Payload {
     head: Bytes,
     rest: PayloadReader,
     kind: PayloadKind,
@@ -87,6 +88,20 @@ impl Payload {
         let head = read_head(&mut rest, archive).await?;
         let kind = PayloadKind::sniff(&head);
         Ok(Payload { head, rest, kind })
+    }
+
+    /// The next chunk of the payload from its start (the head first); `None` at its end.
+    pub(crate) async fn next_chunk(&mut self, archive: &str) -> Result<Option<Bytes>> {
+        if !self.head.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.head)));
+        }
+        self.rest
+            .next_chunk()
+            .await
+            .map_err(|e| Error::InvalidArchive {
+                archive: archive.to_string(),
+                reason: format!("reading the archive failed: {e}"),
+            })
     }
 
     /// Writes the whole payload into a child's standard input; `Ok(false)` when the child stopped
@@ -263,6 +278,8 @@ struct LoadOptions {
     freeze_copies: bool,
     /// `PGOPTIONS` for the loading sessions (a staging load: see [`staging_session_options`]).
     session_options: Option<String>,
+    /// amcheck each loaded table's indexes once built (`Some(heapallindexed)`), parallel loads.
+    early_checks: Option<bool>,
 }
 
 /// Session settings for loading a staging database, which is dropped if anything fails, so its
@@ -274,6 +291,27 @@ fn staging_session_options(major: u32) -> String {
         o.push_str(" -c max_parallel_maintenance_workers=2");
     }
     o
+}
+
+/// [`staging_session_options`] as SQL, for the parallel load's own connections.
+fn staging_session_sql(major: u32) -> String {
+    let mut o =
+        String::from("SET maintenance_work_mem = '512MB';\nSET synchronous_commit = off;\n");
+    if major >= 11 {
+        o.push_str("SET max_parallel_maintenance_workers = 2;\n");
+    }
+    o
+}
+
+/// How many connections load a plain dump: `--jobs`, or (0, not given) one per CPU, up to 4.
+fn plain_load_jobs(jobs: usize) -> usize {
+    if jobs > 0 {
+        return jobs;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 /// Sets the loading sessions' options (the user's own `PGOPTIONS` is never passed on).
@@ -411,7 +449,8 @@ async fn load_file(
     Ok(())
 }
 
-/// Loads `payload` into the database `conn` names.
+/// Loads `payload` into the database `conn` names; the row counts the server reported while
+/// loading, when a plain dump was loaded in parallel.
 async fn load(
     payload: Payload,
     conn: &ConnInfo,
@@ -420,14 +459,72 @@ async fn load(
     o: &LoadOptions,
     work: &Path,
     archive: &str,
-) -> Result<()> {
+) -> Result<LoadedCounts> {
     let parallel = o.jobs > 1 && payload.kind != PayloadKind::Plain;
+    let plain_jobs = plain_load_jobs(o.jobs);
+    if o.freeze_copies && plain_jobs > 1 && o.tables.is_empty() && !o.single_transaction {
+        // A new staging database: loaded over several connections (see `parallel`); an archive
+        // as the plain SQL `pg_restore --file=-` writes for it.
+        let make_psql = || {
+            let mut cmd = psql(tools, major, conn, true)?;
+            set_session_options(&mut cmd, o);
+            Ok(cmd)
+        };
+        let p = ParallelLoad {
+            conn,
+            jobs: plain_jobs,
+            session_sql: staging_session_sql(major),
+            early_checks: o.early_checks,
+            psql: &make_psql,
+            work,
+            archive,
+        };
+        if payload.kind == PayloadKind::Plain {
+            return parallel::load_plain(&p, parallel::Source::Payload(payload)).await;
+        }
+        let bin = tools.find("pg_restore", Some(major))?;
+        let mut cmd = tools::command(&bin, conn);
+        cmd.arg("--file=-").stdout(Stdio::piped());
+        let custom = payload.kind == PayloadKind::Custom;
+        let to_feed = if custom {
+            cmd.stdin(Stdio::piped());
+            Some(payload)
+        } else {
+            let (path, _) = payload.spool(work, archive).await?;
+            cmd.arg(&path);
+            None
+        };
+        let mut child = tools::spawn("pg_restore", &mut cmd)?;
+        let stderr = tools::collect_stderr(child.stderr.take());
+        let out = child.stdout.take().ok_or_else(|| Error::Task {
+            what: "pg_restore",
+            reason: "no standard output".into(),
+        })?;
+        let loading = parallel::load_plain(&p, parallel::Source::Program(out));
+        let loaded = match (to_feed, child.stdin.take()) {
+            (Some(payload), Some(mut stdin)) => {
+                let feeding = async {
+                    let fed = payload.feed(&mut stdin, archive, None).await;
+                    drop(stdin);
+                    fed
+                };
+                let (loaded, fed) = tokio::join!(loading, feeding);
+                fed?;
+                loaded
+            }
+            _ => loading.await,
+        };
+        // pg_restore's own failure (a damaged archive) explains a short script best.
+        tools::wait_checked("pg_restore", child, stderr).await?;
+        return loaded;
+    }
     if payload.kind == PayloadKind::DirectoryTar || parallel {
         let (path, _) = payload.spool(work, archive).await?;
-        load_file(&path, conn, tools, major, o).await
+        load_file(&path, conn, tools, major, o).await?;
     } else {
-        load_streaming(payload, conn, tools, major, o, archive).await
+        load_streaming(payload, conn, tools, major, o, archive).await?;
     }
+    Ok(LoadedCounts::default())
 }
 
 /// A connection for creating, renaming and dropping databases: to `postgres` (or `template1`
@@ -656,6 +753,8 @@ pub(crate) struct SafeStaged {
     /// The staging database carries the target's name.
     installed: bool,
     tables: Vec<String>,
+    /// Row counts the server reported while loading.
+    loaded: LoadedCounts,
 }
 
 async fn stage_safe(
@@ -712,6 +811,11 @@ async fn stage_safe(
         clean: false,
         session_options: Some(staging_session_options(major)),
         freeze_copies: true,
+        early_checks: match source.restore_checks() {
+            Some(IntegrityLevel::Full) => Some(true),
+            Some(IntegrityLevel::Quick) => Some(false),
+            _ => None,
+        },
         ..LoadOptions::default()
     };
     let staging_conn = target.with_dbname(&staging);
@@ -726,13 +830,17 @@ async fn stage_safe(
     )
     .await;
     drop(work);
-    if let Err(e) = loaded {
-        if let Err(d) = drop_database(&admin, &staging, &label).await {
-            tracing::warn!(error = %d, "the staging database could not be dropped");
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            if let Err(d) = drop_database(&admin, &staging, &label).await {
+                tracing::warn!(error = %d, "the staging database could not be dropped");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     Ok(SafeStaged {
+        loaded,
         target,
         staging,
         existed,
@@ -755,9 +863,15 @@ impl StagedRestore for SafeStaged {
         context: &StageContext,
     ) -> kars_backup_core::Result<VerifyReport> {
         let conn = self.target.with_dbname(&self.staging);
-        verify::verify_database(&conn, plan, context.manifest.as_ref(), &self.tables)
-            .await
-            .map_err(|e| e.into_core(&self.describe()))
+        verify::verify_database(
+            &conn,
+            plan,
+            context.manifest.as_ref(),
+            &self.tables,
+            &self.loaded,
+        )
+        .await
+        .map_err(|e| e.into_core(&self.describe()))
     }
 
     async fn swap_in(&mut self) -> kars_backup_core::Result<()> {

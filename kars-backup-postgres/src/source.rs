@@ -145,6 +145,7 @@ pub struct PostgresSource {
     dump: DumpOptions,
     restore: PgRestoreOptions,
     work_dir: Option<PathBuf>,
+    restore_checks: Option<kars_backup_core::IntegrityLevel>,
 }
 
 impl PostgresSource {
@@ -160,6 +161,7 @@ impl PostgresSource {
             dump: DumpOptions::default(),
             restore: PgRestoreOptions::default(),
             work_dir: None,
+            restore_checks: None,
         })
     }
 
@@ -203,6 +205,20 @@ impl PostgresSource {
     pub fn with_restore_options(mut self, options: PgRestoreOptions) -> Self {
         self.restore = options;
         self
+    }
+
+    /// The integrity level the restore's verification will use. Knowing it, a staging database
+    /// loaded in parallel has each loaded table's B-tree indexes checked with amcheck as soon as
+    /// they are built, on the loading connections (filling the gaps between index builds), and
+    /// the verification does not check them again. Without it, every check waits for the
+    /// verification.
+    pub fn with_restore_checks(mut self, level: kars_backup_core::IntegrityLevel) -> Self {
+        self.restore_checks = Some(level);
+        self
+    }
+
+    pub(crate) fn restore_checks(&self) -> Option<kars_backup_core::IntegrityLevel> {
+        self.restore_checks
     }
 
     /// Takes `pg_dump`, `pg_restore` and `psql` from this directory (instead of the Debian

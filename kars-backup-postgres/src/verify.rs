@@ -14,6 +14,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
 use crate::metadata::{self, Selection};
+use crate::parallel::{EarlyChecks, LoadedCounts};
 
 /// amcheck set up for a verification: its schema, whether this check created it (and drops it
 /// again), and the indexes to check with the pages each check reads.
@@ -67,13 +68,19 @@ async fn scan_worker(
 }
 
 /// Runs `plan` against the database `conn` names. `only` limits the count comparison to these
-/// tables (a selective restore).
+/// tables (a selective restore). `loaded` holds row counts the server reported while loading
+/// this database (`COPY n` of a table's one `COPY`, in a new database nothing else wrote to):
+/// those tables are not counted again; and the amcheck checks run on indexes once they were
+/// built, which are not run again when they were at least as thorough as `plan` asks.
 pub(crate) async fn verify_database(
     conn: &ConnInfo,
     plan: &VerifyPlan,
     manifest: Option<&Manifest>,
     only: &[String],
+    loaded: &LoadedCounts,
 ) -> Result<VerifyReport> {
+    let early = loaded.early.as_ref();
+    let loaded = &loaded.rows;
     let client = conn.connect().await?;
     let label = conn.dbname().to_string();
     let target = conn.redacted();
@@ -82,13 +89,23 @@ pub(crate) async fn verify_database(
 
     // What the integrity check scans: amcheck on every B-tree index, else catalog checks.
     let heap = plan.integrity == IntegrityLevel::Full;
+    // Checks run during the load count when they were as thorough (heapallindexed if asked).
+    let reused: Option<&EarlyChecks> = early.filter(|e| e.heap || !heap);
+    let early_created = early.is_some_and(|e| e.created);
     let mut amcheck: Option<Amcheck> = None;
-    if plan.integrity != IntegrityLevel::Off {
+    if plan.integrity == IntegrityLevel::Off {
+        drop_amcheck(&client, early_created).await;
+    } else {
         match amcheck_setup(&client).await {
             Ok(Some((schema, created))) => match btree_indexes(&client, heap).await {
-                Ok(indexes) => amcheck = Some((schema, created, indexes)),
+                Ok(mut indexes) => {
+                    if let Some(e) = reused {
+                        indexes.retain(|(oid, _)| !e.checked.contains(oid));
+                    }
+                    amcheck = Some((schema, created || early_created, indexes));
+                }
                 Err(e) => {
-                    drop_amcheck(&client, created).await;
+                    drop_amcheck(&client, created || early_created).await;
                     report.push("amcheck", false, e);
                 }
             },
@@ -100,6 +117,7 @@ pub(crate) async fn verify_database(
     // Largest scans first, shared by the connections.
     let sizes = table_sizes(&client, &tables).await;
     let mut scans: Vec<(i64, Scan)> = (0..tables.len())
+        .filter(|&i| !loaded.contains_key(&tables[i]))
         .map(|i| (sizes.get(i).copied().unwrap_or(0), Scan::Count(i)))
         .collect();
     let check_sql = match &amcheck {
@@ -139,20 +157,31 @@ pub(crate) async fn verify_database(
 
     if let Some((_, created, _)) = &amcheck {
         drop_amcheck(&client, *created).await;
-        let checked: u64 = results.iter().map(|r| r.checked).sum();
-        match results.iter().flat_map(|r| r.check_errors.iter()).next() {
+        let early_checked = reused.map_or(0, |e| e.checked.len() as u64);
+        let checked: u64 = results.iter().map(|r| r.checked).sum::<u64>() + early_checked;
+        let early_errors = reused.into_iter().flat_map(|e| e.errors.iter());
+        match early_errors
+            .chain(results.iter().flat_map(|r| r.check_errors.iter()))
+            .next()
+        {
             Some(e) => report.push("amcheck", false, e.clone()),
             None => report.push(
                 "amcheck",
                 true,
                 format!(
-                    "{checked} B-tree indexes checked with bt_index_check{}",
-                    if heap { " (heapallindexed)" } else { "" }
+                    "{checked} B-tree indexes checked with bt_index_check{}{}",
+                    if heap { " (heapallindexed)" } else { "" },
+                    if early_checked > 0 {
+                        format!(", {early_checked} of them as soon as they were built")
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
         }
     }
-    let mut counted: Vec<Option<u64>> = vec![None; tables.len()];
+    let mut counted: Vec<Option<u64>> = tables.iter().map(|t| loaded.get(t).copied()).collect();
+    let from_load = counted.iter().filter(|c| c.is_some()).count();
     for r in results {
         for (i, n) in r.counts {
             match n {
@@ -189,9 +218,14 @@ pub(crate) async fn verify_database(
                     .filter(|t| selected(&t.name))
                     .cloned()
                     .collect();
-                report
-                    .checks
-                    .push(core_verify::compare_counts(&label, &expected, &actual));
+                let mut check = core_verify::compare_counts(&label, &expected, &actual);
+                if from_load > 0 {
+                    check.detail.push_str(&format!(
+                        " ({from_load} of {} tables counted by the server while loading them, the rest with count(*))",
+                        tables.len()
+                    ));
+                }
+                report.checks.push(check);
             }
             None => report.push(
                 format!("row counts of {label}"),
@@ -289,7 +323,7 @@ async fn catalog_check(client: &Client, report: &mut VerifyReport) {
 
 /// The schema of amcheck and whether this check created it; `Ok(None)` when amcheck is not
 /// available (not installed on the server, or no privilege to create it).
-async fn amcheck_setup(client: &Client) -> Result<Option<(String, bool)>, String> {
+pub(crate) async fn amcheck_setup(client: &Client) -> Result<Option<(String, bool)>, String> {
     let installed: Option<String> = client
         .query_opt(
             "SELECT n.nspname::text FROM pg_catalog.pg_extension e

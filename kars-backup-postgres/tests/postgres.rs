@@ -120,6 +120,55 @@ async fn plain_round_trip_keeps_everything() {
     round_trip(DumpFormat::Plain, 1).await;
 }
 
+/// A plain dump loaded over three connections (tables side by side, indexes and constraints
+/// side by side, the rest in order) keeps everything, and the row counts it verifies are the
+/// server's own `COPY` results where a table was loaded by one `COPY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_round_trip_in_parallel_keeps_everything() {
+    round_trip(DumpFormat::Plain, 3).await;
+    let Some(pg) = cluster() else { return };
+    let src_db = TestCluster::unique_name("par_src");
+    let dst_db = TestCluster::unique_name("par_dst");
+    pg.create_rich_database(&src_db);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    backup(source(pg, &src_db), &repo).await.unwrap();
+    // amcheck during the load (the CLI passes its --integrity level); the extension it installs
+    // is gone again (the schema dumps compare equal).
+    let target = source(pg, &dst_db)
+        .with_jobs(2)
+        .with_restore_checks(kars_backup_core::IntegrityLevel::Full);
+    let restored = restore_into(&repo, &target, confirmed()).await.unwrap();
+    let amcheck = restored
+        .verification
+        .checks
+        .iter()
+        .find(|c| c.check == "amcheck")
+        .expect("an amcheck check");
+    assert!(amcheck.passed, "{amcheck:?}");
+    assert!(
+        amcheck.detail.contains("as soon as they were built"),
+        "{amcheck:?}"
+    );
+    let counts = restored
+        .verification
+        .checks
+        .iter()
+        .find(|c| c.check.starts_with("row counts"))
+        .expect("a row count check");
+    assert!(counts.passed, "{counts:?}");
+    assert!(
+        counts
+            .detail
+            .contains("counted by the server while loading"),
+        "{counts:?}"
+    );
+    assert_eq!(pg.content_hashes(&src_db), pg.content_hashes(&dst_db));
+    assert_eq!(pg.schema_dump(&src_db), pg.schema_dump(&dst_db));
+    pg.drop_database(&src_db);
+    pg.drop_database(&dst_db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_round_trip_keeps_everything() {
     round_trip(DumpFormat::Custom, 1).await;
@@ -566,6 +615,47 @@ async fn runbook_files_restore_by_name() {
         );
         pg.drop_database(&target_db);
     }
+    pg.drop_database(&db);
+}
+
+/// A bad row in one table of a plain dump fails the parallel load with the server's message
+/// naming that table; the staging database is dropped and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_row_fails_the_parallel_load_and_leaves_nothing() {
+    let Some(pg) = cluster() else { return };
+    let db = TestCluster::unique_name("badrow");
+    pg.create_rich_database(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = pg.bin_dir().join("pg_dump");
+    let cmd = format!(
+        "'{}' '{}' | sed '/^COPY public.assets /a this is not a row' | gzip > '{}/kars-postgres-20241218-020000.sql.gz'",
+        dump.display(),
+        pg.url(&db),
+        dir.path().display()
+    );
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+    let repo = repo(dir.path());
+    let entry = repo
+        .find("kars-postgres-20241218-020000.sql.gz")
+        .await
+        .unwrap();
+    let target_db = TestCluster::unique_name("badrow_dst");
+    let target = source(pg, &target_db).with_jobs(2);
+    let err = restore(&repo, &entry, &target, &confirmed(), Arc::new(NoProgress))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("public.assets"), "{err}");
+    assert!(!target.exists().await.unwrap());
+    assert!(
+        pg.databases_like(&format!("{target_db}_kars_staging"))
+            .is_empty()
+    );
     pg.drop_database(&db);
 }
 

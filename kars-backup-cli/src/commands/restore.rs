@@ -18,18 +18,18 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         .entry()
         .clone();
     // Usage errors in the checks show before anything else happens.
-    a.checks.plan(a.integrity, entry.time())?;
+    let plan = a.checks.plan(a.integrity, entry.time())?;
     let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         let pg = &a.pg;
         std::sync::Arc::new(
-            resolve::postgres_source(&a.db.db, pg.pg_bin_dir.as_deref())?.with_restore_options(
-                kars_backup_postgres::PgRestoreOptions {
+            resolve::postgres_source(&a.db.db, pg.pg_bin_dir.as_deref())?
+                .with_restore_options(kars_backup_postgres::PgRestoreOptions {
                     mode: pg.mode,
-                    jobs: pg.jobs.unwrap_or(1).max(1),
+                    jobs: pg.jobs.unwrap_or(0),
                     tables: pg.tables.clone(),
                     clean: pg.clean,
-                },
-            ),
+                })
+                .with_restore_checks(plan.integrity),
         )
     } else {
         let mut target = resolve::sqlite_source(&a.db.db)?;
@@ -59,7 +59,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let options = RestoreOptions {
-        plan: a.checks.plan(a.integrity, entry.time())?,
+        plan,
         hooks: RestoreHooks {
             stop: a.stop_cmd.clone(),
             start: a.start_cmd.clone(),
