@@ -225,8 +225,11 @@ pub(crate) struct RestoreArgs {
     /// Destination holding the backup; repeat for several: --latest takes the newest committed
     /// backup across them, reads a local copy first when copies are identical, and another copy
     /// when one fails its checksum.
-    #[arg(long = "from", value_name = "DEST", required = true)]
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
     pub(crate) from: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) job: JobArg,
 
     #[command(flatten)]
     pub(crate) which: Which,
@@ -286,6 +289,22 @@ pub(crate) struct RestoreArgs {
     pub(crate) json: bool,
 }
 
+/// A job of a configuration file, for the commands that read backups (restore, verify, drill).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Configuration")]
+pub(crate) struct JobArg {
+    /// Use a job of this configuration file: its destinations (instead of --from), its
+    /// `[job.verify]` plan (instead of the check flags), its identity and passphrase files,
+    /// and for restore its `[job.hooks]` (hook commands given as flags win), for drills its scratch
+    /// server and RTO/RPO targets.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: the job (default: the file's only job).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Option<String>,
+}
+
 /// Retries of transient failures.
 #[derive(Debug, Args)]
 pub(crate) struct RetryArgs {
@@ -310,8 +329,11 @@ impl RetryArgs {
 pub(crate) struct VerifyArgs {
     /// Destination holding the backup; repeat for several (the newest committed backup across
     /// them; a local copy first; another copy when one fails its checksum).
-    #[arg(long = "from", value_name = "DEST", required = true)]
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
     pub(crate) from: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) job: JobArg,
 
     #[command(flatten)]
     pub(crate) which: Which,
@@ -340,7 +362,6 @@ pub(crate) struct VerifyArgs {
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the
 /// targets. `--rpo` is the RPO target here, and also the audit-log check's window.
 #[derive(Debug, Args)]
-#[command(mut_arg("from", |a| a.required(false).required_unless_present("config")))]
 #[command(mut_arg("rpo", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help(
     "Recovery point objective: the drilled backup must be younger than this (e.g. 24h, 1d); \
 also the window of --audit-log"
@@ -348,15 +369,6 @@ also the window of --audit-log"
 pub(crate) struct DrillArgs {
     #[command(flatten)]
     pub(crate) verify: VerifyArgs,
-
-    /// Drill a job of a configuration file: its destinations, its `[job.verify]` checks,
-    /// scratch server and RTO/RPO targets (instead of --from and the check flags).
-    #[arg(long, value_name = "FILE", help_heading = "Drill")]
-    pub(crate) config: Option<PathBuf>,
-
-    /// With --config: the job to drill (default: the file's only job).
-    #[arg(long, value_name = "NAME", requires = "config", help_heading = "Drill")]
-    pub(crate) job: Option<String>,
 
     /// Recovery time objective: from the start of the drill to a verified copy, download
     /// included (e.g. 1h, 30m).

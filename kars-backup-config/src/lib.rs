@@ -148,34 +148,3 @@ pub fn parse_with_env(
         Err(fail(errors))
     }
 }
-
-impl Config {
-    /// What this build parses and checks but does not apply yet, one sentence each (shown by
-    /// `config check`, so nothing in the file is silently ignored).
-    pub fn unapplied(&self) -> Vec<String> {
-        let mut notes = Vec::new();
-        for job in &self.jobs {
-            if let Some(e) = &job.encryption {
-                if !e.identity_files.is_empty() {
-                    notes.push(format!(
-                        "job {}: encryption.identity-files are used by `drill --config`; restore and verify do not read the config file yet: pass them as --identity",
-                        job.name
-                    ));
-                }
-            }
-            if job.verify.is_some() {
-                notes.push(format!(
-                    "job {}: [job.verify] is applied by `drill --config` only; restore and verify do not read the config file yet: pass the checks as --verify-query/--min-rows/--audit-log/--rpo",
-                    job.name
-                ));
-            }
-            if job.hooks.is_some() {
-                notes.push(format!(
-                    "job {}: [job.hooks] are restore hooks; restore does not read the config file yet: pass them as --stop-cmd/--start-cmd/--health-cmd",
-                    job.name
-                ));
-            }
-        }
-        notes
-    }
-}

@@ -41,7 +41,6 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             return Ok(exit::USAGE);
         }
     };
-    let notes = config.unapplied();
     // the scheduler's own view of each schedule: the next three runs
     let now = chrono::Utc::now();
     let next_runs: Vec<(String, chrono_tz::Tz, Vec<chrono::DateTime<chrono::Utc>>)> = config
@@ -59,7 +58,6 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             "file": a.config,
             "config": kars_backup_config::effective_json(&config),
             "environment": config.env_names(),
-            "not_applied": notes,
             "next_runs": next_runs
                 .iter()
                 .map(|(job, _, runs)| (job.clone(), serde_json::json!(runs)))
@@ -85,9 +83,6 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
                 .map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M %Z").to_string())
                 .collect();
             println!("# next runs of {job}: {}", runs.join(", "));
-        }
-        for note in &notes {
-            eprintln!("note: {note}");
         }
     }
     Ok(exit::OK)

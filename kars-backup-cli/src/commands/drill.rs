@@ -9,10 +9,7 @@ use crate::{exit, progress, render, resolve};
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify;
     // `--config`: destinations, checks, scratch server and targets of a config job.
-    let job = match &a.config {
-        Some(path) => Some(super::jobs::drill_job(path, a.job.as_deref(), v)?),
-        None => None,
-    };
+    let job = super::jobs::check_job(v)?;
     let origins = job
         .as_ref()
         .map_or(&v.decrypt, |j| &j.decrypt)

@@ -300,38 +300,39 @@ pub(crate) struct DrillJob {
     pub(crate) decrypt: crate::args::DecryptArgs,
 }
 
-/// The job `drill --config FILE [--job NAME]` drills.
-pub(crate) fn drill_job(
-    path: &Path,
-    name: Option<&str>,
-    v: &crate::args::VerifyArgs,
-) -> anyhow::Result<DrillJob> {
-    let config = load_config(path)?;
-    let job = match name {
-        Some(n) => select_jobs(&config, &[n.to_string()])?[0],
-        None if config.jobs.len() == 1 => &config.jobs[0],
-        None => {
-            return Err(UsageError(format!(
-                "the config has several jobs: name one with --job ({})",
-                config
-                    .jobs
-                    .iter()
-                    .map(|j| j.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .into());
-        }
-    };
-    if !v.from.is_empty() {
+/// The job `--config FILE [--job NAME]` names: the given one, else the file's only job.
+fn named_job<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'c JobConfig> {
+    match name {
+        Some(n) => Ok(select_jobs(config, &[n.to_string()])?[0]),
+        None if config.jobs.len() == 1 => Ok(&config.jobs[0]),
+        None => Err(UsageError(format!(
+            "the config has several jobs: name one with --job ({})",
+            config
+                .jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// What a job gives a command that reads its backups: destinations, checks, keys.
+fn read_side(
+    job: &JobConfig,
+    from: &[String],
+    checks: &crate::args::CheckArgs,
+    decrypt: &crate::args::DecryptArgs,
+) -> anyhow::Result<(Vec<String>, crate::args::DecryptArgs)> {
+    if !from.is_empty() {
         return Err(UsageError(
-            "--from cannot be given with --config: the job's destinations are drilled".into(),
+            "--from cannot be given with --config: the job's destinations are used".into(),
         )
         .into());
     }
-    let c = &v.checks;
     if job.verify.is_some()
-        && (!c.queries.is_empty() || !c.min_rows.is_empty() || c.audit_log.is_some())
+        && (!checks.queries.is_empty() || !checks.min_rows.is_empty() || checks.audit_log.is_some())
     {
         return Err(UsageError(format!(
             "job {} has a [job.verify] plan: put the checks there instead of --verify-query/--min-rows/--audit-log",
@@ -339,13 +340,32 @@ pub(crate) fn drill_job(
         ))
         .into());
     }
+    let mut d = decrypt.clone();
+    if let Some(enc) = &job.encryption {
+        d.identities.extend(enc.identity_files.iter().cloned());
+        if d.passphrase_file.is_none() {
+            d.passphrase_file = enc.passphrase_file.clone();
+        }
+    }
+    let urls = job
+        .destinations
+        .iter()
+        .map(|d| d.url.expose().to_string())
+        .collect();
+    Ok((urls, d))
+}
+
+/// The job of `verify`/`drill --config FILE [--job NAME]`; `None` without `--config`.
+pub(crate) fn check_job(v: &crate::args::VerifyArgs) -> anyhow::Result<Option<DrillJob>> {
+    let Some(path) = &v.job.config else {
+        return Ok(None);
+    };
+    let config = load_config(path)?;
+    let job = named_job(&config, v.job.job.as_deref())?;
+    let (from, decrypt) = read_side(job, &v.from, &v.checks, &v.decrypt)?;
     let verify = job.verify.clone();
-    Ok(DrillJob {
-        from: job
-            .destinations
-            .iter()
-            .map(|d| d.url.expose().to_string())
-            .collect(),
+    Ok(Some(DrillJob {
+        from,
         pg: crate::args::PgVerifyArgs {
             scratch_db: verify
                 .as_ref()
@@ -360,17 +380,57 @@ pub(crate) fn drill_job(
                 .or_else(|| v.pg.pg_bin_dir.clone()),
         },
         verify,
-        decrypt: {
-            let mut d = v.decrypt.clone();
-            if let Some(enc) = &job.encryption {
-                d.identities.extend(enc.identity_files.iter().cloned());
-                if d.passphrase_file.is_none() {
-                    d.passphrase_file = enc.passphrase_file.clone();
-                }
-            }
-            d
+        decrypt,
+    }))
+}
+
+/// `restore --config FILE [--job NAME]`: the job's destinations, plan, keys and hooks.
+#[derive(Debug)]
+pub(crate) struct RestoreJob {
+    /// The job's destination URLs.
+    pub(crate) from: Vec<String>,
+    /// `[job.verify]`, when the job has one (else the check flags apply).
+    pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
+    /// Decryption keys: the flags' plus `[job.encryption]`'s.
+    pub(crate) decrypt: crate::args::DecryptArgs,
+    /// The restore hooks: each flag given wins over `[job.hooks]`.
+    pub(crate) hooks: kars_backup_core::RestoreHooks,
+    /// `[job.postgres] bin-dir`, unless `--pg-bin-dir` is given.
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
+/// The job of `restore --config FILE [--job NAME]`; `None` without `--config`.
+pub(crate) fn restore_job(a: &crate::args::RestoreArgs) -> anyhow::Result<Option<RestoreJob>> {
+    let Some(path) = &a.job.config else {
+        return Ok(None);
+    };
+    let config = load_config(path)?;
+    let job = named_job(&config, a.job.job.as_deref())?;
+    let (from, decrypt) = read_side(job, &a.from, &a.checks, &a.decrypt)?;
+    let hooks = job.hooks.as_ref();
+    let command = |flag: &Option<String>, conf: Option<&kars_backup_config::CommandLine>| {
+        flag.clone()
+            .or_else(|| conf.map(|c| c.expose().to_string()))
+    };
+    Ok(Some(RestoreJob {
+        from,
+        verify: job.verify.clone(),
+        decrypt,
+        hooks: kars_backup_core::RestoreHooks {
+            stop: command(&a.stop_cmd, hooks.and_then(|h| h.stop.as_ref())),
+            start: command(&a.start_cmd, hooks.and_then(|h| h.start.as_ref())),
+            health_check: command(&a.health_cmd, hooks.and_then(|h| h.health.as_ref())),
+            health_check_attempts: hooks.map_or(a.health_attempts, |h| h.health_attempts),
+            health_check_interval_secs: hooks.map_or(a.health_interval, |h| {
+                h.health_interval.num_seconds().max(0) as u64
+            }),
         },
-    })
+        pg_bin_dir: a
+            .pg
+            .pg_bin_dir
+            .clone()
+            .or_else(|| job.postgres.as_ref().and_then(|p| p.bin_dir.clone())),
+    }))
 }
 
 /// `status --config`: every destination of the selected jobs with its freshness target — the

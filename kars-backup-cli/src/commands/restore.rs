@@ -10,7 +10,17 @@ use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    let origins = a.decrypt.apply_all(resolve::origins(&a.from)?)?;
+    // `--config`: destinations, checks, keys and hooks of a config job.
+    let job = super::jobs::restore_job(&a)?;
+    let origins = job
+        .as_ref()
+        .map_or(&a.decrypt, |j| &j.decrypt)
+        .apply_all(resolve::origins(job.as_ref().map_or(&a.from, |j| &j.from))?)?;
+    let job_verify = job.as_ref().and_then(|j| j.verify.as_ref());
+    let plan_for = |time: chrono::DateTime<chrono::Utc>| match job_verify {
+        Some(checks) => Ok(checks.plan(time)),
+        None => a.checks.plan(a.integrity, time),
+    };
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
     let entry = candidates
         .first()
@@ -18,18 +28,22 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         .entry()
         .clone();
     // Usage errors in the checks show before anything else happens.
-    let plan = a.checks.plan(a.integrity, entry.time())?;
+    let plan = plan_for(entry.time())?;
     let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         let pg = &a.pg;
         std::sync::Arc::new(
-            resolve::postgres_source(&a.db.db, pg.pg_bin_dir.as_deref())?
-                .with_restore_options(kars_backup_postgres::PgRestoreOptions {
-                    mode: pg.mode,
-                    jobs: pg.jobs.unwrap_or(0),
-                    tables: pg.tables.clone(),
-                    clean: pg.clean,
-                })
-                .with_restore_checks(plan.integrity),
+            resolve::postgres_source(
+                &a.db.db,
+                job.as_ref()
+                    .map_or(pg.pg_bin_dir.as_deref(), |j| j.pg_bin_dir.as_deref()),
+            )?
+            .with_restore_options(kars_backup_postgres::PgRestoreOptions {
+                mode: pg.mode,
+                jobs: pg.jobs.unwrap_or(0),
+                tables: pg.tables.clone(),
+                clean: pg.clean,
+            })
+            .with_restore_checks(plan.integrity),
         )
     } else {
         let mut target = resolve::sqlite_source(&a.db.db)?;
@@ -60,12 +74,15 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     }
     let options = RestoreOptions {
         plan,
-        hooks: RestoreHooks {
-            stop: a.stop_cmd.clone(),
-            start: a.start_cmd.clone(),
-            health_check: a.health_cmd.clone(),
-            health_check_attempts: a.health_attempts,
-            health_check_interval_secs: a.health_interval,
+        hooks: match &job {
+            Some(j) => j.hooks.clone(),
+            None => RestoreHooks {
+                stop: a.stop_cmd.clone(),
+                start: a.start_cmd.clone(),
+                health_check: a.health_cmd.clone(),
+                health_check_attempts: a.health_attempts,
+                health_check_interval_secs: a.health_interval,
+            },
         },
         confirmed: true,
     };
@@ -74,11 +91,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         max_backups: a.max_attempts.max(1),
         ..a.retry.attempts()
     };
-    let plan = |e: &kars_backup_core::BackupEntry| {
-        a.checks
-            .plan(a.integrity, e.time())
-            .map_err(resolve::core_error)
-    };
+    let plan = |e: &kars_backup_core::BackupEntry| plan_for(e.time()).map_err(resolve::core_error);
     let result = restore_with_fallback(
         &candidates,
         target.as_ref(),
