@@ -2,53 +2,12 @@
 //! `schedule --emit`, `daemon`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
-    c.env_remove("KARS_BACKUP_LOG")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run kars-backup")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
-}
-
-fn ok(o: Output) -> Output {
-    assert_eq!(
-        code(&o),
-        0,
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    o
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 fn make_db(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -370,30 +329,13 @@ url = "{c}"
     assert_eq!(json(&o)["ok"], true);
 }
 
-/// A new age identity file at `path`; returns its recipient (`age1…`).
-fn age_identity(path: &Path) -> String {
-    let o = Command::new("age-keygen")
-        .arg("-o")
-        .arg(path)
-        .output()
-        .expect("age-keygen (Debian package age) must be installed");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new("age-keygen")
-        .arg("-y")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn encryption_in_the_config_encrypts_and_a_bad_recipient_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("assets.db");
     make_db(&db);
     let identity = dir.path().join("key.txt");
-    let recipient = age_identity(&identity);
+    let recipient = age_key(&identity);
     let config = |recipient: &str, out: &str| {
         format!(
             "[daemon]\nstate-dir = \"{}\"\n[[job]]\nname = \"enc\"\nsource = \"{}\"\n[[job.destination]]\nurl = \"{}\"\n[job.encryption]\nage-recipients = [\"{recipient}\"]\n",

@@ -1,18 +1,17 @@
 //! `backup --config` of a PostgreSQL job on a real server (a throwaway cluster, or
 //! `KARS_TEST_PG_URL`). Under `CI=true` a missing server fails this test.
 
-use std::process::{Command, Stdio};
-
-use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
+use kars_backup_postgres::testing::TEST_PASSWORD;
 use serde_json::Value;
+
+mod common;
+use common::*;
 
 #[test]
 fn a_postgres_job_from_the_config_backs_up_with_its_dump_options() {
-    let Some(pg) = TestCluster::shared() else {
+    let Some((pg, db)) = rich_pg_database("config_src") else {
         return;
     };
-    let db = TestCluster::unique_name("config_src");
-    pg.create_rich_database(&db);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let config = dir.path().join("kars-backup.toml");
@@ -36,13 +35,11 @@ format = "custom"
         ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_kars-backup"))
+    let o = bin()
         .args(["backup", "--config"])
         .arg(&config)
         .arg("--json")
-        .env_remove("KARS_BACKUP_LOG")
         .env("DATABASE_URL", pg.url(&db))
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let text = format!(
@@ -65,7 +62,7 @@ format = "custom"
     assert!(manifest.contains(job["run_id"].as_str().unwrap()));
 
     // config check shows the URL redacted
-    let o = Command::new(env!("CARGO_BIN_EXE_kars-backup"))
+    let o = bin()
         .args(["config", "check", "--config"])
         .arg(&config)
         .env("DATABASE_URL", pg.url(&db))

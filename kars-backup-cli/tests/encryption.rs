@@ -6,58 +6,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-
-fn tool(name: &str, package: &str) -> bool {
-    let found = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{name} is required under CI=true (Debian: apt-get install {package})");
-        }
-        eprintln!("skipping: {name} is not installed (apt-get install {package})");
-    }
-    found
-}
+mod common;
+use common::*;
 
 fn kb(args: &[&str], gnupghome: Option<&Path>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
-    c.env_remove("KARS_BACKUP_LOG")
-        .stdin(Stdio::null())
-        .args(args);
+    let mut c = bin();
+    c.args(args);
     if let Some(h) = gnupghome {
         c.env("GNUPGHOME", h);
     }
     c.output().expect("run kars-backup")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert_eq!(code(&o), 0, "{}", text(&o));
-    o
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
 }
 
 fn make_db(path: &Path) {
@@ -70,31 +28,6 @@ fn make_db(path: &Path) {
          INSERT INTO assets (tag, photo) VALUES ('LAPTOP-1', randomblob(5000)), ('PHONE-7', NULL);",
     )
     .unwrap();
-}
-
-fn count(db: &Path, table: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
-}
-
-fn run_tool(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn age_key(path: &Path) -> String {
-    run_tool(Command::new("age-keygen").arg("-o").arg(path));
-    String::from_utf8(run_tool(Command::new("age-keygen").arg("-y").arg(path)))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 fn untar(tgz: &[u8], dir: &Path) {

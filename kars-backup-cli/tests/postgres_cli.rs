@@ -1,62 +1,21 @@
 //! End-to-end tests of the `kars-backup` binary on a real PostgreSQL server (a throwaway cluster,
 //! or `KARS_TEST_PG_URL`). Under `CI=true` a missing server fails these tests.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
-use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
-    c.env_remove("KARS_BACKUP_LOG")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run kars-backup")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        !text(&o).contains(TEST_PASSWORD),
-        "password leaked: {}",
-        text(&o)
-    );
-    o
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 #[test]
 fn backup_list_verify_restore_and_inspect_a_postgres_database() {
-    let Some(pg) = TestCluster::shared() else {
+    let Some((pg, db)) = rich_pg_database("cli_src") else {
         return;
     };
-    let db = TestCluster::unique_name("cli_src");
-    pg.create_rich_database(&db);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let url = pg.url(&db);
 
-    let doc = json(&ok(run(&[
+    let doc = json(&ok_pg(run(&[
         "backup",
         "--db",
         &url,
@@ -84,7 +43,7 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
         .unwrap();
     assert!(check.success());
 
-    let list = json(&ok(run(&["list", "--from", &s(&store), "--json"])));
+    let list = json(&ok_pg(run(&["list", "--from", &s(&store), "--json"])));
     assert_eq!(list["latest"], name.as_str());
     assert_eq!(list["backups"][0]["engine"], "postgres");
 
@@ -92,7 +51,7 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
     let o = run(&["verify", "--from", &s(&store), "--latest"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--scratch-db"), "{}", text(&o));
-    let v = json(&ok(run(&[
+    let v = json(&ok_pg(run(&[
         "verify",
         "--from",
         &s(&store),
@@ -106,7 +65,7 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
 
     // Restore into a new database (created), then over it (previous one kept).
     let copy = TestCluster::unique_name("cli_copy");
-    ok(run(&[
+    ok_pg(run(&[
         "restore",
         "--db",
         &pg.url(&copy),
@@ -125,7 +84,7 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--yes"), "{}", text(&o));
-    let r = json(&ok(run(&[
+    let r = json(&ok_pg(run(&[
         "restore",
         "--db",
         &pg.url(&copy),
@@ -159,10 +118,10 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
         ])
         .output()
         .unwrap();
-    ok(o);
+    ok_pg(o);
     assert_eq!(pg.content_hashes(&copy), pg.content_hashes(&db));
 
-    let i = json(&ok(run(&["inspect", "--db", &url, "--json"])));
+    let i = json(&ok_pg(run(&["inspect", "--db", &url, "--json"])));
     assert_eq!(i["engine"], "postgres");
     assert!(i["databases"][0]["tables"].as_array().unwrap().len() >= 7);
     for d in [&db, &copy, &kept] {
@@ -172,11 +131,9 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
 
 #[test]
 fn custom_and_parallel_formats_with_table_selection() {
-    let Some(pg) = TestCluster::shared() else {
+    let Some((pg, db)) = rich_pg_database("cli_fmt") else {
         return;
     };
-    let db = TestCluster::unique_name("cli_fmt");
-    pg.create_rich_database(&db);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let url = pg.url(&db);
@@ -187,11 +144,11 @@ fn custom_and_parallel_formats_with_table_selection() {
         .args(["backup", "--to", &s(&store), "--jobs", "2", "--json"])
         .output()
         .unwrap();
-    let doc = json(&ok(o));
+    let doc = json(&ok_pg(o));
     let dir_name = doc["backup"].as_str().unwrap().to_string();
     assert!(dir_name.ends_with(".dir.tar"), "{dir_name}");
     let par = TestCluster::unique_name("cli_par");
-    ok(run(&[
+    ok_pg(run(&[
         "restore",
         "--db",
         &pg.url(&par),
@@ -204,7 +161,7 @@ fn custom_and_parallel_formats_with_table_selection() {
     ]));
     assert_eq!(pg.content_hashes(&par), pg.content_hashes(&db));
 
-    let doc = json(&ok(run(&[
+    let doc = json(&ok_pg(run(&[
         "backup",
         "--db",
         &url,
@@ -228,7 +185,7 @@ fn custom_and_parallel_formats_with_table_selection() {
     );
 
     pg.psql(&db, "DELETE FROM app_settings;");
-    ok(run(&[
+    ok_pg(run(&[
         "restore",
         "--db",
         &url,

@@ -3,52 +3,16 @@
 //! server fails these tests.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
-    c.env_remove("KARS_BACKUP_LOG")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let o = bin().args(args).output().expect("run kars-backup");
-    assert!(
-        !text(&o).contains(TEST_PASSWORD),
-        "password leaked: {}",
-        text(&o)
-    );
-    o
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    o
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+mod common;
+use common::*;
 
 fn backup(url: &str, store: &Path) -> String {
-    json(&ok(run(&[
+    json(&ok(run_pg(&[
         "backup",
         "--db",
         url,
@@ -74,14 +38,17 @@ fn fingerprint(
     (oid, pg.schema_dump(db), pg.content_hashes(db))
 }
 
+/// [`run`] and [`no_leak`]: no run may print the password, whether it succeeds or not.
+fn run_pg(args: &[&str]) -> Output {
+    no_leak(run(args))
+}
+
 #[test]
 fn a_failed_verification_leaves_the_live_postgres_database_as_it_was_and_fallback_uses_the_previous_backup()
  {
-    let Some(pg) = TestCluster::shared() else {
+    let Some((pg, db)) = rich_pg_database("drill_live") else {
         return;
     };
-    let db = TestCluster::unique_name("drill_live");
-    pg.create_rich_database(&db);
     let url = pg.url(&db);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -113,7 +80,7 @@ fn a_failed_verification_leaves_the_live_postgres_database_as_it_was_and_fallbac
             "--json",
         ];
         full.extend(args.iter().copied());
-        let o = run(&full);
+        let o = run_pg(&full);
         assert_eq!(o.status.code(), Some(5), "{}", text(&o));
         let doc = json(&o);
         assert_eq!(doc["attempts"].as_array().unwrap().len(), 1, "{doc}");
@@ -128,7 +95,7 @@ fn a_failed_verification_leaves_the_live_postgres_database_as_it_was_and_fallbac
     }
 
     // With --fallback: restored from the previous backup; both attempts reported.
-    let doc = json(&ok(run(&[
+    let doc = json(&ok(run_pg(&[
         "restore",
         "--db",
         &url,
@@ -158,23 +125,21 @@ fn a_failed_verification_leaves_the_live_postgres_database_as_it_was_and_fallbac
 
 #[test]
 fn a_drill_of_a_postgres_backup_measures_rto_and_rpo_and_stores_its_report() {
-    let Some(pg) = TestCluster::shared() else {
+    let Some((pg, db)) = rich_pg_database("drill_src") else {
         return;
     };
-    let db = TestCluster::unique_name("drill_src");
-    pg.create_rich_database(&db);
     let url = pg.url(&db);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let name = backup(&url, &store);
 
     // The engine comes from the manifest; a scratch server is needed (usage error, nothing stored).
-    let o = run(&["drill", "--from", &s(&store), "--latest"]);
+    let o = run_pg(&["drill", "--from", &s(&store), "--latest"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--scratch-db"), "{}", text(&o));
     assert!(!store.join(".kars-drills").exists());
 
-    let doc = json(&ok(run(&[
+    let doc = json(&ok(run_pg(&[
         "drill",
         "--from",
         &s(&store),
@@ -203,12 +168,12 @@ fn a_drill_of_a_postgres_backup_measures_rto_and_rpo_and_stores_its_report() {
     let stored: Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["outcome"], "passed");
 
-    let st = json(&ok(run(&["status", "--from", &s(&store), "--json"])));
+    let st = json(&ok(run_pg(&["status", "--from", &s(&store), "--json"])));
     assert_eq!(st["last_drill"]["id"], d["id"]);
     assert_eq!(st["last_drill"]["passed"], true);
 
     // Too strict an RTO: verified, target missed, exit 6.
-    let o = run(&[
+    let o = run_pg(&[
         "drill",
         "--from",
         &s(&store),

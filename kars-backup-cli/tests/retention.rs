@@ -2,20 +2,15 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kars-backup"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kars-backup")
-}
+mod common;
+use common::*;
 
 fn run_with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kars-backup"))
+    let mut child = bin()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -31,16 +26,6 @@ fn run_with_stdin(args: &[&str], input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(o: Output) -> Value {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON document")
-}
-
 /// A one-table database in `dir`.
 fn tiny_db(dir: &Path) -> std::path::PathBuf {
     let db = dir.join("assets.db");
@@ -53,18 +38,7 @@ fn tiny_db(dir: &Path) -> std::path::PathBuf {
 
 /// kars-backup with the S3 emulator's credentials.
 fn run_s3(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kars-backup"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kars-backup")
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
+    bin_s3().args(args).output().expect("run kars-backup")
 }
 
 #[test]
@@ -73,7 +47,7 @@ fn simulate_prints_the_runbook_plan_for_a_year_of_daily_backups() {
     let times: String = (0..365)
         .map(|d| format!("{}\n", (start + chrono::Duration::days(d)).to_rfc3339()))
         .collect();
-    let doc = ok(run_with_stdin(
+    let doc = ok_json(run_with_stdin(
         &[
             "retention",
             "simulate",
@@ -126,7 +100,7 @@ fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
     let dest = dir.path().join("b");
     let mut names = Vec::new();
     for _ in 0..3 {
-        let doc = ok(run(&[
+        let doc = ok_json(run(&[
             "backup",
             "--db",
             &s(&db),
@@ -139,7 +113,7 @@ fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
     std::fs::write(dest.join("notes.txt"), "operator notes").unwrap();
     std::fs::write(dest.join("asset-data-20200101-020000.tar.gz"), "runbook").unwrap();
 
-    let dry = ok(run(&[
+    let dry = ok_json(run(&[
         "prune",
         "--from",
         &s(&dest),
@@ -154,7 +128,7 @@ fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
         assert!(dest.join(n).exists(), "a dry run deletes nothing");
     }
 
-    let report = ok(run(&[
+    let report = ok_json(run(&[
         "prune",
         "--from",
         &s(&dest),
@@ -181,11 +155,11 @@ fn prune_applies_the_policy_and_leaves_foreign_and_runbook_files_alone() {
         assert!(!dest.join(format!("{n}.meta")).exists());
         assert!(!dest.join(format!("{n}.pending")).exists());
     }
-    let list = ok(run(&["list", "--from", &s(&dest), "--json"]));
+    let list = ok_json(run(&["list", "--from", &s(&dest), "--json"]));
     assert_eq!(list["latest"], names[2].as_str());
 
     // Far in the future with a short window: the newest backup still stays.
-    let report = ok(run(&[
+    let report = ok_json(run(&[
         "prune",
         "--from",
         &s(&dest),
@@ -208,7 +182,7 @@ fn backup_prunes_after_a_successful_run() {
     let dest = dir.path().join("b");
     let mut last = String::new();
     for _ in 0..3 {
-        let doc = ok(run(&[
+        let doc = ok_json(run(&[
             "backup",
             "--db",
             &s(&db),
@@ -228,7 +202,7 @@ fn backup_prunes_after_a_successful_run() {
             "{doc}"
         );
     }
-    let list = ok(run(&["list", "--from", &s(&dest), "--json"]));
+    let list = ok_json(run(&["list", "--from", &s(&dest), "--json"]));
     let names: Vec<&str> = list["backups"]
         .as_array()
         .unwrap()
@@ -280,7 +254,7 @@ fn tiering_routes_by_the_runbook_table() {
         "runbook",
         "--json",
     ]);
-    let doc = ok(o);
+    let doc = ok_json(o);
     let tags: Vec<&str> = doc["manifest"]["tiers"]
         .as_array()
         .unwrap()
@@ -312,7 +286,7 @@ fn tiering_routes_by_the_runbook_table() {
         "daily",
         "--json",
     ]);
-    let doc = ok(o);
+    let doc = ok_json(o);
     assert_eq!(doc["destinations"].as_array().unwrap().len(), 1);
     // Keeping nothing locally and a local destination only: refused, nothing written.
     let o = run(&[
@@ -334,7 +308,7 @@ fn status_reports_a_missed_rpo_with_its_own_exit_code() {
     let db = tiny_db(dir.path());
     let fresh = dir.path().join("fresh");
     let stale = dir.path().join("stale");
-    ok(run(&[
+    ok_json(run(&[
         "backup",
         "--db",
         &s(&db),
@@ -344,7 +318,7 @@ fn status_reports_a_missed_rpo_with_its_own_exit_code() {
         &s(&stale),
         "--json",
     ]));
-    let doc = ok(run(&["status", "--from", &s(&fresh), "--json"]));
+    let doc = ok_json(run(&["status", "--from", &s(&fresh), "--json"]));
     assert_eq!(doc["destinations"][0]["within_rpo"], true);
     assert_eq!(doc["destinations"][0]["committed"], 1);
 

@@ -4,39 +4,12 @@
 //! whose emulators are not configured prints why and passes, under `CI=true` it fails.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kars-backup"));
-    c.env_remove("KARS_BACKUP_LOG")
-        .stdin(Stdio::null())
-        // Static credentials for the S3 emulator: without them object_store would ask the
-        // instance metadata service.
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("STORAGE_EMULATOR_HOST");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run kars-backup")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok_json(o: Output) -> Value {
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o)))
-}
+mod common;
+use common::*;
 
 fn env(var: &str) -> Option<String> {
     kars_backup_core::testing::service_var(var)
@@ -55,11 +28,9 @@ fn make_db(path: &Path) {
     .unwrap();
 }
 
-fn count(db: &Path, table: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
+/// kars-backup with the S3 emulator's credentials (see [`bin_s3`]).
+fn run_s3(args: &[&str]) -> Output {
+    bin_s3().args(args).output().expect("run kars-backup")
 }
 
 #[test]
@@ -96,7 +67,7 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
     for d in &dests {
         args.extend(["--to", d.as_str()]);
     }
-    let doc = ok_json(run(&args));
+    let doc = ok_json(run_s3(&args));
     assert_eq!(doc["ok"], true, "{doc}");
     let name = doc["backup"].as_str().unwrap().to_string();
     let outcomes = doc["destinations"].as_array().unwrap();
@@ -104,7 +75,7 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
     assert!(outcomes.iter().all(|o| o["error"].is_null()), "{doc}");
 
     for (i, d) in dests.iter().enumerate() {
-        let list = ok_json(run(&["list", "--from", d, "--json"]));
+        let list = ok_json(run_s3(&["list", "--from", d, "--json"]));
         assert_eq!(list["latest"], name.as_str(), "{d}: {list}");
         assert_eq!(list["backups"][0]["kind"], "committed", "{d}");
         // Restore from this destination over a changed live database.
@@ -112,7 +83,7 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
             .unwrap()
             .execute_batch("DELETE FROM assets WHERE id > 10;")
             .unwrap();
-        let r = ok_json(run(&[
+        let r = ok_json(run_s3(&[
             "restore",
             "--db",
             db.to_str().unwrap(),
@@ -133,7 +104,7 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
 
     // Copy the backup from S3 to a new local directory and from GCS to Git LFS (another path).
     let copy_target = format!("file://{}", dir.path().join("copy").display());
-    let c = ok_json(run(&[
+    let c = ok_json(run_s3(&[
         "copy",
         "--from",
         &dests[1],
@@ -143,7 +114,7 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
         "--json",
     ]));
     assert_eq!(c["copy"]["backup"], name.as_str());
-    let again = ok_json(run(&[
+    let again = ok_json(run_s3(&[
         "copy",
         "--from",
         &dests[1],
@@ -154,9 +125,9 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
         "--json",
     ]));
     assert_eq!(again["copy"]["already_present"], true);
-    let list = ok_json(run(&["list", "--from", &copy_target, "--json"]));
+    let list = ok_json(run_s3(&["list", "--from", &copy_target, "--json"]));
     assert_eq!(list["latest"], name.as_str());
-    let verify = ok_json(run(&[
+    let verify = ok_json(run_s3(&[
         "verify",
         "--from",
         &copy_target,
@@ -165,10 +136,10 @@ fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
     ]));
     assert_eq!(verify["ok"], true);
     let lfs2 = format!("git+file://{}/lfs.git?path=copied", dir.path().display());
-    ok_json(run(&[
+    ok_json(run_s3(&[
         "copy", "--from", &dests[3], "--to", &lfs2, "--latest", "--json",
     ]));
-    let list = ok_json(run(&["list", "--from", &lfs2, "--json"]));
+    let list = ok_json(run_s3(&["list", "--from", &lfs2, "--json"]));
     assert_eq!(list["latest"], name.as_str());
 }
 
@@ -185,7 +156,7 @@ fn an_unreachable_destination_gives_exit_4_and_keeps_the_other_copy() {
     };
     let local = dir.path().join("local");
     let dead = format!("s3://nowhere/x?endpoint=http://127.0.0.1:{port}&allow_http=true");
-    let o = run(&[
+    let o = run_s3(&[
         "backup",
         "--db",
         db.to_str().unwrap(),
@@ -200,7 +171,12 @@ fn an_unreachable_destination_gives_exit_4_and_keeps_the_other_copy() {
     assert_eq!(doc["ok"], false);
     assert!(doc["destinations"][0]["error"].is_null(), "{doc}");
     assert!(doc["destinations"][1]["error"].as_str().is_some(), "{doc}");
-    let list = ok_json(run(&["list", "--from", local.to_str().unwrap(), "--json"]));
+    let list = ok_json(run_s3(&[
+        "list",
+        "--from",
+        local.to_str().unwrap(),
+        "--json",
+    ]));
     assert_eq!(list["latest"], doc["backup"]);
     assert!(!text(&o).contains("AWS_SECRET"), "no secrets in output");
 }
@@ -211,7 +187,7 @@ fn credentials_in_a_url_are_refused_and_not_echoed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("assets.db");
     make_db(&db);
-    let o = run(&[
+    let o = run_s3(&[
         "backup",
         "--db",
         db.to_str().unwrap(),
