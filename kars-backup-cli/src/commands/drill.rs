@@ -9,23 +9,18 @@ use crate::{exit, progress, render, resolve};
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify;
     // `--config`: destinations, checks, scratch server and targets of a config job.
-    let job = super::jobs::check_job(v)?;
-    let origins = job
-        .as_ref()
-        .map_or(&v.decrypt, |j| &j.decrypt)
-        .apply_all(resolve::origins(job.as_ref().map_or(&v.from, |j| &j.from))?)?;
+    let (reading, pg) = super::jobs::check_job(v)?;
+    let origins = reading.origins()?;
     // Usage errors in the checks show before the drill starts.
     v.checks.plan(v.integrity, chrono::Utc::now())?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-drill-").tempdir()?;
-    let scratch = resolve::Scratch::new(job.as_ref().map_or(&v.pg, |j| &j.pg), scratch_dir.path());
-    let job_verify = job.as_ref().and_then(|j| j.verify.as_ref());
-    let plan = |e: &kars_backup_core::BackupEntry| match job_verify {
-        Some(checks) => Ok(checks.plan(e.time())),
-        None => v
-            .checks
-            .plan(v.integrity, e.time())
-            .map_err(resolve::core_error),
+    let scratch = resolve::Scratch::new(&pg, scratch_dir.path());
+    let plan = |e: &kars_backup_core::BackupEntry| {
+        reading
+            .plan(&v.checks, v.integrity, e.time())
+            .map_err(resolve::core_error)
     };
+    let job_verify = reading.verify.as_ref();
     let options = DrillOptions {
         rto: job_verify.and_then(|c| c.rto).unwrap_or(a.rto),
         rpo: job_verify.map_or(v.checks.rpo, |c| c.rpo()),

@@ -286,45 +286,79 @@ pub(crate) async fn run_config_backup(
     Ok(code)
 }
 
-/// What `drill --config` takes from a job: its destinations, checks and scratch server.
+/// What a command that reads backups (restore, verify, drill) works from: the `--config` job's
+/// destinations, keys and `[job.verify]` plan, else the flags'.
 #[derive(Debug)]
-pub(crate) struct DrillJob {
-    /// The job's destination URLs.
+pub(crate) struct Reading {
+    /// Destination URLs.
     pub(crate) from: Vec<String>,
-    /// The scratch server (`[job.verify] scratch-db`, else `--scratch-db`).
-    pub(crate) pg: crate::args::PgVerifyArgs,
+    /// Decryption keys: the flags' plus `[job.encryption]`'s identity and passphrase files.
+    pub(crate) decrypt: crate::args::DecryptArgs,
     /// `[job.verify]`, when the job has one (else the check flags apply).
     pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
-    /// Decryption keys: `--identity`/`--passphrase-file` plus `[job.encryption]`'s
-    /// identity files and passphrase file.
-    pub(crate) decrypt: crate::args::DecryptArgs,
 }
 
-/// The job `--config FILE [--job NAME]` names: the given one, else the file's only job.
-fn named_job<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'c JobConfig> {
-    match name {
-        Some(n) => Ok(select_jobs(config, &[n.to_string()])?[0]),
-        None if config.jobs.len() == 1 => Ok(&config.jobs[0]),
-        None => Err(UsageError(format!(
-            "the config has several jobs: name one with --job ({})",
-            config
-                .jobs
-                .iter()
-                .map(|j| j.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
+impl Reading {
+    /// The destinations, reading encrypted archives with the keys.
+    pub(crate) fn origins(&self) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
+        self.decrypt.apply_all(resolve::origins(&self.from)?)
+    }
+
+    /// The verification plan for a backup taken at `time`: the job's, else the check flags'.
+    pub(crate) fn plan(
+        &self,
+        checks: &crate::args::CheckArgs,
+        integrity: crate::args::Integrity,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<kars_backup_core::VerifyPlan> {
+        match &self.verify {
+            Some(job) => Ok(job.plan(time)),
+            None => checks.plan(integrity, time),
+        }
     }
 }
 
-/// What a job gives a command that reads its backups: destinations, checks, keys.
-fn read_side(
-    job: &JobConfig,
+/// The job `--config FILE [--job NAME]` names (the file's only job without `--job`); `None`
+/// without `--config`.
+fn config_job(arg: &crate::args::JobArg) -> anyhow::Result<Option<JobConfig>> {
+    let Some(path) = &arg.config else {
+        return Ok(None);
+    };
+    let config = load_config(path)?;
+    let job = match arg.job.as_deref() {
+        Some(n) => select_jobs(&config, &[n.to_string()])?[0],
+        None if config.jobs.len() == 1 => &config.jobs[0],
+        None => {
+            return Err(UsageError(format!(
+                "the config has several jobs: name one with --job ({})",
+                config
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+    };
+    Ok(Some(job.clone()))
+}
+
+/// What the read commands take: the flags without a job; with one, its destinations, keys and
+/// plan (`--from` and check flags next to a job plan are usage errors, not half-applied).
+fn reading(
+    job: Option<&JobConfig>,
     from: &[String],
     checks: &crate::args::CheckArgs,
     decrypt: &crate::args::DecryptArgs,
-) -> anyhow::Result<(Vec<String>, crate::args::DecryptArgs)> {
+) -> anyhow::Result<Reading> {
+    let Some(job) = job else {
+        return Ok(Reading {
+            from: from.to_vec(),
+            decrypt: decrypt.clone(),
+            verify: None,
+        });
+    };
     if !from.is_empty() {
         return Err(UsageError(
             "--from cannot be given with --config: the job's destinations are used".into(),
@@ -347,90 +381,69 @@ fn read_side(
             d.passphrase_file = enc.passphrase_file.clone();
         }
     }
-    let urls = job
-        .destinations
-        .iter()
-        .map(|d| d.url.expose().to_string())
-        .collect();
-    Ok((urls, d))
+    Ok(Reading {
+        from: job
+            .destinations
+            .iter()
+            .map(|d| d.url.expose().to_string())
+            .collect(),
+        decrypt: d,
+        verify: job.verify.clone(),
+    })
 }
 
-/// The job of `verify`/`drill --config FILE [--job NAME]`; `None` without `--config`.
-pub(crate) fn check_job(v: &crate::args::VerifyArgs) -> anyhow::Result<Option<DrillJob>> {
-    let Some(path) = &v.job.config else {
-        return Ok(None);
+/// `verify`/`drill [--config FILE [--job NAME]]`: what they read, and the scratch server
+/// (`[job.verify] scratch-db`, else `--scratch-db`) and PostgreSQL programs.
+pub(crate) fn check_job(
+    v: &crate::args::VerifyArgs,
+) -> anyhow::Result<(Reading, crate::args::PgVerifyArgs)> {
+    let job = config_job(&v.job)?;
+    let reading = reading(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
+    let pg = crate::args::PgVerifyArgs {
+        scratch_db: reading
+            .verify
+            .as_ref()
+            .and_then(|c| c.scratch_db.as_ref())
+            .map(|u| u.expose().to_string())
+            .or_else(|| v.pg.scratch_db.clone()),
+        jobs: v.pg.jobs,
+        pg_bin_dir: job
+            .as_ref()
+            .and_then(|j| j.postgres.as_ref())
+            .and_then(|p| p.bin_dir.clone())
+            .or_else(|| v.pg.pg_bin_dir.clone()),
     };
-    let config = load_config(path)?;
-    let job = named_job(&config, v.job.job.as_deref())?;
-    let (from, decrypt) = read_side(job, &v.from, &v.checks, &v.decrypt)?;
-    let verify = job.verify.clone();
-    Ok(Some(DrillJob {
-        from,
-        pg: crate::args::PgVerifyArgs {
-            scratch_db: verify
-                .as_ref()
-                .and_then(|c| c.scratch_db.as_ref())
-                .map(|u| u.expose().to_string())
-                .or_else(|| v.pg.scratch_db.clone()),
-            jobs: v.pg.jobs,
-            pg_bin_dir: job
-                .postgres
-                .as_ref()
-                .and_then(|p| p.bin_dir.clone())
-                .or_else(|| v.pg.pg_bin_dir.clone()),
-        },
-        verify,
-        decrypt,
-    }))
+    Ok((reading, pg))
 }
 
-/// `restore --config FILE [--job NAME]`: the job's destinations, plan, keys and hooks.
-#[derive(Debug)]
-pub(crate) struct RestoreJob {
-    /// The job's destination URLs.
-    pub(crate) from: Vec<String>,
-    /// `[job.verify]`, when the job has one (else the check flags apply).
-    pub(crate) verify: Option<kars_backup_config::VerifyConfig>,
-    /// Decryption keys: the flags' plus `[job.encryption]`'s.
-    pub(crate) decrypt: crate::args::DecryptArgs,
-    /// The restore hooks: each flag given wins over `[job.hooks]`.
-    pub(crate) hooks: kars_backup_core::RestoreHooks,
-    /// `[job.postgres] bin-dir`, unless `--pg-bin-dir` is given.
-    pub(crate) pg_bin_dir: Option<PathBuf>,
-}
-
-/// The job of `restore --config FILE [--job NAME]`; `None` without `--config`.
-pub(crate) fn restore_job(a: &crate::args::RestoreArgs) -> anyhow::Result<Option<RestoreJob>> {
-    let Some(path) = &a.job.config else {
-        return Ok(None);
-    };
-    let config = load_config(path)?;
-    let job = named_job(&config, a.job.job.as_deref())?;
-    let (from, decrypt) = read_side(job, &a.from, &a.checks, &a.decrypt)?;
-    let hooks = job.hooks.as_ref();
+/// `restore [--config FILE [--job NAME]]`: what it reads, the hooks (each hook command given
+/// as a flag wins over `[job.hooks]`) and the PostgreSQL programs' directory (`--pg-bin-dir`,
+/// else `[job.postgres] bin-dir`).
+pub(crate) fn restore_job(
+    a: &crate::args::RestoreArgs,
+) -> anyhow::Result<(Reading, kars_backup_core::RestoreHooks, Option<PathBuf>)> {
+    let job = config_job(&a.job)?;
+    let reading = reading(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
+    let hooks = job.as_ref().and_then(|j| j.hooks.as_ref());
     let command = |flag: &Option<String>, conf: Option<&kars_backup_config::CommandLine>| {
         flag.clone()
             .or_else(|| conf.map(|c| c.expose().to_string()))
     };
-    Ok(Some(RestoreJob {
-        from,
-        verify: job.verify.clone(),
-        decrypt,
-        hooks: kars_backup_core::RestoreHooks {
-            stop: command(&a.stop_cmd, hooks.and_then(|h| h.stop.as_ref())),
-            start: command(&a.start_cmd, hooks.and_then(|h| h.start.as_ref())),
-            health_check: command(&a.health_cmd, hooks.and_then(|h| h.health.as_ref())),
-            health_check_attempts: hooks.map_or(a.health_attempts, |h| h.health_attempts),
-            health_check_interval_secs: hooks.map_or(a.health_interval, |h| {
-                h.health_interval.num_seconds().max(0) as u64
-            }),
-        },
-        pg_bin_dir: a
-            .pg
-            .pg_bin_dir
-            .clone()
-            .or_else(|| job.postgres.as_ref().and_then(|p| p.bin_dir.clone())),
-    }))
+    let hooks = kars_backup_core::RestoreHooks {
+        stop: command(&a.stop_cmd, hooks.and_then(|h| h.stop.as_ref())),
+        start: command(&a.start_cmd, hooks.and_then(|h| h.start.as_ref())),
+        health_check: command(&a.health_cmd, hooks.and_then(|h| h.health.as_ref())),
+        health_check_attempts: hooks.map_or(a.health_attempts, |h| h.health_attempts),
+        health_check_interval_secs: hooks.map_or(a.health_interval, |h| {
+            h.health_interval.num_seconds().max(0) as u64
+        }),
+    };
+    let pg_bin_dir = a.pg.pg_bin_dir.clone().or_else(|| {
+        job.as_ref()
+            .and_then(|j| j.postgres.as_ref())
+            .and_then(|p| p.bin_dir.clone())
+    });
+    Ok((reading, hooks, pg_bin_dir))
 }
 
 /// `status --config`: every destination of the selected jobs with its freshness target — the

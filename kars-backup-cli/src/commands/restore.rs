@@ -2,25 +2,18 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use kars_backup_core::RestoreOptions;
 use kars_backup_core::recovery::{AttemptOptions, Candidates, restore_with_fallback};
-use kars_backup_core::{RestoreHooks, RestoreOptions};
 
 use crate::args::RestoreArgs;
 use crate::commands::UsageError;
 use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    // `--config`: destinations, checks, keys and hooks of a config job.
-    let job = super::jobs::restore_job(&a)?;
-    let origins = job
-        .as_ref()
-        .map_or(&a.decrypt, |j| &j.decrypt)
-        .apply_all(resolve::origins(job.as_ref().map_or(&a.from, |j| &j.from))?)?;
-    let job_verify = job.as_ref().and_then(|j| j.verify.as_ref());
-    let plan_for = |time: chrono::DateTime<chrono::Utc>| match job_verify {
-        Some(checks) => Ok(checks.plan(time)),
-        None => a.checks.plan(a.integrity, time),
-    };
+    // `--config`: destinations, checks, keys and hooks of a config job; else the flags'.
+    let (reading, hooks, pg_bin_dir) = super::jobs::restore_job(&a)?;
+    let origins = reading.origins()?;
+    let plan_for = |time| reading.plan(&a.checks, a.integrity, time);
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
     let entry = candidates
         .first()
@@ -32,18 +25,14 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
         let pg = &a.pg;
         std::sync::Arc::new(
-            resolve::postgres_source(
-                &a.db.db,
-                job.as_ref()
-                    .map_or(pg.pg_bin_dir.as_deref(), |j| j.pg_bin_dir.as_deref()),
-            )?
-            .with_restore_options(kars_backup_postgres::PgRestoreOptions {
-                mode: pg.mode,
-                jobs: pg.jobs.unwrap_or(0),
-                tables: pg.tables.clone(),
-                clean: pg.clean,
-            })
-            .with_restore_checks(plan.integrity),
+            resolve::postgres_source(&a.db.db, pg_bin_dir.as_deref())?
+                .with_restore_options(kars_backup_postgres::PgRestoreOptions {
+                    mode: pg.mode,
+                    jobs: pg.jobs.unwrap_or(0),
+                    tables: pg.tables.clone(),
+                    clean: pg.clean,
+                })
+                .with_restore_checks(plan.integrity),
         )
     } else {
         let mut target = resolve::sqlite_source(&a.db.db)?;
@@ -74,16 +63,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     }
     let options = RestoreOptions {
         plan,
-        hooks: match &job {
-            Some(j) => j.hooks.clone(),
-            None => RestoreHooks {
-                stop: a.stop_cmd.clone(),
-                start: a.start_cmd.clone(),
-                health_check: a.health_cmd.clone(),
-                health_check_attempts: a.health_attempts,
-                health_check_interval_secs: a.health_interval,
-            },
-        },
+        hooks,
         confirmed: true,
     };
     let attempts = AttemptOptions {

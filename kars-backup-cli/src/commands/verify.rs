@@ -7,25 +7,19 @@ use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys and scratch server of a config job.
-    let job = super::jobs::check_job(&a)?;
-    let origins = job
-        .as_ref()
-        .map_or(&a.decrypt, |j| &j.decrypt)
-        .apply_all(resolve::origins(job.as_ref().map_or(&a.from, |j| &j.from))?)?;
+    let (reading, pg) = super::jobs::check_job(&a)?;
+    let origins = reading.origins()?;
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
     let first = candidates
         .first()
         .expect("find returns at least one backup");
     a.checks.plan(a.integrity, first.time)?;
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch = resolve::Scratch::new(job.as_ref().map_or(&a.pg, |j| &j.pg), scratch_dir.path());
-    let job_verify = job.as_ref().and_then(|j| j.verify.as_ref());
-    let plan = |e: &kars_backup_core::BackupEntry| match job_verify {
-        Some(checks) => Ok(checks.plan(e.time())),
-        None => a
-            .checks
-            .plan(a.integrity, e.time())
-            .map_err(resolve::core_error),
+    let scratch = resolve::Scratch::new(&pg, scratch_dir.path());
+    let plan = |e: &kars_backup_core::BackupEntry| {
+        reading
+            .plan(&a.checks, a.integrity, e.time())
+            .map_err(resolve::core_error)
     };
     let result = verify_with_fallback(
         &candidates,
