@@ -165,18 +165,11 @@ impl JobConfig {
     /// The tier rules, when tiering is on: the runbook's, with `local-tiers`/`cloud-tiers`
     /// replacing either side.
     pub fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
-        if self.tiering == Tiering::Off && self.local_tiers.is_none() && self.cloud_tiers.is_none()
-        {
-            return None;
-        }
-        let mut rules = kars_backup_core::TierRules::runbook();
-        if let Some(t) = &self.local_tiers {
-            rules.local = t.clone();
-        }
-        if let Some(t) = &self.cloud_tiers {
-            rules.cloud = t.clone();
-        }
-        Some(rules)
+        kars_backup_core::TierRules::configured(
+            self.tiering != Tiering::Off,
+            self.local_tiers.as_deref(),
+            self.cloud_tiers.as_deref(),
+        )
     }
 
     /// Whether the source is a PostgreSQL database.

@@ -111,6 +111,34 @@ impl TierRules {
         }
     }
 
+    /// The rules of a job's settings: `None` (no tiering) unless `runbook` is asked for or a
+    /// side is given; otherwise the runbook's table with `local`/`cloud` replacing either side.
+    ///
+    /// ```
+    /// use kars_backup_core::{Tier, TierRules};
+    /// assert_eq!(TierRules::configured(false, None, None), None);
+    /// let rules = TierRules::configured(false, Some(&[Tier::Daily]), None).unwrap();
+    /// assert_eq!(rules.local, [Tier::Daily]);
+    /// assert_eq!(rules.cloud, TierRules::runbook().cloud);
+    /// ```
+    pub fn configured(
+        runbook: bool,
+        local: Option<&[Tier]>,
+        cloud: Option<&[Tier]>,
+    ) -> Option<Self> {
+        if !runbook && local.is_none() && cloud.is_none() {
+            return None;
+        }
+        let mut rules = TierRules::runbook();
+        if let Some(t) = local {
+            rules.local = t.to_vec();
+        }
+        if let Some(t) = cloud {
+            rules.cloud = t.to_vec();
+        }
+        Some(rules)
+    }
+
     /// The tiers a destination of this placement keeps.
     pub fn accepted(&self, placement: Placement) -> &[Tier] {
         match placement {
