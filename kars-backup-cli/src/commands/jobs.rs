@@ -27,6 +27,16 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     kars_backup_config::load(path).map_err(|e| UsageError(e.to_string()).into())
 }
 
+/// The config's job names, for errors: `a, b, c`.
+fn job_names(config: &Config) -> String {
+    config
+        .jobs
+        .iter()
+        .map(|j| j.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The jobs named by `--job` (all when none), in file order.
 pub(crate) fn select_jobs<'a>(
     config: &'a Config,
@@ -36,12 +46,7 @@ pub(crate) fn select_jobs<'a>(
         if config.job(name).is_none() {
             return Err(UsageError(format!(
                 "no job {name:?} in the config; its jobs: {}",
-                config
-                    .jobs
-                    .iter()
-                    .map(|j| j.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                job_names(config)
             ))
             .into());
         }
@@ -331,12 +336,7 @@ fn config_job(arg: &crate::args::JobArg) -> anyhow::Result<Option<JobConfig>> {
         None => {
             return Err(UsageError(format!(
                 "the config has several jobs: name one with --job ({})",
-                config
-                    .jobs
-                    .iter()
-                    .map(|j| j.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                job_names(&config)
             ))
             .into());
         }
