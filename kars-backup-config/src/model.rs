@@ -284,7 +284,8 @@ impl EncryptionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct VerifyConfig {
-    /// `full` (`PRAGMA integrity_check`; amcheck), `quick` or `off`.
+    /// `standard` (default: `PRAGMA integrity_check`; amcheck `bt_index_check`), `full`
+    /// (PostgreSQL: with `heapallindexed`), `quick` (`PRAGMA quick_check`) or `off`.
     #[serde(default)]
     pub integrity: IntegrityLevel,
     /// Compare row counts with the manifest's (default: true).

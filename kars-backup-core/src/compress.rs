@@ -2,7 +2,10 @@
 //!
 //! The gzip writer splits its input into blocks and compresses each block as its own gzip member
 //! on worker threads, so compression uses every core; the output is ordinary (multi-member) gzip that
-//! `gzip -d`, `tar xzf` and every gzip reader accept, and it is the same for the same input.
+//! `gzip -d`, `tar xzf` and every gzip reader accept, and it is the same for the same input. Each
+//! member's header records the member's length (a gzip extra field), so the reader decompresses
+//! whole members with libdeflate (see `sized_gzip`); other gzip files are read by a streaming
+//! decoder.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -202,9 +205,7 @@ impl FinishWrite for ZstdWriter {
 pub fn decompressor(compression: Compression, input: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
     match compression {
         Compression::None => input,
-        Compression::Gzip { .. } => Box::new(flate2::read::MultiGzDecoder::new(
-            io::BufReader::with_capacity(256 * 1024, input),
-        )),
+        Compression::Gzip { .. } => Box::new(crate::sized_gzip::SizedMembersReader::new(input)),
         Compression::Zstd { .. } => match zstd::stream::read::Decoder::new(input) {
             Ok(d) => Box::new(d),
             Err(e) => Box::new(FailingReader(Some(e))),
@@ -492,6 +493,7 @@ fn compress_block(compressor: &mut Compressor, block: &mut Block) -> io::Result<
         .gzip_compress(&block.input, &mut block.member)
         .map_err(io::Error::other)?;
     block.member.truncate(n);
+    crate::sized_gzip::add_length_field(&mut block.member);
     Ok(())
 }
 

@@ -44,6 +44,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod sink;
+mod sized_gzip;
 pub mod source;
 pub mod status;
 #[cfg(feature = "testing")]

@@ -9,10 +9,15 @@ use crate::source::TableInfo;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IntegrityLevel {
-    /// The full check (SQLite `PRAGMA integrity_check`).
+    /// The engine's usual check: SQLite `PRAGMA integrity_check`; PostgreSQL amcheck's
+    /// `bt_index_check` of every B-tree index, as `pg_amcheck` does by default.
     #[default]
+    Standard,
+    /// The most thorough check: SQLite `PRAGMA integrity_check`; PostgreSQL `bt_index_check` with
+    /// `heapallindexed` (every row is looked up in every index: a scan of each table per index).
     Full,
-    /// A faster check (SQLite `PRAGMA quick_check`), for very large databases.
+    /// A faster check (SQLite `PRAGMA quick_check`; PostgreSQL as `Standard`), for very large
+    /// databases.
     Quick,
     /// No integrity check.
     Off,
@@ -117,7 +122,7 @@ fn yes() -> bool {
 impl Default for VerifyPlan {
     fn default() -> Self {
         VerifyPlan {
-            integrity: IntegrityLevel::Full,
+            integrity: IntegrityLevel::Standard,
             check_counts: true,
             min_rows: Vec::new(),
             queries: Vec::new(),

@@ -134,6 +134,21 @@ impl ConnInfo {
         }
     }
 
+    /// The server is on this machine: a Unix socket, `localhost` or a loopback address.
+    pub(crate) fn is_local(&self) -> bool {
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => {
+                h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            Some(Host::Unix(_)) => true,
+            None => true,
+        }
+    }
+
     /// The URL without its password: `postgres://user@host:port/db`.
     pub fn redacted(&self) -> String {
         let host = self.server();
@@ -362,6 +377,17 @@ mod tests {
         assert!(ConnInfo::parse("mysql://x/y").is_err());
         let err = ConnInfo::parse("postgres://u:pw@h:notaport/db").unwrap_err();
         assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn local_servers_are_recognised() {
+        let local = |url: &str| ConnInfo::parse(url).unwrap().is_local();
+        assert!(local("postgres://u@127.0.0.1:5432/db"));
+        assert!(local("postgres://u@localhost/db"));
+        assert!(local("postgres://u@[::1]:5432/db"));
+        assert!(local("postgres://u@%2Ftmp%2Fsock/db"));
+        assert!(!local("postgres://u@db.example.com/db"));
+        assert!(!local("postgres://u@10.1.2.3/db"));
     }
 
     #[test]

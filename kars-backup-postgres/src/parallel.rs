@@ -102,12 +102,23 @@ pub(crate) struct ParallelLoad<'a> {
     pub(crate) jobs: usize,
     /// `SET` statements for the loading sessions (memory for index builds, …).
     pub(crate) session_sql: String,
+    /// Parallel workers per index build (`None`: the server's setting).
+    pub(crate) index_workers: Option<IndexWorkers>,
     /// amcheck each loaded table's indexes once built: `Some(heapallindexed)`.
     pub(crate) early_checks: Option<bool>,
     /// Builds a `psql` for the sequential parts (with the session options).
     pub(crate) psql: &'a (dyn Fn() -> Result<tokio::process::Command> + Send + Sync),
     pub(crate) work: &'a Path,
     pub(crate) archive: &'a str,
+}
+
+/// Parallel workers per index build (`max_parallel_maintenance_workers`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexWorkers {
+    /// While other work is left for the connections.
+    pub(crate) busy: usize,
+    /// For the last builds, when the other connections have nothing left to do.
+    pub(crate) last: usize,
 }
 
 /// One piece of a table's data on its way to a loading connection.
@@ -156,6 +167,10 @@ struct Queue {
     indexes: VecDeque<IndexJob>,
     /// `COPY` targets queued or loading, with how many blocks.
     loading: HashMap<String, usize>,
+    /// Bytes of table data read per `COPY` target, to build the largest tables' indexes first.
+    sizes: HashMap<String, u64>,
+    /// Parallel workers per index build.
+    index_workers: Option<IndexWorkers>,
     /// Tables that got a `COPY`.
     copied: HashSet<String>,
     /// Index jobs queued or running, per table, and for tables that could not be read.
@@ -185,19 +200,36 @@ enum Task {
 }
 
 impl Queue {
-    /// The next job: table data first, then an index whose table is loaded (an index whose
-    /// table could not be read waits for all data).
+    /// The next job: table data first, then an index whose table is loaded, the largest table's
+    /// first (an index whose table could not be read waits for all data).
     fn next(&mut self) -> Option<Task> {
         if let Some(c) = self.copies.pop_front() {
             return Some(Task::Copy(c));
         }
         let loading = &self.loading;
-        let ready = self.indexes.iter().position(|ix| match &ix.table {
-            Some(t) => !loading.contains_key(t),
-            None => loading.is_empty(),
-        });
+        let size = |ix: &IndexJob| ix.table.as_ref().and_then(|t| self.sizes.get(t)).copied();
+        let ready = self
+            .indexes
+            .iter()
+            .enumerate()
+            .filter(|(_, ix)| match &ix.table {
+                Some(t) => !loading.contains_key(t),
+                None => loading.is_empty(),
+            })
+            .max_by_key(|(i, ix)| (size(ix).unwrap_or(0), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
         if let Some(i) = ready {
-            return self.indexes.remove(i).map(Task::Index);
+            let mut ix = self.indexes.remove(i)?;
+            if let Some(w) = self.index_workers {
+                // The last build: the other connections are about to be idle, so it may use them.
+                let last = self.closed && self.indexes.is_empty() && self.loading.is_empty();
+                let workers = if last { w.last } else { w.busy };
+                ix.sql = format!(
+                    "SET max_parallel_maintenance_workers = {workers};\n{}",
+                    ix.sql
+                );
+            }
+            return Some(Task::Index(ix));
         }
         if let Some(oid) = self.index_checks.pop_front() {
             return Some(Task::Check(oid));
@@ -665,6 +697,9 @@ struct Reader<'a> {
     in_copy: bool,
     /// Where that data goes (`None` once its connection failed).
     copy: Option<mpsc::UnboundedSender<Piece>>,
+    /// That `COPY`'s target and the bytes of data sent to it so far.
+    copy_table: String,
+    copy_bytes: u64,
     spiller: Spiller,
     started: Option<Started>,
     early: Option<EarlyChecks>,
@@ -770,6 +805,7 @@ impl<'a> Reader<'a> {
         }
         let settings = format!("{}{}", header_settings(&self.header), self.load.session_sql);
         let shared = Arc::new(Shared::default());
+        shared.update(|q| q.index_workers = self.load.index_workers);
         // Set first, so that the connections already started are stopped and joined on an error.
         self.started = Some(Started {
             shared: shared.clone(),
@@ -871,6 +907,8 @@ impl<'a> Reader<'a> {
                 self.route = Route::Deferred;
                 let mut failed = false;
                 let target = target.to_string();
+                self.copy_table = target.clone();
+                self.copy_bytes = 0;
                 started.shared.update(|q| {
                     failed = q.failed;
                     q.copied.insert(target.clone());
@@ -902,11 +940,23 @@ impl<'a> Reader<'a> {
         self.write_route(line).await
     }
 
+    /// The current `COPY`'s data is all read.
+    fn end_copy(&mut self) {
+        self.copy = None;
+        self.in_copy = false;
+        let (table, bytes) = (std::mem::take(&mut self.copy_table), self.copy_bytes);
+        if let Some(s) = &self.started {
+            s.shared
+                .update(|q| *q.sizes.entry(table).or_default() += bytes);
+        }
+    }
+
     /// Sends table data to the current `COPY`.
     async fn data(&mut self, bytes: Bytes) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.copy_bytes += bytes.len() as u64;
         let piece = self.spiller.piece(bytes).await?;
         match &self.copy {
             Some(tx) if tx.send(piece).is_ok() => Ok(()),
@@ -954,6 +1004,8 @@ pub(crate) async fn load_plain(
         diverted_bytes: 0,
         in_copy: false,
         copy: None,
+        copy_table: String::new(),
+        copy_bytes: 0,
         spiller: Spiller {
             memory: Arc::new(Semaphore::new(kib(MEMORY_BUDGET) as usize)),
             disk: Arc::new(Semaphore::new(kib(DISK_BUDGET) as usize)),
@@ -1050,8 +1102,7 @@ async fn read_all(r: &mut Reader<'_>, source: &mut Source) -> Result<()> {
                         let data = buf.split_to(end).freeze();
                         r.data(data).await?;
                         let _ = buf.split_to(3);
-                        r.copy = None;
-                        r.in_copy = false;
+                        r.end_copy();
                     }
                     None => {
                         if let Some(i) = memchr::memrchr(b'\n', &buf) {

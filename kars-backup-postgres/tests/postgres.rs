@@ -120,6 +120,19 @@ async fn plain_round_trip_keeps_everything() {
     round_trip(DumpFormat::Plain, 1).await;
 }
 
+/// The restore's check whose name starts with `name`.
+fn check_named<'a>(
+    restored: &'a kars_backup_core::RestoreReport,
+    name: &str,
+) -> &'a kars_backup_core::verify::CheckOutcome {
+    restored
+        .verification
+        .checks
+        .iter()
+        .find(|c| c.check.starts_with(name))
+        .unwrap_or_else(|| panic!("a {name} check in {:?}", restored.verification))
+}
+
 /// A plain dump loaded over three connections (tables side by side, indexes and constraints
 /// side by side, the rest in order) keeps everything, and the row counts it verifies are the
 /// server's own `COPY` results where a table was loaded by one `COPY`.
@@ -134,28 +147,23 @@ async fn plain_round_trip_in_parallel_keeps_everything() {
     let repo = repo(dir.path());
     backup(source(pg, &src_db), &repo).await.unwrap();
     // amcheck during the load (the CLI passes its --integrity level); the extension it installs
-    // is gone again (the schema dumps compare equal).
+    // is gone again (the schema dumps compare equal). The full level adds heapallindexed.
     let target = source(pg, &dst_db)
         .with_jobs(2)
         .with_restore_checks(kars_backup_core::IntegrityLevel::Full);
-    let restored = restore_into(&repo, &target, confirmed()).await.unwrap();
-    let amcheck = restored
-        .verification
-        .checks
-        .iter()
-        .find(|c| c.check == "amcheck")
-        .expect("an amcheck check");
+    let mut options = confirmed();
+    options.plan.integrity = kars_backup_core::IntegrityLevel::Full;
+    let restored = restore_into(&repo, &target, options).await.unwrap();
+    let amcheck = check_named(&restored, "amcheck");
     assert!(amcheck.passed, "{amcheck:?}");
     assert!(
-        amcheck.detail.contains("as soon as they were built"),
+        amcheck.detail.contains("as soon as they were built")
+            && amcheck
+                .detail
+                .contains("with bt_index_check (heapallindexed)"),
         "{amcheck:?}"
     );
-    let counts = restored
-        .verification
-        .checks
-        .iter()
-        .find(|c| c.check.starts_with("row counts"))
-        .expect("a row count check");
+    let counts = check_named(&restored, "row counts");
     assert!(counts.passed, "{counts:?}");
     assert!(
         counts
@@ -165,6 +173,23 @@ async fn plain_round_trip_in_parallel_keeps_everything() {
     );
     assert_eq!(pg.content_hashes(&src_db), pg.content_hashes(&dst_db));
     assert_eq!(pg.schema_dump(&src_db), pg.schema_dump(&dst_db));
+    // The default level: every B-tree index checked with bt_index_check, without heapallindexed.
+    let target = source(pg, &dst_db)
+        .with_jobs(2)
+        .with_restore_checks(kars_backup_core::IntegrityLevel::Standard);
+    let restored = restore_into(&repo, &target, confirmed()).await.unwrap();
+    let amcheck = check_named(&restored, "amcheck");
+    assert!(amcheck.passed, "{amcheck:?}");
+    assert!(
+        amcheck.detail.contains("as soon as they were built")
+            && amcheck.detail.contains("with bt_index_check,")
+            && !amcheck.detail.contains("heapallindexed"),
+        "{amcheck:?}"
+    );
+    assert_eq!(pg.content_hashes(&src_db), pg.content_hashes(&dst_db));
+    for kept in pg.databases_like(&format!("{dst_db}_pre_restore")) {
+        pg.drop_database(&kept);
+    }
     pg.drop_database(&src_db);
     pg.drop_database(&dst_db);
 }

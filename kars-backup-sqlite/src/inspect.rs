@@ -231,7 +231,7 @@ pub(crate) fn integrity(
     level: IntegrityLevel,
 ) -> Result<Option<String>> {
     let pragma = match level {
-        IntegrityLevel::Full => "integrity_check",
+        IntegrityLevel::Standard | IntegrityLevel::Full => "integrity_check",
         IntegrityLevel::Quick => "quick_check",
         IntegrityLevel::Off => return Ok(None),
     };
