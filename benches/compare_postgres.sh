@@ -13,7 +13,10 @@
 #
 # Times are wall seconds, the best of REPEAT rounds (each round runs every command once, in the
 # order above, so all see the same machine load; the database is warm in the page cache after
-# the generation). Ratios printed at the end; targets from issue 3: backup (c) <= 0.5 x (a) with
+# the generation). Before each timed command the server checkpoints and the kernel writes back
+# dirty pages (`CHECKPOINT; sync`), so no command pays for the writes of the one before it
+# (without it, the first restore of a round ran on a clean page cache and the later ones while
+# the kernel flushed the earlier restores' hundreds of MB, stalling them by up to a second). Ratios printed at the end; targets from issue 3: backup (c) <= 0.5 x (a) with
 # an archive no larger than (a)'s; restore (h) <= 0.7 x (f).
 #
 # Usage: benches/compare_postgres.sh
@@ -97,6 +100,7 @@ declare -A bytes
 timeit() { # name command... (keeps the best time over the rounds)
     local name="$1"; shift
     local start end took
+    psql_q -d postgres -c CHECKPOINT && sync
     start=$(date +%s.%N)
     "$@"
     end=$(date +%s.%N)

@@ -63,8 +63,10 @@ pub(crate) struct SizedMembersReader {
     decompressor: Decompressor,
     /// Input read but not used yet.
     input: Vec<u8>,
-    /// The current member's decompressed bytes, and how far they were read.
+    /// The current member's decompressed bytes (the first `len` of `out`, which only grows so
+    /// it is not zeroed again for every member), and how far they were read.
     out: Vec<u8>,
+    len: usize,
     at: usize,
     /// Members decompressed whole so far.
     members: u64,
@@ -87,6 +89,7 @@ impl SizedMembersReader {
             decompressor: Decompressor::new(),
             input: Vec::new(),
             out: Vec::new(),
+            len: 0,
             at: 0,
             members: 0,
         }
@@ -135,11 +138,15 @@ impl SizedMembersReader {
             let size =
                 u32::from_le_bytes(member[total - 4..].try_into().expect("4 bytes")) as usize;
             if size <= MAX_MEMBER {
-                self.out.clear();
-                self.out.resize(size, 0);
-                if let Ok(n) = self.decompressor.gzip_decompress(member, &mut self.out)
+                if self.out.len() < size {
+                    self.out.resize(size, 0);
+                }
+                if let Ok(n) = self
+                    .decompressor
+                    .gzip_decompress(member, &mut self.out[..size])
                     && n == size
                 {
+                    self.len = size;
                     self.input.drain(..total);
                     self.at = 0;
                     self.members += 1;
@@ -157,6 +164,7 @@ impl SizedMembersReader {
             io::BufReader::with_capacity(256 * 1024, rest),
         )));
         self.out = Vec::new();
+        self.len = 0;
         self.at = 0;
         Ok(false)
     }
@@ -168,8 +176,8 @@ impl Read for SizedMembersReader {
             return Ok(0);
         }
         loop {
-            if self.at < self.out.len() {
-                let n = buf.len().min(self.out.len() - self.at);
+            if self.at < self.len {
+                let n = buf.len().min(self.len - self.at);
                 buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
                 self.at += n;
                 return Ok(n);
