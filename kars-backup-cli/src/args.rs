@@ -530,7 +530,8 @@ pub(crate) struct PgRestoreArgs {
 #[command(next_help_heading = "PostgreSQL")]
 pub(crate) struct PgVerifyArgs {
     /// A PostgreSQL server (URL) where verify may create and drop a temporary database; needed
-    /// for PostgreSQL backups (default: DATABASE_URL's server).
+    /// for PostgreSQL backups (default: the --config job's `[job.verify] scratch-db`, else
+    /// DATABASE_URL's server).
     #[arg(long, value_name = "URL")]
     pub(crate) scratch_db: Option<String>,
 
@@ -538,7 +539,8 @@ pub(crate) struct PgVerifyArgs {
     #[arg(long, value_name = "N")]
     pub(crate) jobs: Option<usize>,
 
-    /// Directory of pg_restore/psql.
+    /// Directory of pg_restore/psql (default: the --config job's `[job.postgres] bin-dir`, else
+    /// the server version's Debian directory, else PATH).
     #[arg(long, value_name = "DIR")]
     pub(crate) pg_bin_dir: Option<PathBuf>,
 }

@@ -63,6 +63,39 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
     assert_eq!(v["ok"], true);
     assert!(pg.databases_like("kars_verify_").is_empty());
 
+    // With a config job, flags win over the file, as for restore: the job's programs directory
+    // does not exist, so verify fails naming it, unless --pg-bin-dir points at the real one.
+    let config = dir.path().join("kars.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"pg\"\nsource = \"{url}\"\n[[job.destination]]\nurl = \"{}\"\n\
+             [job.postgres]\nbin-dir = \"/nonexistent/kars-pg-bin\"\n\
+             [job.verify]\nscratch-db = \"{}\"\n",
+            s(&store),
+            pg.server_url()
+        ),
+    )
+    .unwrap();
+    let o = run(&["verify", "--config", &s(&config), "--latest"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("/nonexistent/kars-pg-bin"),
+        "{}",
+        text(&o)
+    );
+    let pg_bin = kars_backup_postgres::testing::find_bin_dir().unwrap();
+    let v = json(&ok_pg(run(&[
+        "verify",
+        "--config",
+        &s(&config),
+        "--latest",
+        "--pg-bin-dir",
+        &s(&pg_bin),
+        "--json",
+    ])));
+    assert_eq!(v["ok"], true);
+
     // Restore into a new database (created), then over it (previous one kept).
     let copy = TestCluster::unique_name("cli_copy");
     ok_pg(run(&[

@@ -392,26 +392,28 @@ fn reading(
     })
 }
 
-/// `verify`/`drill [--config FILE [--job NAME]]`: what they read, and the scratch server
-/// (`[job.verify] scratch-db`, else `--scratch-db`) and PostgreSQL programs.
+/// `verify`/`drill [--config FILE [--job NAME]]`: what they read, and the scratch server and
+/// PostgreSQL programs (as for `restore`, a flag wins over the file: `--scratch-db`, else
+/// `[job.verify] scratch-db`; `--pg-bin-dir`, else `[job.postgres] bin-dir`).
 pub(crate) fn check_job(
     v: &crate::args::VerifyArgs,
 ) -> anyhow::Result<(Reading, crate::args::PgVerifyArgs)> {
     let job = config_job(&v.job)?;
     let reading = reading(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
     let pg = crate::args::PgVerifyArgs {
-        scratch_db: reading
-            .verify
-            .as_ref()
-            .and_then(|c| c.scratch_db.as_ref())
-            .map(|u| u.expose().to_string())
-            .or_else(|| v.pg.scratch_db.clone()),
+        scratch_db: v.pg.scratch_db.clone().or_else(|| {
+            reading
+                .verify
+                .as_ref()
+                .and_then(|c| c.scratch_db.as_ref())
+                .map(|u| u.expose().to_string())
+        }),
         jobs: v.pg.jobs,
-        pg_bin_dir: job
-            .as_ref()
-            .and_then(|j| j.postgres.as_ref())
-            .and_then(|p| p.bin_dir.clone())
-            .or_else(|| v.pg.pg_bin_dir.clone()),
+        pg_bin_dir: v.pg.pg_bin_dir.clone().or_else(|| {
+            job.as_ref()
+                .and_then(|j| j.postgres.as_ref())
+                .and_then(|p| p.bin_dir.clone())
+        }),
     };
     Ok((reading, pg))
 }
