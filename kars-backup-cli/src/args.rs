@@ -12,7 +12,7 @@ use kars_backup_core::{Compression, IntegrityLevel};
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
 restore not confirmed, unsupported version), 3 database source error, 4 storage error (also: a backup that failed at some \
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
-whose backup failed), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
+whose backup failed; status: a destination's last drill failed), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
 missed."
 )]
 pub(crate) struct Cli {

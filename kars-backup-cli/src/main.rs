@@ -25,7 +25,8 @@ pub(crate) mod exit {
     pub(crate) const SOURCE: u8 = 3;
     /// A storage destination failed (also a backup that failed at some destinations).
     pub(crate) const STORAGE: u8 = 4;
-    /// Verification failed: checksum, integrity, row counts, test queries.
+    /// Verification failed: checksum, integrity, row counts, test queries (also `status` when a
+    /// destination's last drill failed).
     pub(crate) const VERIFICATION: u8 = 5;
     /// `status`: a destination's newest backup is older than the RPO target (or missing);
     /// `drill`: the RTO or RPO target was missed.

@@ -367,9 +367,16 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     let d = &json(&o)["drill"];
     assert_eq!(d["outcome"], "failed");
     assert_eq!(d["error_category"], "verification");
-    let o = ok(run(&["status", "--from", &s(&store)]));
+    // status fails too (exit 5) while the last drill has failed: backups may not restore.
+    let o = run(&["status", "--from", &s(&store)]);
+    assert_eq!(code(&o), 5, "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("FAILED"), "{out}");
+    let o = run(&["status", "--from", &s(&store), "--json"]);
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    let st = json(&o);
+    assert_eq!(st["ok"], false, "{st}");
+    assert_eq!(st["drill_failed"], true, "{st}");
     let reports = std::fs::read_dir(store.join(".kars-drills"))
         .unwrap()
         .count();
@@ -410,4 +417,9 @@ fn drills_measure_rto_and_rpo_store_their_reports_and_status_shows_the_last_one(
     let o = run(&["drill", "--from", &s(&empty), "--latest"]);
     assert_eq!(code(&o), 4, "{}", text(&o));
     assert!(text(&o).contains("no committed backup"), "{}", text(&o));
+    // A passing drill clears status again.
+    ok(run(&["drill", "--from", &s(&store), "--latest"]));
+    let st = json(&ok(run(&["status", "--from", &s(&store), "--json"])));
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["drill_failed"], false, "{st}");
 }

@@ -36,9 +36,16 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
         .filter_map(|s| s.last_drill.as_ref())
         .max_by_key(|d| d.at);
     let all_fresh = statuses.iter().all(|s| s.within_rpo);
+    // A destination whose last drill failed may hold backups that do not restore.
+    let drill_failed = statuses.iter().any(|s| {
+        s.last_drill
+            .as_ref()
+            .is_some_and(|d| d.outcome == kars_backup_core::drill::DrillOutcome::Failed)
+    });
     if a.json {
         render::print_json(&serde_json::json!({
-            "ok": all_fresh,
+            "ok": all_fresh && !drill_failed,
+            "drill_failed": drill_failed,
             "rpo_secs": a.rpo.num_seconds(),
             "destinations": statuses.iter().zip(&jobs).map(|(s, job)| {
                 let mut v = serde_json::json!(s);
@@ -84,7 +91,9 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if all_fresh {
+    Ok(if drill_failed {
+        exit::VERIFICATION
+    } else if all_fresh {
         exit::OK
     } else {
         exit::RPO_MISSED
