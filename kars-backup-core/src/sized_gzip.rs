@@ -95,25 +95,10 @@ impl SizedMembersReader {
         }
     }
 
-    /// Reads from `input` until `self.input` holds `n` bytes or the input ends.
+    /// Reads from `input` until `buf` holds `n` bytes or the input ends.
     fn fill(input: &mut (dyn Read + Send), buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
-        while buf.len() < n {
-            let had = buf.len();
-            buf.resize(n, 0);
-            match input.read(&mut buf[had..]) {
-                Ok(0) => {
-                    buf.truncate(had);
-                    break;
-                }
-                Ok(k) => buf.truncate(had + k),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(had),
-                Err(e) => {
-                    buf.truncate(had);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        let missing = n.saturating_sub(buf.len()) as u64;
+        input.take(missing).read_to_end(buf).map(|_| ())
     }
 
     /// Decompresses the next sized member into `self.out`; `Ok(false)` at the end of the input.

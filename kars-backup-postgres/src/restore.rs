@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kars_backup_core::{
-    IntegrityLevel, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
+    Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
 };
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -827,11 +827,9 @@ async fn stage_safe(
         clean: false,
         session_options: Some(staging_session_options(major)),
         freeze_copies: true,
-        early_checks: match source.restore_checks() {
-            Some(IntegrityLevel::Full) => Some(true),
-            Some(IntegrityLevel::Standard | IntegrityLevel::Quick) => Some(false),
-            _ => None,
-        },
+        early_checks: source
+            .restore_checks()
+            .and_then(crate::verify::heapallindexed),
         ..LoadOptions::default()
     };
     let staging_conn = target.with_dbname(&staging);

@@ -67,6 +67,15 @@ async fn scan_worker(
     out
 }
 
+/// Whether amcheck at `level` runs with `heapallindexed` (only `Full`); `None` for no amcheck.
+pub(crate) fn heapallindexed(level: IntegrityLevel) -> Option<bool> {
+    match level {
+        IntegrityLevel::Full => Some(true),
+        IntegrityLevel::Standard | IntegrityLevel::Quick => Some(false),
+        IntegrityLevel::Off => None,
+    }
+}
+
 /// Runs `plan` against the database `conn` names. `only` limits the count comparison to these
 /// tables (a selective restore). `loaded` holds row counts the server reported while loading
 /// this database (`COPY n` of a table's one `COPY`, in a new database nothing else wrote to):
@@ -88,7 +97,7 @@ pub(crate) async fn verify_database(
     let tables = metadata::list_tables(&client, &Selection::default(), &target).await?;
 
     // What the integrity check scans: amcheck on every B-tree index, else catalog checks.
-    let heap = plan.integrity == IntegrityLevel::Full;
+    let heap = heapallindexed(plan.integrity).unwrap_or(false);
     // Checks run during the load count when they were as thorough (heapallindexed if asked).
     let reused: Option<&EarlyChecks> = early.filter(|e| e.heap || !heap);
     let early_created = early.is_some_and(|e| e.created);

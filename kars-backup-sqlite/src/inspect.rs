@@ -223,6 +223,15 @@ fn is_virtual(sql: &str) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("create virtual table"))
 }
 
+/// The pragma that checks at `level`: `integrity_check`, `quick_check`, or none for `Off`.
+pub(crate) fn integrity_pragma(level: IntegrityLevel) -> Option<&'static str> {
+    match level {
+        IntegrityLevel::Standard | IntegrityLevel::Full => Some("integrity_check"),
+        IntegrityLevel::Quick => Some("quick_check"),
+        IntegrityLevel::Off => None,
+    }
+}
+
 /// Runs `PRAGMA integrity_check` or `quick_check`: `Some("ok")` or the problems, one a line;
 /// `None` when `level` is `Off`.
 pub(crate) fn integrity(
@@ -230,10 +239,8 @@ pub(crate) fn integrity(
     path: &Path,
     level: IntegrityLevel,
 ) -> Result<Option<String>> {
-    let pragma = match level {
-        IntegrityLevel::Standard | IntegrityLevel::Full => "integrity_check",
-        IntegrityLevel::Quick => "quick_check",
-        IntegrityLevel::Off => return Ok(None),
+    let Some(pragma) = integrity_pragma(level) else {
+        return Ok(None);
     };
     let sql = format!("PRAGMA main.{pragma}({INTEGRITY_MAX_ERRORS})");
     let lines = conn

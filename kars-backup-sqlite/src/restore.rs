@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use kars_backup_core::verify::{self, IntegrityLevel};
+use kars_backup_core::verify;
 use kars_backup_core::{
     DatabaseInfo, Manifest, PayloadReader, StageContext, StagedRestore, TableInfo, VerifyPlan,
     VerifyReport,
@@ -631,11 +631,7 @@ fn verify_database(
             return None;
         }
     };
-    if plan.integrity != IntegrityLevel::Off {
-        let check = match plan.integrity {
-            IntegrityLevel::Quick => "quick_check",
-            _ => "integrity_check",
-        };
+    if let Some(check) = inspect::integrity_pragma(plan.integrity) {
         let label = format!("{check} of {}", db.name);
         match inspect::integrity(&conn, &db.path, plan.integrity) {
             Ok(Some(result)) => report.push(label, result == "ok", result),
