@@ -239,24 +239,65 @@ pub(crate) struct RestoreArgs {
     pub(crate) yes: bool,
 
     /// Command that stops the application before the swap (run with `sh -c`).
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", help_heading = "Application")]
     pub(crate) stop_cmd: Option<String>,
 
-    /// Command that starts the application after the swap (and after a rollback).
-    #[arg(long, value_name = "CMD")]
+    /// Command that starts the application after the swap (and after a rollback). It may leave
+    /// the application running in the background: the restore waits for the command to exit,
+    /// not for its output to close.
+    #[arg(long, value_name = "CMD", help_heading = "Application")]
     pub(crate) start_cmd: Option<String>,
 
     /// Health check after the start; exit 0 means healthy, else the restore is rolled back.
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", help_heading = "Application")]
     pub(crate) health_cmd: Option<String>,
 
-    /// Health-check attempts before rolling back.
-    #[arg(long, default_value_t = 5)]
-    pub(crate) health_attempts: u32,
+    /// Failed health checks (after the start period) before rolling back [default: 5, or the
+    /// config's].
+    #[arg(long, value_name = "N", help_heading = "Application")]
+    pub(crate) health_attempts: Option<u32>,
 
-    /// Seconds between health-check attempts.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) health_interval: u64,
+    /// Seconds between health-check attempts [default: 2].
+    #[arg(long, value_name = "SECS", help_heading = "Application")]
+    pub(crate) health_interval: Option<u64>,
+
+    /// Time after the start during which failed health checks do not count (the application is
+    /// still starting; Docker's start period), e.g. 30s [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
+    pub(crate) health_start_period: Option<u64>,
+
+    /// How long one health-check attempt may run before it counts as failed [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
+    pub(crate) health_timeout: Option<u64>,
+
+    /// How long the stop and start commands may run; past it their whole process group is
+    /// killed and the restore fails and rolls back [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
+    pub(crate) hook_timeout: Option<u64>,
+
+    /// Restore into a database that the application keeps open: the verified data is written
+    /// into it through the engine's own online mechanism (SQLite: the online backup API, the
+    /// application keeps its connections; PostgreSQL: with --mode in-place, one transaction its
+    /// sessions stay connected through). Without it, a target that other processes have open is
+    /// refused (exit 3).
+    #[arg(
+        long,
+        conflicts_with = "terminate_connections",
+        help_heading = "Application"
+    )]
+    pub(crate) live: bool,
+
+    /// PostgreSQL: end the application's sessions on the target database at the swap (it
+    /// reconnects to the restored database) instead of refusing.
+    #[arg(long, help_heading = "Application")]
+    pub(crate) terminate_connections: bool,
+
+    /// Previous copies of the target to keep after a successful restore, the one it just made
+    /// included (`<db>.pre-restore-<time>`, `<db>_pre_restore_<time>`,
+    /// `DATA_DIR/.kars-pre-restore-<time>/`); older ones are removed. 0 removes that one too once
+    /// the health check passed [default: 1].
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_previous: Option<u32>,
 
     #[command(flatten)]
     pub(crate) decrypt: DecryptArgs,
@@ -631,6 +672,17 @@ pub(crate) struct SimulateArgs {
 
 fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
     kars_backup_core::retention::parse_duration(s)
+}
+
+/// A duration in whole seconds: `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_seconds(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    kars_backup_core::retention::parse_duration(s).and_then(|d| {
+        u64::try_from(d.num_seconds()).map_err(|_| format!("duration {s:?} must not be negative"))
+    })
 }
 
 /// Storage tier routing of `backup`.

@@ -31,6 +31,8 @@ pub(crate) mod exit {
     /// `status`: a destination's newest backup is older than the RPO target (or missing);
     /// `drill`: the RTO or RPO target was missed.
     pub(crate) const RPO_MISSED: u8 = 6;
+    /// Interrupted (SIGINT; a restore stopped by SIGTERM exits with 143), after the rollback.
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
@@ -142,6 +144,7 @@ pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
                 ErrorCategory::Source => exit::SOURCE,
                 ErrorCategory::Storage => exit::STORAGE,
                 ErrorCategory::Verification => exit::VERIFICATION,
+                ErrorCategory::Interrupted => exit::INTERRUPTED,
                 _ => exit::INTERNAL,
             };
         }

@@ -48,7 +48,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
     CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
     HooksConfig, JobConfig, LogFormat, NotifyConfig, PingConfig, PostgresConfig, QueryConfig,
-    ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
+    RestoreConfig, ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
 

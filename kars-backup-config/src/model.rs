@@ -146,6 +146,9 @@ pub struct JobConfig {
     /// Commands around a restore.
     #[serde(default)]
     pub hooks: Option<HooksConfig>,
+    /// How a restore treats the application and the previous database.
+    #[serde(default)]
+    pub restore: Option<RestoreConfig>,
     /// PostgreSQL dump options (ignored for SQLite).
     #[serde(default)]
     pub postgres: Option<PostgresConfig>,
@@ -402,6 +405,45 @@ pub struct HooksConfig {
     /// Pause between attempts (default 2s).
     #[serde(default = "two_seconds", deserialize_with = "duration")]
     pub health_interval: chrono::Duration,
+    /// Time after the start during which failed health checks do not count (default 0s).
+    #[serde(default = "zero_seconds", deserialize_with = "duration")]
+    pub health_start_period: chrono::Duration,
+    /// How long one health-check attempt may run (default 30s).
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub health_timeout: chrono::Duration,
+    /// How long the stop and start commands may run before their process group is killed and
+    /// the restore rolls back (default 5m).
+    #[serde(default = "five_minutes", deserialize_with = "duration")]
+    pub timeout: chrono::Duration,
+}
+
+/// `[job.restore]`: how a restore treats the application and the previous database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Previous copies to keep after a successful restore, the new one included (default 1).
+    #[serde(default = "one")]
+    pub keep_previous: u32,
+    /// What to do when other processes have the target open: `refuse` (default), `live`
+    /// (write through the engine's online mechanism) or `terminate-sessions` (PostgreSQL).
+    #[serde(default)]
+    pub in_use: kars_backup_core::InUsePolicy,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn zero_seconds() -> chrono::Duration {
+    chrono::Duration::zero()
+}
+
+fn thirty_seconds() -> chrono::Duration {
+    chrono::Duration::seconds(30)
+}
+
+fn five_minutes() -> chrono::Duration {
+    chrono::Duration::minutes(5)
 }
 
 fn five() -> u32 {

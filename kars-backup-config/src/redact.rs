@@ -142,6 +142,18 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "health": h.health.as_ref().map(|c| command(c, config)),
                 "health-attempts": h.health_attempts,
                 "health-interval": duration(h.health_interval),
+                "health-start-period": duration(h.health_start_period),
+                "health-timeout": duration(h.health_timeout),
+                "timeout": duration(h.timeout),
+            }),
+        );
+    }
+    if let Some(r) = &j.restore {
+        o.insert(
+            "restore".into(),
+            json!({
+                "keep-previous": r.keep_previous,
+                "in-use": r.in_use,
             }),
         );
     }

@@ -72,6 +72,23 @@ pub enum Error {
         /// Exit status and output.
         reason: String,
     },
+    /// Other processes (or database sessions) have the restore target open: replacing it under
+    /// them would leave them on the old data or broken.
+    #[error("{target} is in use by {holders}; {hint}")]
+    InUse {
+        /// The target's description.
+        target: String,
+        /// Who has it open (`pid 12 (node server.js)`, …).
+        holders: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The operation was interrupted (SIGINT/SIGTERM, or its cancellation token).
+    #[error("interrupted during {during}")]
+    Interrupted {
+        /// The phase it was in.
+        during: String,
+    },
     /// A restore was refused because it was not confirmed.
     #[error("restore not confirmed: {0}")]
     NotConfirmed(String),
@@ -161,7 +178,10 @@ impl Error {
             | Error::NotConfirmed(_)
             | Error::UnsupportedVersion { .. }
             | Error::KeyMissing { .. } => ErrorCategory::Usage,
-            Error::Source { .. } | Error::HookFailed { .. } => ErrorCategory::Source,
+            Error::Source { .. } | Error::HookFailed { .. } | Error::InUse { .. } => {
+                ErrorCategory::Source
+            }
+            Error::Interrupted { .. } => ErrorCategory::Interrupted,
             Error::VerificationFailed(_)
             | Error::ChecksumMismatch { .. }
             | Error::InvalidArchive { .. }
@@ -231,16 +251,19 @@ pub enum ErrorCategory {
     Storage,
     /// Data failed a check: checksum, integrity, counts.
     Verification,
+    /// The operation was interrupted by a signal or its caller.
+    Interrupted,
 }
 
 impl ErrorCategory {
-    /// A lower-case name for reports (`usage`, `source`, `storage`, `verification`).
+    /// A lower-case name for reports (`usage`, `source`, `storage`, `verification`, `interrupted`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCategory::Usage => "usage",
             ErrorCategory::Source => "source",
             ErrorCategory::Storage => "storage",
             ErrorCategory::Verification => "verification",
+            ErrorCategory::Interrupted => "interrupted",
         }
     }
 }

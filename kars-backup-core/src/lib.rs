@@ -9,6 +9,8 @@
 //! - [`recovery`]: restores from several destinations with retries and fallbacks;
 //!   [`drill`]: restore drills with measured RTO and RPO.
 //! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
+//! - [`hook`]: hook commands that cannot hang a restore; [`holders`]: which processes have a
+//!   file open.
 //! - [`pipeline`]: the streaming stages (compression on its own threads, encryption, SHA-256,
 //!   byte counts); [`encrypt`]: the [`Encryptor`]/[`Decryptor`] interface (age and OpenPGP live
 //!   in `kars-backup-encrypt`).
@@ -34,6 +36,8 @@ pub mod encrypt;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fault;
+pub mod holders;
+pub mod hook;
 pub mod manifest;
 pub mod name;
 pub mod pipeline;
@@ -69,10 +73,12 @@ pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_b
 pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
 pub use source::{
-    DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
-    StagedRestore, TableInfo,
+    DatabaseInfo, DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy,
+    SnapshotInfo, StageContext, StagedRestore, TableInfo,
 };
 pub use tier::{Placement, Tier, TierRules};
+/// The token that interrupts a restore ([`RestoreOptions::cancel`]).
+pub use tokio_util::sync::CancellationToken;
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};
 
 /// The host label stored in manifests: `KARS_BACKUP_HOST` if set, else this machine's host name.

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::compress::{self, Compression, FinishWrite};
 use crate::encrypt::{DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme};
@@ -164,6 +165,7 @@ pub struct PayloadReader {
     current: Bytes,
     read: u64,
     limit: Option<u64>,
+    cancel: Option<CancellationToken>,
 }
 
 impl fmt::Debug for PayloadReader {
@@ -180,11 +182,19 @@ impl PayloadReader {
     /// # Errors
     /// A download, checksum or decompression failure upstream.
     pub async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        self.check_cancelled()?;
         if !self.current.is_empty() {
             let c = std::mem::take(&mut self.current);
             return Ok(Some(c));
         }
-        match self.rx.recv().await {
+        let next = match &self.cancel {
+            Some(cancel) => tokio::select! {
+                next = self.rx.recv() => next,
+                () = cancel.cancelled() => return Err(interrupted()),
+            },
+            None => self.rx.recv().await,
+        };
+        match next {
             None => Ok(None),
             Some(Ok(c)) => self.account(c).map(Some),
             Some(Err(e)) => Err(e),
@@ -194,6 +204,20 @@ impl PayloadReader {
     /// Bytes read so far.
     pub fn bytes_read(&self) -> u64 {
         self.read
+    }
+
+    /// Makes reads fail (with "the restore was interrupted") once `cancel` is cancelled, so a
+    /// source's staging stops at its next read and cleans up as for any failed read.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    fn check_cancelled(&self) -> io::Result<()> {
+        match &self.cancel {
+            Some(c) if c.is_cancelled() => Err(interrupted()),
+            _ => Ok(()),
+        }
     }
 
     fn account(&mut self, c: Bytes) -> io::Result<Bytes> {
@@ -222,8 +246,15 @@ impl PayloadReader {
             current: Bytes::new(),
             read: 0,
             limit: None,
+            cancel: None,
         }
     }
+}
+
+/// The error of a read after the restore was cancelled (not `ErrorKind::Interrupted`, which
+/// readers retry).
+fn interrupted() -> io::Error {
+    io::Error::other("the restore was interrupted")
 }
 
 impl Read for PayloadReader {
@@ -231,6 +262,7 @@ impl Read for PayloadReader {
         if out.is_empty() {
             return Ok(0);
         }
+        self.check_cancelled()?;
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 None => return Ok(0),
@@ -703,6 +735,7 @@ fn spawn_download(
         current: Bytes::new(),
         read: 0,
         limit: payload_limit,
+        cancel: None,
     };
     (reader, ready_rx, check)
 }

@@ -1,18 +1,24 @@
-//! Restore and verify: staging → checksum → verification → stop hook → swap → start hook →
-//! health check, rolling back on any failure.
+//! Restore and verify: staging → checksum → verification → stop hook → in-use check → swap →
+//! start hook → health check, rolling back on any failure or interruption.
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::hook::{Hook, run_hook};
 use crate::pipeline::DownloadCheck;
 use crate::progress::DynProgress;
 use crate::repository::{BackupEntry, EntryKind, Repository};
-use crate::source::{DatabaseSource, StageContext, StagedRestore};
+use crate::source::{DatabaseSource, InUsePolicy, StageContext, StagedRestore};
 use crate::verify::{VerifyPlan, VerifyReport};
 
 /// Shell commands run around the swap, like the runbook's `docker-compose down` / `up -d`.
+///
+/// Each runs as `sh -c COMMAND` in a process group of its own (see [`crate::hook`]): the restore
+/// waits for the command to exit, never for output that background children keep open, and
+/// kills the group when the command runs past its timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RestoreHooks {
@@ -25,12 +31,23 @@ pub struct RestoreHooks {
     /// Checks the application after the start; exit 0 means healthy.
     #[serde(default)]
     pub health_check: Option<String>,
-    /// How many times the health check is tried before the restore is rolled back.
+    /// How many failed health checks (after the start period) roll the restore back.
     #[serde(default = "default_attempts")]
     pub health_check_attempts: u32,
     /// Seconds between health-check attempts.
     #[serde(default = "default_interval")]
     pub health_check_interval_secs: u64,
+    /// Seconds after the start during which failed health checks do not count (Docker's
+    /// `--start-period`): the application is still starting.
+    #[serde(default)]
+    pub health_check_start_period_secs: u64,
+    /// Seconds one health-check attempt may run before it counts as failed.
+    #[serde(default = "default_health_timeout")]
+    pub health_check_timeout_secs: u64,
+    /// Seconds the stop and start commands may run before their process group is killed and
+    /// the restore fails (and rolls back).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u64,
 }
 
 fn default_attempts() -> u32 {
@@ -41,6 +58,14 @@ fn default_interval() -> u64 {
     2
 }
 
+fn default_health_timeout() -> u64 {
+    30
+}
+
+fn default_hook_timeout() -> u64 {
+    300
+}
+
 impl Default for RestoreHooks {
     fn default() -> Self {
         RestoreHooks {
@@ -49,12 +74,15 @@ impl Default for RestoreHooks {
             health_check: None,
             health_check_attempts: default_attempts(),
             health_check_interval_secs: default_interval(),
+            health_check_start_period_secs: 0,
+            health_check_timeout_secs: default_health_timeout(),
+            timeout_secs: default_hook_timeout(),
         }
     }
 }
 
 /// Options of a restore.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// Checks run against the staging copy before it replaces the live database.
     pub plan: VerifyPlan,
@@ -63,6 +91,28 @@ pub struct RestoreOptions {
     /// The caller confirmed that the live database may be replaced. Without it, a restore over
     /// an existing database fails with [`Error::NotConfirmed`].
     pub confirmed: bool,
+    /// What to do about processes that have the target open (default: refuse).
+    pub in_use: InUsePolicy,
+    /// How many previous copies of the target (`<db>.pre-restore-<time>` …) to keep after a
+    /// successful restore, the one it just made included; older ones are removed. 0 removes
+    /// that one too once the health check passed. Default 1.
+    pub keep_previous: u32,
+    /// Cancelling it interrupts the restore: whatever phase it is in stops, and everything is
+    /// rolled back as for a failure ([`Error::Interrupted`]).
+    pub cancel: CancellationToken,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            plan: VerifyPlan::default(),
+            hooks: RestoreHooks::default(),
+            confirmed: false,
+            in_use: InUsePolicy::Refuse,
+            keep_previous: 1,
+            cancel: CancellationToken::new(),
+        }
+    }
 }
 
 /// What a restore or a verification did.
@@ -84,6 +134,12 @@ pub struct RestoreReport {
     pub verification: VerifyReport,
     /// Where the previous database was kept, after a restore over one.
     pub previous_kept_at: Option<String>,
+    /// Older previous copies removed after the restore (`keep_previous`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_removed: Vec<String>,
+    /// What an interrupted earlier restore had left behind and this one cleaned up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers_removed: Vec<String>,
     /// The steps taken, in order.
     pub steps: Vec<String>,
     /// Wall time.
@@ -95,11 +151,16 @@ pub struct RestoreReport {
 ///
 /// The live database is changed only after the staging copy passed the checksum and the
 /// verification plan, and is put back as it was when the swap, the start hook or the health check
-/// fails.
+/// fails, or when [`RestoreOptions::cancel`] is cancelled before the health check passed. A
+/// target that other processes have open is refused ([`Error::InUse`]) unless
+/// [`RestoreOptions::in_use`] says otherwise; it is checked before the download (when there is
+/// no stop hook) and again right before the swap (after the stop hook, which may not have
+/// stopped everything).
 ///
 /// # Errors
-/// [`Error::NotConfirmed`], [`Error::ChecksumMismatch`], [`Error::VerificationFailed`],
-/// [`Error::HookFailed`], [`Error::RolledBack`] and the source's and sink's errors.
+/// [`Error::NotConfirmed`], [`Error::InUse`], [`Error::ChecksumMismatch`],
+/// [`Error::VerificationFailed`], [`Error::HookFailed`], [`Error::Interrupted`],
+/// [`Error::RolledBack`] and the source's and sink's errors.
 pub async fn restore(
     repo: &Repository,
     entry: &BackupEntry,
@@ -109,6 +170,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     check_engine(entry, target)?;
+    target.check_in_use_policy(options.in_use)?;
     if target.exists().await? && !options.confirmed {
         return Err(Error::NotConfirmed(format!(
             "restoring {} replaces the existing database {}; confirm it (CLI: type yes, or pass --yes)",
@@ -118,10 +180,30 @@ pub async fn restore(
     }
     let span = tracing::info_span!("restore", backup = %entry.name, target = %target.describe());
     let _enter = span.enter();
+    let cancel = &options.cancel;
+    let hooks = Hooks::new(&options.hooks, target);
     let mut steps = Vec::new();
-    let (mut staged, context, check) = stage(repo, entry, target, progress).await?;
-    steps.push(format!("staged at {}", staged.describe()));
-    let verification = match staged.verify(&options.plan, &context).await {
+    let leftovers_removed = target.clean_leftovers().await?;
+    for l in &leftovers_removed {
+        tracing::warn!(leftover = %l, "cleaned up after an interrupted restore");
+        steps.push(format!("cleaned up after an interrupted restore: {l}"));
+    }
+    if options.in_use == InUsePolicy::Refuse && hooks.stop.is_none() {
+        // Fail before the download rather than after it.
+        refuse_if_in_use(target, false).await?;
+    }
+    if cancel.is_cancelled() {
+        return Err(interrupted("the start of the restore"));
+    }
+
+    let (mut staged, context, check) =
+        stage(repo, entry, target, options.in_use, cancel, progress).await?;
+    steps.push(staged.staged_step());
+    let verified = tokio::select! {
+        r = staged.verify(&options.plan, &context) => r,
+        () = cancel.cancelled() => Err(interrupted("the verification of the staging copy")),
+    };
+    let verification = match verified {
         Ok(r) if r.passed() => r,
         Ok(r) => {
             let _ = staged.discard().await;
@@ -142,48 +224,67 @@ pub async fn restore(
     ));
     tracing::info!(checks = verification.checks.len(), "staging copy verified");
 
-    let hooks = &options.hooks;
-    if let Some(cmd) = &hooks.stop {
-        if let Err(e) = run_hook("stop", cmd, target).await {
-            let _ = staged.discard().await;
-            let restarted = restart(hooks, target).await;
-            return Err(Error::RolledBack {
-                cause: Box::new(e),
-                rollback: format!("nothing was swapped; {restarted}"),
-            });
+    // Stop the application, and make sure nothing has the target open any more.
+    let before_swap = async {
+        if let Some(stop) = &hooks.stop {
+            run_hook(stop, &hooks.env, cancel).await?;
         }
+        if options.in_use == InUsePolicy::Refuse {
+            refuse_if_in_use(target, hooks.stop.is_some()).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = before_swap {
+        let _ = staged.discard().await;
+        if hooks.stop.is_none() {
+            return Err(e);
+        }
+        let restarted = hooks.restart().await;
+        return Err(Error::RolledBack {
+            cause: Box::new(e),
+            rollback: format!("nothing was swapped; {restarted}"),
+        });
+    }
+    if hooks.stop.is_some() {
         steps.push("application stopped".into());
     }
     if let Err(e) = staged.swap_in().await {
         let rollback = staged.roll_back().await;
         let _ = staged.discard().await;
-        let restarted = restart(hooks, target).await;
+        let restarted = hooks.restart().await;
         return Err(Error::RolledBack {
             cause: Box::new(e),
             rollback: format!("{}; {restarted}", describe_rollback(&rollback)),
         });
     }
-    steps.push(format!("swapped into {}", target.describe()));
+    steps.push(staged.swap_step(&target.describe()));
     tracing::info!("staging copy swapped in");
 
     let after_swap = async {
-        if let Some(cmd) = &hooks.start {
-            run_hook("start", cmd, target).await?;
+        if cancel.is_cancelled() {
+            return Err(interrupted("the swap"));
         }
-        if let Some(cmd) = &hooks.health_check {
-            health_check(cmd, hooks, target).await?;
+        if let Some(start) = &hooks.start {
+            run_hook(start, &hooks.env, cancel).await?;
+        }
+        if let Some(health) = &hooks.health {
+            hooks.health_check(health, cancel).await?;
         }
         Ok::<(), Error>(())
     }
     .await;
     if let Err(e) = after_swap {
         tracing::error!(error = %e, "restore failed after the swap; rolling back");
-        if let Some(cmd) = &hooks.stop {
-            let _ = run_hook("stop", cmd, target).await;
+        if let Some(stop) = &hooks.stop {
+            // The rollback runs to its end: a second signal does not cut it short.
+            if let Err(e) = run_hook(stop, &hooks.env, &CancellationToken::new()).await {
+                tracing::warn!(error = %e, "the stop hook failed during the rollback");
+            }
         }
         let rollback = staged.roll_back().await;
         let _ = staged.discard().await;
-        let restarted = restart(hooks, target).await;
+        let restarted = hooks.restart().await;
         return Err(Error::RolledBack {
             cause: Box::new(e),
             rollback: format!("{}; {restarted}", describe_rollback(&rollback)),
@@ -192,12 +293,19 @@ pub async fn restore(
     if hooks.start.is_some() {
         steps.push("application started".into());
     }
-    if hooks.health_check.is_some() {
+    if hooks.health.is_some() {
         steps.push("health check passed".into());
     }
-    let previous_kept_at = staged.finish().await?;
+    let mut previous_kept_at = staged.finish().await?;
     if let Some(p) = &previous_kept_at {
         steps.push(format!("previous database kept at {p}"));
+    }
+    let previous_removed = remove_old_previous_copies(target, options.keep_previous).await;
+    for removed in &previous_removed {
+        steps.push(format!("removed the previous copy {removed}"));
+        if previous_kept_at.as_deref() == Some(removed.as_str()) {
+            previous_kept_at = None;
+        }
     }
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
@@ -212,9 +320,82 @@ pub async fn restore(
         checksum_verified: entry.manifest.is_some(),
         verification,
         previous_kept_at,
+        previous_removed,
+        leftovers_removed,
         steps,
         duration: started.elapsed(),
     })
+}
+
+fn interrupted(during: &str) -> Error {
+    Error::Interrupted {
+        during: during.to_string(),
+    }
+}
+
+/// How long holders found by the in-use check get to let go (a process or session that is just
+/// closing the database) before the restore is refused.
+const IN_USE_GRACE: Duration = Duration::from_secs(1);
+
+/// Fails with [`Error::InUse`] when other processes have the target open (and still have after
+/// [`IN_USE_GRACE`]).
+async fn refuse_if_in_use(target: &dyn DatabaseSource, after_stop_hook: bool) -> Result<()> {
+    let deadline = Instant::now() + IN_USE_GRACE;
+    let mut scan = target.in_use().await?;
+    while !scan.holders.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        scan = target.in_use().await?;
+    }
+    if !scan.supported {
+        tracing::warn!(target = %target.describe(), "cannot tell whether other processes have the target open on this platform; make sure the application is stopped");
+        return Ok(());
+    }
+    if scan.holders.is_empty() {
+        if scan.unreadable > 0 {
+            tracing::warn!(
+                unreadable = scan.unreadable,
+                "the open files of some processes could not be read (run as root or as the application's user to check them)"
+            );
+        }
+        return Ok(());
+    }
+    let hint = if after_stop_hook {
+        format!(
+            "the stop command ran but they still have it open: make the stop command stop them; or {}",
+            target.in_use_remedies()
+        )
+    } else {
+        target.in_use_remedies()
+    };
+    Err(Error::InUse {
+        target: target.describe(),
+        holders: scan.describe(),
+        hint: format!("{hint}; the live database was not changed"),
+    })
+}
+
+/// Removes the previous copies beyond the newest `keep`; returns their names.
+async fn remove_old_previous_copies(target: &dyn DatabaseSource, keep: u32) -> Vec<String> {
+    let copies = match target.previous_copies().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the previous copies of the target");
+            return Vec::new();
+        }
+    };
+    let mut removed = Vec::new();
+    for copy in copies.iter().skip(keep as usize) {
+        match target.remove_previous(copy).await {
+            Ok(()) => {
+                tracing::info!(copy = %copy.name, bytes = copy.size_bytes, "removed a previous copy");
+                removed.push(copy.name.clone());
+            }
+            Err(e) => {
+                tracing::warn!(copy = %copy.name, error = %e, "cannot remove a previous copy")
+            }
+        }
+    }
+    removed
 }
 
 /// Verifies a backup without touching any live database: checksum, then a restore into
@@ -237,7 +418,9 @@ pub async fn verify_backup(
             scratch.describe()
         )));
     }
-    let (staged, context, check) = stage(repo, entry, scratch, progress).await?;
+    let never = CancellationToken::new();
+    let (staged, context, check) =
+        stage(repo, entry, scratch, InUsePolicy::Refuse, &never, progress).await?;
     let mut staged = staged;
     let target = staged.describe();
     let result = staged.verify(plan, &context).await;
@@ -255,6 +438,8 @@ pub async fn verify_backup(
         checksum_verified: entry.manifest.is_some(),
         verification,
         previous_kept_at: None,
+        previous_removed: Vec::new(),
+        leftovers_removed: Vec::new(),
         steps: vec![
             "checksum".into(),
             "scratch restore".into(),
@@ -283,16 +468,29 @@ async fn stage(
     repo: &Repository,
     entry: &BackupEntry,
     target: &dyn DatabaseSource,
+    in_use: InUsePolicy,
+    cancel: &CancellationToken,
     progress: DynProgress,
 ) -> Result<(Box<dyn StagedRestore>, StageContext, DownloadCheck)> {
     let context = StageContext {
         archive_name: entry.name.to_string(),
         manifest: entry.manifest.clone(),
+        in_use,
     };
     let (reader, check) = repo.open_payload(entry, progress.clone()).await?;
-    let staged = target.stage_restore(reader, &context).await;
+    let staged = target
+        .stage_restore(reader.with_cancel(cancel.clone()), &context)
+        .await;
     progress.finish();
-    let check = check.await.map_err(|e| Error::generic("download", e))?;
+    let check = check.await.map_err(|e| Error::generic("download", e));
+    if cancel.is_cancelled() {
+        // Whatever the source made of the failed read, the cause is the interruption.
+        if let Ok(s) = staged {
+            let _ = s.discard().await;
+        }
+        return Err(interrupted("the download and staging"));
+    }
+    let check = check?;
     match (staged, check) {
         (Ok(s), Ok(c)) => Ok((s, context, c)),
         (Ok(s), Err(e)) => {
@@ -306,16 +504,6 @@ async fn stage(
     }
 }
 
-async fn restart(hooks: &RestoreHooks, target: &dyn DatabaseSource) -> String {
-    match &hooks.start {
-        None => "no start hook".into(),
-        Some(cmd) => match run_hook("start", cmd, target).await {
-            Ok(()) => "application started again".into(),
-            Err(e) => format!("restarting the application failed too: {e}"),
-        },
-    }
-}
-
 fn describe_rollback(r: &Result<()>) -> String {
     match r {
         Ok(()) => "the previous database is back in place".into(),
@@ -323,53 +511,97 @@ fn describe_rollback(r: &Result<()>) -> String {
     }
 }
 
-async fn health_check(cmd: &str, hooks: &RestoreHooks, target: &dyn DatabaseSource) -> Result<()> {
-    let attempts = hooks.health_check_attempts.max(1);
-    let mut last = None;
-    for attempt in 1..=attempts {
-        match run_hook("health-check", cmd, target).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(attempt, attempts, error = %e, "health check failed");
-                last = Some(e);
-                if attempt < attempts {
-                    tokio::time::sleep(Duration::from_secs(hooks.health_check_interval_secs)).await;
+/// The hooks of one restore, with the environment they run in.
+struct Hooks<'a> {
+    options: &'a RestoreHooks,
+    stop: Option<Hook>,
+    start: Option<Hook>,
+    health: Option<Hook>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl<'a> Hooks<'a> {
+    fn new(options: &'a RestoreHooks, target: &dyn DatabaseSource) -> Self {
+        let timeout = Duration::from_secs(options.timeout_secs.max(1));
+        let hook = |name: &str, cmd: &Option<String>, timeout| {
+            cmd.as_ref().map(|c| Hook::new(name, c.clone(), timeout))
+        };
+        Hooks {
+            options,
+            stop: hook("stop", &options.stop, timeout),
+            start: hook("start", &options.start, timeout),
+            health: hook(
+                "health-check",
+                &options.health_check,
+                Duration::from_secs(options.health_check_timeout_secs.max(1)),
+            ),
+            env: vec![("KARS_BACKUP_TARGET", target.describe())],
+        }
+    }
+
+    /// Starts the application again after a failure (never cut short by a cancellation).
+    async fn restart(&self) -> String {
+        match &self.start {
+            None => "no start hook".into(),
+            Some(start) => match run_hook(start, &self.env, &CancellationToken::new()).await {
+                Ok(_) => "application started again".into(),
+                Err(e) => format!("restarting the application failed too: {e}"),
+            },
+        }
+    }
+
+    /// Runs the health check until it passes, or until it failed `attempts` times after the
+    /// start period. Failures before the verdict are progress, not warnings.
+    async fn health_check(&self, health: &Hook, cancel: &CancellationToken) -> Result<()> {
+        let o = self.options;
+        let attempts = o.health_check_attempts.max(1);
+        let start_period = Duration::from_secs(o.health_check_start_period_secs);
+        let started = Instant::now();
+        let mut failures = 0;
+        loop {
+            match run_hook(health, &self.env, cancel).await {
+                Ok(_) => {
+                    tracing::info!(failed_before = failures, "the application is healthy");
+                    return Ok(());
                 }
+                Err(e @ Error::Interrupted { .. }) => return Err(e),
+                Err(e) => {
+                    if started.elapsed() < start_period {
+                        tracing::info!(
+                            reason = %e,
+                            "waiting for the application (start period, {}s left)",
+                            (start_period - started.elapsed()).as_secs()
+                        );
+                    } else {
+                        failures += 1;
+                        if failures >= attempts {
+                            return Err(Error::HookFailed {
+                                hook: "health-check".into(),
+                                reason: format!(
+                                    "the application was not healthy after {attempts} attempts; the last one: {}",
+                                    hook_reason(&e)
+                                ),
+                            });
+                        }
+                        tracing::info!(
+                            reason = %e,
+                            "waiting for the application, attempt {failures}/{attempts}"
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(o.health_check_interval_secs)) => {}
+                () = cancel.cancelled() => return Err(interrupted("the health check")),
             }
         }
     }
-    Err(last.expect("at least one attempt"))
 }
 
-/// Runs a hook command with `sh -c`; `KARS_BACKUP_TARGET` holds the target's description.
-async fn run_hook(hook: &str, cmd: &str, target: &dyn DatabaseSource) -> Result<()> {
-    tracing::info!(hook, command = cmd, "running hook");
-    let output = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("KARS_BACKUP_TARGET", target.describe())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| Error::HookFailed {
-            hook: hook.to_string(),
-            reason: format!("could not run `sh -c {cmd}`: {e}"),
-        })?;
-    if output.status.success() {
-        return Ok(());
+/// A hook error's reason without the `hook … failed:` prefix.
+fn hook_reason(e: &Error) -> String {
+    match e {
+        Error::HookFailed { reason, .. } => reason.clone(),
+        other => other.to_string(),
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: String = stderr
-        .lines()
-        .rev()
-        .take(5)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join(" | ");
-    Err(Error::HookFailed {
-        hook: hook.to_string(),
-        reason: format!("`{cmd}` exited with {}: {tail}", output.status),
-    })
 }

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::holders::Scan;
 use crate::manifest::Manifest;
 use crate::pipeline::{PayloadReader, PayloadWriter};
 use crate::progress::DynProgress;
@@ -69,6 +70,45 @@ pub struct SnapshotInfo {
     pub databases: Vec<DatabaseInfo>,
 }
 
+/// What a restore does about processes (or database sessions) that have the target open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InUsePolicy {
+    /// Refuse the restore, naming them, and leave the live database as it is (the default).
+    #[default]
+    Refuse,
+    /// Write the verified data into the live database through the engine's own online
+    /// mechanism, so the application keeps its connections and sees the restored data (SQLite:
+    /// the online backup API; PostgreSQL: an in-place restore in one transaction).
+    Live,
+    /// End the other sessions at the swap (PostgreSQL; the application reconnects to the
+    /// restored database).
+    TerminateSessions,
+}
+
+impl InUsePolicy {
+    /// The CLI flag that asks for this policy (for messages).
+    pub fn flag(self) -> &'static str {
+        match self {
+            InUsePolicy::Refuse => "(default)",
+            InUsePolicy::Live => "--live",
+            InUsePolicy::TerminateSessions => "--terminate-connections",
+        }
+    }
+}
+
+/// A copy of a previous database that a restore kept (`<db>.pre-restore-<time>`,
+/// `<db>_pre_restore_<time>`, `DATA_DIR/.kars-pre-restore-<time>/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousCopy {
+    /// Its path or database name.
+    pub name: String,
+    /// When the restore that kept it ran (from its name), if known.
+    pub kept_at: Option<DateTime<Utc>>,
+    /// Its size in bytes (side files and directory content included).
+    pub size_bytes: u64,
+}
+
 /// What the caller knows about the payload being restored.
 #[derive(Debug, Clone)]
 pub struct StageContext {
@@ -76,6 +116,8 @@ pub struct StageContext {
     pub archive_name: String,
     /// The manifest, when the backup has one (runbook archives do not).
     pub manifest: Option<Manifest>,
+    /// What [`StagedRestore::swap_in`] does about processes that have the target open.
+    pub in_use: InUsePolicy,
 }
 
 /// One database: it can describe itself, write a consistent snapshot as a payload, and restore a
@@ -121,6 +163,53 @@ pub trait DatabaseSource: Send + Sync + Debug + 'static {
         payload: PayloadReader,
         context: &StageContext,
     ) -> Result<Box<dyn StagedRestore>>;
+
+    /// The processes (or sessions) other than this one that have the target open. The default
+    /// reports that nothing could be checked ([`Scan::supported`] false).
+    async fn in_use(&self) -> Result<Scan> {
+        Ok(Scan::default())
+    }
+
+    /// What an operator can do when the target is in use (for the refusal's message).
+    fn in_use_remedies(&self) -> String {
+        "stop the application first (--stop-cmd/--start-cmd stop and start it around the swap)"
+            .into()
+    }
+
+    /// Fails with a usage error when this source cannot restore under `policy`. The default
+    /// supports only [`InUsePolicy::Refuse`].
+    fn check_in_use_policy(&self, policy: InUsePolicy) -> Result<()> {
+        match policy {
+            InUsePolicy::Refuse => Ok(()),
+            other => Err(Error::InvalidInput(format!(
+                "{} cannot restore {} into {}",
+                self.engine(),
+                other.flag(),
+                self.describe()
+            ))),
+        }
+    }
+
+    /// Finds what an interrupted or killed earlier restore of this target left behind (staging
+    /// copies, half-done swaps), repairs and removes it, and says what it did, one line each.
+    /// Leftovers of a restore that is still running are left alone. The default finds nothing.
+    async fn clean_leftovers(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// The previous copies that restores kept of this target, newest first. The default has none.
+    async fn previous_copies(&self) -> Result<Vec<PreviousCopy>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes one previous copy (one returned by [`previous_copies`](Self::previous_copies)).
+    async fn remove_previous(&self, copy: &PreviousCopy) -> Result<()> {
+        Err(Error::InvalidInput(format!(
+            "{} cannot remove the previous copy {}",
+            self.engine(),
+            copy.name
+        )))
+    }
 }
 
 /// A restored copy waiting to replace the live database.
@@ -140,6 +229,16 @@ pub trait StagedRestore: Send + Debug {
 
     /// After `swap_in`: puts the old database back exactly as it was.
     async fn roll_back(&mut self) -> Result<()>;
+
+    /// The step line for the staging (`staged at …`), as the restore report shows it.
+    fn staged_step(&self) -> String {
+        format!("staged at {}", self.describe())
+    }
+
+    /// The step line for the swap (`swapped into …`), as the restore report shows it.
+    fn swap_step(&self, target: &str) -> String {
+        format!("swapped into {target}")
+    }
 
     /// Ends a successful restore; returns where the previous database was kept, if anywhere.
     async fn finish(self: Box<Self>) -> Result<Option<String>>;

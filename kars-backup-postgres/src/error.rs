@@ -50,6 +50,16 @@ pub enum Error {
         /// The server's message.
         reason: String,
     },
+    /// Sessions (or another restore) have the target database open.
+    #[error("{target} is in use by {holders}; {hint}")]
+    InUse {
+        /// The redacted target.
+        target: String,
+        /// Who has it open.
+        holders: String,
+        /// What to do.
+        hint: String,
+    },
     /// A PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`) was not found.
     #[error(
         "{tool} not found ({looked}); install the PostgreSQL client programs (Debian: apt-get install postgresql-client-{major}) or point --pg-bin-dir at their directory"
@@ -157,6 +167,15 @@ impl Error {
             }
             e @ Error::VersionMismatch { .. } => CoreError::UnsupportedVersion {
                 what: e.to_string(),
+            },
+            Error::InUse {
+                target,
+                holders,
+                hint,
+            } => CoreError::InUse {
+                target,
+                holders,
+                hint,
             },
             Error::InvalidArchive {
                 ref archive,

@@ -51,6 +51,7 @@ mod freeze;
 mod metadata;
 mod parallel;
 mod restore;
+mod sessions;
 mod source;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kars_backup_core::{
-    Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
+    InUsePolicy, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
 };
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -22,12 +22,13 @@ use crate::conn::{ConnInfo, MAINTENANCE_DB, quote_ident, quote_literal};
 use crate::error::{Error, Result};
 use crate::freeze::FreezeCopies;
 use crate::parallel::{self, LoadedCounts, ParallelLoad};
+use crate::sessions;
 use crate::source::{PostgresSource, RestoreMode};
 use crate::tools::{self, Tools};
 use crate::verify;
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
-const MAX_IDENT: usize = 63;
+pub(crate) const MAX_IDENT: usize = 63;
 
 /// What the payload is, recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -688,61 +689,76 @@ async fn create_database(
     Ok(())
 }
 
-/// Ends every other session on a database.
-async fn terminate_sessions(admin: &Client, db: &str) {
-    let _ = admin
-        .query(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
-            &[&db],
-        )
-        .await;
-}
-
-/// Renames a database, ending its sessions first and retrying while sessions come back.
-async fn rename_database(admin: &Client, from: &str, to: &str, target: &str) -> Result<()> {
-    let sql = format!(
-        "ALTER DATABASE {} RENAME TO {}",
-        quote_ident(from),
-        quote_ident(to)
-    );
+/// Renames databases in one transaction (`(from, to)` in order), so that a restore killed at
+/// any moment leaves either every rename or none: the live name always names a database. With
+/// `terminate`, the sessions on each renamed database are ended first (and again while they come
+/// back); without it, a database with sessions fails the rename with [`Error::InUse`].
+async fn rename_databases(
+    admin: &mut Client,
+    renames: &[(&str, &str)],
+    terminate: bool,
+    target: &str,
+) -> Result<()> {
     let mut last = None;
     for _ in 0..20 {
-        terminate_sessions(admin, from).await;
-        match admin.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
+        if terminate {
+            for (from, _) in renames {
+                sessions::terminate(admin, from).await;
+            }
+        }
+        let tx = admin
+            .transaction()
+            .await
+            .map_err(|e| Error::query("begin the swap", target, &e))?;
+        let mut failed = None;
+        for (from, to) in renames {
+            let sql = format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(from),
+                quote_ident(to)
+            );
+            if let Err(e) = tx.batch_execute(&sql).await {
+                failed = Some((from.to_string(), e));
+                break;
+            }
+        }
+        match failed {
+            None => {
+                return tx
+                    .commit()
+                    .await
+                    .map_err(|e| Error::query("commit the swap", target, &e));
+            }
+            Some((from, e)) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                drop(tx);
+                if !terminate {
+                    let scan = sessions::sessions_on(admin, &from, target).await?;
+                    return Err(Error::InUse {
+                        target: target.to_string(),
+                        holders: if scan.holders.is_empty() {
+                            "other sessions".into()
+                        } else {
+                            scan.describe()
+                        },
+                        hint: format!(
+                            "PostgreSQL cannot rename {from} while they are connected; {}",
+                            sessions::remedies()
+                        ),
+                    });
+                }
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => {
-                return Err(Error::query(
-                    format!("rename database {from} to {to}"),
-                    target,
-                    &e,
-                ));
+            Some((from, e)) => {
+                return Err(Error::query(format!("rename database {from}"), target, &e));
             }
         }
     }
     Err(Error::query(
-        format!("rename database {from} to {to} (sessions kept reconnecting)"),
+        "rename databases (sessions kept reconnecting)",
         target,
         &last.expect("at least one attempt"),
     ))
-}
-
-async fn drop_database(admin: &Client, name: &str, target: &str) -> Result<()> {
-    let num = server_num(admin, target).await.unwrap_or(0);
-    terminate_sessions(admin, name).await;
-    let sql = if num >= 130_000 {
-        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
-    } else {
-        format!("DROP DATABASE IF EXISTS {}", quote_ident(name))
-    };
-    admin
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::query(format!("drop database {name}"), target, &e))
 }
 
 /// Stages a restore as the source's mode says.
@@ -771,6 +787,11 @@ pub(crate) struct SafeStaged {
     tables: Vec<String>,
     /// Row counts the server reported while loading.
     loaded: LoadedCounts,
+    /// What the swap does about the application's sessions.
+    in_use: InUsePolicy,
+    /// The connection that holds the advisory lock on the staging database's name while this
+    /// restore lives (the next run drops staging databases whose lock is free).
+    lock: Client,
 }
 
 async fn stage_safe(
@@ -801,10 +822,11 @@ async fn stage_safe(
     let staging = unused_name(
         &admin,
         target.dbname(),
-        &format!("_kars_staging_{}", timestamp()),
+        &format!("{}{}", sessions::STAGING_INFIX, timestamp()),
         &label,
     )
     .await?;
+    sessions::lock_staging(&admin, &staging, &label).await?;
     let locale = locale_of(
         &admin,
         context.manifest.as_ref(),
@@ -847,7 +869,7 @@ async fn stage_safe(
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
-            if let Err(d) = drop_database(&admin, &staging, &label).await {
+            if let Err(d) = sessions::drop_database(&admin, &staging, &label).await {
                 tracing::warn!(error = %d, "the staging database could not be dropped");
             }
             return Err(e);
@@ -862,6 +884,8 @@ async fn stage_safe(
         moved_live: false,
         installed: false,
         tables: opts.tables.clone(),
+        in_use: context.in_use,
+        lock: admin,
     })
 }
 
@@ -890,22 +914,31 @@ impl StagedRestore for SafeStaged {
 
     async fn swap_in(&mut self) -> kars_backup_core::Result<()> {
         let label = self.target.redacted();
+        let terminate = self.in_use == InUsePolicy::TerminateSessions;
         let result = async {
-            let (admin, _) = admin_connect(&self.target).await?;
+            let (mut admin, _) = admin_connect(&self.target).await?;
             let live = self.target.dbname().to_string();
-            if self.existed && database_exists(&admin, &live, &label).await? {
-                let kept = unused_name(
-                    &admin,
-                    &live,
-                    &format!("_pre_restore_{}", timestamp()),
-                    &label,
+            let kept = if self.existed && database_exists(&admin, &live, &label).await? {
+                Some(
+                    unused_name(
+                        &admin,
+                        &live,
+                        &format!("{}{}", sessions::KEPT_INFIX, timestamp()),
+                        &label,
+                    )
+                    .await?,
                 )
-                .await?;
-                rename_database(&admin, &live, &kept, &label).await?;
-                self.kept = Some(kept);
-                self.moved_live = true;
+            } else {
+                None
+            };
+            let mut renames = Vec::new();
+            if let Some(kept) = &kept {
+                renames.push((live.as_str(), kept.as_str()));
             }
-            rename_database(&admin, &self.staging, &live, &label).await?;
+            renames.push((self.staging.as_str(), live.as_str()));
+            rename_databases(&mut admin, &renames, terminate, &label).await?;
+            self.moved_live = kept.is_some();
+            self.kept = kept;
             self.installed = true;
             tracing::info!(database = %live, kept = ?self.kept, "restored database swapped in");
             Ok::<(), Error>(())
@@ -917,18 +950,22 @@ impl StagedRestore for SafeStaged {
     async fn roll_back(&mut self) -> kars_backup_core::Result<()> {
         let label = self.target.redacted();
         let result = async {
-            let (admin, _) = admin_connect(&self.target).await?;
+            let (mut admin, _) = admin_connect(&self.target).await?;
             let live = self.target.dbname().to_string();
+            let mut renames = Vec::new();
             if self.installed {
-                rename_database(&admin, &live, &self.staging, &label).await?;
-                self.installed = false;
+                renames.push((live.as_str(), self.staging.as_str()));
             }
             if self.moved_live {
-                let kept = self.kept.clone().expect("kept when moved");
-                rename_database(&admin, &kept, &live, &label).await?;
-                self.moved_live = false;
-                self.kept = None;
+                let kept = self.kept.as_deref().expect("kept when moved");
+                renames.push((kept, live.as_str()));
             }
+            // The restored database's sessions (the application, started on it and stopped
+            // again) must not keep the previous one from coming back.
+            rename_databases(&mut admin, &renames, true, &label).await?;
+            self.installed = false;
+            self.moved_live = false;
+            self.kept = None;
             tracing::info!(database = %live, "rolled back to the previous database");
             Ok::<(), Error>(())
         }
@@ -945,12 +982,10 @@ impl StagedRestore for SafeStaged {
             return Ok(());
         }
         let label = self.target.redacted();
-        let result = async {
-            let (admin, _) = admin_connect(&self.target).await?;
-            drop_database(&admin, &self.staging, &label).await
-        }
-        .await;
-        result.map_err(|e| e.into_core(&label))
+        // Through the connection that holds the staging database's lock.
+        sessions::drop_database(&self.lock, &self.staging, &label)
+            .await
+            .map_err(|e| e.into_core(&label))
     }
 }
 
@@ -970,6 +1005,8 @@ pub(crate) struct InPlaceStaged {
     manifest: Option<Manifest>,
     created: bool,
     committed: bool,
+    /// What the load does about the application's sessions.
+    in_use: InUsePolicy,
 }
 
 async fn stage_in_place(
@@ -1000,6 +1037,7 @@ async fn stage_in_place(
         manifest: context.manifest.clone(),
         created: false,
         committed: false,
+        in_use: context.in_use,
     })
 }
 
@@ -1078,6 +1116,8 @@ impl InPlaceStaged {
         if !database_exists(&admin, self.target.dbname(), &label).await? {
             create_database(&admin, self.target.dbname(), None, None, &label).await?;
             self.created = true;
+        } else if self.in_use == InUsePolicy::TerminateSessions {
+            sessions::terminate(&admin, self.target.dbname()).await;
         }
         let checks = match (&self.manifest, self.plan.check_counts) {
             (Some(m), true) => count_check_sql(m, &self.tables),
@@ -1122,6 +1162,8 @@ impl InPlaceStaged {
                 drop_schemas_sql(num)
             }
         };
+        // Sessions that stay connected (--live) may hold locks: wait for them a bounded time.
+        let prefix = format!("SET lock_timeout = '{}';\n{prefix}", sessions::LOCK_TIMEOUT);
         // One psql transaction: drop, import (a plain file, or pg_restore's SQL), check counts.
         let mut psql_cmd = psql(&self.tools, major, &self.target, true)?;
         let mut psql_child = tools::spawn("psql", &mut psql_cmd)?;
@@ -1234,6 +1276,17 @@ impl StagedRestore for InPlaceStaged {
         Ok(report)
     }
 
+    fn staged_step(&self) -> String {
+        format!(
+            "spooled {} to a private file for the in-place load",
+            self.archive
+        )
+    }
+
+    fn swap_step(&self, target: &str) -> String {
+        format!("loaded into {target} in place, in one transaction (no previous copy is kept)")
+    }
+
     async fn swap_in(&mut self) -> kars_backup_core::Result<()> {
         let label = self.target.redacted();
         self.import().await.map_err(|e| e.into_core(&label))
@@ -1245,7 +1298,7 @@ impl StagedRestore for InPlaceStaged {
             if self.created {
                 let result = async {
                     let (admin, _) = admin_connect(&self.target).await?;
-                    drop_database(&admin, self.target.dbname(), &label).await
+                    sessions::drop_database(&admin, self.target.dbname(), &label).await
                 }
                 .await;
                 self.created = false;

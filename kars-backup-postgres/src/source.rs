@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use kars_backup_core::holders::Scan;
 use kars_backup_core::{
-    DatabaseInfo, DatabaseSource, DynProgress, PayloadFormat, PayloadReader, PayloadWriter,
-    SnapshotInfo, StageContext, StagedRestore,
+    DatabaseInfo, DatabaseSource, DynProgress, InUsePolicy, PayloadFormat, PayloadReader,
+    PayloadWriter, PreviousCopy, SnapshotInfo, StageContext, StagedRestore,
 };
 
 use crate::conn::ConnInfo;
@@ -15,6 +16,7 @@ use crate::dump;
 use crate::error::{Error, Result};
 use crate::metadata::{self, Selection};
 use crate::restore;
+use crate::sessions;
 use crate::tools::Tools;
 
 /// The engine name of this source.
@@ -364,5 +366,56 @@ impl DatabaseSource for PostgresSource {
         restore::stage(self, payload, context)
             .await
             .map_err(|e| self.core_error(e))
+    }
+
+    /// The client sessions on the target database (from `pg_stat_activity`), other than this
+    /// process's; none when the database does not exist.
+    async fn in_use(&self) -> kars_backup_core::Result<Scan> {
+        async {
+            let (admin, _) = restore::admin_connect(&self.conn).await?;
+            sessions::sessions_on(&admin, self.conn.dbname(), &self.conn.redacted()).await
+        }
+        .await
+        .map_err(|e| self.core_error(e))
+    }
+
+    fn in_use_remedies(&self) -> String {
+        sessions::remedies()
+    }
+
+    fn check_in_use_policy(&self, policy: InUsePolicy) -> kars_backup_core::Result<()> {
+        match (policy, self.restore_options().mode) {
+            (InUsePolicy::Live, RestoreMode::Safe) => Err(kars_backup_core::Error::InvalidInput(
+                "--live restores PostgreSQL in place (one transaction the application's sessions stay connected through): add --mode in-place; in safe mode use --terminate-connections, or stop the application".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn clean_leftovers(&self) -> kars_backup_core::Result<Vec<String>> {
+        async {
+            let (admin, _) = restore::admin_connect(&self.conn).await?;
+            sessions::clean_leftovers(&admin, self.conn.dbname(), &self.conn.redacted()).await
+        }
+        .await
+        .map_err(|e| self.core_error(e))
+    }
+
+    async fn previous_copies(&self) -> kars_backup_core::Result<Vec<PreviousCopy>> {
+        async {
+            let (admin, _) = restore::admin_connect(&self.conn).await?;
+            sessions::previous_copies(&admin, self.conn.dbname(), &self.conn.redacted()).await
+        }
+        .await
+        .map_err(|e| self.core_error(e))
+    }
+
+    async fn remove_previous(&self, copy: &PreviousCopy) -> kars_backup_core::Result<()> {
+        async {
+            let (admin, _) = restore::admin_connect(&self.conn).await?;
+            sessions::drop_database(&admin, &copy.name, &self.conn.redacted()).await
+        }
+        .await
+        .map_err(|e| self.core_error(e))
     }
 }

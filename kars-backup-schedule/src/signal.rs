@@ -1,5 +1,8 @@
 //! SIGTERM/SIGINT handling for the daemon.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -14,6 +17,8 @@ use crate::error::{Error, Result};
 pub struct ShutdownSignals {
     graceful: CancellationToken,
     forced: CancellationToken,
+    /// The number of the first signal received (0: none yet).
+    first: Arc<AtomicI32>,
 }
 
 impl ShutdownSignals {
@@ -25,6 +30,7 @@ impl ShutdownSignals {
         let this = ShutdownSignals {
             graceful: CancellationToken::new(),
             forced: CancellationToken::new(),
+            first: Arc::new(AtomicI32::new(0)),
         };
         #[cfg(unix)]
         {
@@ -32,16 +38,18 @@ impl ShutdownSignals {
             let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
             let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
             let (graceful, forced) = (this.graceful.clone(), this.forced.clone());
+            let first = this.first.clone();
             tokio::spawn(async move {
                 for round in 0..2 {
-                    let name = tokio::select! {
-                        _ = term.recv() => "SIGTERM",
-                        _ = int.recv() => "SIGINT",
+                    let (name, number) = tokio::select! {
+                        _ = term.recv() => ("SIGTERM", 15),
+                        _ = int.recv() => ("SIGINT", 2),
                     };
                     if round == 0 {
-                        tracing::info!(
+                        first.store(number, Ordering::SeqCst);
+                        tracing::warn!(
                             signal = name,
-                            "shutdown requested: no new runs; in-flight runs are told to stop"
+                            "stop requested: nothing new starts; work under way is told to stop (a restore rolls back)"
                         );
                         graceful.cancel();
                     } else {
@@ -54,8 +62,10 @@ impl ShutdownSignals {
         #[cfg(not(unix))]
         {
             let (graceful, forced) = (this.graceful.clone(), this.forced.clone());
+            let first = this.first.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
+                    first.store(2, Ordering::SeqCst);
                     graceful.cancel();
                 }
                 if tokio::signal::ctrl_c().await.is_ok() {
@@ -75,5 +85,14 @@ impl ShutdownSignals {
     /// Cancelled by the second signal.
     pub fn forced(&self) -> CancellationToken {
         self.forced.clone()
+    }
+
+    /// The first signal received (2 for SIGINT, 15 for SIGTERM), if any: a command that stopped
+    /// because of it exits with 128 plus this number, as shells expect.
+    pub fn received(&self) -> Option<i32> {
+        match self.first.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n),
+        }
     }
 }

@@ -343,10 +343,10 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
 /// Gives `path` an owner when one is wanted; failures (not root) are only logged.
 pub(crate) fn set_owner(path: &Path, owner: Option<(u32, u32)>) {
     #[cfg(unix)]
-    if let Some((uid, gid)) = owner {
-        if let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
-            tracing::debug!(path = %path.display(), uid, gid, error = %e, "owner not restored");
-        }
+    if let Some((uid, gid)) = owner
+        && let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    {
+        tracing::debug!(path = %path.display(), uid, gid, error = %e, "owner not restored");
     }
     #[cfg(not(unix))]
     let _ = (path, owner);

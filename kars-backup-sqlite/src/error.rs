@@ -105,6 +105,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another restore of the same target is running (its staging directory is locked).
+    #[error("another restore into {} is running (pid {pid}); wait for it to end", target.display())]
+    RestoreRunning {
+        /// The restore target.
+        target: PathBuf,
+        /// The other restore's process.
+        pid: u64,
+    },
+    /// A restore was killed in the middle of its swap and the target is in use, so the next
+    /// run cannot roll it back.
+    #[error("an interrupted restore left {} half swapped, and it is in use by {holders}; stop the application and run the restore again: it rolls the interrupted one back first", target.display())]
+    HalfSwapped {
+        /// The restore target.
+        target: PathBuf,
+        /// Who has it open.
+        holders: String,
+    },
     /// A blocking task died (panicked or was cancelled).
     #[error("{what} stopped unexpectedly: {reason}")]
     Task {
@@ -154,7 +171,9 @@ impl Error {
             | Error::Sqlite { path, .. }
             | Error::Busy { path, .. }
             | Error::Io { path, .. }
-            | Error::AmbiguousDatabase { target: path, .. } => Some(path),
+            | Error::AmbiguousDatabase { target: path, .. }
+            | Error::RestoreRunning { target: path, .. }
+            | Error::HalfSwapped { target: path, .. } => Some(path),
             _ => None,
         }
     }
@@ -174,6 +193,16 @@ impl Error {
             e @ (Error::AmbiguousDatabase { .. } | Error::InvalidUrl { .. }) => {
                 CoreError::InvalidInput(e.to_string())
             }
+            Error::RestoreRunning { target, pid } => CoreError::InUse {
+                target: target.display().to_string(),
+                holders: format!("another kars-backup restore (pid {pid})"),
+                hint: "wait for it to end".into(),
+            },
+            Error::HalfSwapped { target, holders } => CoreError::InUse {
+                target: target.display().to_string(),
+                holders,
+                hint: "an interrupted restore left it half swapped: stop the application and run the restore again, it rolls the interrupted one back first".into(),
+            },
             e => CoreError::source(source_name, e),
         }
     }

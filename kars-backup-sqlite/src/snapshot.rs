@@ -51,7 +51,7 @@ pub(crate) fn snapshot_database(
         .map_err(|e| Error::io("create a snapshot file in", dir, e))?
         .into_temp_path();
     let mut target = open_target(&temp)?;
-    copy_all_pages(&source, &mut target, live, lock_timeout)?;
+    copy_all_pages(&source, &mut target, live, "snapshot", lock_timeout)?;
     target
         .close()
         .map_err(|(_, e)| Error::sqlite("close snapshot", &temp, e))?;
@@ -70,14 +70,18 @@ fn open_target(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Runs the backup in one step (`step(-1)`), retrying while the source is busy or locked.
-fn copy_all_pages(
+/// Runs the backup in one step (`step(-1)`), retrying while the source or the target is busy or
+/// locked; `live` names the database that other connections use and `action` what is done, for
+/// messages.
+pub(crate) fn copy_all_pages(
     source: &Connection,
     target: &mut Connection,
     live: &Path,
+    action: &'static str,
     lock_timeout: Duration,
 ) -> Result<()> {
-    let backup = Backup::new(source, target).map_err(|e| Error::sqlite("snapshot", live, e))?;
+    inspect::wait_for_locks(target, live)?;
+    let backup = Backup::new(source, target).map_err(|e| Error::sqlite(action, live, e))?;
     let started = Instant::now();
     let mut pause = FIRST_PAUSE;
     loop {
@@ -97,7 +101,7 @@ fn copy_all_pages(
                 thread::sleep(pause);
                 pause = (pause * 2).min(MAX_PAUSE);
             }
-            Err(e) => return Err(Error::sqlite("snapshot", live, e)),
+            Err(e) => return Err(Error::sqlite(action, live, e)),
         }
     }
 }

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kars_backup_core::holders::Scan;
 use kars_backup_core::verify::IntegrityLevel;
 use kars_backup_core::{
-    DatabaseInfo, DatabaseSource, DynProgress, PayloadFormat, PayloadReader, PayloadWriter,
-    SnapshotInfo, StageContext, StagedRestore,
+    DatabaseInfo, DatabaseSource, DynProgress, InUsePolicy, PayloadFormat, PayloadReader,
+    PayloadWriter, PreviousCopy, SnapshotInfo, StageContext, StagedRestore,
 };
 
 use crate::error::{Error, Result};
@@ -340,6 +341,58 @@ impl DatabaseSource for SqliteSource {
             .await
             .map_err(|e| self.core_error(e))?;
         Ok(Box::new(staged))
+    }
+
+    /// On Linux, every process that has the database, its `-wal`, `-shm` or `-journal` open
+    /// (volume: any file in the directory), from `/proc/*/fd`.
+    async fn in_use(&self) -> kars_backup_core::Result<Scan> {
+        let path = self.path.clone();
+        let layout = self.layout();
+        self.blocking("the in-use check", move || {
+            Ok(restore::holders_of(&path, layout))
+        })
+        .await
+    }
+
+    fn in_use_remedies(&self) -> String {
+        "stop the application first (--stop-cmd/--start-cmd stop and start it around the swap), or restore into the running application's database with --live (SQLite's online backup API; the application keeps its connections)".into()
+    }
+
+    fn check_in_use_policy(&self, policy: InUsePolicy) -> kars_backup_core::Result<()> {
+        match policy {
+            InUsePolicy::Refuse | InUsePolicy::Live => Ok(()),
+            InUsePolicy::TerminateSessions => Err(kars_backup_core::Error::InvalidInput(format!(
+                "--terminate-connections is for PostgreSQL; kars-backup does not kill the processes that have {} open: stop them with --stop-cmd, or restore with --live",
+                self.describe()
+            ))),
+        }
+    }
+
+    async fn clean_leftovers(&self) -> kars_backup_core::Result<Vec<String>> {
+        let path = self.path.clone();
+        let layout = self.layout();
+        self.blocking("looking for leftovers", move || {
+            restore::leftovers::clean(&path, layout, &|| restore::holders_of(&path, layout))
+        })
+        .await
+    }
+
+    async fn previous_copies(&self) -> kars_backup_core::Result<Vec<PreviousCopy>> {
+        let path = self.path.clone();
+        let layout = self.layout();
+        self.blocking("listing previous copies", move || {
+            restore::previous::list(&path, layout)
+        })
+        .await
+    }
+
+    async fn remove_previous(&self, copy: &PreviousCopy) -> kars_backup_core::Result<()> {
+        let copy = copy.clone();
+        let layout = self.layout();
+        self.blocking("removing a previous copy", move || {
+            restore::previous::remove(&copy, layout)
+        })
+        .await
     }
 }
 

@@ -418,12 +418,21 @@ pub(crate) fn check_job(
     Ok((reading, pg))
 }
 
-/// `restore [--config FILE [--job NAME]]`: what it reads, the hooks (each hook command given
-/// as a flag wins over `[job.hooks]`) and the PostgreSQL programs' directory (`--pg-bin-dir`,
-/// else `[job.postgres] bin-dir`).
-pub(crate) fn restore_job(
-    a: &crate::args::RestoreArgs,
-) -> anyhow::Result<(Reading, kars_backup_core::RestoreHooks, Option<PathBuf>)> {
+/// What `restore` runs with: where it reads, the hooks, how it treats the application and the
+/// previous database, and the PostgreSQL programs' directory.
+pub(crate) struct RestorePlan {
+    pub(crate) reading: Reading,
+    pub(crate) hooks: kars_backup_core::RestoreHooks,
+    pub(crate) in_use: kars_backup_core::InUsePolicy,
+    pub(crate) keep_previous: u32,
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
+/// `restore [--config FILE [--job NAME]]`. One rule for every setting: a flag given on the
+/// command line wins over the job's `[job.hooks]`/`[job.restore]`/`[job.postgres]`, which win
+/// over the defaults.
+pub(crate) fn restore_job(a: &crate::args::RestoreArgs) -> anyhow::Result<RestorePlan> {
+    use kars_backup_core::InUsePolicy;
     let job = config_job(&a.job)?;
     let reading = reading(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
     let hooks = job.as_ref().and_then(|j| j.hooks.as_ref());
@@ -431,21 +440,57 @@ pub(crate) fn restore_job(
         flag.clone()
             .or_else(|| conf.map(|c| c.expose().to_string()))
     };
+    let secs = |d: chrono::Duration| d.num_seconds().max(0) as u64;
+    let defaults = kars_backup_core::RestoreHooks::default();
     let hooks = kars_backup_core::RestoreHooks {
         stop: command(&a.stop_cmd, hooks.and_then(|h| h.stop.as_ref())),
         start: command(&a.start_cmd, hooks.and_then(|h| h.start.as_ref())),
         health_check: command(&a.health_cmd, hooks.and_then(|h| h.health.as_ref())),
-        health_check_attempts: hooks.map_or(a.health_attempts, |h| h.health_attempts),
-        health_check_interval_secs: hooks.map_or(a.health_interval, |h| {
-            h.health_interval.num_seconds().max(0) as u64
-        }),
+        health_check_attempts: a
+            .health_attempts
+            .or(hooks.map(|h| h.health_attempts))
+            .unwrap_or(defaults.health_check_attempts),
+        health_check_interval_secs: a
+            .health_interval
+            .or(hooks.map(|h| secs(h.health_interval)))
+            .unwrap_or(defaults.health_check_interval_secs),
+        health_check_start_period_secs: a
+            .health_start_period
+            .or(hooks.map(|h| secs(h.health_start_period)))
+            .unwrap_or(defaults.health_check_start_period_secs),
+        health_check_timeout_secs: a
+            .health_timeout
+            .or(hooks.map(|h| secs(h.health_timeout)))
+            .unwrap_or(defaults.health_check_timeout_secs),
+        timeout_secs: a
+            .hook_timeout
+            .or(hooks.map(|h| secs(h.timeout)))
+            .unwrap_or(defaults.timeout_secs),
     };
+    let restore = job.as_ref().and_then(|j| j.restore.as_ref());
+    let in_use = if a.live {
+        InUsePolicy::Live
+    } else if a.terminate_connections {
+        InUsePolicy::TerminateSessions
+    } else {
+        restore.map_or(InUsePolicy::Refuse, |r| r.in_use)
+    };
+    let keep_previous = a
+        .keep_previous
+        .or(restore.map(|r| r.keep_previous))
+        .unwrap_or(1);
     let pg_bin_dir = a.pg.pg_bin_dir.clone().or_else(|| {
         job.as_ref()
             .and_then(|j| j.postgres.as_ref())
             .and_then(|p| p.bin_dir.clone())
     });
-    Ok((reading, hooks, pg_bin_dir))
+    Ok(RestorePlan {
+        reading,
+        hooks,
+        in_use,
+        keep_previous,
+        pg_bin_dir,
+    })
 }
 
 /// `status --config`: every destination of the selected jobs with its freshness target — the

@@ -11,7 +11,13 @@ use crate::{exit, progress, render, resolve};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys and hooks of a config job; else the flags'.
-    let (reading, hooks, pg_bin_dir) = super::jobs::restore_job(&a)?;
+    let super::jobs::RestorePlan {
+        reading,
+        hooks,
+        in_use,
+        keep_previous,
+        pg_bin_dir,
+    } = super::jobs::restore_job(&a)?;
     let origins = reading.origins()?;
     let plan_for = |time| reading.plan(&a.checks, a.integrity, time);
     let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
@@ -61,10 +67,15 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         println!("Restore cancelled; nothing was changed.");
         return Ok(exit::OK);
     }
+    // From here on SIGINT/SIGTERM interrupt the restore, which rolls back and exits 128+signal.
+    let signals = kars_backup_schedule::ShutdownSignals::install()?;
     let options = RestoreOptions {
         plan,
         hooks,
         confirmed: true,
+        in_use,
+        keep_previous,
+        cancel: signals.graceful(),
     };
     let attempts = AttemptOptions {
         fallback: a.fallback,
@@ -83,7 +94,13 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     .await;
     let recovered = match result {
         Ok(r) => r,
-        Err(failed) => return render::attempts_failed(failed, &candidates.unavailable, a.json),
+        Err(failed) => {
+            let result = render::attempts_failed(failed, &candidates.unavailable, a.json);
+            return match signals.received() {
+                Some(signal) => interrupted(result, signal),
+                None => result,
+            };
+        }
     };
     if a.json {
         render::print_json(&serde_json::json!({
@@ -101,6 +118,19 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         println!("Restore completed successfully.");
     }
     Ok(exit::OK)
+}
+
+/// A restore stopped by a signal exits with 128 plus its number, as shells expect (130 for
+/// SIGINT, 143 for SIGTERM), after the rollback.
+fn interrupted(result: anyhow::Result<u8>, signal: i32) -> anyhow::Result<u8> {
+    let code = 128 + signal as u8;
+    match result {
+        Ok(_) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {}", crate::error_text(&e));
+            Ok(code)
+        }
+    }
 }
 
 /// Asks like the runbook's restore script; true only for `yes`.

@@ -170,6 +170,20 @@ pub(crate) struct Dump {
     pub(crate) tables: BTreeMap<String, Vec<String>>,
 }
 
+/// Dumps a database with its side files from a copy, so the original's bytes stay as they are
+/// (opening a database with a -wal would checkpoint it).
+pub(crate) fn dump_copy(path: &Path) -> Dump {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(path, &copy).unwrap();
+    for suffix in ["-wal", "-journal"] {
+        if with_suffix(path, suffix).exists() {
+            std::fs::copy(with_suffix(path, suffix), with_suffix(&copy, suffix)).unwrap();
+        }
+    }
+    dump(&copy)
+}
+
 /// Dumps the database at `path` (opened read-only).
 pub(crate) fn dump(path: &Path) -> Dump {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();

@@ -19,10 +19,11 @@ async fn sample_backup() -> (tempfile::TempDir, kars_backup_core::Repository, St
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_over_an_existing_database_keeps_it_with_its_wal() {
+async fn restore_over_an_existing_database_keeps_it_with_its_wal_content() {
     let (_src, repo, name) = sample_backup().await;
     let live_dir = tempfile::tempdir().unwrap();
-    let (live, db_bytes, wal_bytes) = live_database_with_wal(live_dir.path(), "assets.db");
+    let (live, _, _) = live_database_with_wal(live_dir.path(), "assets.db");
+    let before = dump_copy(&live);
     let target = SqliteSource::new(&live);
 
     // Without confirmation nothing happens.
@@ -44,11 +45,10 @@ async fn restore_over_an_existing_database_keeps_it_with_its_wal() {
         "{}",
         kept.display()
     );
-    assert_eq!(std::fs::read(&kept).unwrap(), db_bytes);
-    assert_eq!(
-        std::fs::read(with_suffix(&kept, "-wal")).unwrap(),
-        wal_bytes
-    );
+    // The previous database was settled before the swap: its -wal is in the kept file, which
+    // is the whole previous database on its own.
+    assert!(!with_suffix(&kept, "-wal").exists());
+    assert_eq!(dump_copy(&kept), before);
     assert!(
         !with_suffix(&live, "-wal").exists(),
         "no stale WAL beside the restored file"
@@ -62,12 +62,8 @@ async fn restore_over_an_existing_database_keeps_it_with_its_wal() {
     assert_eq!(assets, SampleSize::demo().assets);
     drop(conn);
 
-    // The kept database still opens with its own WAL content (on a copy, to keep it as it is).
-    let copy_dir = tempfile::tempdir().unwrap();
-    let copy = copy_dir.path().join("old.db");
-    std::fs::copy(&kept, &copy).unwrap();
-    std::fs::copy(with_suffix(&kept, "-wal"), with_suffix(&copy, "-wal")).unwrap();
-    let old = rusqlite::Connection::open(&copy).unwrap();
+    // The kept database holds what was only in the WAL.
+    let old = rusqlite::Connection::open(&kept).unwrap();
     let in_wal: i64 = old
         .query_row(
             "SELECT count(*) FROM log WHERE msg = 'only in the wal'",
@@ -126,10 +122,13 @@ async fn a_failed_verification_leaves_the_live_database_untouched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_health_check_rolls_back_to_the_identical_database() {
+async fn a_failed_health_check_rolls_back_to_the_same_database() {
     let (_src, repo, name) = sample_backup().await;
     let live_dir = tempfile::tempdir().unwrap();
-    let (live, db_bytes, wal_bytes) = live_database_with_wal(live_dir.path(), "assets.db");
+    let (live, _, _) = live_database_with_wal(live_dir.path(), "assets.db");
+    let before = dump_copy(&live);
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&live).unwrap());
     let marker = live_dir.path().join("health-checked");
     let options = RestoreOptions {
         hooks: RestoreHooks {
@@ -153,17 +152,20 @@ async fn a_failed_health_check_rolls_back_to_the_identical_database() {
         "{err}"
     );
     assert!(marker.exists(), "the health check ran after the swap");
-    assert_eq!(std::fs::read(&live).unwrap(), db_bytes);
+    // The same file (inode) is back, with the same content (its -wal was settled into it
+    // before the swap, so that no rename ever left a database beside another one's -wal).
+    #[cfg(unix)]
     assert_eq!(
-        std::fs::read(with_suffix(&live, "-wal")).unwrap(),
-        wal_bytes
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&live).unwrap()),
+        inode
     );
+    assert_eq!(dump_copy(&live), before);
     let mut names: Vec<_> = std::fs::read_dir(live_dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["assets.db", "assets.db-wal", "health-checked"]);
+    assert_eq!(names, ["assets.db", "health-checked"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,369 @@
+//! Staged restore: extract into a private staging directory beside the target, verify there,
+//! swap in with steps that keep the previous database and leave a complete database at the path
+//! at every moment, and roll back exactly.
+//!
+//! - [`staging`]: the `.kars-restore-*` directory (locked by its restore) and the extraction.
+//! - [`checks`]: the verification of the staged databases.
+//! - [`swap`]: the journaled, kill-safe swap and its rollback (file and volume mode).
+//! - [`live`]: `--live`, writing into a database the application keeps open.
+//! - [`leftovers`]: what a killed restore left, tidied by the next one.
+//! - [`previous`]: the previous copies kept by restores.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kars_backup_core::holders::{self, Scan};
+use kars_backup_core::{
+    InUsePolicy, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
+};
+
+use crate::error::{Error, Result};
+use crate::volume::{self, SIDE_SUFFIXES};
+
+mod checks;
+pub(crate) mod leftovers;
+mod live;
+pub(crate) mod previous;
+mod staging;
+mod swap;
+
+use staging::Staging;
+use swap::Swap;
+
+/// Whether a target is one database file or a directory of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One database file.
+    File,
+    /// A directory (a volume).
+    Volume,
+}
+
+/// A staged database: its name (as in the manifest) and its file in the staging directory.
+#[derive(Debug, Clone)]
+pub(crate) struct StagedDatabase {
+    name: String,
+    path: PathBuf,
+}
+
+/// A restore waiting in its staging directory.
+#[derive(Debug)]
+pub(crate) struct SqliteStaged {
+    target: PathBuf,
+    layout: Layout,
+    staging: Option<Staging>,
+    databases: Vec<StagedDatabase>,
+    created_dirs: Vec<PathBuf>,
+    swap: Swap,
+    in_use: InUsePolicy,
+    /// The swap wrote into the live database(s) (`--live`) instead of renaming.
+    wrote_live: bool,
+}
+
+/// Runs blocking work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// Extracts `payload` into a new staging directory beside `target` and finds the database(s).
+///
+/// # Errors
+/// Archive errors ([`Error::UnsafeEntry`], [`Error::CorruptArchive`], [`Error::NoDatabase`],
+/// [`Error::AmbiguousDatabase`]) and file-system errors. Nothing is left behind on error.
+pub(crate) async fn stage(
+    target: PathBuf,
+    layout: Layout,
+    payload: PayloadReader,
+    context: &StageContext,
+) -> Result<SqliteStaged> {
+    let archive_name = context.archive_name.clone();
+    let manifest = context.manifest.clone();
+    let in_use = context.in_use;
+    blocking("the restore staging", move || {
+        stage_blocking(
+            target,
+            layout,
+            payload,
+            &archive_name,
+            manifest.as_ref(),
+            in_use,
+        )
+    })
+    .await?
+}
+
+fn stage_blocking(
+    target: PathBuf,
+    layout: Layout,
+    payload: PayloadReader,
+    archive_name: &str,
+    manifest: Option<&Manifest>,
+    in_use: InUsePolicy,
+) -> Result<SqliteStaged> {
+    let base = match layout {
+        Layout::File => parent_dir(&target),
+        Layout::Volume => target.clone(),
+    };
+    let created_dirs = staging::create_missing_dirs(&base)?;
+    let result = staging::extract_and_find(&target, layout, &base, payload, archive_name, manifest);
+    match result {
+        Ok((staging, databases)) => Ok(SqliteStaged {
+            target,
+            layout,
+            staging: Some(staging),
+            databases,
+            created_dirs,
+            swap: Swap::default(),
+            in_use,
+            wrote_live: false,
+        }),
+        Err(e) => {
+            staging::remove_created_dirs(&created_dirs);
+            Err(e)
+        }
+    }
+}
+
+/// The processes other than this one that have `target` open: the database file and its side
+/// files, or (volume) anything in the directory but kars-backup's own artefacts.
+pub(crate) fn holders_of(target: &Path, layout: Layout) -> Scan {
+    let target = holders::canonical(target);
+    match layout {
+        Layout::File => {
+            let paths: Vec<PathBuf> = std::iter::once(target.clone())
+                .chain(SIDE_SUFFIXES.iter().map(|s| with_suffix(&target, s)))
+                .collect();
+            holders::scan(&|p| paths.iter().any(|q| q == p))
+        }
+        Layout::Volume => holders::scan(&|p| {
+            p.strip_prefix(&target).is_ok_and(|rel| {
+                rel.components()
+                    .next()
+                    .is_some_and(|first| !volume::is_artefact(first.as_os_str()))
+            })
+        }),
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`a.db` + `-wal`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A name that nothing uses yet: `base`, else `base-1`, `base-2`, … (checking the side files too).
+fn unused_path(base: PathBuf) -> PathBuf {
+    let taken = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok()
+            || SIDE_SUFFIXES
+                .iter()
+                .any(|s| std::fs::symlink_metadata(with_suffix(p, s)).is_ok())
+    };
+    let mut candidate = base.clone();
+    let mut n = 1;
+    while taken(&candidate) {
+        candidate = with_suffix(&base, &format!("-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// The directory a path is in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn timestamp() -> String {
+    Utc::now().format("%Y%m%dT%H%M%S").to_string()
+}
+
+/// A new, unused name for the previous database of `target`: `<db>.pre-restore-<UTC time>`.
+fn new_kept_file(target: &Path) -> PathBuf {
+    unused_path(with_suffix(
+        target,
+        &format!("{}{}", volume::KEPT_FILE_INFIX, timestamp()),
+    ))
+}
+
+/// A new, unused name for a volume's previous content: `<dir>/.kars-pre-restore-<UTC time>`.
+fn new_kept_dir(volume_dir: &Path) -> PathBuf {
+    unused_path(volume_dir.join(format!("{}{}", volume::KEPT_VOLUME_PREFIX, timestamp())))
+}
+
+impl SqliteStaged {
+    fn staging_path(&self) -> Option<PathBuf> {
+        self.staging.as_ref().map(|s| s.dir.path().to_path_buf())
+    }
+
+    fn core_error(&self, e: Error) -> kars_backup_core::Error {
+        e.into_core(&self.target.display().to_string())
+    }
+
+    /// Removes the staging directory (its owner lock goes with it).
+    async fn remove_staging(&mut self) -> Result<()> {
+        if let Some(staging) = self.staging.take() {
+            blocking("removing the staging directory", move || {
+                let path = staging.dir.path().to_path_buf();
+                staging
+                    .dir
+                    .close()
+                    .map_err(|e| Error::io("remove", path, e))
+            })
+            .await??;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StagedRestore for SqliteStaged {
+    fn describe(&self) -> String {
+        match (self.layout, self.databases.first()) {
+            (Layout::File, Some(db)) => db.path.display().to_string(),
+            _ => self
+                .staging_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| self.target.display().to_string()),
+        }
+    }
+
+    fn swap_step(&self, target: &str) -> String {
+        if self.wrote_live {
+            format!(
+                "written into the live database {target} through SQLite's online backup API (its connections stayed open)"
+            )
+        } else {
+            format!("swapped into {target}")
+        }
+    }
+
+    async fn verify(
+        &mut self,
+        plan: &VerifyPlan,
+        context: &StageContext,
+    ) -> kars_backup_core::Result<VerifyReport> {
+        let databases = self.databases.clone();
+        let plan = plan.clone();
+        let manifest = context.manifest.clone();
+        blocking("the verification", move || {
+            checks::verify_blocking(&databases, &plan, manifest.as_ref())
+        })
+        .await
+        .map_err(|e| self.core_error(e))
+    }
+
+    async fn swap_in(&mut self) -> kars_backup_core::Result<()> {
+        let target = self.target.clone();
+        let layout = self.layout;
+        let Some(staging) = self.staging_path() else {
+            return Err(self.core_error(Error::NoDatabase {
+                archive: target.display().to_string(),
+                reason: "nothing is staged".into(),
+            }));
+        };
+        let databases = self.databases.clone();
+        let live = self.in_use == InUsePolicy::Live;
+        let live_target_exists = match layout {
+            Layout::File => target.exists(),
+            Layout::Volume => true,
+        };
+        let wrote_live = live && live_target_exists;
+        let (swap, result) = blocking("the swap", move || match (layout, wrote_live) {
+            (Layout::File, false) => match databases.first() {
+                Some(db) => swap::swap_file(&target, &db.path, &staging),
+                None => (Swap::default(), Err(nothing_staged(&target))),
+            },
+            (Layout::File, true) => match databases.first() {
+                Some(db) => live::write_file(&target, &db.path, &staging),
+                None => (Swap::default(), Err(nothing_staged(&target))),
+            },
+            (Layout::Volume, false) => swap::swap_volume(&target, &staging),
+            (Layout::Volume, true) => live::write_volume(&target, &databases, &staging),
+        })
+        .await
+        .map_err(|e| self.core_error(e))?;
+        self.swap = swap;
+        self.wrote_live = wrote_live;
+        if result.is_ok() {
+            tracing::info!(target = %self.target.display(), kept = ?self.swap.kept, live = wrote_live, "restored data swapped in");
+        }
+        result.map_err(|e| self.core_error(e))
+    }
+
+    async fn roll_back(&mut self) -> kars_backup_core::Result<()> {
+        let mut swap = std::mem::take(&mut self.swap);
+        let (swap, result) = blocking("the rollback", move || {
+            let result = swap::roll_back(&mut swap);
+            (swap, result)
+        })
+        .await
+        .map_err(|e| self.core_error(e))?;
+        self.swap = swap;
+        if result.is_ok() {
+            tracing::info!(target = %self.target.display(), "rolled back to the previous data");
+        }
+        result.map_err(|e| self.core_error(e))
+    }
+
+    async fn finish(mut self: Box<Self>) -> kars_backup_core::Result<Option<String>> {
+        let kept = self.swap.kept.as_ref().map(|p| p.display().to_string());
+        if let Err(e) = self.remove_staging().await {
+            tracing::warn!(error = %e, "the staging directory could not be removed");
+        }
+        Ok(kept)
+    }
+
+    async fn discard(mut self: Box<Self>) -> kars_backup_core::Result<()> {
+        let result = self.remove_staging().await;
+        if !self.swap.changed_anything() {
+            let created = std::mem::take(&mut self.created_dirs);
+            let _ = blocking("removing created directories", move || {
+                staging::remove_created_dirs(&created)
+            })
+            .await;
+        }
+        result.map_err(|e| self.core_error(e))
+    }
+}
+
+fn nothing_staged(target: &Path) -> Error {
+    Error::NoDatabase {
+        archive: target.display().to_string(),
+        reason: "nothing is staged".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_append_to_the_file_name() {
+        assert_eq!(
+            with_suffix(Path::new("/d/a.db"), "-wal"),
+            PathBuf::from("/d/a.db-wal")
+        );
+    }
+
+    #[test]
+    fn unused_paths_skip_taken_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("a.db.pre-restore-x");
+        assert_eq!(unused_path(base.clone()), base);
+        std::fs::write(with_suffix(&base, "-wal"), b"").unwrap();
+        assert_eq!(unused_path(base.clone()), with_suffix(&base, "-1"));
+    }
+}
