@@ -1,7 +1,7 @@
 //! Text and JSON rendering of results.
 
 use kars_backup_core::{
-    BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport,
+    BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport, engine_name,
 };
 use serde::Serialize;
 
@@ -36,12 +36,14 @@ pub(crate) fn kind(kind: EntryKind) -> &'static str {
     }
 }
 
-/// One database's description as indented lines.
-pub(crate) fn database(db: &DatabaseInfo) -> String {
+/// One database's description as indented lines; `engine` is the engine's identifier
+/// (`sqlite`, `postgres`: the manifest's or the source's), shown by its proper name.
+pub(crate) fn database(engine: &str, db: &DatabaseInfo) -> String {
     let mut out = format!(
-        "  {} ({}, SQLite {}{})\n",
+        "  {} ({}, {} {}{})\n",
         db.name,
         bytes(db.size_bytes),
+        engine_name(engine),
         db.engine_version,
         db.integrity_check
             .as_deref()
@@ -76,7 +78,7 @@ pub(crate) fn manifest(m: &Manifest) -> String {
         ));
     }
     for db in &m.databases {
-        out.push_str(&database(db));
+        out.push_str(&database(&m.engine, db));
     }
     out
 }

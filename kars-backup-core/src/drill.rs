@@ -205,7 +205,9 @@ impl DrillReport {
         match &self.backup {
             Some(b) => out.push_str(&format!(
                 "  backup:   {b} ({}), taken {}, restored from {}\n",
-                self.engine.as_deref().unwrap_or("unknown engine"),
+                self.engine
+                    .as_deref()
+                    .map_or("unknown engine", crate::source::engine_name),
                 self.backup_time
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "?".into()),

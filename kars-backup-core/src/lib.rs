@@ -70,7 +70,7 @@ pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
 pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
-    StagedRestore, TableInfo,
+    StagedRestore, TableInfo, engine_name,
 };
 pub use tier::{Placement, Tier, TierRules};
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};
