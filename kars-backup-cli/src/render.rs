@@ -52,7 +52,12 @@ pub(crate) fn database(engine: &str, db: &DatabaseInfo) -> String {
     );
     let width = db.tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &db.tables {
-        out.push_str(&format!("    {:<width$}  {:>10} rows\n", t.name, t.rows));
+        out.push_str(&format!(
+            "    {:<width$}  {:>10} {}\n",
+            t.name,
+            t.rows,
+            if t.rows == 1 { "row" } else { "rows" }
+        ));
     }
     out
 }
