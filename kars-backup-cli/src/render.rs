@@ -205,8 +205,9 @@ pub(crate) fn attempts(
 }
 
 /// Reports a restore or verification whose attempts all failed: in JSON mode one document with
-/// the attempts (and the exit code returned); in text mode the attempts on stdout and the error
-/// returned for `main` to print.
+/// the attempts (and the exit code returned); in text mode the attempts on stdout when there was
+/// more than the one whose error `main` prints (several attempts, or destinations skipped), and
+/// the error returned for `main` to print.
 pub(crate) fn attempts_failed(
     failed: kars_backup_core::recovery::AttemptsFailed,
     unavailable: &[kars_backup_core::recovery::Unavailable],
@@ -227,6 +228,8 @@ pub(crate) fn attempts_failed(
         eprintln!("error: {}", crate::error_text(&err));
         return Ok(code);
     }
-    print!("{list}");
+    if records.len() > 1 || !unavailable.is_empty() {
+        print!("No attempt succeeded:\n{list}");
+    }
     Err(err)
 }
