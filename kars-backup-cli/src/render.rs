@@ -144,16 +144,24 @@ pub(crate) fn restore(r: &RestoreReport) -> String {
     out
 }
 
-/// `3d 4h`, `5h 12m`, `42s`-style durations.
+/// `3d 4h`, `5h 12m`, `42s`-style durations: the largest unit and the next one, which is left out
+/// when it is zero (`1d`, not `1d 0h`).
 pub(crate) fn duration(secs: i64) -> String {
     let s = secs.max(0);
     let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    let two = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small > 0 {
+            format!("{big}{big_unit} {small}{small_unit}")
+        } else {
+            format!("{big}{big_unit}")
+        }
+    };
     if d > 0 {
-        format!("{d}d {h}h")
+        two(d, "d", h, "h")
     } else if h > 0 {
-        format!("{h}h {m}m")
+        two(h, "h", m, "m")
     } else if m > 0 {
-        format!("{m}m {}s", s % 60)
+        two(m, "m", s % 60, "s")
     } else {
         format!("{s}s")
     }
@@ -232,4 +240,23 @@ pub(crate) fn attempts_failed(
         print!("No attempt succeeded:\n{list}");
     }
     Err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_leave_out_a_zero_second_unit() {
+        for (secs, text) in [
+            (0, "0s"),
+            (42, "42s"),
+            (60, "1m"),
+            (312, "5m 12s"),
+            (3600, "1h"),
+            (18_720, "5h 12m"),
+            (86_400, "1d"),
+            (273_600, "3d 4h"),
+        ] {
+            assert_eq!(super::duration(secs), text);
+        }
+    }
 }
