@@ -1,7 +1,7 @@
 //! Text and JSON rendering of results.
 
 use kars_backup_core::{
-    BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport,
+    BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport, engine_name,
 };
 use serde::Serialize;
 
@@ -36,12 +36,14 @@ pub(crate) fn kind(kind: EntryKind) -> &'static str {
     }
 }
 
-/// One database's description as indented lines.
-pub(crate) fn database(db: &DatabaseInfo) -> String {
+/// One database's description as indented lines; `engine` is the engine's identifier
+/// (`sqlite`, `postgres`: the manifest's or the source's), shown by its proper name.
+pub(crate) fn database(engine: &str, db: &DatabaseInfo) -> String {
     let mut out = format!(
-        "  {} ({}, SQLite {}{})\n",
+        "  {} ({}, {} {}{})\n",
         db.name,
         bytes(db.size_bytes),
+        engine_name(engine),
         db.engine_version,
         db.integrity_check
             .as_deref()
@@ -50,7 +52,12 @@ pub(crate) fn database(db: &DatabaseInfo) -> String {
     );
     let width = db.tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &db.tables {
-        out.push_str(&format!("    {:<width$}  {:>10} rows\n", t.name, t.rows));
+        out.push_str(&format!(
+            "    {:<width$}  {:>10} {}\n",
+            t.name,
+            t.rows,
+            if t.rows == 1 { "row" } else { "rows" }
+        ));
     }
     out
 }
@@ -76,7 +83,7 @@ pub(crate) fn manifest(m: &Manifest) -> String {
         ));
     }
     for db in &m.databases {
-        out.push_str(&database(db));
+        out.push_str(&database(&m.engine, db));
     }
     out
 }
@@ -137,16 +144,24 @@ pub(crate) fn restore(r: &RestoreReport) -> String {
     out
 }
 
-/// `3d 4h`, `5h 12m`, `42s`-style durations.
+/// `3d 4h`, `5h 12m`, `42s`-style durations: the largest unit and the next one, which is left out
+/// when it is zero (`1d`, not `1d 0h`).
 pub(crate) fn duration(secs: i64) -> String {
     let s = secs.max(0);
     let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    let two = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small > 0 {
+            format!("{big}{big_unit} {small}{small_unit}")
+        } else {
+            format!("{big}{big_unit}")
+        }
+    };
     if d > 0 {
-        format!("{d}d {h}h")
+        two(d, "d", h, "h")
     } else if h > 0 {
-        format!("{h}h {m}m")
+        two(h, "h", m, "m")
     } else if m > 0 {
-        format!("{m}m {}s", s % 60)
+        two(m, "m", s % 60, "s")
     } else {
         format!("{s}s")
     }
@@ -198,8 +213,9 @@ pub(crate) fn attempts(
 }
 
 /// Reports a restore or verification whose attempts all failed: in JSON mode one document with
-/// the attempts (and the exit code returned); in text mode the attempts on stdout and the error
-/// returned for `main` to print.
+/// the attempts (and the exit code returned); in text mode the attempts on stdout when there was
+/// more than the one whose error `main` prints (several attempts, or destinations skipped), and
+/// the error returned for `main` to print.
 pub(crate) fn attempts_failed(
     failed: kars_backup_core::recovery::AttemptsFailed,
     unavailable: &[kars_backup_core::recovery::Unavailable],
@@ -220,6 +236,27 @@ pub(crate) fn attempts_failed(
         eprintln!("error: {}", crate::error_text(&err));
         return Ok(code);
     }
-    print!("{list}");
+    if records.len() > 1 || !unavailable.is_empty() {
+        print!("No attempt succeeded:\n{list}");
+    }
     Err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_leave_out_a_zero_second_unit() {
+        for (secs, text) in [
+            (0, "0s"),
+            (42, "42s"),
+            (60, "1m"),
+            (312, "5m 12s"),
+            (3600, "1h"),
+            (18_720, "5h 12m"),
+            (86_400, "1d"),
+            (273_600, "3d 4h"),
+        ] {
+            assert_eq!(super::duration(secs), text);
+        }
+    }
 }

@@ -204,12 +204,16 @@ impl DrillReport {
         ));
         match &self.backup {
             Some(b) => out.push_str(&format!(
-                "  backup:   {b} ({}), taken {}, restored from {}\n",
-                self.engine.as_deref().unwrap_or("unknown engine"),
+                "  backup:   {b} ({}), taken {}, {}\n",
+                self.engine
+                    .as_deref()
+                    .map_or("unknown engine", crate::source::engine_name),
                 self.backup_time
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "?".into()),
-                self.restored_from.as_deref().unwrap_or("nowhere")
+                self.restored_from
+                    .as_deref()
+                    .map_or("not restored".to_string(), |d| format!("restored from {d}"))
             )),
             None => out.push_str("  backup:   none\n"),
         }

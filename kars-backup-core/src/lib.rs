@@ -74,7 +74,7 @@ pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
 pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy,
-    SnapshotInfo, StageContext, StagedRestore, TableInfo,
+    SnapshotInfo, StageContext, StagedRestore, TableInfo, engine_name,
 };
 pub use tier::{Placement, Tier, TierRules};
 /// The token that interrupts a restore ([`RestoreOptions::cancel`]).

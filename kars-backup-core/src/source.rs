@@ -61,6 +61,17 @@ impl DatabaseInfo {
     }
 }
 
+/// The engine's proper name for people (`SQLite`, `PostgreSQL`) from its identifier
+/// ([`DatabaseSource::engine`], [`Manifest::engine`](crate::Manifest::engine): `sqlite`,
+/// `postgres`); an identifier it does not know is returned as it is.
+pub fn engine_name(engine: &str) -> &str {
+    match engine {
+        "sqlite" => "SQLite",
+        "postgres" | "postgresql" => "PostgreSQL",
+        other => other,
+    }
+}
+
 /// What a source reports about the snapshot it wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {

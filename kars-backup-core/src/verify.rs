@@ -179,7 +179,20 @@ impl VerifyReport {
     }
 }
 
+/// The name of a check of `what` in the database `label`: `row counts of assets.db`, or
+/// `row counts` with an empty label (an archive of one database, which a check line need not name:
+/// a PostgreSQL verification runs in a scratch or staging database whose name means nothing to
+/// the reader).
+fn check_name(what: &str, label: &str) -> String {
+    if label.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what} of {label}")
+    }
+}
+
 /// Compares row counts found in a restored database with the expected ones (from a manifest).
+/// `label` names the database in the check line (see [`check_min_rows`]; empty: not named).
 ///
 /// Tables missing on either side and differing counts each make the check fail.
 pub fn compare_counts(label: &str, expected: &[TableInfo], actual: &[TableInfo]) -> CheckOutcome {
@@ -188,8 +201,10 @@ pub fn compare_counts(label: &str, expected: &[TableInfo], actual: &[TableInfo])
         match actual.iter().find(|a| a.name == e.name) {
             None => problems.push(format!("table {} is missing", e.name)),
             Some(a) if a.rows != e.rows => problems.push(format!(
-                "table {} has {} rows, the manifest says {}",
-                e.name, a.rows, e.rows
+                "table {} has {}, the manifest says {}",
+                e.name,
+                rows_text(a.rows),
+                e.rows
             )),
             Some(_) => {}
         }
@@ -201,17 +216,24 @@ pub fn compare_counts(label: &str, expected: &[TableInfo], actual: &[TableInfo])
     }
     let total: u64 = actual.iter().map(|t| t.rows).sum();
     CheckOutcome {
-        check: format!("row counts of {label}"),
+        check: check_name("row counts", label),
         passed: problems.is_empty(),
         detail: if problems.is_empty() {
-            format!("{} tables, {total} rows, as in the manifest", actual.len())
+            format!(
+                "{} table{}, {}, as in the manifest",
+                actual.len(),
+                if actual.len() == 1 { "" } else { "s" },
+                rows_text(total)
+            )
         } else {
             problems.join("; ")
         },
     }
 }
 
-/// Checks minimum row counts.
+/// Checks minimum row counts. `label` names the database in the check lines
+/// (`at least 1 row in assets.db:users`); an empty one names the table alone (`at least 1 row in
+/// users`).
 pub fn check_min_rows(
     label: &str,
     minimums: &[TableInfo],
@@ -222,10 +244,14 @@ pub fn check_min_rows(
         .map(|m| {
             let found = actual.iter().find(|a| a.name == m.name).map(|a| a.rows);
             CheckOutcome {
-                check: format!("at least {} rows in {label}:{}", m.rows, m.name),
+                check: if label.is_empty() {
+                    format!("at least {} in {}", rows_text(m.rows), m.name)
+                } else {
+                    format!("at least {} in {label}:{}", rows_text(m.rows), m.name)
+                },
                 passed: found.is_some_and(|n| n >= m.rows),
                 detail: match found {
-                    Some(n) => format!("{n} rows"),
+                    Some(n) => rows_text(n),
                     None => "table missing".to_string(),
                 },
             }
@@ -233,24 +259,54 @@ pub fn check_min_rows(
         .collect()
 }
 
+/// A value as a check line shows it: the text itself, `NULL` for SQL NULL, `an empty string`
+/// for one.
+fn shown(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".to_string(),
+        Some("") => "an empty string".to_string(),
+        Some(text) => text.to_string(),
+    }
+}
+
+/// `1 row`, `3 rows`.
+fn rows_text(n: u64) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
+}
+
 /// Judges a test query's result: `rows` are the rows it returned, each as its first column's text.
 pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
     let first = rows.first().cloned().flatten();
+    // What the query returned, as the detail of a value check shows it.
+    let returned = match rows.first() {
+        None => "no rows".to_string(),
+        Some(v) => shown(v.as_deref()),
+    };
     let (passed, detail) = match &query.expect {
         Expectation::RowCount(n) => (
             rows.len() as u64 == *n,
-            format!("{} rows, expected {n}", rows.len()),
+            format!(
+                "returned {}, expected {}",
+                rows_text(rows.len() as u64),
+                rows_text(*n)
+            ),
         ),
         Expectation::Value(v) => (
             first.as_deref() == Some(v.as_str()),
-            format!("returned {first:?}, expected {v:?}"),
+            format!("returned {returned}, expected {}", shown(Some(v))),
         ),
         Expectation::True => {
             let t = matches!(
                 first.as_deref().map(str::to_ascii_lowercase).as_deref(),
                 Some("1" | "t" | "true")
             );
-            (t, format!("returned {first:?}, expected true"))
+            // PostgreSQL's text of a boolean is `t`/`f`.
+            let returned = match first.as_deref() {
+                Some("t") => "true".to_string(),
+                Some("f") => "false".to_string(),
+                _ => returned,
+            };
+            (t, format!("returned {returned}, expected true"))
         }
         Expectation::TimeBetween {
             not_before,
@@ -272,8 +328,11 @@ pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
                 true,
                 format!("newest entry {t}, within {not_before} .. {not_after}"),
             ),
-            Some((text, None)) => (false, format!("{text:?} is not a time")),
-            None => (false, "no entry at all".to_string()),
+            Some((_, None)) => (false, format!("returned {returned}, which is not a time")),
+            None => (
+                false,
+                format!("no entry at all (the query returned {returned})"),
+            ),
         },
     };
     CheckOutcome {
@@ -320,5 +379,76 @@ mod tests {
         assert!(!judge(Some("2024-12-18 05:00:00")), "later than the backup");
         assert!(!judge(None), "no entry");
         assert!(!judge(Some("garbage")));
+    }
+
+    #[test]
+    fn check_lines_read_as_text() {
+        let q = |expect| TestQuery {
+            sql: "SELECT x FROM t".into(),
+            expect,
+        };
+        let row = |v: &str| vec![Some(v.to_string())];
+        let detail = |e, rows: &[Option<String>]| judge_query(&q(e), rows).detail;
+        assert_eq!(
+            detail(Expectation::True, &row("1")),
+            "returned 1, expected true"
+        );
+        assert_eq!(
+            detail(Expectation::True, &row("f")),
+            "returned false, expected true"
+        );
+        assert_eq!(
+            detail(Expectation::True, &[]),
+            "returned no rows, expected true"
+        );
+        assert_eq!(
+            detail(Expectation::True, &[None]),
+            "returned NULL, expected true"
+        );
+        assert_eq!(
+            detail(Expectation::Value("42".into()), &row("41")),
+            "returned 41, expected 42"
+        );
+        assert_eq!(
+            detail(Expectation::Value("42".into()), &row("")),
+            "returned an empty string, expected 42"
+        );
+        assert_eq!(
+            detail(Expectation::Value(String::new()), &[None]),
+            "returned NULL, expected an empty string"
+        );
+        assert_eq!(
+            detail(Expectation::RowCount(1), &[None, None]),
+            "returned 2 rows, expected 1 row"
+        );
+        assert_eq!(
+            detail(Expectation::RowCount(0), &row("x")),
+            "returned 1 row, expected 0 rows"
+        );
+        let between = Expectation::TimeBetween {
+            not_before: Utc.with_ymd_and_hms(2024, 12, 17, 2, 0, 0).unwrap(),
+            not_after: Utc.with_ymd_and_hms(2024, 12, 18, 2, 1, 0).unwrap(),
+        };
+        assert_eq!(
+            detail(between.clone(), &row("soon")),
+            "returned soon, which is not a time"
+        );
+        assert_eq!(
+            detail(between.clone(), &[None]),
+            "no entry at all (the query returned NULL)"
+        );
+        assert_eq!(
+            detail(between, &[]),
+            "no entry at all (the query returned no rows)"
+        );
+        for (expect, rows) in [
+            (Expectation::True, row("t")),
+            (Expectation::Value("x".into()), row("x")),
+            (Expectation::RowCount(1), row("x")),
+        ] {
+            let c = judge_query(&q(expect), &rows);
+            assert!(c.passed, "{c:?}");
+            assert!(!c.detail.contains("Some("), "{c:?}");
+        }
     }
 }

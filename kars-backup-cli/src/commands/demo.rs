@@ -34,7 +34,7 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let source = SqliteSource::new(&db);
     let live = source.inspect().await?;
     for d in &live {
-        say(render::database(d));
+        say(render::database(source.engine(), d));
     }
 
     say(format!("2. Backing it up to {}", a.backups.display()));

@@ -17,9 +17,14 @@ pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
             "databases": databases,
         }))?;
     } else {
-        println!("{} ({})", source.describe(), source.engine());
+        let engine = source.engine();
+        println!(
+            "{} ({})",
+            source.describe(),
+            kars_backup_core::engine_name(engine)
+        );
         for db in &databases {
-            print!("{}", render::database(db));
+            print!("{}", render::database(engine, db));
         }
     }
     Ok(exit::OK)

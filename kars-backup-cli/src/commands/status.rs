@@ -64,11 +64,12 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             let verdict = if s.within_rpo { "ok" } else { "RPO MISSED" };
             match (&s.newest, s.age_secs) {
                 (Some(name), Some(age)) => println!(
-                    "[{verdict}] {}: newest {name}, {} old (RPO {}); {} backups, {} incomplete",
+                    "[{verdict}] {}: newest {name}, {} old (RPO {}); {} backup{}, {} incomplete",
                     s.destination,
                     render::duration(age),
                     render::duration(s.rpo_secs),
                     s.committed,
+                    if s.committed == 1 { "" } else { "s" },
                     s.incomplete
                 ),
                 _ => println!("[{verdict}] {}: no committed backup", s.destination),
