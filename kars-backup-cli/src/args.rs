@@ -631,7 +631,7 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Destination to check; repeat for several.
-    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
+    #[arg(long = "from", value_name = "DEST", required_unless_present_any = ["config", "db"])]
     pub(crate) from: Vec<String>,
 
     /// Check every destination of a configuration file's jobs instead, each against its job's
@@ -647,6 +647,11 @@ pub(crate) struct StatusArgs {
     /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub(crate) rpo: chrono::Duration,
+
+    /// Also list the previous copies that restores kept of this database (repeatable; with
+    /// --config, each job's source is listed too).
+    #[arg(long = "db", value_name = "DB")]
+    pub(crate) db: Vec<String>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]

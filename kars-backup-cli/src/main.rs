@@ -157,8 +157,9 @@ pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
 
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // Hook commands' output (stop/start/health check) is shown as it comes, also without -v.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,kars_backup_core::hook=info",
         1 => "info",
         _ => "debug",
     };

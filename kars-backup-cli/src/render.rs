@@ -88,6 +88,31 @@ pub(crate) fn manifest(m: &Manifest) -> String {
     out
 }
 
+/// The previous copies restores kept of a database (`--keep-previous`), one a line; nothing
+/// when there are none.
+pub(crate) fn previous_copies(copies: &[kars_backup_core::PreviousCopy]) -> String {
+    if copies.is_empty() {
+        return String::new();
+    }
+    let total: u64 = copies.iter().map(|c| c.size_bytes).sum();
+    let mut out = format!(
+        "  previous copies kept by restores: {}, {} (remove with restore --keep-previous, or by hand)\n",
+        copies.len(),
+        bytes(total)
+    );
+    for c in copies {
+        out.push_str(&format!(
+            "    {}  {}{}\n",
+            c.name,
+            bytes(c.size_bytes),
+            c.kept_at
+                .map(|t| format!(", kept {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
 /// A listing row.
 pub(crate) fn entry_row(e: &BackupEntry) -> String {
     format!(

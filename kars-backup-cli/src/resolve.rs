@@ -97,6 +97,16 @@ pub(crate) async fn backup(repo: &Repository, which: &Which) -> anyhow::Result<B
 }
 
 /// Wraps a source for the library.
+/// The database at `db` (a path, `sqlite://…` or `postgres://…`) as a source, for commands that
+/// look at it (`inspect`, `status --db`).
+pub(crate) fn database(db: &str) -> anyhow::Result<DynDatabaseSource> {
+    Ok(if is_postgres(db) {
+        std::sync::Arc::new(postgres_source(db, None)?)
+    } else {
+        shared(sqlite_source(db)?)
+    })
+}
+
 pub(crate) fn shared(source: SqliteSource) -> DynDatabaseSource {
     Arc::new(source)
 }

@@ -1093,3 +1093,98 @@ health-attempts = 1
     ]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
 }
+
+#[test]
+fn restore_config_hook_timeout_and_keep_previous_apply_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    let dest = dir.path().join("backups");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[daemon]
+state-dir = "{state}"
+[[job]]
+name = "kars-sqlite"
+source = "{db}"
+[[job.destination]]
+url = "{dest}"
+[job.hooks]
+stop = "sleep 600"
+timeout = "1h"
+[job.restore]
+keep-previous = 0
+"#,
+            state = s(&dir.path().join("state")),
+            db = s(&db),
+            dest = s(&dest),
+        ),
+    );
+    ok(run(&["backup", "--config", &s(&config)]));
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore".to_string(),
+            "--config".into(),
+            s(&config),
+            "--latest".into(),
+            "--db".into(),
+            s(&db),
+            "--yes".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        bin().args(&args).output().unwrap()
+    };
+    // The file says the stop command may take an hour; the flag says one second, and wins.
+    let started = std::time::Instant::now();
+    let o = restore(&["--hook-timeout", "1s"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(
+        stderr(&o).contains("`sleep 600` did not finish within 1s; its process group was killed"),
+        "{}",
+        text(&o)
+    );
+    assert!(stderr(&o).contains("nothing was swapped"), "{}", text(&o));
+
+    // keep-previous = 0 from the file: the previous copy goes once the restore succeeded.
+    let o = ok(restore(&["--stop-cmd", "true", "--json"]));
+    let v = json(&o);
+    assert_eq!(v["restore"]["previous_kept_at"], serde_json::Value::Null);
+    assert_eq!(
+        v["restore"]["previous_removed"].as_array().unwrap().len(),
+        1
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pre-restore"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+
+    // --keep-previous on the command line wins over the file; status and inspect list the copy.
+    ok(restore(&["--stop-cmd", "true", "--keep-previous", "1"]));
+    let v = ok_json(run(&["inspect", "--db", &s(&db), "--json"]));
+    let copies = v["previous_copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 1, "{v}");
+    assert!(copies[0]["size_bytes"].as_u64().unwrap() > 0);
+    let o = ok(run(&["inspect", "--db", &s(&db)]));
+    assert!(
+        stdout(&o).contains("previous copies kept by restores: 1,"),
+        "{}",
+        text(&o)
+    );
+    let v = json(&run(&["status", "--config", &s(&config), "--json"]));
+    assert_eq!(
+        v["previous_copies"][0]["copies"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    let o = ok(run(&["status", "--db", &s(&db)]));
+    assert!(
+        stdout(&o).contains("assets.db.pre-restore-"),
+        "{}",
+        text(&o)
+    );
+}

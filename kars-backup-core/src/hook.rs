@@ -90,7 +90,9 @@ pub async fn run_hook(
     env: &[(&str, String)],
     cancel: &CancellationToken,
 ) -> Result<HookRun> {
-    tracing::info!(hook = %hook.name, command = %hook.command, timeout_secs = hook.timeout.as_secs(), "running hook");
+    // The command may carry secrets from the environment: named at debug level only.
+    tracing::debug!(hook = %hook.name, command = %hook.command, "hook command");
+    tracing::info!(hook = %hook.name, timeout_secs = hook.timeout.as_secs(), "running hook");
     let failed = |reason: String| Error::HookFailed {
         hook: hook.name.clone(),
         reason,

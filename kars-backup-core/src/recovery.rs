@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorCategory, Result};
 use crate::progress::DynProgress;
@@ -490,8 +491,9 @@ async fn run(
     } else {
         1
     };
-    'backups: for candidate in candidates.backups.iter().take(backups) {
-        for copy in &candidate.copies {
+    let tried_backups = candidates.backups.len().min(backups);
+    'backups: for (backup_index, candidate) in candidates.backups.iter().take(backups).enumerate() {
+        for (copy_index, copy) in candidate.copies.iter().enumerate() {
             let plan = match plan(&copy.entry) {
                 Ok(p) => p,
                 Err(error) => return Err(AttemptsFailed { attempts, error }),
@@ -519,14 +521,27 @@ async fn run(
                     Err(e) => e,
                 };
                 let retry = error.is_transient() && try_number <= options.retries;
-                tracing::warn!(
-                    backup = %candidate.name,
-                    destination = %copy.origin,
-                    try_number,
-                    retry,
-                    error = %error,
-                    "attempt failed"
-                );
+                let next = next_step(&error);
+                let more_backups = backup_index + 1 < tried_backups;
+                let more_copies = copy_index + 1 < candidate.copies.len();
+                let follows = match next {
+                    _ if retry => Some("retrying the same copy"),
+                    Next::Copy if more_copies => Some("trying the next copy"),
+                    Next::Copy | Next::Backup if more_backups => Some("trying an older backup"),
+                    _ => None,
+                };
+                if let Some(follows) = follows {
+                    tracing::warn!(
+                        backup = %candidate.name,
+                        destination = %copy.origin,
+                        try_number,
+                        error = %error,
+                        "attempt failed; {follows}"
+                    );
+                } else {
+                    // The error ends the run and is reported as its result: not a second time.
+                    tracing::info!(backup = %candidate.name, destination = %copy.origin, try_number, "attempt failed");
+                }
                 attempts.push(Attempt {
                     backup: candidate.name.clone(),
                     destination: copy.origin.clone(),
@@ -543,10 +558,20 @@ async fn run(
                 if retry {
                     let factor = 1u32 << (try_number - 1).min(5);
                     let wait = (options.backoff * factor).min(Duration::from_secs(30));
-                    tokio::time::sleep(wait).await;
+                    let cancel = match mode {
+                        Mode::Restore { options, .. } => options.cancel.clone(),
+                        _ => CancellationToken::new(),
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => {
+                            let error = Error::Interrupted { during: "the wait before a retry".into() };
+                            return Err(AttemptsFailed { attempts, error });
+                        }
+                    }
                     continue;
                 }
-                match next_step(&error) {
+                match next {
                     Next::Copy => {
                         last_error = Some(error);
                         break;

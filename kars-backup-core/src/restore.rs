@@ -218,10 +218,10 @@ pub async fn restore(
             return Err(e);
         }
     };
-    steps.push(format!(
-        "verified: {} checks passed",
-        verification.checks.len()
-    ));
+    steps.push(match verification.checks.len() {
+        1 => "verified: 1 check passed".to_string(),
+        n => format!("verified: {n} checks passed"),
+    });
     tracing::info!(checks = verification.checks.len(), "staging copy verified");
 
     // Stop the application, and make sure nothing has the target open any more.
@@ -275,7 +275,7 @@ pub async fn restore(
     }
     .await;
     if let Err(e) = after_swap {
-        tracing::error!(error = %e, "restore failed after the swap; rolling back");
+        tracing::info!("the restore failed after the swap; rolling back");
         if let Some(stop) = &hooks.stop {
             // The rollback runs to its end: a second signal does not cut it short.
             if let Err(e) = run_hook(stop, &hooks.env, &CancellationToken::new()).await {
@@ -298,7 +298,7 @@ pub async fn restore(
     }
     let mut previous_kept_at = staged.finish().await?;
     if let Some(p) = &previous_kept_at {
-        steps.push(format!("previous database kept at {p}"));
+        steps.push(format!("previous data kept at {p}"));
     }
     let previous_removed = remove_old_previous_copies(target, options.keep_previous).await;
     for removed in &previous_removed {

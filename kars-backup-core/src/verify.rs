@@ -270,7 +270,7 @@ fn shown(value: Option<&str>) -> String {
 }
 
 /// `1 row`, `3 rows`.
-fn rows_text(n: u64) -> String {
+pub fn rows_text(n: u64) -> String {
     format!("{n} row{}", if n == 1 { "" } else { "s" })
 }
 

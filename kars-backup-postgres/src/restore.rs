@@ -1265,12 +1265,12 @@ impl StagedRestore for InPlaceStaged {
             }
         }
         report.push(
-            "in-place import",
+            "in-place load",
             true,
             if self.manifest.is_some() && plan.check_counts {
-                "row counts are checked against the manifest inside the import transaction"
+                "ready: the load checks the row counts against the manifest inside its one transaction, which changes nothing if they differ"
             } else {
-                "the import runs in one transaction"
+                "ready: the load runs in one transaction, which changes nothing if it fails"
             },
         );
         Ok(report)

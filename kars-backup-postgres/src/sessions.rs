@@ -232,7 +232,7 @@ mod tests {
         );
         // A cut name still belongs to its long database name; another database's does not.
         let long = "a".repeat(60);
-        let cut = format!("{}{KEPT_INFIX}20261205T101500", &long[..33]);
+        let cut = format!("{}{KEPT_INFIX}20261205T101500", &long[..35]);
         assert_eq!(cut.len(), 63);
         assert!(belongs_to(&cut, KEPT_INFIX, &long).is_some());
         assert!(belongs_to("other_pre_restore_x", KEPT_INFIX, "kars").is_none());

@@ -4,17 +4,15 @@ use crate::args::InspectArgs;
 use crate::{exit, render, resolve};
 
 pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
-    let source: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
-        std::sync::Arc::new(resolve::postgres_source(&a.db.db, None)?)
-    } else {
-        resolve::shared(resolve::sqlite_source(&a.db.db)?)
-    };
+    let source = resolve::database(&a.db.db)?;
     let databases = source.inspect().await?;
+    let previous = source.previous_copies().await?;
     if a.json {
         render::print_json(&serde_json::json!({
             "source": source.describe(),
             "engine": source.engine(),
             "databases": databases,
+            "previous_copies": previous,
         }))?;
     } else {
         let engine = source.engine();
@@ -26,6 +24,7 @@ pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
         for db in &databases {
             print!("{}", render::database(engine, db));
         }
+        print!("{}", render::previous_copies(&previous));
     }
     Ok(exit::OK)
 }

@@ -493,6 +493,15 @@ pub(crate) fn restore_job(a: &crate::args::RestoreArgs) -> anyhow::Result<Restor
     })
 }
 
+/// `status --config`: the source (database URL or path) of each selected job.
+pub(crate) fn job_sources(path: &Path, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let config = load_config(path)?;
+    Ok(select_jobs(&config, names)?
+        .into_iter()
+        .map(|j| j.source.expose().to_string())
+        .collect())
+}
+
 /// `status --config`: every destination of the selected jobs with its freshness target — the
 /// job's `[job.verify] rpo` (else `default_rpo`), plus the tier's period where the destination
 /// takes no daily backups (a weekly-only cloud copy is up to a week old by design).

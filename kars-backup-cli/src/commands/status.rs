@@ -31,6 +31,16 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 .with_last_drill(drill.as_ref()),
         );
     }
+    // The previous copies restores kept: of each --db, and of each job's source.
+    let mut databases = a.db.clone();
+    if let Some(path) = &a.config {
+        databases.extend(super::jobs::job_sources(path, &a.job)?);
+    }
+    let mut previous = Vec::new();
+    for db in &databases {
+        let source = resolve::database(db)?;
+        previous.push((source.describe(), source.previous_copies().await?));
+    }
     let last_drill = statuses
         .iter()
         .filter_map(|s| s.last_drill.as_ref())
@@ -55,6 +65,10 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 v
             }).collect::<Vec<_>>(),
             "last_drill": last_drill,
+            "previous_copies": previous.iter().map(|(target, copies)| serde_json::json!({
+                "target": target,
+                "copies": copies,
+            })).collect::<Vec<_>>(),
         }))?;
     } else {
         for (s, job) in statuses.iter().zip(&jobs) {
@@ -89,6 +103,14 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                     objective(d.rpo_secs, d.rpo_met),
                 ),
                 None => println!("    no restore drill recorded (run `kars-backup drill`)"),
+            }
+        }
+        for (target, copies) in &previous {
+            if copies.is_empty() {
+                println!("{target}: no previous copies kept by restores");
+            } else {
+                println!("{target}:");
+                print!("{}", render::previous_copies(copies));
             }
         }
     }

@@ -116,7 +116,11 @@ fn check_min_rows(
                 tables,
             )),
             None => report.push(
-                format!("at least {} rows in {}", minimum.rows, minimum.name),
+                format!(
+                    "at least {} in {}",
+                    verify::rows_text(minimum.rows),
+                    minimum.name
+                ),
                 false,
                 "no database could be counted",
             ),
