@@ -9,6 +9,8 @@
 //! - [`recovery`]: restores from several destinations with retries and fallbacks;
 //!   [`drill`]: restore drills with measured RTO and RPO.
 //! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
+//! - [`preset::CheckPreset`]: named sets of verification queries (`kars`).
+//! - [`PlaintextPolicy`]: unencrypted archives stay on this host unless the caller opts out.
 //! - [`pipeline`]: the streaming stages (compression on its own threads, encryption, SHA-256,
 //!   byte counts); [`encrypt`]: the [`Encryptor`]/[`Decryptor`] interface (age and OpenPGP live
 //!   in `kars-backup-encrypt`).
@@ -37,6 +39,8 @@ pub mod fault;
 pub mod manifest;
 pub mod name;
 pub mod pipeline;
+pub mod plaintext;
+pub mod preset;
 pub mod progress;
 pub mod prune;
 pub mod recovery;
@@ -62,6 +66,7 @@ pub use error::{Error, ErrorCategory, Result};
 pub use manifest::Manifest;
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};
+pub use plaintext::PlaintextPolicy;
 pub use progress::{DynProgress, NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};

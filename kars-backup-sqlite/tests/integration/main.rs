@@ -5,5 +5,6 @@ mod common;
 mod errors;
 mod restore_safety;
 mod round_trip;
+mod sample;
 mod tar_safety;
 mod volume;
