@@ -215,31 +215,25 @@ fn the_kars_checks_on_postgres() {
     let to = dir.path().join("backups");
     let url = pg.url(&db);
     ok_pg(run(&["backup", "--db", &url, "--to", &s(&to)]));
-    let doc = json(&ok_pg(run(&[
-        "verify",
-        "--from",
-        &s(&to),
-        "--latest",
-        "--scratch-db",
-        &pg.server_url(),
-        "--checks",
-        "kars",
-        "--json",
-    ])));
+    let (store, server) = (s(&to), pg.server_url());
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--from",
+            &store,
+            "--latest",
+            "--scratch-db",
+            &server,
+            "--checks",
+            "kars",
+        ];
+        args.extend_from_slice(extra);
+        no_leak(run(&args))
+    };
+    let doc = json(&ok(verify(&["--json"])));
     assert_all_passed(&doc["verify"]["verification"]["checks"]);
     // The audit log's `timestamp` (without time zone) is read as UTC: a 10-second RPO misses.
-    let o = no_leak(run(&[
-        "verify",
-        "--from",
-        &s(&to),
-        "--latest",
-        "--scratch-db",
-        &pg.server_url(),
-        "--checks",
-        "kars",
-        "--rpo",
-        "10s",
-    ]));
+    let o = verify(&["--rpo", "10s"]);
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(text(&o).contains("stale"), "{}", text(&o));
 
@@ -249,16 +243,7 @@ fn the_kars_checks_on_postgres() {
         "UPDATE users SET role = 'manager' WHERE role = 'admin';",
     );
     ok_pg(run(&["backup", "--db", &url, "--to", &s(&to)]));
-    let o = no_leak(run(&[
-        "verify",
-        "--from",
-        &s(&to),
-        "--latest",
-        "--scratch-db",
-        &pg.server_url(),
-        "--checks",
-        "kars",
-    ]));
+    let o = verify(&[]);
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(
         text(&o).contains("kars: at least one admin user"),

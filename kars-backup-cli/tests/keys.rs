@@ -26,16 +26,29 @@ fn key_init(path: &Path) -> String {
     stdout(&o).trim().to_string()
 }
 
-/// A live database with other content than the backups, and its bytes.
-fn live_db(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let live = dir.join("live.db");
-    make_db(&live);
-    rusqlite::Connection::open(&live)
-        .unwrap()
-        .execute("DELETE FROM users WHERE id > 1", [])
-        .unwrap();
-    let bytes = std::fs::read(&live).unwrap();
-    (live, bytes)
+/// A database, a generated key with its recipient and a second, unrelated key, in `dir`.
+struct Fixture {
+    db: PathBuf,
+    key: PathBuf,
+    recipient: String,
+    other: PathBuf,
+    to: PathBuf,
+}
+
+fn fixture(dir: &Path) -> Fixture {
+    let db = dir.join("assets.db");
+    make_db(&db);
+    let key = dir.join("key.txt");
+    let recipient = key_init(&key);
+    let other = dir.join("other.txt");
+    key_init(&other);
+    Fixture {
+        db,
+        key,
+        recipient,
+        other,
+        to: dir.join("backups"),
+    }
 }
 
 #[test]
@@ -108,13 +121,13 @@ fn key_init_writes_a_private_identity_prints_its_recipient_and_never_overwrites(
 #[test]
 fn a_generated_key_round_trips_and_a_wrong_or_missing_one_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("assets.db");
-    make_db(&db);
-    let key = dir.path().join("key.txt");
-    let recipient = key_init(&key);
-    let other = dir.path().join("other.txt");
-    key_init(&other);
-    let to = dir.path().join("backups");
+    let Fixture {
+        db,
+        key,
+        recipient,
+        other,
+        to,
+    } = fixture(dir.path());
     let doc = ok_json(run(&[
         "backup",
         "--db",
@@ -178,7 +191,7 @@ fn a_generated_key_round_trips_and_a_wrong_or_missing_one_touches_nothing() {
 
     // restore: a wrong key (exit 5), no key (2), an identity file that does not exist (2):
     // each before anything is touched.
-    let (live, before) = live_db(dir.path());
+    let (live, before) = live_db(dir.path(), make_db);
     let cases: [(&[&str], i32); 3] = [
         (&["--identity", &s(&other)], 5),
         (&[], 2),
@@ -223,13 +236,13 @@ fn a_generated_key_round_trips_and_a_wrong_or_missing_one_touches_nothing() {
 #[test]
 fn status_warns_when_the_keys_given_do_not_open_the_newest_backup() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("assets.db");
-    make_db(&db);
-    let key = dir.path().join("key.txt");
-    let recipient = key_init(&key);
-    let other = dir.path().join("other.txt");
-    key_init(&other);
-    let to = dir.path().join("backups");
+    let Fixture {
+        db,
+        key,
+        recipient,
+        other,
+        to,
+    } = fixture(dir.path());
     ok(run(&[
         "backup",
         "--db",

@@ -244,33 +244,23 @@ fn tiering_routes_by_the_runbook_table() {
     );
     // Unencrypted, the job is refused also on a day its tiers keep the cloud out of the run:
     // it would store plaintext there on the next Sunday.
-    let o = run_s3(&[
+    let (db_arg, local_arg) = (s(&db), s(&local));
+    let mut args = vec![
         "backup",
         "--db",
-        &s(&db),
+        &db_arg,
         "--to",
-        &s(&local),
+        &local_arg,
         "--to",
         &cloud,
         "--tiering",
         "runbook",
-    ]);
+    ];
+    let o = run_s3(&args);
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(!local.exists(), "nothing written");
-    let o = run_s3(&[
-        "backup",
-        "--db",
-        &s(&db),
-        "--to",
-        &s(&local),
-        "--to",
-        &cloud,
-        "--tiering",
-        "runbook",
-        "--no-encrypt",
-        "--json",
-    ]);
-    let doc = ok_json(o);
+    args.extend(["--no-encrypt", "--json"]);
+    let doc = ok_json(run_s3(&args));
     let tags: Vec<&str> = doc["manifest"]["tiers"]
         .as_array()
         .unwrap()

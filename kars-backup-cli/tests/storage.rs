@@ -29,6 +29,28 @@ fn make_db(path: &Path) {
     .unwrap();
 }
 
+/// The emulators' endpoints and buckets (see `scripts/services.sh`).
+struct Emulators {
+    s3: String,
+    bucket: String,
+    az: String,
+    container: String,
+    gcs: String,
+    gbucket: String,
+}
+
+/// The emulators, or `None` (outside CI) when they are not configured.
+fn emulators() -> Option<Emulators> {
+    Some(Emulators {
+        s3: env("KARS_TEST_S3_ENDPOINT")?,
+        bucket: env("KARS_TEST_S3_BUCKET")?,
+        az: env("KARS_TEST_AZURE_ENDPOINT")?,
+        container: env("KARS_TEST_AZURE_CONTAINER")?,
+        gcs: env("KARS_TEST_GCS_ENDPOINT")?,
+        gbucket: env("KARS_TEST_GCS_BUCKET")?,
+    })
+}
+
 /// kars-backup with the S3 emulator's credentials (see [`bin_s3`]).
 fn run_s3(args: &[&str]) -> Output {
     bin_s3().args(args).output().expect("run kars-backup")
@@ -36,14 +58,15 @@ fn run_s3(args: &[&str]) -> Output {
 
 #[test]
 fn one_backup_to_local_s3_azure_gcs_and_git_lfs_then_list_restore_and_copy() {
-    let (Some(s3), Some(bucket), Some(az), Some(container), Some(gcs), Some(gbucket)) = (
-        env("KARS_TEST_S3_ENDPOINT"),
-        env("KARS_TEST_S3_BUCKET"),
-        env("KARS_TEST_AZURE_ENDPOINT"),
-        env("KARS_TEST_AZURE_CONTAINER"),
-        env("KARS_TEST_GCS_ENDPOINT"),
-        env("KARS_TEST_GCS_BUCKET"),
-    ) else {
+    let Some(Emulators {
+        s3,
+        bucket,
+        az,
+        container,
+        gcs,
+        gbucket,
+    }) = emulators()
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -320,14 +343,15 @@ fn a_plaintext_copy_to_any_off_site_destination_is_refused_without_the_opt_out()
 /// them need the opt-out too.
 #[test]
 fn no_encrypt_stores_plaintext_at_s3_azure_gcs_and_git_lfs() {
-    let (Some(s3), Some(bucket), Some(az), Some(container), Some(gcs), Some(gbucket)) = (
-        env("KARS_TEST_S3_ENDPOINT"),
-        env("KARS_TEST_S3_BUCKET"),
-        env("KARS_TEST_AZURE_ENDPOINT"),
-        env("KARS_TEST_AZURE_CONTAINER"),
-        env("KARS_TEST_GCS_ENDPOINT"),
-        env("KARS_TEST_GCS_BUCKET"),
-    ) else {
+    let Some(Emulators {
+        s3,
+        bucket,
+        az,
+        container,
+        gcs,
+        gbucket,
+    }) = emulators()
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
