@@ -90,7 +90,7 @@ pub(super) fn base64(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
 
 /// A time as KARS writes it in SQLite: ISO-8601 with milliseconds, UTC (`2026-12-05T09:30:18.123Z`).
 fn iso(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The data's clock: times within the three years before `now`.

@@ -39,7 +39,7 @@ pub struct SampleSize {
 }
 
 /// Approximate bytes an asset with its share of the other tables takes on disk.
-const BYTES_PER_ASSET: u64 = 780;
+const BYTES_PER_ASSET: u64 = 820;
 
 impl SampleSize {
     /// A small database of about 1 MB.
