@@ -10,9 +10,11 @@ use kars_backup_core::{Compression, IntegrityLevel};
 #[command(name = "kars-backup", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage error (bad flags, bad input, \
-restore not confirmed, unsupported version), 3 database source error, 4 storage error (also: a backup that failed at some \
+restore not confirmed, unsupported version, an unencrypted backup or copy to an off-site \
+destination without --no-encrypt, a missing decryption key), 3 database source error, 4 storage error (also: a backup that failed at some \
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
-whose backup failed; status: a destination's last drill failed), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
+whose backup failed; status: a destination's last drill failed, or the keys given do not open its \
+newest backup), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
 missed."
 )]
 pub(crate) struct Cli {
@@ -67,14 +69,19 @@ pub(crate) enum Command {
     /// Describe a database: size, tables, row counts.
     Inspect(InspectArgs),
     /// Run the whole job on a generated sample KARS database, with no servers: create it, back
-    /// it up to ./backups, list, verify and restore into a scratch file.
+    /// it up to ./backups, list, verify (with the `kars` checks) and restore into a scratch file.
     Demo(DemoArgs),
-    /// Create a sample KARS database (users, assets, companies, audit_logs) of about a size.
+    /// Create a sample KARS database (the application's 20 tables with plausible data, fake
+    /// secrets included) of about a size.
     #[command(name = "demo-db")]
     DemoDb(DemoDbArgs),
     /// The configuration file: check it and print it with secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// age keys for encrypted backups: create an identity (`key init`), print its recipient
+    /// (`key show`).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print the config's job schedules for the system scheduler: crontab lines or systemd
     /// service and timer units.
     Schedule(ScheduleArgs),
@@ -434,6 +441,11 @@ pub(crate) struct CopyArgs {
     #[command(flatten)]
     pub(crate) which: Which,
 
+    /// Copy an unencrypted backup to an off-site destination anyway (by default refused: a
+    /// copy cannot encrypt, and KARS backups hold credentials).
+    #[arg(long)]
+    pub(crate) no_encrypt: bool,
+
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -653,6 +665,12 @@ pub(crate) struct StatusArgs {
     #[arg(long = "db", value_name = "DB")]
     pub(crate) db: Vec<String>,
 
+    /// With keys (`--identity`, `--passphrase-file`, or a --config job's `[job.encryption]`):
+    /// check that they open the newest backup of each destination (its header is read and
+    /// unwrapped); exit 5 when they do not.
+    #[command(flatten)]
+    pub(crate) decrypt: DecryptArgs,
+
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -714,7 +732,14 @@ impl BackupArgs {
 /// Extra verification checks of `restore` and `verify`.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Verification")]
+#[command(group(clap::ArgGroup::new("rpo_window").multiple(true).args(["audit_log", "checks"])))]
 pub(crate) struct CheckArgs {
+    /// A preset of checks: `kars` (users exist and one is an admin, every asset's company
+    /// exists, serial numbers and asset tags are unique, the newest audit_logs.timestamp lies
+    /// within --rpo before the backup).
+    #[arg(long, value_name = "PRESET")]
+    pub(crate) checks: Option<kars_backup_core::preset::CheckPreset>,
+
     /// A test query that must return true (or a non-zero number) in its first column, e.g.
     /// "SELECT count(*) > 0 FROM users"; repeatable.
     #[arg(long = "verify-query", value_name = "SQL")]
@@ -724,13 +749,13 @@ pub(crate) struct CheckArgs {
     #[arg(long = "min-rows", value_name = "TABLE=N", value_parser = parse_min_rows)]
     pub(crate) min_rows: Vec<kars_backup_core::TableInfo>,
 
-    /// Audit-log check, `TABLE.COLUMN` (e.g. audit_logs.created_at): the newest entry must not be
+    /// Audit-log check, `TABLE.COLUMN` (e.g. audit_logs.timestamp): the newest entry must not be
     /// later than the backup's time nor older than --rpo before it.
     #[arg(long, value_name = "TABLE.COLUMN")]
     pub(crate) audit_log: Option<String>,
 
-    /// Recovery point objective of the audit-log check.
-    #[arg(long, default_value = "24h", value_parser = parse_duration, requires = "audit_log")]
+    /// Recovery point objective of the audit-log check (--audit-log, --checks kars).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, requires = "rpo_window")]
     pub(crate) rpo: chrono::Duration,
 }
 
@@ -749,6 +774,7 @@ impl CheckArgs {
             .map(|sql| TestQuery {
                 sql: sql.clone(),
                 expect: Expectation::True,
+                label: None,
             })
             .collect();
         if let Some(spec) = &self.audit_log {
@@ -757,10 +783,13 @@ impl CheckArgs {
                 .filter(|(t, c)| !t.is_empty() && !c.is_empty())
                 .ok_or_else(|| {
                     crate::commands::UsageError(format!(
-                        "--audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.created_at"
+                        "--audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.timestamp"
                     ))
                 })?;
             queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo));
+        }
+        if let Some(preset) = self.checks {
+            kars_backup_core::preset::add_preset(&mut queries, preset, backup_time, self.rpo);
         }
         Ok(kars_backup_core::VerifyPlan {
             integrity: integrity.into(),
@@ -801,6 +830,11 @@ pub(crate) struct ConfigCheckArgs {
     /// The configuration file.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: PathBuf,
+
+    /// Every `${NAME}` must be set in the environment: a `${NAME:-default}` whose variable is
+    /// unset is an error instead of taking its default (as `${NAME:?message}` always is).
+    #[arg(long)]
+    pub(crate) strict: bool,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -878,6 +912,12 @@ pub(crate) struct EncryptArgs {
     /// decrypts it). Not combined with --encrypt-to.
     #[arg(long, value_name = "FILE")]
     pub(crate) passphrase_file: Option<PathBuf>,
+
+    /// Store the archive unencrypted also at off-site destinations (S3, GCS, Azure, Git LFS),
+    /// which is refused by default: a KARS backup holds password hashes, MFA secrets and API
+    /// tokens. Local directories take unencrypted archives without it.
+    #[arg(long, conflicts_with_all = ["encrypt_to", "passphrase_file"])]
+    pub(crate) no_encrypt: bool,
 }
 
 impl EncryptArgs {
@@ -888,6 +928,55 @@ impl EncryptArgs {
             self.passphrase_file.as_deref(),
         )?)
     }
+
+    /// Where unencrypted archives may go: anywhere with `--no-encrypt`, else local only.
+    pub(crate) fn plaintext(&self) -> kars_backup_core::PlaintextPolicy {
+        plaintext_policy(self.no_encrypt)
+    }
+}
+
+/// `--no-encrypt` as the library's policy.
+pub(crate) fn plaintext_policy(no_encrypt: bool) -> kars_backup_core::PlaintextPolicy {
+    if no_encrypt {
+        kars_backup_core::PlaintextPolicy::Anywhere
+    } else {
+        kars_backup_core::PlaintextPolicy::LocalOnly
+    }
+}
+
+/// `kars-backup key …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create a new age identity file (mode 0600, its directory 0700 if created; an existing
+    /// file is never overwritten) and print its recipient, the public key to back up with
+    /// (`backup --encrypt-to age1…`, or name the file as `[job.encryption] identity-file`).
+    /// Keep a copy of the file offline: without it the backups cannot be restored.
+    Init(KeyInitArgs),
+    /// Print the recipient (public key) of an age identity file.
+    Show(KeyShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyInitArgs {
+    /// The new identity file (default: $XDG_CONFIG_HOME/kars-backup/age-identity.txt, else
+    /// ~/.config/kars-backup/age-identity.txt).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyShowArgs {
+    /// The identity file (default: as for `key init`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) identity: Option<PathBuf>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Decryption options of `restore` and `verify` (and any command reading archives).
@@ -895,8 +984,8 @@ impl EncryptArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Decryption")]
 pub(crate) struct DecryptArgs {
-    /// An age identity file (age-keygen's key file) for archives encrypted to age recipients;
-    /// repeatable.
+    /// An age identity file (`kars-backup key init`'s or age-keygen's key file) for archives
+    /// encrypted to age recipients; repeatable.
     #[arg(long = "identity", value_name = "FILE")]
     pub(crate) identities: Vec<PathBuf>,
 
@@ -922,8 +1011,13 @@ impl DecryptArgs {
             .collect())
     }
 
+    /// Whether an age key was given (identity files or a passphrase file).
+    pub(crate) fn any(&self) -> bool {
+        !self.identities.is_empty() || self.passphrase_file.is_some()
+    }
+
     /// The decryption keys: age identity files and passphrase (OpenPGP goes through gpg).
-    fn decryptor(&self) -> anyhow::Result<kars_backup_core::DynDecryptor> {
+    pub(crate) fn decryptor(&self) -> anyhow::Result<kars_backup_core::DynDecryptor> {
         let mut keys = kars_backup_encrypt::DecryptionKeys::new();
         for identity in &self.identities {
             keys = keys.with_identity_file(identity)?;

@@ -191,6 +191,8 @@ impl Command {
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,
             Command::Config(crate::args::ConfigCommand::Check(a)) => a.json,
+            Command::Key(crate::args::KeyCommand::Init(a)) => a.json,
+            Command::Key(crate::args::KeyCommand::Show(a)) => a.json,
             Command::Schedule(_) | Command::Daemon(_) => false,
         }
     }

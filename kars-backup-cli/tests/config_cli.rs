@@ -77,8 +77,17 @@ fn config_check_accepts_the_example_and_redacts_it() {
     // every section of the example is applied: nothing is reported as parsed but ignored
     assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
 
-    // without the variables: exit 2, one `file:line:col: message` per missing variable
-    let o = run(&["config", "check", "--config", &s(&example)]);
+    // without any variable: every one has a default, so a new user's first check is green
+    let o = ok(run(&["config", "check", "--config", &s(&example)]));
+    let out = stdout(&o);
+    assert!(out.contains("OK, 2 job(s)"), "{out}");
+    assert!(out.contains("postgres://kars@localhost:5432/kars"), "{out}");
+    assert!(
+        !out.contains("webhook ="),
+        "an empty webhook is none: {out}"
+    );
+    // strict: exit 2, one `file:line:col: message` per unset variable
+    let o = run(&["config", "check", "--strict", "--config", &s(&example)]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     let err = stderr(&o);
     let line = err
@@ -92,8 +101,38 @@ fn config_check_accepts_the_example_and_redacts_it() {
         "{line}"
     );
     assert!(
-        line.contains("environment variable DATABASE_URL is not set"),
+        line.contains("environment variable DATABASE_URL is not set (strict"),
         "{line}"
+    );
+    assert!(err.contains("KARS_ALERT_WEBHOOK"), "{err}");
+    let o = run(&[
+        "config",
+        "check",
+        "--strict",
+        "--json",
+        "--config",
+        &s(&example),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(json(&o)["ok"], false);
+    // strict with the variables set: OK, and it says so
+    let mut strict = bin();
+    strict.args(["config", "check", "--strict", "--config", &s(&example)]);
+    for var in ["KARS_SQLITE_DB", "KARS_AGE_IDENTITY"] {
+        strict.env(var, format!("/value/of/{var}"));
+    }
+    let o = ok(strict
+        .env("KARS_S3_BUCKET", "bucket")
+        .env("KARS_HC_UUID", "uuid")
+        .env("KARS_SCRATCH_DB", "postgres://kars@scratch:5432/postgres")
+        .env("DATABASE_URL", "postgres://kars@db:5432/kars")
+        .env("KARS_ALERT_WEBHOOK", "https://hooks.example.com/x")
+        .output()
+        .unwrap());
+    assert!(
+        stdout(&o).contains("(strict: every one is set)"),
+        "{}",
+        text(&o)
     );
 }
 
@@ -146,7 +185,7 @@ fn config_check_reports_errors_with_line_and_column() {
 #[test]
 fn secrets_in_urls_are_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let text = "[[job]]\nname = \"pg\"\nsource = \"postgres://admin:pg-very-s3cret@127.0.0.1:1/kars\"\n[[job.destination]]\nurl = \"s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret\"\n";
+    let text = "[[job]]\nname = \"pg\"\nsource = \"postgres://admin:pg-very-s3cret@127.0.0.1:1/kars\"\nencryption = \"none\"\n[[job.destination]]\nurl = \"s3://bucket/p?endpoint=http://127.0.0.1:9&access_key=s3-key-s3cret\"\n";
     let path = write_config(dir.path(), text);
     let o = ok(run(&["config", "check", "--config", &s(&path), "--json"]));
     let all = format!("{}{}", stdout(&o), stderr(&o));

@@ -3,7 +3,7 @@
 //! (GNUPGHOME), exit codes, and a live database left alone when the key is wrong or missing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;
@@ -40,18 +40,6 @@ fn untar(tgz: &[u8], dir: &Path) {
         .unwrap();
     child.stdin.take().unwrap().write_all(tgz).unwrap();
     assert!(child.wait().unwrap().success());
-}
-
-/// A live database with other content than the backups, and its bytes.
-fn live_db(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let live = dir.join("live.db");
-    make_db(&live);
-    rusqlite::Connection::open(&live)
-        .unwrap()
-        .execute("DELETE FROM users WHERE id > 1", [])
-        .unwrap();
-    let bytes = std::fs::read(&live).unwrap();
-    (live, bytes)
 }
 
 #[test]
@@ -115,7 +103,7 @@ fn age_recipients_backup_list_verify_restore_and_key_errors() {
         None,
     ));
 
-    let (live, before) = live_db(tmp.path());
+    let (live, before) = live_db(tmp.path(), make_db);
     // No identity: a usage error naming the flag; the live database is untouched.
     let o = kb(&["verify", "--from", &s(&to), "--latest"], None);
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -350,7 +338,7 @@ fn openpgp_through_the_gpg_keyring() {
     ));
     assert_eq!(count(&target, "users"), 3);
     // A keyring without the secret key: exit 5, the live database untouched.
-    let (live, before) = live_db(tmp.path());
+    let (live, before) = live_db(tmp.path(), make_db);
     let o = kb(
         &[
             "restore",

@@ -4,10 +4,12 @@
 //!   destinations with retention and tiers, compression, [`EncryptionConfig`],
 //!   [`VerifyConfig`] → core [`VerifyPlan`](kars_backup_core::VerifyPlan), [`HooksConfig`],
 //!   [`PostgresConfig`], [`ScheduleConfig`], [`NotifyConfig`]).
-//! - [`load`] / [`parse`]: `${VAR}` and `${VAR:-default}` interpolation of string values (after
-//!   TOML parsing, so a value never changes the file's structure; `$${` is a literal `${`), unknown
-//!   keys refused, semantic checks (destination URLs, cron expressions, time zones, duplicate
-//!   names, …); every problem as `file:line:col: message` in [`ConfigErrors`].
+//! - [`load`] / [`parse`]: `${VAR}`, `${VAR:-default}` and `${VAR:?message}` interpolation of
+//!   string values (after TOML parsing, so a value never changes the file's structure; `$${` is a
+//!   literal `${`; [`LoadOptions::strict`] makes every unset variable an error), unknown keys
+//!   refused, semantic checks (destination URLs, cron expressions, time zones, duplicate names,
+//!   unencrypted off-site destinations, …); every problem as `file:line:col: message` in
+//!   [`ConfigErrors`]; [`Config::notes`] for what must be done before the jobs run.
 //! - [`effective_toml`] / [`effective_json`]: the configuration with defaults filled in and
 //!   secrets redacted.
 //! - [`emit`]: crontab lines and systemd units for the jobs' schedules.
@@ -47,8 +49,8 @@ pub use cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
     CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
-    HooksConfig, JobConfig, LogFormat, NotifyConfig, PingConfig, PostgresConfig, QueryConfig,
-    RestoreConfig, ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
+    HooksConfig, JobConfig, JobEncryption, LogFormat, NotifyConfig, PingConfig, PostgresConfig,
+    QueryConfig, RestoreConfig, ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
 
@@ -72,16 +74,34 @@ pub(crate) fn validate_cron(expr: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How a configuration file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LoadOptions {
+    /// Every `${NAME}` must be set in the environment: a `${NAME:-default}` whose variable is
+    /// unset (or empty) is an error instead of taking its default (`config check --strict`).
+    #[serde(default)]
+    pub strict: bool,
+}
+
 /// Reads and checks a configuration file, interpolating `${VAR}` from the process environment.
 ///
 /// # Errors
 /// Every problem found, each with its line and column.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] with options (e.g. [`LoadOptions::strict`]).
+///
+/// # Errors
+/// Every problem found, each with its line and column.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: path.to_path_buf(),
         errors: vec![ConfigError::whole(format!("cannot read the file: {e}"))],
     })?;
-    parse(&text, path)
+    parse_with(&text, path, |name: &str| std::env::var(name).ok(), options)
 }
 
 /// Parses and checks configuration text (`file` names it in errors), interpolating `${VAR}`
@@ -102,6 +122,19 @@ pub fn parse_with_env(
     file: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    parse_with(text, file, env, &LoadOptions::default())
+}
+
+/// [`parse_with_env`] with options.
+///
+/// # Errors
+/// Every problem found, each with its line and column.
+pub fn parse_with(
+    text: &str,
+    file: &Path,
+    env: impl Fn(&str) -> Option<String>,
+    options: &LoadOptions,
+) -> Result<Config, ConfigErrors> {
     let fail = |errors: Vec<ConfigError>| ConfigErrors {
         file: file.to_path_buf(),
         errors,
@@ -111,17 +144,20 @@ pub fn parse_with_env(
         None => ConfigError::whole(e.message().trim()),
     };
     let mut table = toml::de::DeTable::parse(text).map_err(|e| fail(vec![toml_error(e)]))?;
-    let mut errors = Vec::new();
-    let mut substitutions = Vec::new();
-    let mut env_names = Vec::new();
-    interpolate::interpolate_table(
-        table.get_mut(),
-        text,
-        &env,
-        &mut substitutions,
-        &mut env_names,
-        &mut errors,
-    );
+    let mut collected = interpolate::Collected {
+        env: &env,
+        strict: options.strict,
+        subs: Vec::new(),
+        names: Vec::new(),
+        errors: Vec::new(),
+    };
+    interpolate::interpolate_table(table.get_mut(), text, &mut collected);
+    let interpolate::Collected {
+        subs: substitutions,
+        names: env_names,
+        mut errors,
+        ..
+    } = collected;
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.location);
         return Err(fail(errors));
@@ -131,6 +167,7 @@ pub fn parse_with_env(
         .map_err(|e| fail(vec![toml_error(e)]))?;
     config.substitutions = substitutions;
     config.env_names = env_names;
+    config.notes = validate::notes(&config);
     let spans = validate::Spans {
         root: &spans_table,
         source: text,

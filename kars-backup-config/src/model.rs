@@ -26,6 +26,8 @@ pub struct Config {
     pub(crate) substitutions: Vec<crate::interpolate::Substitution>,
     #[serde(skip)]
     pub(crate) env_names: Vec<String>,
+    #[serde(skip)]
+    pub(crate) notes: Vec<String>,
 }
 
 impl fmt::Debug for Config {
@@ -49,6 +51,12 @@ impl Config {
     /// a crontab or a systemd `EnvironmentFile` must provide).
     pub fn env_names(&self) -> &[String] {
         &self.env_names
+    }
+
+    /// Things that are not errors of the file but will need doing before its jobs run (an
+    /// identity file that does not exist yet), one sentence each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 }
 
@@ -137,9 +145,11 @@ pub struct JobConfig {
     /// Tiers cloud destinations keep (turns tiering on; default: weekly, monthly, yearly).
     #[serde(default, deserialize_with = "opt_tiers")]
     pub cloud_tiers: Option<Vec<Tier>>,
-    /// Encryption of the archives.
+    /// Encryption of the archives: a `[job.encryption]` table, or `encryption = "none"` to store
+    /// them unencrypted on purpose (also off-site). Without either, a job with an off-site
+    /// destination is refused: KARS backups hold credentials.
     #[serde(default)]
-    pub encryption: Option<EncryptionConfig>,
+    pub encryption: Option<JobEncryption>,
     /// The verification plan of restores, verifies and drills of this job's backups.
     #[serde(default)]
     pub verify: Option<VerifyConfig>,
@@ -173,6 +183,47 @@ impl JobConfig {
             self.local_tiers.as_deref(),
             self.cloud_tiers.as_deref(),
         )
+    }
+
+    /// The job's `[job.encryption]` table, if it has one (not with `encryption = "none"`).
+    pub fn encryption_keys(&self) -> Option<&EncryptionConfig> {
+        match &self.encryption {
+            Some(JobEncryption::Keys(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether the job's archives are encrypted (recipients, an identity file or a passphrase).
+    pub fn encrypts(&self) -> bool {
+        self.encryption_keys()
+            .is_some_and(EncryptionConfig::encrypts)
+    }
+
+    /// Where the job may store unencrypted archives: anywhere with `encryption = "none"`, else
+    /// only at local destinations.
+    pub fn plaintext_policy(&self) -> kars_backup_core::PlaintextPolicy {
+        match self.encryption {
+            Some(JobEncryption::None) => kars_backup_core::PlaintextPolicy::Anywhere,
+            _ => kars_backup_core::PlaintextPolicy::LocalOnly,
+        }
+    }
+
+    /// The job's off-site destinations (redacted) that would get unencrypted archives, which a
+    /// backup refuses: empty when the job encrypts, says `encryption = "none"`, or has only
+    /// local destinations.
+    pub fn plaintext_off_site(&self) -> Vec<String> {
+        if self.encrypts() || self.plaintext_policy() == kars_backup_core::PlaintextPolicy::Anywhere
+        {
+            return Vec::new();
+        }
+        self.destinations
+            .iter()
+            .filter(|d| {
+                kars_backup_storage::Destination::parse(d.url.expose())
+                    .is_ok_and(|p| p.placement() != kars_backup_core::Placement::Local)
+            })
+            .map(|d| d.url.redacted())
+            .collect()
     }
 
     /// Whether the source is a PostgreSQL database.
@@ -236,10 +287,57 @@ pub struct DestinationConfig {
     pub tiers: Option<Vec<Tier>>,
 }
 
+/// A job's `encryption`: the string `"none"` or a `[job.encryption]` table.
+#[derive(Debug, Clone)]
+pub enum JobEncryption {
+    /// `encryption = "none"`: the archives are stored unencrypted, also off-site (the operator
+    /// said so; the CLI's `--no-encrypt`).
+    None,
+    /// `[job.encryption]`: the keys.
+    Keys(EncryptionConfig),
+}
+
+impl<'de> Deserialize<'de> for JobEncryption {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JobEncryption;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [job.encryption] table, or the string \"none\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JobEncryption, E> {
+                if v == "none" {
+                    Ok(JobEncryption::None)
+                } else {
+                    Err(E::custom(format!(
+                        "encryption = {v:?}: the only string value is \"none\" (store the backups unencrypted on purpose); to encrypt, give a [job.encryption] table with identity-file = \"…\" (see `kars-backup key init`) or age-recipients = [\"age1…\"]"
+                    )))
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<JobEncryption, A::Error> {
+                EncryptionConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(JobEncryption::Keys)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// `[job.encryption]`: who can read the archives.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct EncryptionConfig {
+    /// The job's own age identity file (`kars-backup key init --out FILE`): backups are
+    /// encrypted to its recipient (derived from it, besides any `age-recipients`), and restores,
+    /// verifies, drills and status open them with it. Keep a copy offline.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
     /// age X25519 recipients (`age1…`); `backup --encrypt-to age1…`.
     #[serde(default)]
     pub age_recipients: Vec<String>,
@@ -257,14 +355,26 @@ pub struct EncryptionConfig {
 }
 
 impl EncryptionConfig {
-    /// Whether backups are to be encrypted (recipients or a passphrase).
+    /// Whether backups are to be encrypted (recipients, an identity file or a passphrase).
     pub fn encrypts(&self) -> bool {
-        !self.age_recipients.is_empty()
+        self.identity_file.is_some()
+            || !self.age_recipients.is_empty()
             || !self.gpg_recipients.is_empty()
             || self.passphrase_file.is_some()
     }
 
-    /// The `backup` flags that express this: `--encrypt-to …` (repeated), `--passphrase-file …`.
+    /// Every identity file for reading the archives: `identity-file` first, then
+    /// `identity-files`.
+    pub fn all_identity_files(&self) -> Vec<PathBuf> {
+        self.identity_file
+            .iter()
+            .chain(&self.identity_files)
+            .cloned()
+            .collect()
+    }
+
+    /// The `backup` flags that express this: `--encrypt-to …` (repeated), `--passphrase-file …`
+    /// (an `identity-file`'s recipient is not among them: `kars-backup key show` prints it).
     pub fn backup_flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         for r in &self.age_recipients {
@@ -313,6 +423,10 @@ pub struct VerifyConfig {
     /// Test queries (`[[job.verify.query]]`).
     #[serde(default, rename = "query")]
     pub queries: Vec<QueryConfig>,
+    /// A preset of checks: `"kars"` (users with an admin, every asset's company exists, unique
+    /// serial numbers and asset tags, the newest `audit_logs.timestamp` within `rpo`).
+    #[serde(default, deserialize_with = "opt_from_str")]
+    pub checks: Option<kars_backup_core::preset::CheckPreset>,
 }
 
 fn yes() -> bool {
@@ -334,6 +448,9 @@ impl VerifyConfig {
         let mut queries: Vec<TestQuery> = self.queries.iter().map(QueryConfig::test).collect();
         if let Some((table, column)) = self.audit_log.as_deref().and_then(split_audit) {
             queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo()));
+        }
+        if let Some(preset) = self.checks {
+            kars_backup_core::preset::add_preset(&mut queries, preset, backup_time, self.rpo());
         }
         VerifyPlan {
             integrity: self.integrity,
@@ -382,6 +499,7 @@ impl QueryConfig {
         TestQuery {
             sql: self.sql.clone(),
             expect,
+            label: None,
         }
     }
 }
@@ -504,8 +622,8 @@ fn utc() -> chrono_tz::Tz {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NotifyConfig {
     /// A URL that receives a JSON POST (job, run id, error, timings) on failure (and success
-    /// with `on-success`).
-    #[serde(default)]
+    /// with `on-success`). Empty (`"${KARS_ALERT_WEBHOOK:-}"` with the variable unset): none.
+    #[serde(default, deserialize_with = "opt_token_url")]
     pub webhook: Option<TokenUrl>,
     /// A command run with `sh -c` on failure (and success); the event is in its environment
     /// (`KARS_BACKUP_JOB`, `KARS_BACKUP_STATUS`, `KARS_BACKUP_RUN_ID`, `KARS_BACKUP_ERROR`).
@@ -519,19 +637,25 @@ pub struct NotifyConfig {
     pub ping: Option<PingConfig>,
 }
 
-/// `[notify.ping]`: URLs fetched when a run starts, succeeds and fails.
+/// `[notify.ping]`: URLs fetched when a run starts, succeeds and fails (an empty value: none).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PingConfig {
     /// Fetched when a run starts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_token_url")]
     pub start: Option<TokenUrl>,
     /// Fetched when a run succeeds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_token_url")]
     pub success: Option<TokenUrl>,
     /// Fetched when a run fails.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_token_url")]
     pub fail: Option<TokenUrl>,
+}
+
+/// A token URL, or `None` for an empty string (a variable left unset with an empty default).
+fn opt_token_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TokenUrl>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.trim().is_empty()).then(|| TokenUrl::new(s)))
 }
 
 /// A URL that may carry a password (database and destination URLs). `Debug` shows it redacted.

@@ -100,16 +100,23 @@ fn job(j: &JobConfig, config: &Config) -> Value {
         "destination": destinations,
     });
     let o = out.as_object_mut().expect("object");
-    if let Some(e) = &j.encryption {
-        o.insert(
-            "encryption".into(),
-            json!({
-                "age-recipients": e.age_recipients,
-                "gpg-recipients": e.gpg_recipients,
-                "passphrase-file": e.passphrase_file.as_ref().map(|p| p.display().to_string()),
-                "identity-files": e.identity_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            }),
-        );
+    match &j.encryption {
+        Some(crate::model::JobEncryption::None) => {
+            o.insert("encryption".into(), json!("none"));
+        }
+        Some(crate::model::JobEncryption::Keys(e)) => {
+            o.insert(
+                "encryption".into(),
+                json!({
+                    "identity-file": e.identity_file.as_ref().map(|p| p.display().to_string()),
+                    "age-recipients": e.age_recipients,
+                    "gpg-recipients": e.gpg_recipients,
+                    "passphrase-file": e.passphrase_file.as_ref().map(|p| p.display().to_string()),
+                    "identity-files": e.identity_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        None => {}
     }
     if let Some(v) = &j.verify {
         o.insert(
@@ -119,6 +126,7 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "check-counts": v.check_counts,
                 "min-rows": v.min_rows,
                 "audit-log": v.audit_log,
+                "checks": v.checks.map(|c| c.name()),
                 "rpo": duration(v.rpo()),
                 "rto": v.rto.map(duration),
                 "scratch-db": v.scratch_db.as_ref().map(|u| u.redacted()),

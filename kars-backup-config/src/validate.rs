@@ -208,7 +208,7 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
         }
     }
     // Encryption.
-    if let Some(enc) = &job.encryption {
+    if let Some(enc) = job.encryption_keys() {
         let path = [Key("encryption")];
         for (r, recipient) in enc.age_recipients.iter().enumerate() {
             let ok = (recipient.starts_with("age1") && recipient.len() > 20)
@@ -232,18 +232,32 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
                 ));
             }
         }
-        let recipients = !enc.age_recipients.is_empty() || !enc.gpg_recipients.is_empty();
-        if !enc.age_recipients.is_empty() && !enc.gpg_recipients.is_empty() {
+        let age = !enc.age_recipients.is_empty() || enc.identity_file.is_some();
+        let recipients = age || !enc.gpg_recipients.is_empty();
+        if age && !enc.gpg_recipients.is_empty() {
             errors.push(at(
                 &path,
-                "give either age-recipients or gpg-recipients: an archive is encrypted with one scheme".into(),
+                "give either age keys (identity-file, age-recipients) or gpg-recipients: an archive is encrypted with one scheme".into(),
             ));
+        }
+        if let Some(file) = &enc.identity_file {
+            if file.as_os_str().is_empty() {
+                errors.push(at(
+                    &[Key("encryption"), Key("identity-file")],
+                    "empty identity-file: name the job's age identity file (create one with `kars-backup key init --out FILE`)".into(),
+                ));
+            } else if file.is_dir() {
+                errors.push(at(
+                    &[Key("encryption"), Key("identity-file")],
+                    format!("identity-file {} is a directory", file.display()),
+                ));
+            }
         }
         if let Some(file) = &enc.passphrase_file {
             if recipients {
                 errors.push(at(
                     &[Key("encryption"), Key("passphrase-file")],
-                    "give either recipients or a passphrase-file, not both".into(),
+                    "give either recipients (identity-file, age-recipients, gpg-recipients) or a passphrase-file, not both".into(),
                 ));
             }
             match std::fs::metadata(file) {
@@ -259,13 +273,30 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
             }
         }
     }
+    // Encrypted off-site copies unless told otherwise.
+    let off_site = job.plaintext_off_site();
+    if !off_site.is_empty() {
+        let first = job
+            .destinations
+            .iter()
+            .position(|d| off_site.contains(&d.url.redacted()))
+            .unwrap_or(0);
+        errors.push(at(
+            &[Key("destination"), Index(first), Key("url")],
+            format!(
+                "job {:?} would store unencrypted backups off-site at {}: a KARS backup holds password hashes, MFA secrets and API tokens. Encrypt them: add [job.encryption] with identity-file = \"/etc/kars-backup/age-identity.txt\" (create it with `kars-backup key init --out /etc/kars-backup/age-identity.txt`, keep a copy offline); or write encryption = \"none\" in the job to store them unencrypted on purpose",
+                job.name,
+                off_site.join(", ")
+            ),
+        ));
+    }
     // Verification plan.
     if let Some(v) = &job.verify {
         if let Some(spec) = &v.audit_log {
             if crate::model::split_audit(spec).is_none() {
                 errors.push(at(
                     &[Key("verify"), Key("audit-log")],
-                    format!("audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.created_at"),
+                    format!("audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.timestamp"),
                 ));
             }
         }
@@ -316,6 +347,26 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
+}
+
+/// What must be done before the jobs can run, though the file is right: identity files that do
+/// not exist yet.
+pub(crate) fn notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for job in &config.jobs {
+        if let Some(file) = job.encryption_keys().and_then(|e| e.identity_file.as_ref())
+            && !file.as_os_str().is_empty()
+            && std::fs::symlink_metadata(file).is_err()
+        {
+            notes.push(format!(
+                "job {}: the identity file {} does not exist yet; create it with `kars-backup key init --out {}` before the first backup, and keep a copy offline",
+                job.name,
+                file.display(),
+                file.display()
+            ));
+        }
+    }
+    notes
 }
 
 fn validate_notify(

@@ -177,6 +177,7 @@ fn retention_and_tiers() {
 name = "j"
 source = "/data/a.db"
 tiering = "runbook"
+encryption = "none"
 [[job.destination]]
 url = "/var/backups/kars"
 [[job.destination]]
@@ -195,7 +196,7 @@ retention = "last=3"
     assert_eq!(j.retention_for(2).unwrap().to_string(), "last=3");
     let e = error_of(&text.replace("last=3", "daily=seven"));
     assert!(
-        e.starts_with("kars.toml:12:13: bad count \"seven\" for daily"),
+        e.starts_with("kars.toml:13:13: bad count \"seven\" for daily"),
         "{e}"
     );
 }
@@ -254,6 +255,8 @@ fail = "https://hc-ping.com/3f2a9b1c-uuid-token/fail"
 [[job]]
 name = "pg"
 source = "${DATABASE_URL}"
+[job.encryption]
+age-recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
 [[job.destination]]
 url = "s3://bucket/kars?endpoint=http://127.0.0.1:9000&allow_http=true"
 [[job.destination]]
@@ -309,15 +312,153 @@ fn the_example_file_is_valid() {
         "weekly=4,monthly=12,yearly=all"
     );
     assert!(c.env_names().contains(&"DATABASE_URL".to_string()));
-    // without DATABASE_URL it names the variable and the line
-    let e = parse_with_env(&text, &path, |_| None)
-        .unwrap_err()
-        .to_string();
+    // Both jobs encrypt their S3 copies with the identity file, and use the KARS checks on
+    // `audit_logs.timestamp`.
+    for job in &c.jobs {
+        assert!(job.encrypts(), "{}", job.name);
+        assert!(job.plaintext_off_site().is_empty(), "{}", job.name);
+        let verify = job.verify.as_ref().unwrap();
+        assert_eq!(
+            verify.checks,
+            Some(kars_backup_core::preset::CheckPreset::Kars)
+        );
+        let plan = verify.plan(chrono::Utc::now());
+        assert!(
+            plan.queries
+                .iter()
+                .any(|q| q.sql == "SELECT max(\"timestamp\") FROM \"audit_logs\""),
+            "{plan:?}"
+        );
+    }
     assert!(
-        e.contains("environment variable DATABASE_URL is not set"),
+        !text.contains("created_at"),
+        "KARS's audit trail column is `timestamp`"
+    );
+    // With no variable set at all it is valid too: every ${VAR} has a default.
+    let bare = parse_with_env(&text, &path, |_| None).unwrap();
+    assert_eq!(
+        bare.jobs[1].source.expose(),
+        "postgres://kars@localhost:5432/kars"
+    );
+    assert!(
+        bare.notify.as_ref().unwrap().webhook.is_none(),
+        "an empty webhook is none"
+    );
+    // Strict: every unset variable is an error naming it and its line.
+    let e = kars_backup_config::parse_with(
+        &text,
+        &path,
+        |_| None,
+        &kars_backup_config::LoadOptions { strict: true },
+    )
+    .unwrap_err();
+    let shown = e.to_string();
+    for var in ["DATABASE_URL", "KARS_ALERT_WEBHOOK", "KARS_S3_BUCKET"] {
+        assert!(
+            shown.contains(&format!("environment variable {var} is not set (strict")),
+            "{var}: {shown}"
+        );
+    }
+    assert!(e.errors.iter().all(|e| e.location.is_some()), "{shown}");
+    // Strict with everything set passes.
+    let all = |name: &str| Some(format!("value-of-{name}"));
+    let strict = kars_backup_config::parse_with(
+        &text
+            .replace(
+                "${DATABASE_URL:-postgres://kars@localhost:5432/kars}",
+                "postgres://kars@db/kars",
+            )
+            .replace("${KARS_ALERT_WEBHOOK:-}", "https://hooks.example.com/x"),
+        &path,
+        all,
+        &kars_backup_config::LoadOptions { strict: true },
+    );
+    assert!(strict.is_ok(), "{:?}", strict.err().map(|e| e.to_string()));
+}
+
+#[test]
+fn required_variables_fail_with_their_message() {
+    let text = GOOD.replace(
+        "\"sqlite:///app/data/assets.db\"",
+        "\"${KARS_DB_PATH:?set KARS_DB_PATH to the KARS database file}\"",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(
+            "kars.toml:4:11: environment variable KARS_DB_PATH is not set: set KARS_DB_PATH to the KARS database file"
+        ),
         "{e}"
     );
-    assert!(e.contains("kars-backup.toml:"), "{e}");
+    let c = parse_with_env(&text, Path::new("kars.toml"), |n| {
+        (n == "KARS_DB_PATH").then(|| "/data/assets.db".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.jobs[0].source.expose(), "/data/assets.db");
+}
+
+const OFF_SITE: &str = r#"
+[[job]]
+name = "kars-sqlite"
+source = "/app/data/assets.db"
+
+[[job.destination]]
+url = "/var/backups/kars"
+
+[[job.destination]]
+url = "s3://bucket/kars"
+"#;
+
+#[test]
+fn off_site_destinations_need_encryption_or_an_explicit_none() {
+    use kars_backup_config::JobEncryption;
+    use kars_backup_core::PlaintextPolicy;
+    // Neither: an error at the off-site destination's URL saying both ways out.
+    let e = error_of(OFF_SITE);
+    assert!(e.starts_with("kars.toml:10:7: job \"kars-sqlite\" would store unencrypted backups off-site at s3://bucket/kars"), "{e}");
+    assert!(e.contains("kars-backup key init"), "{e}");
+    assert!(e.contains("encryption = \"none\""), "{e}");
+    // encryption = "none": allowed, everywhere.
+    let c = parse(&OFF_SITE.replace(
+        "source = \"/app/data/assets.db\"",
+        "source = \"/app/data/assets.db\"\nencryption = \"none\"",
+    ))
+    .unwrap();
+    assert!(matches!(c.jobs[0].encryption, Some(JobEncryption::None)));
+    assert_eq!(c.jobs[0].plaintext_policy(), PlaintextPolicy::Anywhere);
+    assert!(effective_toml(&c).contains("encryption = \"none\""));
+    // Any other string is an error explaining the two forms.
+    let e = error_of(&OFF_SITE.replace(
+        "source = \"/app/data/assets.db\"",
+        "source = \"/app/data/assets.db\"\nencryption = \"off\"",
+    ));
+    assert!(e.contains("kars.toml:5:"), "{e}");
+    assert!(e.contains("the only string value is \"none\""), "{e}");
+    // A key: encrypted, allowed; an identity file that is not there yet is a note, not an error.
+    let text = format!(
+        "{OFF_SITE}[job.encryption]\nidentity-file = \"/nonexistent/kars/age-identity.txt\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert!(c.jobs[0].encrypts());
+    assert_eq!(c.jobs[0].plaintext_policy(), PlaintextPolicy::LocalOnly);
+    assert_eq!(c.notes().len(), 1);
+    assert!(c.notes()[0].contains("kars-backup key init --out /nonexistent/kars/age-identity.txt"));
+    let keys = c.jobs[0].encryption_keys().unwrap();
+    assert_eq!(keys.all_identity_files().len(), 1);
+    // Unknown keys in the table are still named with their line.
+    let e = error_of(&format!(
+        "{OFF_SITE}[job.encryption]\nidentity-fil = \"/k\"\n"
+    ));
+    assert!(
+        e.contains("kars.toml:12:1: unknown field `identity-fil`"),
+        "{e}"
+    );
+    // An identity file is age: not with gpg recipients.
+    let e = error_of(&format!(
+        "{OFF_SITE}[job.encryption]\nidentity-file = \"/k\"\ngpg-recipients = [\"ops@example.com\"]\n"
+    ));
+    assert!(e.contains("one scheme"), "{e}");
+    // Local destinations alone need neither.
+    assert!(parse(GOOD).unwrap().jobs[0].plaintext_off_site().is_empty());
 }
 
 #[test]

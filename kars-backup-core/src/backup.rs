@@ -16,6 +16,7 @@ use crate::manifest::{
 };
 use crate::name::BackupName;
 use crate::pipeline;
+use crate::plaintext::PlaintextPolicy;
 use crate::progress::{DynProgress, no_progress};
 use crate::repository::Repository;
 use crate::sink::Upload;
@@ -47,6 +48,11 @@ pub struct BackupOptions {
     /// the manifest; a destination whose copy differs is reported failed and its copy deleted.
     #[serde(default)]
     pub verify_upload: bool,
+    /// Where the archive may be stored unencrypted: by default only at local destinations, so a
+    /// run without an encryptor that includes an off-site destination fails before the
+    /// database is read ([`Error::PlaintextRefused`]).
+    #[serde(default)]
+    pub plaintext: PlaintextPolicy,
 }
 
 /// How one destination fared.
@@ -159,13 +165,24 @@ impl BackupJob {
     /// Runs the backup.
     ///
     /// # Errors
-    /// The source's error, or the first destination's error when no destination committed.
+    /// [`Error::PlaintextRefused`] (before anything is read) for an unencrypted backup to an
+    /// off-site destination under [`PlaintextPolicy::LocalOnly`]; the source's error, or the
+    /// first destination's error when no destination committed.
     pub async fn run(self) -> Result<BackupReport> {
         let started = Instant::now();
         if self.destinations.is_empty() {
             return Err(Error::InvalidInput(
                 "a backup needs at least one destination".into(),
             ));
+        }
+        let repos: Vec<&Repository> = self.destinations.iter().collect();
+        self.options.plaintext.check(
+            &format!("the backup of {}", self.source.describe()),
+            self.encryptor.is_some(),
+            &repos,
+        )?;
+        if self.encryptor.is_none() {
+            tracing::info!(source = %self.source.describe(), "the archive is not encrypted");
         }
         let span =
             tracing::info_span!("backup", run_id = %self.run_id, source = %self.source.describe());

@@ -134,6 +134,17 @@ pub enum Error {
         /// Why (wrong key, tampered or truncated data) and what to do.
         reason: String,
     },
+    /// An unencrypted archive was to be stored off-site without the caller opting out (see
+    /// [`PlaintextPolicy`](crate::PlaintextPolicy)); nothing was read or written.
+    #[error(
+        "refusing to store {what} unencrypted at {destinations}: a KARS backup holds password hashes, MFA secrets and API tokens, so off-site copies are encrypted by default. Encrypt it: create a key with `kars-backup key init` and back up with `--encrypt-to <the age1… recipient it prints>` (config: [job.encryption] identity-file = \"<the key file>\"); keep a copy of the key offline. Or store it unencrypted on purpose with `--no-encrypt` (config: encryption = \"none\")"
+    )]
+    PlaintextRefused {
+        /// The backup (or copy) concerned.
+        what: String,
+        /// The off-site destinations, redacted, comma-separated.
+        destinations: String,
+    },
     /// A restore failed after it had changed something, and was rolled back.
     #[error("{cause}; rolled back: {rollback}")]
     RolledBack {
@@ -177,6 +188,7 @@ impl Error {
             Error::InvalidInput(_)
             | Error::NotConfirmed(_)
             | Error::UnsupportedVersion { .. }
+            | Error::PlaintextRefused { .. }
             | Error::KeyMissing { .. } => ErrorCategory::Usage,
             Error::Source { .. } | Error::HookFailed { .. } | Error::InUse { .. } => {
                 ErrorCategory::Source

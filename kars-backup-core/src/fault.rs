@@ -191,6 +191,10 @@ impl BackupSink for FaultySink {
         self.inner.describe()
     }
 
+    fn placement(&self) -> crate::Placement {
+        self.inner.placement()
+    }
+
     async fn put(&self, key: &str, options: PutOptions) -> Result<Box<dyn Upload>> {
         self.faults.hit(Op::Put, key).await?;
         let inner = self.inner.put(key, options).await?;

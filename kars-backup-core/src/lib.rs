@@ -11,6 +11,8 @@
 //! - [`Manifest`], [`BackupName`], [`RetentionPolicy`], [`VerifyPlan`], [`Progress`].
 //! - [`hook`]: hook commands that cannot hang a restore; [`holders`]: which processes have a
 //!   file open.
+//! - [`preset::CheckPreset`]: named sets of verification queries (`kars`).
+//! - [`PlaintextPolicy`]: unencrypted archives stay on this host unless the caller opts out.
 //! - [`pipeline`]: the streaming stages (compression on its own threads, encryption, SHA-256,
 //!   byte counts); [`encrypt`]: the [`Encryptor`]/[`Decryptor`] interface (age and OpenPGP live
 //!   in `kars-backup-encrypt`).
@@ -41,6 +43,8 @@ pub mod hook;
 pub mod manifest;
 pub mod name;
 pub mod pipeline;
+pub mod plaintext;
+pub mod preset;
 pub mod progress;
 pub mod prune;
 pub mod recovery;
@@ -66,6 +70,7 @@ pub use error::{Error, ErrorCategory, Result};
 pub use manifest::Manifest;
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};
+pub use plaintext::PlaintextPolicy;
 pub use progress::{DynProgress, NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};

@@ -146,6 +146,11 @@ impl Repository {
         self
     }
 
+    /// The decryption keys given with [`Repository::with_decryptor`], if any.
+    pub fn decryptor(&self) -> Option<&DynDecryptor> {
+        self.decryptor.as_ref()
+    }
+
     /// The sink underneath.
     pub fn sink(&self) -> &DynBackupSink {
         &self.sink
@@ -154,6 +159,12 @@ impl Repository {
     /// The sink's description (secrets redacted).
     pub fn describe(&self) -> String {
         self.sink.describe()
+    }
+
+    /// Whether the backups are stored on this host or off-site (the sink's
+    /// [`placement`](crate::BackupSink::placement)).
+    pub fn placement(&self) -> crate::Placement {
+        self.sink.placement()
     }
 
     /// Lists backups (committed, runbook, incomplete) and foreign objects.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
+use crate::tier::Placement;
 
 /// A stream of bytes read from a sink.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
@@ -62,10 +63,21 @@ pub struct GetOptions {
 ///   boundary; with `None` everything under the sink's root is listed. Temporary objects of
 ///   unfinished uploads are never listed.
 /// - Keys are relative, `/`-separated, and contain no `..` component or leading `/`.
+/// - **Placement**: [`BackupSink::placement`] says whether the bytes stay on this host. Only a
+///   sink that does (a local directory) returns [`Placement::Local`]; the default,
+///   [`Placement::Cloud`], makes the sink off-site, where backups and copies refuse to store an
+///   unencrypted archive unless the caller opts out (see [`crate::PlaintextPolicy`]).
 #[async_trait]
 pub trait BackupSink: Send + Sync + Debug + 'static {
     /// A human description with secrets redacted (e.g. `s3://bucket/prefix`).
     fn describe(&self) -> String;
+
+    /// Where the stored bytes live: [`Placement::Local`] only for storage on this host (a local
+    /// directory, memory). The default is [`Placement::Cloud`] (off-site), the safe assumption
+    /// for a sink that does not say: an unencrypted archive is then refused by default.
+    fn placement(&self) -> Placement {
+        Placement::Cloud
+    }
 
     /// Starts an upload of `key`; bytes go in with [`Upload::put_part`].
     async fn put(&self, key: &str, options: PutOptions) -> Result<Box<dyn Upload>>;
@@ -105,6 +117,9 @@ macro_rules! forward_sink {
         impl<T: BackupSink + ?Sized> BackupSink for $ty {
             fn describe(&self) -> String {
                 (**self).describe()
+            }
+            fn placement(&self) -> Placement {
+                (**self).placement()
             }
             async fn put(&self, key: &str, options: PutOptions) -> Result<Box<dyn Upload>> {
                 (**self).put(key, options).await

@@ -23,19 +23,30 @@ use crate::error::{Error, Result};
 use crate::sink::{
     BackupSink, ByteStream, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload, validate_key,
 };
+use crate::tier::Placement;
 
 type Objects = Arc<Mutex<BTreeMap<String, (Bytes, chrono::DateTime<Utc>)>>>;
 
-/// A sink that keeps objects in memory; for tests and examples.
+/// A sink that keeps objects in memory; for tests and examples. It is a local sink
+/// ([`Placement::Local`]) unless made to stand for an off-site one with
+/// [`InMemorySink::with_placement`].
 #[derive(Debug, Clone, Default)]
 pub struct InMemorySink {
     objects: Objects,
+    off_site: bool,
 }
 
 impl InMemorySink {
     /// An empty sink.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same sink reporting this placement (e.g. [`Placement::Cloud`] to test what happens
+    /// at an off-site destination).
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.off_site = placement == Placement::Cloud;
+        self
     }
 }
 
@@ -86,6 +97,14 @@ fn not_found(key: &str) -> Error {
 impl BackupSink for InMemorySink {
     fn describe(&self) -> String {
         "memory://".into()
+    }
+
+    fn placement(&self) -> Placement {
+        if self.off_site {
+            Placement::Cloud
+        } else {
+            Placement::Local
+        }
     }
 
     async fn put(&self, key: &str, options: PutOptions) -> Result<Box<dyn Upload>> {

@@ -60,6 +60,30 @@ impl TestQuery {
                 not_before: backup_time - rpo,
                 not_after: backup_time + chrono::Duration::minutes(1),
             },
+            label: None,
+        }
+    }
+
+    /// A query that must return true.
+    pub fn expect_true(sql: impl Into<String>) -> Self {
+        TestQuery {
+            sql: sql.into(),
+            expect: Expectation::True,
+            label: None,
+        }
+    }
+
+    /// The same query, reported under `label` instead of its SQL.
+    pub fn labelled(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// How the check is named in reports: its label, else `query: <sql>`.
+    pub fn check_name(&self) -> String {
+        match &self.label {
+            Some(l) => l.clone(),
+            None => format!("query: {}", self.sql),
         }
     }
 }
@@ -95,6 +119,9 @@ pub struct TestQuery {
     pub sql: String,
     /// What it must return.
     pub expect: Expectation,
+    /// A name for reports (`kars: at least one admin user`); the SQL when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// The checks to run against a restored database.
@@ -335,8 +362,13 @@ pub fn judge_query(query: &TestQuery, rows: &[Option<String>]) -> CheckOutcome {
             ),
         },
     };
+    // A labelled check that fails shows its SQL, so the operator can run it by hand.
+    let detail = match &query.label {
+        Some(_) if !passed => format!("{detail} (SQL: {})", query.sql),
+        _ => detail,
+    };
     CheckOutcome {
-        check: format!("query: {}", query.sql),
+        check: query.check_name(),
         passed,
         detail,
     }
@@ -368,11 +400,11 @@ mod tests {
         let backup = Utc.with_ymd_and_hms(2024, 12, 18, 2, 0, 0).unwrap();
         let q = TestQuery::audit_log(
             "audit_logs",
-            "created_at",
+            "timestamp",
             backup,
             chrono::Duration::hours(24),
         );
-        assert_eq!(q.sql, "SELECT max(\"created_at\") FROM \"audit_logs\"");
+        assert_eq!(q.sql, "SELECT max(\"timestamp\") FROM \"audit_logs\"");
         let judge = |v: Option<&str>| judge_query(&q, &[v.map(String::from)]).passed;
         assert!(judge(Some("2024-12-18 01:30:00")));
         assert!(!judge(Some("2024-12-16 01:30:00")), "older than the RPO");
@@ -386,6 +418,7 @@ mod tests {
         let q = |expect| TestQuery {
             sql: "SELECT x FROM t".into(),
             expect,
+            label: None,
         };
         let row = |v: &str| vec![Some(v.to_string())];
         let detail = |e, rows: &[Option<String>]| judge_query(&q(e), rows).detail;

@@ -7,6 +7,9 @@
 //! - [`DecryptionKeys`] holds what a restore may use — age identity files, an age passphrase,
 //!   and gpg's keyring for OpenPGP — attach it with
 //!   [`Repository::with_decryptor`](kars_backup_core::Repository::with_decryptor).
+//! - [`generate_identity_file`] creates a new age identity (file 0600, as `age-keygen -o`
+//!   writes it) and returns its recipient; [`identity_file_recipients`] derives the recipients
+//!   of an identity file, so a job can name its identity file alone.
 //!
 //! | scheme | encryption | decryption |
 //! |---|---|---|
@@ -31,6 +34,7 @@
 
 mod age;
 mod gpg;
+mod key;
 mod openpgp;
 
 use std::io::Read;
@@ -43,6 +47,7 @@ use kars_backup_core::{Decryptor, DynEncryptor, EncryptionInfo, EncryptionScheme
 
 pub use crate::age::{AgeEncryptor, AgeKeys};
 pub use crate::gpg::Gpg;
+pub use crate::key::{default_identity_path, generate_identity_file, identity_file_recipients};
 pub use crate::openpgp::OpenPgpEncryptor;
 
 /// One `--encrypt-to` value.

@@ -438,3 +438,109 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
     assert!(matches!(err, Error::DecryptionFailed { .. }), "{err}");
     untouched("tampered gpg file");
 }
+
+/// The library's default, for a service embedding it: an unencrypted backup to an off-site
+/// sink is refused before the database is even opened; a key made by
+/// `generate_identity_file` encrypts it, and the same file restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_site_needs_encryption_and_a_generated_identity_round_trips() {
+    use kars_backup_core::testing::InMemorySink;
+    use kars_backup_core::{Placement, PlaintextPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let off_site = || {
+        Repository::new(Arc::new(
+            InMemorySink::new().with_placement(Placement::Cloud),
+        ))
+    };
+    // No such database: the refusal comes first, and names how to encrypt or opt out.
+    let err = BackupJob::new(
+        Arc::new(SqliteSource::new(dir.path().join("missing.db"))),
+        vec![off_site()],
+        BackupOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::PlaintextRefused { .. }), "{err}");
+    assert_eq!(err.category(), ErrorCategory::Usage);
+    assert!(err.to_string().contains("memory://"), "{err}");
+
+    let db = dir.path().join("assets.db");
+    make_db(&db);
+    // Opting out stores it unencrypted.
+    let plain = off_site();
+    BackupJob::new(
+        Arc::new(SqliteSource::new(&db)),
+        vec![plain.clone()],
+        BackupOptions {
+            plaintext: PlaintextPolicy::Anywhere,
+            ..BackupOptions::default()
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    assert!(
+        plain
+            .latest()
+            .await
+            .unwrap()
+            .unwrap()
+            .manifest
+            .unwrap()
+            .archive
+            .encryption
+            .is_none()
+    );
+
+    // A generated identity: its recipient encrypts, the file restores.
+    let key = dir.path().join("keys/age-identity.txt");
+    let recipient = kars_backup_encrypt::generate_identity_file(&key).unwrap();
+    assert_eq!(
+        kars_backup_encrypt::identity_file_recipients(&key).unwrap(),
+        vec![recipient.clone()]
+    );
+    let remote = off_site();
+    let report = BackupJob::new(
+        Arc::new(SqliteSource::new(&db)),
+        vec![remote.clone()],
+        BackupOptions::default(),
+    )
+    .with_encryptor(Arc::new(AgeEncryptor::to_recipients(&[recipient]).unwrap()))
+    .run()
+    .await
+    .unwrap();
+    assert!(report.manifest.name.ends_with(".tar.gz.age"));
+    let keys = DecryptionKeys::new().with_identity_file(&key).unwrap();
+    let remote = remote.with_decryptor(Arc::new(keys));
+    let entry = remote.latest().await.unwrap().unwrap();
+    let check = kars_backup_core::status::check_keys(&remote, &entry)
+        .await
+        .unwrap();
+    assert!(check.encrypted && check.opens, "{check:?}");
+    let target = dir.path().join("restored/assets.db");
+    restore(
+        &remote,
+        &entry,
+        &SqliteSource::new(&target),
+        &RestoreOptions {
+            confirmed: true,
+            ..RestoreOptions::default()
+        },
+        no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&target, "users"), count(&db, "users"));
+    // Another generated identity does not open it, and says so without touching anything.
+    let other = dir.path().join("other.txt");
+    kars_backup_encrypt::generate_identity_file(&other).unwrap();
+    let stranger = Repository::new(remote.sink().clone()).with_decryptor(Arc::new(
+        DecryptionKeys::new().with_identity_file(&other).unwrap(),
+    ));
+    let check = kars_backup_core::status::check_keys(&stranger, &entry)
+        .await
+        .unwrap();
+    assert!(!check.opens, "{check:?}");
+    assert!(check.detail.contains("other.txt"), "{}", check.detail);
+}

@@ -1,5 +1,6 @@
-//! Test support: a throwaway PostgreSQL cluster, and a fixture schema that uses most of what
-//! PostgreSQL offers.
+//! Test support: a throwaway PostgreSQL cluster, the KARS schema as the application creates it
+//! in PostgreSQL ([`KARS_SCHEMA`], with plausible data in [`KARS_DATA`]), and a rich fixture
+//! that adds most of what PostgreSQL offers ([`RICH_SCHEMA`], [`RICH_DATA`]).
 //!
 //! [`TestCluster::shared`] gives every test of a test binary the same cluster (each test makes
 //! its own databases): the one at `KARS_TEST_PG_URL` if set, else a new one made with `initdb` in
@@ -271,10 +272,23 @@ impl TestCluster {
         .collect()
     }
 
-    /// Creates database `name` holding the [`RICH_SCHEMA`] fixture.
+    /// Creates database `name` holding the KARS tables with their data ([`KARS_SCHEMA`],
+    /// [`KARS_DATA`]) and nothing else.
+    pub fn create_kars_database(&self, name: &str) {
+        self.create_database(name);
+        self.psql(name, KARS_SCHEMA);
+        self.psql(name, KARS_DATA);
+    }
+
+    /// Creates database `name` holding the rich fixture: the KARS tables ([`KARS_SCHEMA`]) and
+    /// the PostgreSQL features of [`RICH_SCHEMA`], with their data ([`KARS_DATA`],
+    /// [`RICH_DATA`]).
     pub fn create_rich_database(&self, name: &str) {
         self.create_database(name);
+        self.psql(name, KARS_SCHEMA);
         self.psql(name, RICH_SCHEMA);
+        self.psql(name, KARS_DATA);
+        self.psql(name, RICH_DATA);
     }
 
     /// A fingerprint of a database's content: an md5 of every table's and materialized view's
@@ -512,65 +526,422 @@ fn replace_db(url: &str, db: &str) -> String {
     out
 }
 
-/// A schema that exercises what a dump must carry: an extension from contrib (`citext`), enum
-/// types, a domain, identity and serial columns (with sequence values ahead of the rows), a
-/// generated column, jsonb, arrays, bytea, numeric, timestamptz, a partitioned table, a view and
-/// a materialized view, a plpgsql function with a trigger, foreign keys, check constraints,
-/// comments, and a non-public schema with mixed-case quoted names.
-pub const RICH_SCHEMA: &str = r#"
-CREATE EXTENSION IF NOT EXISTS citext;
-CREATE TYPE asset_status AS ENUM ('active', 'retired', 'lost');
-CREATE DOMAIN email_address AS citext CHECK (VALUE LIKE '%_@_%');
+/// The KARS schema as the application creates it in PostgreSQL: the 20 tables of the SQLite
+/// variant with the same columns, `SERIAL` ids and `TIMESTAMP` (without time zone, UTC) time
+/// columns; `assets.serial_number` and `assets.asset_tag` unique, `assets.company_id` →
+/// `companies` ON DELETE RESTRICT, owner and manager → `users` ON DELETE SET NULL,
+/// `companies.name` and `users.email` unique, and the attestation, passkey and token tables
+/// referencing their parents.
+pub const KARS_SCHEMA: &str = r#"
 CREATE TABLE companies (
-  id serial PRIMARY KEY,
-  name text NOT NULL UNIQUE CHECK (char_length(name) > 1),
-  founded date
+  id SERIAL PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT,
+  created_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  hubspot_id TEXT,
+  hubspot_synced_at TIMESTAMP
 );
-COMMENT ON TABLE companies IS 'Companies that own assets';
 CREATE TABLE users (
-  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  company_id int REFERENCES companies(id) ON DELETE CASCADE,
-  email email_address NOT NULL UNIQUE,
-  name text,
-  tags text[] NOT NULL DEFAULT '{}',
-  settings jsonb NOT NULL DEFAULT '{}',
-  avatar bytea,
-  created_at timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00'
+  id SERIAL PRIMARY KEY,
+  email TEXT NOT NULL UNIQUE,
+  password_hash TEXT,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL DEFAULT 'employee' CHECK (role IN ('admin', 'manager', 'employee')),
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  last_login TIMESTAMP,
+  first_name TEXT,
+  last_name TEXT,
+  manager_name TEXT,
+  manager_first_name TEXT,
+  manager_last_name TEXT,
+  manager_email TEXT,
+  profile_image TEXT,
+  oidc_sub TEXT,
+  mfa_enabled INTEGER NOT NULL DEFAULT 0,
+  mfa_secret TEXT,
+  mfa_backup_codes TEXT,
+  profile_complete INTEGER NOT NULL DEFAULT 0
 );
-COMMENT ON COLUMN users.email IS 'Login e-mail, case-insensitive';
-CREATE TABLE audit_logs (
-  id bigserial,
-  at timestamptz NOT NULL,
-  action text NOT NULL,
-  detail jsonb,
-  PRIMARY KEY (id, at)
-) PARTITION BY RANGE (at);
-CREATE TABLE audit_logs_2024 PARTITION OF audit_logs FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
-CREATE TABLE audit_logs_2025 PARTITION OF audit_logs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE asset_types (
+  id SERIAL PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  display_name TEXT NOT NULL,
+  description TEXT,
+  is_active INTEGER NOT NULL DEFAULT 1,
+  sort_order INTEGER NOT NULL DEFAULT 0,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
 CREATE TABLE assets (
-  id serial PRIMARY KEY,
-  owner_id bigint REFERENCES users(id),
-  tag text NOT NULL,
-  status asset_status NOT NULL DEFAULT 'active',
-  price numeric(12,2) CHECK (price >= 0),
-  quantity int NOT NULL DEFAULT 1 CHECK (quantity > 0),
-  total numeric GENERATED ALWAYS AS (price * quantity) STORED,
-  bought_at timestamptz,
-  specs jsonb,
-  dimensions int[]
+  id SERIAL PRIMARY KEY,
+  employee_first_name TEXT,
+  employee_last_name TEXT,
+  employee_email TEXT,
+  owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  manager_first_name TEXT,
+  manager_last_name TEXT,
+  manager_email TEXT,
+  manager_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  company_id INTEGER NOT NULL REFERENCES companies(id) ON DELETE RESTRICT,
+  asset_type TEXT NOT NULL,
+  make TEXT,
+  model TEXT,
+  serial_number TEXT NOT NULL UNIQUE,
+  asset_tag TEXT NOT NULL UNIQUE,
+  status TEXT NOT NULL DEFAULT 'active',
+  issued_date TIMESTAMP,
+  returned_date TIMESTAMP,
+  registration_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  last_updated TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  notes TEXT
 );
-CREATE INDEX assets_owner_idx ON assets (owner_id);
-CREATE INDEX assets_specs_idx ON assets USING gin (specs);
-CREATE FUNCTION log_asset_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO audit_logs (at, action, detail)
-  VALUES (coalesce(NEW.bought_at, '2024-06-01 00:00:00+00'), TG_OP, jsonb_build_object('id', NEW.id, 'tag', NEW.tag));
-  RETURN NEW;
-END $$;
-COMMENT ON FUNCTION log_asset_change() IS 'Writes an audit log row per asset change';
-CREATE TRIGGER assets_audit AFTER INSERT OR UPDATE ON assets FOR EACH ROW EXECUTE FUNCTION log_asset_change();
+CREATE TABLE audit_logs (
+  id SERIAL PRIMARY KEY,
+  action TEXT NOT NULL,
+  entity_type TEXT NOT NULL,
+  entity_id INTEGER,
+  entity_name TEXT,
+  details TEXT,
+  timestamp TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  user_email TEXT
+);
+CREATE TABLE attestation_campaigns (
+  id SERIAL PRIMARY KEY,
+  name TEXT NOT NULL,
+  description TEXT,
+  start_date TIMESTAMP NOT NULL,
+  end_date TIMESTAMP,
+  status TEXT NOT NULL DEFAULT 'draft',
+  reminder_days INTEGER,
+  escalation_days INTEGER,
+  target_type TEXT NOT NULL DEFAULT 'all',
+  target_user_ids TEXT,
+  target_company_ids TEXT,
+  created_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  unregistered_reminder_days INTEGER
+);
+CREATE TABLE attestation_records (
+  id SERIAL PRIMARY KEY,
+  campaign_id INTEGER NOT NULL REFERENCES attestation_campaigns(id) ON DELETE CASCADE,
+  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  status TEXT NOT NULL DEFAULT 'pending',
+  started_at TIMESTAMP,
+  completed_at TIMESTAMP,
+  reminder_sent_at TIMESTAMP,
+  escalation_sent_at TIMESTAMP,
+  notes TEXT,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE attestation_assets (
+  id SERIAL PRIMARY KEY,
+  attestation_record_id INTEGER NOT NULL REFERENCES attestation_records(id) ON DELETE CASCADE,
+  asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+  attested_status TEXT,
+  previous_status TEXT,
+  notes TEXT,
+  attested_at TIMESTAMP
+);
+CREATE TABLE attestation_new_assets (
+  id SERIAL PRIMARY KEY,
+  attestation_record_id INTEGER NOT NULL REFERENCES attestation_records(id) ON DELETE CASCADE,
+  asset_type TEXT NOT NULL,
+  make TEXT,
+  model TEXT,
+  serial_number TEXT,
+  asset_tag TEXT,
+  company_id INTEGER REFERENCES companies(id),
+  notes TEXT,
+  status TEXT,
+  issued_date TIMESTAMP,
+  returned_date TIMESTAMP,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  employee_first_name TEXT,
+  employee_last_name TEXT,
+  employee_email TEXT,
+  manager_first_name TEXT,
+  manager_last_name TEXT,
+  manager_email TEXT
+);
+CREATE TABLE attestation_pending_invites (
+  id SERIAL PRIMARY KEY,
+  campaign_id INTEGER NOT NULL REFERENCES attestation_campaigns(id) ON DELETE CASCADE,
+  employee_email TEXT NOT NULL,
+  employee_first_name TEXT,
+  employee_last_name TEXT,
+  invite_token TEXT NOT NULL UNIQUE,
+  invite_sent_at TIMESTAMP,
+  reminder_sent_at TIMESTAMP,
+  escalation_sent_at TIMESTAMP,
+  registered_at TIMESTAMP,
+  converted_record_id INTEGER REFERENCES attestation_records(id) ON DELETE SET NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE branding_settings (
+  id SERIAL PRIMARY KEY,
+  logo_data TEXT,
+  logo_filename TEXT,
+  logo_content_type TEXT,
+  site_name TEXT,
+  sub_title TEXT,
+  favicon_data TEXT,
+  favicon_filename TEXT,
+  favicon_content_type TEXT,
+  primary_color TEXT,
+  include_logo_in_emails INTEGER NOT NULL DEFAULT 0,
+  app_url TEXT,
+  footer_label TEXT,
+  updated_at TIMESTAMP,
+  updated_by TEXT
+);
+CREATE TABLE email_templates (
+  id SERIAL PRIMARY KEY,
+  template_key TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  description TEXT,
+  subject TEXT NOT NULL,
+  html_body TEXT NOT NULL,
+  text_body TEXT,
+  variables TEXT,
+  is_custom INTEGER NOT NULL DEFAULT 0,
+  updated_at TIMESTAMP,
+  updated_by TEXT
+);
+CREATE TABLE hubspot_settings (
+  id SERIAL PRIMARY KEY,
+  enabled INTEGER NOT NULL DEFAULT 0,
+  access_token TEXT,
+  auto_sync_enabled INTEGER NOT NULL DEFAULT 0,
+  sync_interval TEXT,
+  last_sync TIMESTAMP,
+  last_sync_status TEXT,
+  companies_synced INTEGER NOT NULL DEFAULT 0,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE hubspot_sync_log (
+  id SERIAL PRIMARY KEY,
+  sync_started_at TIMESTAMP NOT NULL,
+  sync_completed_at TIMESTAMP,
+  status TEXT NOT NULL,
+  companies_found INTEGER NOT NULL DEFAULT 0,
+  companies_created INTEGER NOT NULL DEFAULT 0,
+  companies_updated INTEGER NOT NULL DEFAULT 0,
+  error_message TEXT
+);
+CREATE TABLE oidc_settings (
+  id SERIAL PRIMARY KEY,
+  enabled INTEGER NOT NULL DEFAULT 0,
+  issuer_url TEXT,
+  client_id TEXT,
+  client_secret TEXT,
+  redirect_uri TEXT,
+  scope TEXT,
+  role_claim_path TEXT,
+  default_role TEXT,
+  sso_button_text TEXT,
+  sso_button_help_text TEXT,
+  sso_button_variant TEXT,
+  updated_at TIMESTAMP,
+  updated_by TEXT
+);
+CREATE TABLE passkey_settings (
+  id SERIAL PRIMARY KEY,
+  rp_id TEXT,
+  rp_name TEXT,
+  origin TEXT,
+  enabled INTEGER NOT NULL DEFAULT 0,
+  updated_at TIMESTAMP,
+  updated_by TEXT
+);
+CREATE TABLE passkeys (
+  id SERIAL PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  name TEXT,
+  credential_id TEXT NOT NULL UNIQUE,
+  public_key TEXT NOT NULL,
+  counter INTEGER NOT NULL DEFAULT 0,
+  transports TEXT,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  last_used_at TIMESTAMP
+);
+CREATE TABLE password_reset_tokens (
+  id SERIAL PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  token TEXT NOT NULL UNIQUE,
+  expires_at TIMESTAMP NOT NULL,
+  used INTEGER NOT NULL DEFAULT 0,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE smtp_settings (
+  id SERIAL PRIMARY KEY,
+  enabled INTEGER NOT NULL DEFAULT 0,
+  host TEXT,
+  port INTEGER,
+  use_tls INTEGER NOT NULL DEFAULT 1,
+  username TEXT,
+  password_encrypted TEXT,
+  auth_method TEXT,
+  from_name TEXT,
+  from_email TEXT,
+  default_recipient TEXT,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE system_settings (
+  id SERIAL PRIMARY KEY,
+  trust_proxy INTEGER NOT NULL DEFAULT 0,
+  proxy_type TEXT,
+  proxy_trust_level INTEGER,
+  rate_limit_enabled INTEGER NOT NULL DEFAULT 1,
+  rate_limit_window_ms INTEGER,
+  rate_limit_max_requests INTEGER,
+  updated_at TIMESTAMP,
+  updated_by TEXT
+);
+"#;
+
+/// Plausible KARS rows for [`KARS_SCHEMA`]: 12 companies, 300 users (the first an `admin`) with
+/// fake password hashes and MFA secrets, 500 assets with unique serial numbers and asset tags,
+/// 600 audit-log rows whose newest is a minute old (UTC), attestation campaigns, passkeys,
+/// reset and invite tokens, and the settings rows with fake secrets and a base64 logo.
+pub const KARS_DATA: &str = r#"
+INSERT INTO companies (name, description, created_date, hubspot_id)
+  SELECT (ARRAY['Acme', 'Nordic', 'Atlas', 'Helios', 'Quantum', 'Blue'])[1 + g % 6] || ' ' ||
+         (ARRAY['GmbH', 'Ltd', 'S.A.', 'B.V.'])[1 + g % 4] || ' ' || g,
+         'Customer since ' || (2015 + g % 9), timestamp '2023-01-02 09:00:00' + (g || ' days')::interval,
+         CASE WHEN g % 3 = 0 THEN (10000000 + g * 7919)::text END
+  FROM generate_series(1, 12) g;
+INSERT INTO users (email, password_hash, name, role, created_at, last_login, first_name, last_name,
+                   manager_name, manager_first_name, manager_last_name, manager_email, oidc_sub,
+                   mfa_enabled, mfa_secret, mfa_backup_codes, profile_complete)
+  SELECT 'user' || g || '@company' || (1 + g % 12) || '.example',
+         '$2b$10$' || substr(md5('pw' || g) || md5('salt' || g), 1, 53),
+         (ARRAY['Anna', 'Jürgen', 'Søren', 'Chloé', 'Wei'])[1 + g % 5] || ' ' || (ARRAY['Müller', 'García', 'Østergaard', 'O''Brien'])[1 + g % 4],
+         CASE WHEN g = 1 THEN 'admin' WHEN g % 10 = 0 THEN 'manager' ELSE 'employee' END,
+         timestamp '2024-01-01 08:00:00' + (g || ' hours')::interval,
+         CASE WHEN g % 7 <> 0 THEN timestamp '2024-12-01 08:00:00' + (g || ' minutes')::interval END,
+         (ARRAY['Anna', 'Jürgen', 'Søren', 'Chloé', 'Wei'])[1 + g % 5], (ARRAY['Müller', 'García', 'Østergaard', 'O''Brien'])[1 + g % 4],
+         CASE WHEN g > 1 THEN 'Manager ' || (g / 10) END, CASE WHEN g > 1 THEN 'Manager' END,
+         CASE WHEN g > 1 THEN (g / 10)::text END, CASE WHEN g > 1 THEN 'manager' || (g / 10) || '@company.example' END,
+         CASE WHEN g % 9 = 0 THEN 'oidc|' || md5('sub' || g) END,
+         (g % 5 = 0)::int, CASE WHEN g % 5 = 0 THEN upper(translate(substr(md5('mfa' || g) || md5('x' || g), 1, 32), '0189', 'ABCD')) END,
+         CASE WHEN g % 5 = 0 THEN '["$2b$10$' || md5('c1' || g) || '","$2b$10$' || md5('c2' || g) || '"]' END,
+         (g % 11 <> 0)::int
+  FROM generate_series(1, 305) g;
+DELETE FROM users WHERE id > 300;
+INSERT INTO asset_types (name, display_name, description, sort_order, created_at, updated_at)
+  SELECT n, initcap(replace(n, '_', ' ')), 'Asset type ' || n, 10 * o, timestamp '2023-01-01 00:00:00', timestamp '2023-01-01 00:00:00'
+  FROM unnest(ARRAY['laptop', 'desktop', 'monitor', 'mobile_phone', 'tablet', 'headset', 'keyboard_mouse', 'other']) WITH ORDINALITY AS t(n, o);
+INSERT INTO assets (employee_first_name, employee_last_name, employee_email, owner_id, manager_first_name,
+                    manager_last_name, manager_email, manager_id, company_id, asset_type, make, model,
+                    serial_number, asset_tag, status, issued_date, returned_date, registration_date, last_updated, notes)
+  SELECT u.first_name, u.last_name, u.email, CASE WHEN g % 5 <> 0 THEN u.id END,
+         CASE WHEN g % 3 = 0 THEN 'Manager' END, CASE WHEN g % 3 = 0 THEN (g / 10)::text END,
+         CASE WHEN g % 3 = 0 THEN 'manager' || (g / 10) || '@company.example' END,
+         CASE WHEN g % 3 = 0 THEN 1 + (g * 7) % 300 END,
+         1 + g % 12, (ARRAY['laptop', 'monitor', 'mobile_phone', 'tablet'])[1 + g % 4],
+         (ARRAY['Lenovo', 'Dell', 'Apple', 'Samsung'])[1 + g % 4], 'Model ' || (g % 17),
+         'C02' || lpad(g::text, 6, '0') || upper(substr(md5('sn' || g), 1, 3)), 'KARS-' || lpad(g::text, 6, '0'),
+         (ARRAY['active', 'active', 'returned', 'lost', 'damaged'])[1 + g % 5],
+         timestamp '2024-01-10 00:00:00' + (g || ' days')::interval,
+         CASE WHEN g % 5 = 2 THEN timestamp '2025-06-01 00:00:00' + (g || ' hours')::interval END,
+         timestamp '2024-01-15 08:00:00' + (g || ' days')::interval,
+         timestamp '2025-06-01 00:00:00' + (g || ' minutes')::interval,
+         CASE WHEN g % 4 = 0 THEN 'Charger included; überprüft ' || g END
+  FROM generate_series(1, 500) g JOIN users u ON u.id = 1 + g % 300;
+INSERT INTO audit_logs (action, entity_type, entity_id, entity_name, details, timestamp, user_email)
+  SELECT (ARRAY['CREATE', 'UPDATE', 'UPDATE', 'DELETE', 'LOGIN'])[1 + g % 5], (ARRAY['asset', 'user', 'company'])[1 + g % 3],
+         1 + g % 500, 'KARS-' || lpad((1 + g % 500)::text, 6, '0'),
+         '{"ip":"10.0.' || (g % 256) || '.1","changes":"status"}',
+         (now() AT TIME ZONE 'UTC') - interval '1 minute' - ((600 - g) || ' minutes')::interval * 10,
+         'user' || (1 + g % 300) || '@company' || (1 + (1 + g % 300) % 12) || '.example'
+  FROM generate_series(1, 600) g;
+INSERT INTO attestation_campaigns (name, description, start_date, end_date, status, reminder_days,
+                                   escalation_days, target_type, target_company_ids, created_by,
+                                   created_at, updated_at, unregistered_reminder_days)
+  VALUES ('Asset attestation Q1', 'Confirm your equipment', '2025-01-06 09:00', '2025-01-27 09:00', 'completed', 7, 14, 'all', NULL, 1, '2025-01-05 09:00', '2025-01-27 09:00', 7),
+         ('Asset attestation Q2', 'Confirm your equipment', '2025-04-07 09:00', '2025-04-28 09:00', 'active', 7, 14, 'companies', '[1,2,3]', 1, '2025-04-06 09:00', '2025-04-06 09:00', 7);
+INSERT INTO attestation_records (campaign_id, user_id, status, started_at, completed_at, created_at, updated_at)
+  SELECT 1 + g % 2, 1 + g % 300, CASE WHEN g % 3 = 0 THEN 'pending' ELSE 'completed' END,
+         timestamp '2025-01-06 10:00:00' + (g || ' hours')::interval,
+         CASE WHEN g % 3 <> 0 THEN timestamp '2025-01-06 10:05:00' + (g || ' hours')::interval END,
+         timestamp '2025-01-06 09:00:00', timestamp '2025-01-06 09:00:00'
+  FROM generate_series(1, 100) g;
+INSERT INTO attestation_assets (attestation_record_id, asset_id, attested_status, previous_status, attested_at)
+  SELECT 1 + g % 100, 1 + (g * 13) % 500, 'active', 'active', timestamp '2025-01-07 10:00:00' + (g || ' minutes')::interval
+  FROM generate_series(1, 150) g;
+INSERT INTO attestation_new_assets (attestation_record_id, asset_type, make, model, serial_number, company_id,
+                                    status, created_at, employee_first_name, employee_last_name, employee_email)
+  SELECT g * 10, 'monitor', 'Dell', 'U2723QE', 'NEW' || lpad(g::text, 6, '0'), 1 + g % 12, 'active',
+         timestamp '2025-01-08 12:00:00', 'Olga', 'Petrov', 'olga.petrov' || g || '@new.example'
+  FROM generate_series(1, 5) g;
+INSERT INTO attestation_pending_invites (campaign_id, employee_email, employee_first_name, employee_last_name,
+                                         invite_token, invite_sent_at, registered_at, converted_record_id, created_at)
+  SELECT 1 + g % 2, 'new' || g || '@unregistered.example', 'Uma', 'Ibrahim', md5('invite' || g) || md5('token' || g),
+         timestamp '2025-01-06 11:00:00', CASE WHEN g % 2 = 0 THEN timestamp '2025-01-08 11:00:00' END,
+         CASE WHEN g % 2 = 0 THEN g END, timestamp '2025-01-06 11:00:00'
+  FROM generate_series(1, 6) g;
+INSERT INTO branding_settings (logo_data, logo_filename, logo_content_type, site_name, sub_title, favicon_data,
+                               favicon_filename, favicon_content_type, primary_color, include_logo_in_emails,
+                               app_url, footer_label, updated_at, updated_by)
+  SELECT replace(encode(decode('89504e470d0a1a0a' || string_agg(md5('logo' || g), '' ORDER BY g), 'hex'), 'base64'), E'\n', ''),
+         'logo.png', 'image/png', 'KARS', 'Asset registration',
+         replace(encode(decode('00000100' || md5('favicon') || md5('icon'), 'hex'), 'base64'), E'\n', ''),
+         'favicon.ico', 'image/x-icon', '#1f6feb', 1, 'https://kars.example.com', 'Example Corp IT',
+         timestamp '2025-02-01 12:00:00', 'user1@company2.example'
+  FROM generate_series(1, 1500) g;
+INSERT INTO email_templates (template_key, name, description, subject, html_body, text_body, variables, is_custom, updated_at)
+  SELECT k, initcap(replace(k, '_', ' ')), 'Sent for ' || k, 'KARS: ' || replace(k, '_', ' '),
+         '<html><body><h1>{{siteName}}</h1><p>Hello {{employeeName}},</p><p><a href="{{attestationUrl}}">Open KARS</a></p></body></html>',
+         'Hello {{employeeName}}, open {{attestationUrl}}', '["employeeName","attestationUrl","siteName"]', 0, timestamp '2025-01-01 00:00:00'
+  FROM unnest(ARRAY['attestation_launch', 'attestation_reminder', 'password_reset']) k;
+INSERT INTO hubspot_settings (enabled, access_token, auto_sync_enabled, sync_interval, last_sync, last_sync_status, companies_synced, created_at, updated_at)
+  VALUES (1, 'pat-eu1-' || md5('hubspot-fake-token'), 1, 'daily', '2025-06-01 02:00', 'success', 4, '2024-06-01 00:00', '2025-06-01 02:00');
+INSERT INTO hubspot_sync_log (sync_started_at, sync_completed_at, status, companies_found, companies_created, companies_updated, error_message)
+  SELECT timestamp '2025-05-20 02:00:00' + (g || ' days')::interval, timestamp '2025-05-20 02:00:30' + (g || ' days')::interval,
+         CASE WHEN g = 4 THEN 'error' ELSE 'success' END, 4, 0, g % 2, CASE WHEN g = 4 THEN 'HubSpot API rate limit exceeded (429)' END
+  FROM generate_series(1, 10) g;
+INSERT INTO oidc_settings (enabled, issuer_url, client_id, client_secret, redirect_uri, scope, role_claim_path, default_role,
+                           sso_button_text, sso_button_help_text, sso_button_variant, updated_at, updated_by)
+  VALUES (1, 'https://login.example.com/realms/corp', 'kars', md5('fake-oidc-client-secret') || md5('x'),
+          'https://kars.example.com/api/auth/oidc/callback', 'openid email profile', 'realm_access.roles', 'employee',
+          'Sign in with SSO', 'Use your company account', 'primary', '2025-02-01 12:00', 'user1@company2.example');
+INSERT INTO passkey_settings (rp_id, rp_name, origin, enabled, updated_at, updated_by)
+  VALUES ('kars.example.com', 'KARS', 'https://kars.example.com', 1, '2025-02-01 12:00', 'user1@company2.example');
+INSERT INTO passkeys (user_id, name, credential_id, public_key, counter, transports, created_at, last_used_at)
+  SELECT 1 + g * 11 % 300, 'YubiKey 5', md5('cred' || g), replace(encode(decode(md5('pk' || g) || md5('pk2' || g) || md5('pk3' || g), 'hex'), 'base64'), E'\n', ''),
+         g * 3, '["usb","nfc"]', timestamp '2025-03-01 00:00:00', timestamp '2025-06-01 00:00:00'
+  FROM generate_series(1, 20) g;
+INSERT INTO password_reset_tokens (user_id, token, expires_at, used, created_at)
+  SELECT 1 + g * 17 % 300, md5('reset' || g) || md5('token' || g), timestamp '2025-06-01 01:00:00', (g % 2), timestamp '2025-06-01 00:00:00'
+  FROM generate_series(1, 15) g;
+INSERT INTO smtp_settings (enabled, host, port, use_tls, username, password_encrypted, auth_method, from_name, from_email, default_recipient, created_at, updated_at)
+  VALUES (1, 'smtp.example.com', 587, 1, 'kars@example.com', md5('iv') || ':' || md5('fake-smtp-password') || md5('y'), 'login', 'KARS',
+          'kars@example.com', 'it@example.com', '2024-06-01 00:00', '2025-02-01 12:00');
+INSERT INTO system_settings (trust_proxy, proxy_type, proxy_trust_level, rate_limit_enabled, rate_limit_window_ms, rate_limit_max_requests, updated_at, updated_by)
+  VALUES (1, 'cloudflare', 1, 1, 900000, 100, '2025-02-01 12:00', 'user1@company2.example');
+"#;
+
+/// The rows of the [`RICH_SCHEMA`] objects (after [`KARS_DATA`]): one `asset_specs` row per
+/// asset, 510 `asset_events` (500 inserts and 10 updates of assets, through the trigger), 40
+/// orders, 25 settings, the materialized view, and `companies_id_seq` moved to 1000.
+pub const RICH_DATA: &str = r#"
+INSERT INTO asset_specs (asset_id, contact, condition, price, quantity, bought_at, specs, dimensions, tags, photo)
+  SELECT g, 'Owner' || g || '@Example.com', (ARRAY['good', 'worn', 'broken'])[1 + g % 3]::asset_condition,
+         round((g * 13.37)::numeric, 2), 1 + g % 4,
+         timestamptz '2024-01-15 08:00:00+00' + (g || ' days')::interval,
+         jsonb_build_object('cpu', 'x' || g % 5, 'ram', g % 64, 'nested', jsonb_build_array(g, 'x')),
+         ARRAY[g, g * 2, g % 7], ARRAY['t' || g % 3, 'quote''s', 'comma,x'],
+         CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text) || '00ff', 'hex') END
+  FROM generate_series(1, 500) g;
+UPDATE assets SET last_updated = last_updated + interval '1 day' WHERE id % 50 = 0;
 CREATE VIEW active_assets AS
-  SELECT a.id, a.tag, u.email FROM assets a JOIN users u ON u.id = a.owner_id WHERE a.status = 'active';
+  SELECT a.id, a.asset_tag, a.serial_number, c.name AS company, u.email
+  FROM assets a JOIN companies c ON c.id = a.company_id LEFT JOIN users u ON u.id = a.owner_id
+  WHERE a.status = 'active';
 CREATE SCHEMA "Sales";
 COMMENT ON SCHEMA "Sales" IS 'A mixed-case schema';
 CREATE TABLE "Sales"."Orders" (
@@ -580,31 +951,62 @@ CREATE TABLE "Sales"."Orders" (
   "PlacedAt" timestamptz NOT NULL DEFAULT '2024-03-01 12:00:00+00',
   "AssetID" int REFERENCES assets(id)
 );
+INSERT INTO "Sales"."Orders" ("Customer", "Amount", "AssetID")
+  SELECT 'Customer ' || g, g * 1.5, g FROM generate_series(1, 40) g;
 CREATE TABLE app_settings (key text PRIMARY KEY, value jsonb NOT NULL, updated_at timestamptz);
-
 INSERT INTO app_settings
   SELECT 'setting.' || g, jsonb_build_object('v', g), timestamptz '2024-02-02 00:00:00+00' + (g || ' hours')::interval
   FROM generate_series(1, 25) g;
-INSERT INTO companies (name, founded)
-  SELECT 'Company ' || g, date '2000-01-01' + g FROM generate_series(1, 12) g;
-INSERT INTO users (company_id, email, name, tags, settings, avatar)
-  SELECT 1 + g % 12, 'User' || g || '@Example.com', CASE WHEN g % 7 = 0 THEN NULL ELSE 'Jürgen ' || g END,
-         ARRAY['t' || g % 3, 'quote''s', 'comma,x'], jsonb_build_object('theme', 'dark', 'n', g, 'nested', jsonb_build_array(g, 'x')),
-         CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text) || '00ff', 'hex') END
-  FROM generate_series(1, 300) g;
-INSERT INTO assets (owner_id, tag, status, price, quantity, bought_at, specs, dimensions)
-  SELECT 1 + g % 300, 'ASSET-' || g, (ARRAY['active', 'retired', 'lost'])[1 + g % 3]::asset_status,
-         round((g * 13.37)::numeric, 2), 1 + g % 4,
-         timestamptz '2024-01-15 08:00:00+00' + (g || ' days')::interval,
-         jsonb_build_object('cpu', 'x' || g % 5, 'ram', g % 64),
-         ARRAY[g, g * 2, g % 7]
-  FROM generate_series(1, 500) g;
-UPDATE assets SET price = price + 1 WHERE id % 50 = 0;
-INSERT INTO "Sales"."Orders" ("Customer", "Amount", "AssetID")
-  SELECT 'Customer ' || g, g * 1.5, g FROM generate_series(1, 40) g;
-DELETE FROM users WHERE id > 295 AND id NOT IN (SELECT owner_id FROM assets WHERE owner_id IS NOT NULL);
 SELECT setval('companies_id_seq', 1000);
 CREATE MATERIALIZED VIEW asset_totals AS
-  SELECT status, count(*) AS n, sum(total) AS value FROM assets GROUP BY status;
-COMMENT ON MATERIALIZED VIEW asset_totals IS 'Totals by status';
+  SELECT s.condition, count(*) AS n, sum(s.total) AS value FROM asset_specs s GROUP BY s.condition;
+COMMENT ON MATERIALIZED VIEW asset_totals IS 'Totals by condition';
+"#;
+
+/// The KARS tables with data ([`KARS_SCHEMA`], [`KARS_DATA`]) plus what else a dump must carry:
+/// an extension from contrib (`citext`), an enum type, a domain, an identity column, a
+/// generated column, jsonb, arrays, bytea, numeric and timestamptz columns (`asset_specs`), a
+/// partitioned table filled by a plpgsql trigger on `assets` (`asset_events`), a view and a
+/// materialized view, check constraints, comments, a sequence ahead of its rows, and a
+/// non-public schema with mixed-case quoted names (`"Sales"."Orders"`).
+pub const RICH_SCHEMA: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TYPE asset_condition AS ENUM ('good', 'worn', 'broken');
+CREATE DOMAIN email_address AS citext CHECK (VALUE LIKE '%_@_%');
+COMMENT ON TABLE companies IS 'Companies that own assets';
+COMMENT ON COLUMN users.email IS 'Login e-mail';
+CREATE TABLE asset_specs (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  asset_id int NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+  contact email_address,
+  condition asset_condition NOT NULL DEFAULT 'good',
+  price numeric(12,2) CHECK (price >= 0),
+  quantity int NOT NULL DEFAULT 1 CHECK (quantity > 0),
+  total numeric GENERATED ALWAYS AS (price * quantity) STORED,
+  bought_at timestamptz,
+  specs jsonb,
+  dimensions int[],
+  tags text[] NOT NULL DEFAULT '{}',
+  photo bytea
+);
+COMMENT ON COLUMN asset_specs.contact IS 'Case-insensitive e-mail';
+CREATE INDEX asset_specs_asset_idx ON asset_specs (asset_id);
+CREATE INDEX asset_specs_specs_idx ON asset_specs USING gin (specs);
+CREATE TABLE asset_events (
+  id bigserial,
+  at timestamptz NOT NULL,
+  action text NOT NULL,
+  detail jsonb,
+  PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
+CREATE TABLE asset_events_2024 PARTITION OF asset_events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE asset_events_2025 PARTITION OF asset_events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE FUNCTION log_asset_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO asset_events (at, action, detail)
+  VALUES (NEW.registration_date AT TIME ZONE 'UTC', TG_OP, jsonb_build_object('id', NEW.id, 'tag', NEW.asset_tag));
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION log_asset_change() IS 'Writes an asset event per asset change';
+CREATE TRIGGER assets_events AFTER INSERT OR UPDATE ON assets FOR EACH ROW EXECUTE FUNCTION log_asset_change();
 "#;

@@ -90,7 +90,7 @@ async fn round_trip(format: DumpFormat, jobs: usize) {
     assert_eq!(db.rows("public.assets"), Some(500));
     assert_eq!(db.rows("\"Sales\".\"Orders\""), Some(40));
     assert_eq!(
-        db.rows("public.audit_logs_2024").unwrap() + db.rows("public.audit_logs_2025").unwrap(),
+        db.rows("public.asset_events_2024").unwrap() + db.rows("public.asset_events_2025").unwrap(),
         510
     );
     assert_eq!(db.details["format"], format.to_string());
@@ -281,6 +281,7 @@ async fn failed_verification_leaves_the_live_database_unchanged() {
             queries: vec![TestQuery {
                 sql: "SELECT count(*) FROM public.users".into(),
                 expect: Expectation::Value("999999".into()),
+                label: None,
             }],
             ..VerifyPlan::default()
         },
@@ -409,7 +410,7 @@ async fn two_tables_restore_selectively() {
     assert!(pg.try_psql(&new_db, "SELECT 1 FROM users").is_err());
 
     // In place: the two tables' rows are replaced in one transaction, the rest is left alone.
-    pg.psql(&db, "DELETE FROM \"Sales\".\"Orders\" WHERE \"OrderID\" > 5; DELETE FROM app_settings; INSERT INTO app_settings VALUES ('new', '1'); UPDATE companies SET founded = NULL;");
+    pg.psql(&db, "DELETE FROM \"Sales\".\"Orders\" WHERE \"OrderID\" > 5; DELETE FROM app_settings; INSERT INTO app_settings VALUES ('new', '1'); UPDATE companies SET description = NULL;");
     let changed = pg.content_hashes(&db);
     let target = source(pg, &db).with_restore_options(PgRestoreOptions {
         mode: RestoreMode::InPlace,

@@ -14,8 +14,9 @@
 //!   previous database as `<db>.pre-restore-<UTC time>` (with its own `-wal`), and rolled back
 //!   exactly when something fails afterwards. Runbook archives (`tar czf X -C /data .`, no
 //!   manifest) restore too.
-//! - [`sample::create_kars_database`] makes a KARS-shaped database of any size for tests and
-//!   benchmarks.
+//! - [`sample::create_kars_database`] makes a KARS database of any size for tests, the demo and
+//!   benchmarks: the application's 20 tables and constraints in its rollback-journal mode, with
+//!   plausible data and fake secrets.
 //!
 //! Errors are [`Error`], converted into [`kars_backup_core::Error`] at the trait boundary.
 //!

@@ -2,8 +2,8 @@
 
 use futures::StreamExt;
 use kars_backup_core::sink::GetOptions;
-use kars_backup_core::{BackupEntry, EntryKind, Error, Repository, Result};
-use serde::Serialize;
+use kars_backup_core::{BackupEntry, EntryKind, Error, PlaintextPolicy, Repository, Result};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What [`copy_backup`] did.
@@ -22,18 +22,30 @@ pub struct CopyReport {
     pub already_present: bool,
 }
 
+/// Options of [`copy_backup`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CopyOptions {
+    /// Where an unencrypted backup may be copied: by default only to a local destination (a copy
+    /// cannot encrypt: the archive and its checksum are copied as they are).
+    #[serde(default)]
+    pub plaintext: PlaintextPolicy,
+}
+
 /// Copies a committed backup: the archive first, streamed and checksum-verified against the
 /// manifest while copying, then the manifest last, with the same commit protocol as a backup
 /// (so an interrupted copy is never listed as a backup at the destination).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a backup that is not committed; [`Error::ChecksumMismatch`] when
-/// the source's bytes differ from its manifest (nothing is committed at the destination); the
-/// sinks' errors.
+/// [`Error::InvalidInput`] for a backup that is not committed; [`Error::PlaintextRefused`]
+/// (before anything is read) for an unencrypted backup to an off-site destination unless
+/// `options.plaintext` allows it; [`Error::ChecksumMismatch`] when the source's bytes differ
+/// from its manifest (nothing is committed at the destination); the sinks' errors.
 pub async fn copy_backup(
     from: &Repository,
     entry: &BackupEntry,
     to: &Repository,
+    options: &CopyOptions,
 ) -> Result<CopyReport> {
     let name = entry.name.clone();
     let manifest = match (&entry.kind, &entry.manifest) {
@@ -46,6 +58,11 @@ pub async fn copy_backup(
             )));
         }
     };
+    options.plaintext.check(
+        &format!("a copy of {name}"),
+        manifest.archive.encryption.is_some(),
+        &[to],
+    )?;
     let mut report = CopyReport {
         backup: name.to_string(),
         from: from.describe(),
@@ -167,10 +184,16 @@ mod tests {
         let a = Repository::new(Arc::new(InMemorySink::new()));
         let b = Repository::new(Arc::new(InMemorySink::new()));
         let entry = committed(&a).await;
-        let r = copy_backup(&a, &entry, &b).await.unwrap();
+        let options = CopyOptions::default();
+        let r = copy_backup(&a, &entry, &b, &options).await.unwrap();
         assert_eq!(r.bytes, 13);
         assert_eq!(b.latest().await.unwrap().unwrap().name, entry.name);
-        assert!(copy_backup(&a, &entry, &b).await.unwrap().already_present);
+        assert!(
+            copy_backup(&a, &entry, &b, &options)
+                .await
+                .unwrap()
+                .already_present
+        );
 
         // Corrupt the source's archive: the copy fails and nothing is committed.
         a.sink()
@@ -181,8 +204,32 @@ mod tests {
             .await
             .unwrap();
         let c = Repository::new(Arc::new(InMemorySink::new()));
-        let err = copy_backup(&a, &entry, &c).await.unwrap_err();
+        let err = copy_backup(&a, &entry, &c, &options).await.unwrap_err();
         assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
         assert!(c.sink().list(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unencrypted_backup_is_copied_off_site_only_when_allowed() {
+        use kars_backup_core::Placement;
+        let a = Repository::new(Arc::new(InMemorySink::new()));
+        let cloud = Repository::new(Arc::new(
+            InMemorySink::new().with_placement(Placement::Cloud),
+        ));
+        let entry = committed(&a).await;
+        let err = copy_backup(&a, &entry, &cloud, &CopyOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::PlaintextRefused { .. }), "{err}");
+        assert!(
+            cloud.sink().list(None).await.unwrap().is_empty(),
+            "nothing is written before the refusal"
+        );
+        let allowed = CopyOptions {
+            plaintext: PlaintextPolicy::Anywhere,
+        };
+        let r = copy_backup(&a, &entry, &cloud, &allowed).await.unwrap();
+        assert_eq!(r.bytes, 13);
+        assert_eq!(cloud.latest().await.unwrap().unwrap().name, entry.name);
     }
 }

@@ -48,7 +48,7 @@ mod retry;
 pub mod s3;
 mod url;
 
-pub use copy::{CopyReport, copy_backup};
+pub use copy::{CopyOptions, CopyReport, copy_backup};
 pub use local::LocalSink;
 #[cfg(feature = "object-store")]
 pub use object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};

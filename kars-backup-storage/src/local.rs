@@ -213,6 +213,10 @@ impl BackupSink for LocalSink {
         format!("file://{}", self.root.display())
     }
 
+    fn placement(&self) -> kars_backup_core::Placement {
+        kars_backup_core::Placement::Local
+    }
+
     async fn put(&self, key: &str, options: PutOptions) -> Result<Box<dyn Upload>> {
         let target = self.path_of(key)?;
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();

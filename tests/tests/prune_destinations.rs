@@ -124,7 +124,11 @@ async fn prune_keeps_the_plan_and_the_foreign_files(sink: DynBackupSink, sibling
     let report = BackupJob::new(
         Arc::new(SqliteSource::new(&db)),
         vec![repo.clone()],
-        BackupOptions::default(),
+        BackupOptions {
+            // Plaintext on purpose (also to the S3 emulator): this test is about pruning.
+            plaintext: kars_backup_core::PlaintextPolicy::Anywhere,
+            ..BackupOptions::default()
+        },
     )
     .run()
     .await

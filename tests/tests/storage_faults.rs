@@ -87,6 +87,8 @@ async fn s3_upload_failing_mid_way_leaves_nothing() {
         vec![repo],
         BackupOptions {
             compression: kars_backup_core::Compression::None,
+            // Plaintext to S3 on purpose: this test is about a failing upload.
+            plaintext: kars_backup_core::PlaintextPolicy::Anywhere,
             ..Default::default()
         },
     )

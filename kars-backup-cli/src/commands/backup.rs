@@ -48,6 +48,9 @@ pub(crate) struct JobRun {
     pub(crate) prunes: Vec<(String, Result<PruneReport, String>)>,
     /// The exit code: OK, or STORAGE when a destination or prune failed.
     pub(crate) code: u8,
+    /// The archive was stored unencrypted at local destinations by default (not with
+    /// `--no-encrypt`): worth a one-line notice.
+    pub(crate) plaintext_notice: bool,
 }
 
 pub(crate) async fn run(a: BackupArgs) -> anyhow::Result<u8> {
@@ -63,6 +66,7 @@ pub(crate) async fn run(a: BackupArgs) -> anyhow::Result<u8> {
     )
     .await?;
     print_run(&run, json)?;
+    print_plaintext_notice(&run);
     Ok(run.code)
 }
 
@@ -111,6 +115,7 @@ fn spec_from_args(a: BackupArgs) -> anyhow::Result<JobSpec> {
             host_label: a.host_label,
             tiers: Vec::new(),
             verify_upload: a.verify_upload,
+            plaintext: a.encryption.plaintext(),
         },
         tier_rules: rules,
         encryptor,
@@ -159,12 +164,29 @@ pub(crate) async fn execute(
         .filter(|(_, t)| !**t)
         .map(|(d, _)| kars_backup_storage::redact(&d.url))
         .collect();
+    // Encrypted off-site copies unless told otherwise: refused before any destination is
+    // opened (BackupJob::run checks again, for every caller of the library). Every destination
+    // of the job counts, also one the tiers leave out of this run: a job that would store
+    // plaintext off-site next Sunday is refused today.
+    let placed: Vec<(String, Placement)> = spec
+        .destinations
+        .iter()
+        .map(|d| (kars_backup_storage::redact(&d.url), d.placement))
+        .collect();
+    spec.options.plaintext.check_placements(
+        &format!("the backup of {}", spec.source.describe()),
+        spec.encryptor.is_some(),
+        &placed,
+    )?;
     let repos = chosen
         .iter()
         .map(|d| resolve::repository(&d.url))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut options = spec.options;
     options.tiers = tags.iter().map(|t| t.name().to_string()).collect();
+    let plaintext_notice = options
+        .plaintext
+        .stores_plaintext_locally(spec.encryptor.is_some(), &repos.iter().collect::<Vec<_>>());
     let mut job = BackupJob::new(spec.source, repos.clone(), options)
         .with_run_id(run_id)
         .with_progress(progress);
@@ -195,7 +217,18 @@ pub(crate) async fn execute(
         skipped,
         prunes,
         code,
+        plaintext_notice,
     })
+}
+
+/// The one-line reminder of an unencrypted local backup, on stderr (stdout stays the report).
+pub(crate) fn print_plaintext_notice(run: &JobRun) {
+    if run.plaintext_notice {
+        eprintln!(
+            "note: {} is not encrypted (local destinations only); to encrypt: `kars-backup key init`, then --encrypt-to age1…",
+            run.report.manifest.name
+        );
+    }
 }
 
 /// The JSON document of a run.

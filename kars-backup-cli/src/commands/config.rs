@@ -15,7 +15,8 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    let config = match kars_backup_config::load(&a.config) {
+    let options = kars_backup_config::LoadOptions { strict: a.strict };
+    let config = match kars_backup_config::load_with(&a.config, &options) {
         Ok(c) => c,
         Err(errors) => {
             let lines: Vec<String> = errors
@@ -58,6 +59,8 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             "file": a.config,
             "config": kars_backup_config::effective_json(&config),
             "environment": config.env_names(),
+            "strict": a.strict,
+            "notes": config.notes(),
             "next_runs": next_runs
                 .iter()
                 .map(|(job, _, runs)| (job.clone(), serde_json::json!(runs)))
@@ -71,9 +74,17 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         );
         if !config.env_names().is_empty() {
             println!(
-                "# reads from the environment: {}",
-                config.env_names().join(", ")
+                "# reads from the environment: {}{}",
+                config.env_names().join(", "),
+                if a.strict {
+                    " (strict: every one is set)"
+                } else {
+                    ""
+                }
             );
+        }
+        for note in config.notes() {
+            println!("# note: {note}");
         }
         println!();
         print!("{}", kars_backup_config::effective_toml(&config));

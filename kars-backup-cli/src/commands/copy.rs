@@ -7,7 +7,10 @@ pub(crate) async fn run(a: CopyArgs) -> anyhow::Result<u8> {
     let from = resolve::repository(&a.from)?;
     let to = resolve::repository(&a.to)?;
     let entry = resolve::backup(&from, &a.which).await?;
-    let report = kars_backup_storage::copy_backup(&from, &entry, &to).await?;
+    let options = kars_backup_storage::CopyOptions {
+        plaintext: crate::args::plaintext_policy(a.no_encrypt),
+    };
+    let report = kars_backup_storage::copy_backup(&from, &entry, &to, &options).await?;
     if a.json {
         render::print_json(&serde_json::json!({ "ok": true, "copy": report }))?;
     } else if report.already_present {

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use kars_backup_core::preset::CheckPreset;
+use kars_backup_core::status::DEFAULT_RPO;
 use kars_backup_core::{BackupJob, BackupOptions, DatabaseSource, RestoreOptions, VerifyPlan};
 use kars_backup_sqlite::SqliteSource;
 use kars_backup_sqlite::sample::{SampleSize, create_kars_database};
@@ -37,7 +39,11 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
         say(render::database(source.engine(), d));
     }
 
-    say(format!("2. Backing it up to {}", a.backups.display()));
+    say(format!(
+        "2. Backing it up to {} (not encrypted: a local directory; off-site destinations need \
+`kars-backup key init` and --encrypt-to, see the README)",
+        a.backups.display()
+    ));
     let repo = resolve::repository(&a.backups.display().to_string())?;
     let backup = BackupJob::new(
         resolve::shared(SqliteSource::new(&db)),
@@ -62,14 +68,21 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
         .cloned()
         .context("the backup just made is not listed")?;
 
-    say("4. Verifying the latest backup (checksum, scratch restore, integrity, row counts)".into());
+    say(
+        "4. Verifying the latest backup (checksum, scratch restore, integrity, row counts, the kars checks)"
+            .into(),
+    );
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
     let scratch = resolve::scratch_source(&latest, scratch_dir.path())?;
+    let plan = VerifyPlan {
+        queries: CheckPreset::Kars.queries(latest.time(), DEFAULT_RPO),
+        ..VerifyPlan::default()
+    };
     let verified = kars_backup_core::verify_backup(
         &repo,
         &latest,
         &scratch,
-        &VerifyPlan::default(),
+        &plan,
         progress::for_terminal(a.json),
     )
     .await?;

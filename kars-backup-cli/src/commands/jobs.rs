@@ -76,20 +76,25 @@ pub(crate) fn state_dir(config: &Config) -> PathBuf {
 }
 
 /// The encryptor of a `[[job]]`'s `[job.encryption]`, if it encrypts (OpenPGP keys are looked
-/// up now, so a bad recipient fails before anything is read).
+/// up now, so a bad recipient fails before anything is read; the recipient of an
+/// `identity-file` is derived from it).
 ///
 /// # Errors
-/// A bad recipient, a missing key or an unreadable passphrase file.
+/// A bad recipient, a missing key, an unreadable identity or passphrase file.
 pub(crate) fn encryptor_for(
     job: &JobConfig,
 ) -> anyhow::Result<Option<kars_backup_core::DynEncryptor>> {
-    let Some(enc) = job.encryption.as_ref().filter(|e| e.encrypts()) else {
+    let Some(enc) = job.encryption_keys().filter(|e| e.encrypts()) else {
         return Ok(None);
     };
-    let recipients: Vec<String> = enc
-        .age_recipients
-        .iter()
-        .cloned()
+    let own = match &enc.identity_file {
+        Some(file) => kars_backup_encrypt::identity_file_recipients(file)
+            .with_context(|| format!("job {}: [job.encryption] identity-file", job.name))?,
+        None => Vec::new(),
+    };
+    let recipients: Vec<String> = own
+        .into_iter()
+        .chain(enc.age_recipients.iter().cloned())
         .chain(enc.gpg_recipients.iter().map(|r| format!("gpg:{r}")))
         .collect();
     kars_backup_encrypt::encryptor(&recipients, enc.passphrase_file.as_deref())
@@ -148,6 +153,7 @@ pub(crate) fn spec_from_config(job: &JobConfig) -> anyhow::Result<JobSpec> {
             host_label: job.host_label.clone(),
             tiers: Vec::new(),
             verify_upload: job.verify_upload,
+            plaintext: job.plaintext_policy(),
         },
         tier_rules: job.tier_rules(),
         encryptor,
@@ -261,6 +267,7 @@ pub(crate) async fn run_config_backup(
                     println!("Job {} (run {}):", job.name, report.run_id);
                     print_run(&run, false)?;
                 }
+                super::backup::print_plaintext_notice(&run);
                 let mut doc = run_json(&run);
                 doc["job"] = serde_json::json!(job.name);
                 (run.code, doc)
@@ -374,13 +381,7 @@ fn reading(
         ))
         .into());
     }
-    let mut d = decrypt.clone();
-    if let Some(enc) = &job.encryption {
-        d.identities.extend(enc.identity_files.iter().cloned());
-        if d.passphrase_file.is_none() {
-            d.passphrase_file = enc.passphrase_file.clone();
-        }
-    }
+    let d = job_keys(job, decrypt);
     Ok(Reading {
         from: job
             .destinations
@@ -390,6 +391,22 @@ fn reading(
         decrypt: d,
         verify: job.verify.clone(),
     })
+}
+
+/// The keys of a read command: the flags' plus the job's `[job.encryption]` identity files
+/// (`identity-file`, `identity-files`) and passphrase file.
+pub(crate) fn job_keys(
+    job: &JobConfig,
+    decrypt: &crate::args::DecryptArgs,
+) -> crate::args::DecryptArgs {
+    let mut d = decrypt.clone();
+    if let Some(enc) = job.encryption_keys() {
+        d.identities.extend(enc.all_identity_files());
+        if d.passphrase_file.is_none() {
+            d.passphrase_file = enc.passphrase_file.clone();
+        }
+    }
+    d
 }
 
 /// `verify`/`drill [--config FILE [--job NAME]]`: what they read, and the scratch server and
@@ -502,14 +519,29 @@ pub(crate) fn job_sources(path: &Path, names: &[String]) -> anyhow::Result<Vec<S
         .collect())
 }
 
+/// One destination `status` checks.
+#[derive(Debug)]
+pub(crate) struct StatusTarget {
+    /// The destination URL.
+    pub(crate) url: String,
+    /// Its freshness target.
+    pub(crate) rpo: chrono::Duration,
+    /// The config job it belongs to.
+    pub(crate) job: Option<String>,
+    /// The keys that must open its newest backup: the flags' plus the job's.
+    pub(crate) keys: crate::args::DecryptArgs,
+}
+
 /// `status --config`: every destination of the selected jobs with its freshness target — the
 /// job's `[job.verify] rpo` (else `default_rpo`), plus the tier's period where the destination
-/// takes no daily backups (a weekly-only cloud copy is up to a week old by design).
+/// takes no daily backups (a weekly-only cloud copy is up to a week old by design) — and the
+/// job's keys with the flags' (`keys`).
 pub(crate) fn freshness_targets(
     path: &Path,
     names: &[String],
     default_rpo: chrono::Duration,
-) -> anyhow::Result<Vec<(String, chrono::Duration, Option<String>)>> {
+    keys: &crate::args::DecryptArgs,
+) -> anyhow::Result<Vec<StatusTarget>> {
     use kars_backup_core::Tier;
     let config = load_config(path)?;
     let mut targets = Vec::new();
@@ -537,11 +569,12 @@ pub(crate) fn freshness_targets(
                 }
                 _ => 0,
             };
-            targets.push((
-                d.url.expose().to_string(),
-                rpo + chrono::Duration::days(period_days),
-                Some(job.name.clone()),
-            ));
+            targets.push(StatusTarget {
+                url: d.url.expose().to_string(),
+                rpo: rpo + chrono::Duration::days(period_days),
+                job: Some(job.name.clone()),
+                keys: job_keys(job, keys),
+            });
         }
     }
     Ok(targets)

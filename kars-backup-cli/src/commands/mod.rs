@@ -8,6 +8,7 @@ mod demo;
 mod drill;
 mod inspect;
 mod jobs;
+mod key;
 mod list;
 mod prune;
 mod restore;
@@ -39,6 +40,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Demo(a) => demo::run(a).await,
         Command::DemoDb(a) => demo::run_demo_db(a).await,
         Command::Config(c) => config::run(c).await,
+        Command::Key(c) => key::run(c).await,
         Command::Schedule(a) => schedule::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
     }

@@ -1,6 +1,8 @@
 //! `kars-backup status`.
 
-use kars_backup_core::status::DestinationStatus;
+use kars_backup_core::status::{DestinationStatus, check_keys};
+
+use super::jobs::StatusTarget;
 
 use crate::args::StatusArgs;
 use crate::{exit, render, resolve};
@@ -8,17 +10,35 @@ use crate::{exit, render, resolve};
 pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now();
     let mut statuses = Vec::new();
-    // (destination, RPO target, job): the flags', or every destination of the config's jobs.
-    let targets: Vec<(String, chrono::Duration, Option<String>)> = match &a.config {
-        Some(path) => super::jobs::freshness_targets(path, &a.job, a.rpo)?,
-        None => a.from.iter().map(|d| (d.clone(), a.rpo, None)).collect(),
+    // The flags' destinations, or every destination of the config's jobs (with their keys).
+    let targets: Vec<StatusTarget> = match &a.config {
+        Some(path) => super::jobs::freshness_targets(path, &a.job, a.rpo, &a.decrypt)?,
+        None => a
+            .from
+            .iter()
+            .map(|d| StatusTarget {
+                url: d.clone(),
+                rpo: a.rpo,
+                job: None,
+                keys: a.decrypt.clone(),
+            })
+            .collect(),
     };
     let mut jobs = Vec::new();
-    for (dest, rpo, job) in &targets {
-        jobs.push(job.clone());
-        let rpo = *rpo;
-        let repo = resolve::repository(dest)?;
+    for target in &targets {
+        jobs.push(target.job.clone());
+        let rpo = target.rpo;
+        let mut repo = resolve::repository(&target.url)?;
+        // Only with keys given (flags or the job's): do they open the newest backup?
+        let given = target.keys.any();
+        if given {
+            repo = repo.with_decryptor(target.keys.decryptor()?);
+        }
         let listing = repo.list().await?;
+        let keys = match (given, listing.latest()) {
+            (true, Some(newest)) => Some(check_keys(&repo, newest).await?),
+            _ => None,
+        };
         let drill = match kars_backup_core::drill::latest_report(&repo).await {
             Ok(d) => d,
             Err(e) => {
@@ -28,7 +48,8 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
         };
         statuses.push(
             DestinationStatus::of(&repo.describe(), &listing, now, rpo)
-                .with_last_drill(drill.as_ref()),
+                .with_last_drill(drill.as_ref())
+                .with_keys(keys),
         );
     }
     // The previous copies restores kept: of each --db, and of each job's source.
@@ -41,6 +62,8 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
         let source = resolve::database(db)?;
         previous.push((source.describe(), source.previous_copies().await?));
     }
+    // Losing the key loses the backups: a newest backup the keys cannot open is a failure.
+    let keys_fail = statuses.iter().any(DestinationStatus::keys_fail);
     let last_drill = statuses
         .iter()
         .filter_map(|s| s.last_drill.as_ref())
@@ -54,8 +77,9 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     });
     if a.json {
         render::print_json(&serde_json::json!({
-            "ok": all_fresh && !drill_failed,
+            "ok": all_fresh && !drill_failed && !keys_fail,
             "drill_failed": drill_failed,
+            "keys_fail": keys_fail,
             "rpo_secs": a.rpo.num_seconds(),
             "destinations": statuses.iter().zip(&jobs).map(|(s, job)| {
                 let mut v = serde_json::json!(s);
@@ -104,6 +128,14 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 ),
                 None => println!("    no restore drill recorded (run `kars-backup drill`)"),
             }
+            match &s.keys {
+                Some(k) if k.opens => println!("    keys: {} {}", k.backup, k.detail),
+                Some(k) => println!(
+                    "    WARNING: the keys given do not open the newest backup {}: {}",
+                    k.backup, k.detail
+                ),
+                None => {}
+            }
         }
         for (target, copies) in &previous {
             if copies.is_empty() {
@@ -114,7 +146,15 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if drill_failed {
+    for s in statuses.iter().filter(|s| s.keys_fail()) {
+        if let Some(k) = &s.keys {
+            eprintln!(
+                "warning: {}: the newest backup {} cannot be decrypted with the keys given; without its key it cannot be restored ({})",
+                s.destination, k.backup, k.detail
+            );
+        }
+    }
+    Ok(if drill_failed || keys_fail {
         exit::VERIFICATION
     } else if all_fresh {
         exit::OK

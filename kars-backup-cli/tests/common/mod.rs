@@ -139,6 +139,19 @@ pub(crate) fn age_key(path: &Path) -> String {
         .to_string()
 }
 
+/// A live database made by `make` (which must create a `users` table with more than one row),
+/// changed so that it differs from its backups, and its bytes.
+pub(crate) fn live_db(dir: &Path, make: fn(&Path)) -> (std::path::PathBuf, Vec<u8>) {
+    let live = dir.join("live.db");
+    make(&live);
+    rusqlite::Connection::open(&live)
+        .unwrap()
+        .execute("DELETE FROM users WHERE id > 1", [])
+        .unwrap();
+    let bytes = std::fs::read(&live).unwrap();
+    (live, bytes)
+}
+
 /// The shared PostgreSQL test cluster with a new rich database named after `prefix`; `None`
 /// (the test passes without running) when no server is available outside CI.
 pub(crate) fn rich_pg_database(prefix: &str) -> Option<(&'static TestCluster, String)> {

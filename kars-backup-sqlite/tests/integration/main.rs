@@ -6,5 +6,6 @@ mod errors;
 mod restore_safety;
 mod round_trip;
 mod running_app;
+mod sample;
 mod tar_safety;
 mod volume;

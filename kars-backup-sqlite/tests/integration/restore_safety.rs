@@ -86,10 +86,12 @@ async fn a_failed_verification_leaves_the_live_database_untouched() {
                 TestQuery {
                     sql: "SELECT count(*) FROM users".into(),
                     expect: Expectation::Value(SampleSize::demo().users.to_string()),
+                    label: None,
                 },
                 TestQuery {
                     sql: "SELECT count(*) FROM no_such_table".into(),
                     expect: Expectation::Value("1".into()),
+                    label: None,
                 },
             ],
             ..VerifyPlan::default()

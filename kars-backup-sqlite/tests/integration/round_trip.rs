@@ -184,7 +184,10 @@ async fn inspect_and_exists_describe_the_live_database() {
     assert_eq!(info[0].name, "assets.db");
     assert_eq!(info[0].rows("assets"), Some(SampleSize::demo().assets));
     assert_eq!(info[0].integrity_check.as_deref(), Some("ok"));
-    assert_eq!(info[0].details["journal_mode"], "wal");
+    assert_eq!(
+        info[0].details["journal_mode"], "delete",
+        "KARS's own journal mode"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
