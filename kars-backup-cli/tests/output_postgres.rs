@@ -118,7 +118,7 @@ fn backup_list_inspect_verify_drill_and_status() {
             "--verify-query",
             "SELECT count(*) > 0 FROM users",
             "--audit-log",
-            "audit_logs.at",
+            "audit_logs.timestamp",
             "--rpo",
             "10000d",
         ],
