@@ -124,7 +124,7 @@ pub fn redact_command(command: &str) -> String {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::fs;
     use std::path::Path;
 
@@ -133,43 +133,40 @@ mod linux {
     /// The longest command line shown.
     const COMMAND_CHARS: usize = 200;
 
+    /// How many times the process list is read at most (see [`scan`]).
+    const MAX_LISTINGS: usize = 5;
+
     pub(super) fn scan(matches: &dyn Fn(&Path) -> bool) -> Scan {
         let own = std::process::id();
         let mut found: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         let mut unreadable = 0;
-        let Ok(procs) = fs::read_dir("/proc") else {
-            return Scan::default();
-        };
-        for entry in procs.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == own {
-                continue;
-            }
-            let fds = match fs::read_dir(entry.path().join("fd")) {
-                Ok(fds) => fds,
-                // The process ended meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(_) => {
-                    unreadable += 1;
-                    continue;
+        let mut seen = BTreeSet::from([own]);
+        // The list of processes is read once up front, and reading their files takes a while:
+        // a process that forks and exits meanwhile (a daemon going to the background) hands its
+        // files to a child that the list does not have. So the list is read again, until it
+        // brings no process that was not looked at.
+        for listing in 0..MAX_LISTINGS {
+            let Ok(procs) = fs::read_dir("/proc") else {
+                if listing == 0 {
+                    return Scan::default();
                 }
+                break;
             };
-            for fd in fds.flatten() {
-                let Ok(link) = fs::read_link(fd.path()) else {
-                    continue;
-                };
-                if link.is_absolute() && matches(&link) {
-                    let held = link.display().to_string();
-                    let list = found.entry(pid).or_default();
-                    if !list.contains(&held) {
-                        list.push(held);
+            let new: Vec<u32> = procs
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                .filter(|pid| seen.insert(*pid))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for pid in new {
+                match files_of(pid, matches) {
+                    Ok(held) if !held.is_empty() => {
+                        found.insert(pid, held);
                     }
+                    Ok(_) => {}
+                    Err(()) => unreadable += 1,
                 }
             }
         }
@@ -186,6 +183,30 @@ mod linux {
             unreadable,
             supported: true,
         }
+    }
+
+    /// The files of process `pid` for which `matches` is true (none when it has ended);
+    /// `Err` when they cannot be read.
+    fn files_of(pid: u32, matches: &dyn Fn(&Path) -> bool) -> Result<Vec<String>, ()> {
+        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            // The process ended meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(_) => return Err(()),
+        };
+        let mut held = Vec::new();
+        for fd in fds.flatten() {
+            let Ok(link) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            if link.is_absolute() && matches(&link) {
+                let link = link.display().to_string();
+                if !held.contains(&link) {
+                    held.push(link);
+                }
+            }
+        }
+        Ok(held)
     }
 
     fn command_of(pid: u32) -> String {

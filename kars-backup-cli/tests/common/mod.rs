@@ -2,6 +2,8 @@
 //! with `mod common;` and uses only a subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod restore;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

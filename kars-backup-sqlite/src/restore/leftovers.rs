@@ -1,13 +1,14 @@
 //! What a killed restore leaves, found and tidied by the next one: `.kars-restore-*` staging
 //! directories whose owner lock is free (their restore is gone), a swap its journal shows was
-//! cut off in the middle (rolled back to the previous data), and a previous copy that is only a
+//! cut off in the middle (rolled back to the previous data), what is left of a staging directory
+//! that its restore was removing (`.kars-restore-*.removing`), and a previous copy that is only a
 //! second name of the live file (a kill between the hard link and the rename).
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::staging::{JOURNAL_FILE, OWNER_FILE};
+use super::staging::{self, JOURNAL_FILE, OWNER_FILE};
 use super::swap::{self, Step};
 use super::{Layout, parent_dir, previous};
 use crate::error::{Error, Result};
@@ -77,6 +78,13 @@ pub(crate) fn clean(
         .collect();
     stagings.sort();
     for staging in stagings {
+        if staging::is_removing(&staging) {
+            if let Some(line) = remains_removed(&staging) {
+                tracing::warn!("{line}");
+                done.push(line);
+            }
+            continue;
+        }
         let owner_path = staging.join(OWNER_FILE);
         let owner_text = fs::read_to_string(&owner_path).unwrap_or_default();
         let owner: serde_json::Value = serde_json::from_str(owner_text.trim()).unwrap_or_default();
@@ -163,7 +171,7 @@ pub(crate) fn clean(
                 )
             }
         };
-        fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
+        staging::remove_staging_dir(&staging)?;
         tracing::warn!("{outcome}");
         done.push(outcome);
     }
@@ -185,9 +193,59 @@ pub(crate) fn clean(
     Ok(done)
 }
 
+/// Removes what a restore killed while removing its staging directory left of it (it was done
+/// with it: its outcome is final); says so, unless its restore is still at it or it cannot go.
+fn remains_removed(staging: &Path) -> Option<String> {
+    let owner = fs::File::open(staging.join(OWNER_FILE));
+    if owner.is_ok_and(|f| f.try_lock().is_err()) {
+        return None; // its restore is alive and removing it
+    }
+    match staging::remove_staging_dir(staging) {
+        Ok(()) => Some(format!(
+            "removed {}, what was left of the staging directory of a restore that ended while removing it",
+            staging.display()
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "the remains of a staging directory could not be removed");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_restore_killed_while_removing_its_staging_left_is_removed_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.db");
+        fs::write(&target, b"restored").unwrap();
+        // Its owner file and journal are gone already: only the name says it was being removed.
+        let remains = dir.path().join(".kars-restore-AbC123.removing");
+        fs::create_dir_all(remains.join("sub")).unwrap();
+        fs::write(remains.join("sub/a.db"), b"x").unwrap();
+        // One whose restore is still removing it (its owner file locked) is left to it.
+        let busy = dir.path().join(".kars-restore-DeF456.removing");
+        fs::create_dir(&busy).unwrap();
+        let owner = fs::File::create(busy.join(OWNER_FILE)).unwrap();
+        owner.try_lock().unwrap();
+        let done = clean(
+            &target,
+            Layout::File,
+            &kars_backup_core::holders::Scan::default,
+        )
+        .unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(
+            done[0].contains(&remains.display().to_string())
+                && done[0].contains("ended while removing it"),
+            "{done:?}"
+        );
+        assert!(!remains.exists());
+        assert!(busy.exists());
+        assert_eq!(fs::read(&target).unwrap(), b"restored");
+    }
 
     #[test]
     fn the_journal_tells_how_far_a_restore_got() {

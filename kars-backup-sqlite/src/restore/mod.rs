@@ -215,14 +215,7 @@ impl SqliteStaged {
     /// Removes the staging directory (its owner lock goes with it).
     async fn remove_staging(&mut self) -> Result<()> {
         if let Some(staging) = self.staging.take() {
-            blocking("removing the staging directory", move || {
-                let path = staging.dir.path().to_path_buf();
-                staging
-                    .dir
-                    .close()
-                    .map_err(|e| Error::io("remove", path, e))
-            })
-            .await??;
+            blocking("removing the staging directory", move || staging.remove()).await??;
         }
         Ok(())
     }

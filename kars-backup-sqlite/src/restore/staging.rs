@@ -20,6 +20,11 @@ pub(crate) const OWNER_FILE: &str = ".kars-restore-owner";
 /// The file in a staging directory that records each step of the swap (see `swap.rs`).
 pub(crate) const JOURNAL_FILE: &str = ".kars-restore-journal";
 
+/// The suffix a staging directory gets right before it is removed (`.kars-restore-x7Yz9Q` →
+/// `.kars-restore-x7Yz9Q.removing`): whatever a kill leaves of it, the next run knows that its
+/// restore was done with it, even when its owner file or journal is gone already.
+pub(crate) const REMOVING_SUFFIX: &str = ".removing";
+
 /// A staging directory with its owner lock held.
 #[derive(Debug)]
 pub(crate) struct Staging {
@@ -27,6 +32,49 @@ pub(crate) struct Staging {
     /// Locked (exclusively) until the restore ends, even if this process is killed: the lock
     /// goes with the process, which is how the next run tells a leftover from a running restore.
     pub(crate) _owner: fs::File,
+}
+
+impl Staging {
+    /// Removes the directory (see [`remove_staging_dir`]); the owner lock goes with it.
+    pub(crate) fn remove(mut self) -> Result<()> {
+        self.dir.disable_cleanup(true);
+        remove_staging_dir(self.dir.path())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // On error paths too, in the same kill-safe way (a no-op after `remove`).
+        self.dir.disable_cleanup(true);
+        let _ = remove_staging_dir(self.dir.path());
+    }
+}
+
+/// Whether a staging directory was being removed ([`REMOVING_SUFFIX`]).
+pub(crate) fn is_removing(dir: &Path) -> bool {
+    dir.to_string_lossy().ends_with(REMOVING_SUFFIX)
+}
+
+/// Removes a staging directory, or what is left of one: first renamed to `<name>.removing`, so
+/// that a kill while its files go leaves a directory the next run knows to be finished with,
+/// never one that lost its owner file or journal and looks like a restore just starting or one
+/// that never swapped. What is gone already is fine (the next run may be removing it too).
+pub(crate) fn remove_staging_dir(dir: &Path) -> Result<()> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let removing = if is_removing(dir) {
+        dir.to_path_buf()
+    } else {
+        let to = super::with_suffix(dir, REMOVING_SUFFIX);
+        match fs::rename(dir, &to) {
+            Ok(()) => to,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(Error::io("rename", dir, e)),
+        }
+    };
+    match fs::remove_dir_all(&removing) {
+        Err(e) if !gone(&e) => Err(Error::io("remove", &removing, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Creates the staging directory in `base` (mode 0700) with its owner file locked.
@@ -331,5 +379,18 @@ mod tests {
         );
         drop(staging);
         assert!(!owner.exists());
+    }
+
+    #[test]
+    fn a_removed_staging_directory_leaves_nothing_under_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = create_staging(dir.path(), &dir.path().join("a.db")).unwrap();
+        fs::create_dir(staging.dir.path().join("sub")).unwrap();
+        fs::write(staging.dir.path().join("sub/a.db"), b"x").unwrap();
+        let path = staging.dir.path().to_path_buf();
+        staging.remove().unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Gone already is fine.
+        remove_staging_dir(&path).unwrap();
     }
 }
