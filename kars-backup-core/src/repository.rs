@@ -338,12 +338,15 @@ impl Repository {
             });
         }
         progress.start("download", Some(entry.size()));
-        let stream = self.sink.get(&name, GetOptions::default()).await?;
+        let stream = self
+            .sink
+            .get(&name, GetOptions::default().with_size_hint(entry.size()))
+            .await?;
         pipeline::open_download(stream, options, progress).await
     }
 
     async fn sniff(&self, name: &str) -> Result<Bytes> {
-        let mut stream = self.sink.get(name, GetOptions { range: None }).await?;
+        let mut stream = self.sink.get(name, GetOptions::default()).await?;
         match stream.next().await {
             Some(chunk) => chunk,
             None => Ok(Bytes::new()),
@@ -455,7 +458,8 @@ impl Repository {
     /// [`Error::ChecksumMismatch`] when the stored bytes differ; the sink's errors.
     pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
         use sha2::Digest;
-        let mut stream = self.sink.get(&manifest.name, GetOptions::default()).await?;
+        let options = GetOptions::default().with_size_hint(manifest.archive.size_bytes);
+        let mut stream = self.sink.get(&manifest.name, options).await?;
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -79,7 +79,10 @@ pub async fn copy_backup(
     let result: Result<(String, u64)> = async {
         let mut stream = from
             .sink()
-            .get(&name.to_string(), GetOptions::default())
+            .get(
+                &name.to_string(),
+                GetOptions::default().with_size_hint(manifest.archive.size_bytes),
+            )
             .await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
