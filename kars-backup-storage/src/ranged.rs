@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use kars_backup_core::sink::{GetOptions, PutOptions};
 use kars_backup_core::{BackupSink, ByteStream, DynBackupSink, Error, ObjectMeta, Result, Upload};
@@ -30,6 +31,8 @@ use crate::transfer::{RangedPlan, TransferOptions};
 
 /// How many times one part is requested again after a transient failure.
 pub const PART_RETRIES: u32 = 4;
+/// Bytes of a part gathered before they are handed on (fewer, larger chunks downstream).
+const HAND_ON: usize = 1024 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Reads `key` (of `size` bytes) through `sink` as parallel ranged reads, in order.
@@ -98,7 +101,7 @@ struct Parts {
 struct Part {
     range: Range<u64>,
     received: u64,
-    rx: mpsc::UnboundedReceiver<Result<bytes::Bytes>>,
+    rx: mpsc::UnboundedReceiver<Result<Bytes>>,
     task: JoinHandle<()>,
 }
 
@@ -129,7 +132,7 @@ impl Parts {
         }
     }
 
-    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes>> {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
         if self.done {
             return None;
         }
@@ -176,13 +179,17 @@ async fn fetch_part(
     sink: DynBackupSink,
     key: Arc<str>,
     range: Range<u64>,
-    tx: mpsc::UnboundedSender<Result<bytes::Bytes>>,
+    tx: mpsc::UnboundedSender<Result<Bytes>>,
 ) {
     let mut offset = range.start;
     let mut attempt = 0;
     let mut backoff = FIRST_BACKOFF;
+    let mut buf = PartBuffer {
+        buf: BytesMut::new(),
+        tx,
+    };
     while offset < range.end {
-        let (error, retryable) = match fetch_from(&sink, &key, offset..range.end, &tx).await {
+        let (error, retryable) = match fetch_from(&sink, &key, offset..range.end, &mut buf).await {
             Fetch::ReaderGone => return,
             Fetch::Done(n) => {
                 offset += n;
@@ -208,7 +215,7 @@ async fn fetch_part(
             }
         };
         if !retryable || attempt >= PART_RETRIES {
-            let _ = tx.send(Err(error));
+            let _ = buf.tx.send(Err(error));
             return;
         }
         tracing::debug!(destination = %sink.describe(), key = %key, offset, attempt, error = %error, "ranged read failed; asking again from where it stopped");
@@ -232,12 +239,60 @@ enum Fetch {
     ReaderGone,
 }
 
-/// One ranged request, its bytes sent on `tx` as they arrive.
+/// A part's bytes, copied into buffers of [`HAND_ON`] bytes that are handed on when full: the
+/// transport's many small buffers are released at once, downstream stages get fewer, larger
+/// chunks, and a chunk held downstream keeps only its own buffer alive.
+struct PartBuffer {
+    buf: BytesMut,
+    tx: mpsc::UnboundedSender<Result<Bytes>>,
+}
+
+impl PartBuffer {
+    /// Adds bytes; false when the reader is gone.
+    fn push(&mut self, mut chunk: &[u8]) -> bool {
+        while !chunk.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(HAND_ON);
+            }
+            let n = (HAND_ON - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.buf.len() >= HAND_ON && !self.hand_on() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands on what has been gathered; false when the reader is gone.
+    fn hand_on(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let full = std::mem::take(&mut self.buf).freeze();
+        self.tx.send(Ok(full)).is_ok()
+    }
+}
+
+/// One ranged request, its bytes handed on as they arrive.
 async fn fetch_from(
     sink: &DynBackupSink,
     key: &str,
     range: Range<u64>,
-    tx: &mpsc::UnboundedSender<Result<bytes::Bytes>>,
+    out: &mut PartBuffer,
+) -> Fetch {
+    let fetched = fetch_into(sink, key, range, out).await;
+    if !out.hand_on() {
+        return Fetch::ReaderGone;
+    }
+    fetched
+}
+
+async fn fetch_into(
+    sink: &DynBackupSink,
+    key: &str,
+    range: Range<u64>,
+    out: &mut PartBuffer,
 ) -> Fetch {
     let want = range.end - range.start;
     let failed = |received, error: Error| Fetch::Failed {
@@ -272,7 +327,7 @@ async fn fetch_from(
             };
         }
         got += chunk.len() as u64;
-        if tx.send(Ok(chunk)).is_err() {
+        if !out.push(&chunk) {
             return Fetch::ReaderGone;
         }
     }

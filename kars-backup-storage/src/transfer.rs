@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 /// Smallest part of a ranged download (smaller parts cost more requests than they save).
 pub const MIN_DOWNLOAD_PART_SIZE: u64 = 1024 * 1024;
 /// Part size of ranged downloads when none is set.
-pub const DEFAULT_DOWNLOAD_PART_SIZE: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_DOWNLOAD_PART_SIZE: u64 = 4 * 1024 * 1024;
 /// Memory a ranged download may hold when its concurrency is chosen automatically: parts in
-/// flight × part size stays within it.
-pub const DOWNLOAD_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+/// flight × part size stays within it (with a part size set, at least two parts are in flight).
+pub const DOWNLOAD_MEMORY_BUDGET: u64 = 32 * 1024 * 1024;
 /// Most parts in flight chosen automatically.
 pub const MAX_AUTO_DOWNLOAD_CONCURRENCY: usize = 8;
 /// Upper bound of an explicit concurrency (uploads or downloads).
@@ -117,11 +117,11 @@ pub struct TransferOptions {
     /// Parts of one upload sent at the same time (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_concurrency: Option<usize>,
-    /// Part size of parallel ranged downloads (default 8 MiB; at least 1 MiB).
+    /// Part size of parallel ranged downloads (default 4 MiB; at least 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_part_size: Option<ByteSize>,
     /// Ranged parts of one download fetched at the same time; `1` reads with one request
-    /// (default: as many as fit in 64 MiB, at most 8).
+    /// (default: as many as fit in 32 MiB, 2 to 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_concurrency: Option<usize>,
 }
@@ -278,8 +278,8 @@ impl TransferOptions {
     /// How to read an object of `size` bytes: `None` for one plain request (objects smaller
     /// than two parts, or a concurrency of 1), else the part size and parts in flight.
     ///
-    /// Chosen automatically: 8 MiB parts, and as many in flight as fit in 64 MiB (8), never
-    /// more than the object has parts. Memory held by a download stays within
+    /// Chosen automatically: 4 MiB parts, and as many in flight as fit in 32 MiB (8; with a
+    /// larger part size set, at least 2), never more than the object has parts. Memory held by a download stays within
     /// `concurrency × part_size`, whatever the object's size.
     pub fn download_plan(&self, size: u64) -> Option<RangedPlan> {
         let part_size = self
@@ -293,7 +293,7 @@ impl TransferOptions {
         let concurrency = match self.download_concurrency {
             Some(n) => n,
             None => ((DOWNLOAD_MEMORY_BUDGET / part_size) as usize)
-                .clamp(1, MAX_AUTO_DOWNLOAD_CONCURRENCY),
+                .clamp(2, MAX_AUTO_DOWNLOAD_CONCURRENCY),
         }
         .min(usize::try_from(parts).unwrap_or(usize::MAX));
         if concurrency < 2 {
@@ -398,6 +398,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(large_parts.download_plan(4 << 30).unwrap().concurrency, 2);
+        let mid_parts = TransferOptions {
+            download_part_size: Some(ByteSize(8 << 20)),
+            ..Default::default()
+        };
+        assert_eq!(mid_parts.download_plan(4 << 30).unwrap().concurrency, 4);
         // An explicit concurrency of 1 is one plain request.
         let one = TransferOptions {
             download_concurrency: Some(1),
