@@ -210,3 +210,27 @@ impl S3Builder {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_options_come_from_the_url_the_last_one_winning() {
+        let b = S3Builder::from_url(
+            "s3://b/p?download_concurrency=2&upload_part_size=16MiB&download_concurrency=6",
+        )
+        .unwrap();
+        assert_eq!(b.transfer.download_concurrency, Some(6));
+        let sink = b.with_credentials("k", "s").build().unwrap();
+        assert_eq!(sink.transfer().download_concurrency, Some(6));
+        let e = S3Builder::from_url("s3://b/p?download_concurrency=0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("download-concurrency"), "{e}");
+        let e = S3Builder::from_url("s3://b/p?streams=4")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("download_concurrency"), "{e}");
+    }
+}
