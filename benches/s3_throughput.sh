@@ -29,6 +29,7 @@
 #   DATA         "random" (incompressible blobs, stored uncompressed) and/or "kars" (the benches'
 #                sample KARS database, gzip) (default "random kars")
 #   RUNS         runs per measurement, the median is reported (default 3)
+#   DIRECTIONS   "upload" and/or "download" (default both)
 #   SERVERS      "seaweedfs" and/or "moto" (default "seaweedfs moto"; moto only up to MOTO_MAX_MIB)
 #   MOTO_MAX_MIB largest archive sent to moto, which keeps objects in memory (default 1024)
 #   PART_MIB, CONCURRENCY   the part size and parallelism given to the peers' "ours" rows:
@@ -43,6 +44,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kars-target}"
 SIZES="${SIZES:-1024 4096}"
 DATA="${DATA:-random kars}"
 RUNS="${RUNS:-3}"
+DIRECTIONS="${DIRECTIONS:-upload download}"
 SERVERS="${SERVERS:-seaweedfs moto}"
 MOTO_MAX_MIB="${MOTO_MAX_MIB:-1024}"
 PART_MIB="${PART_MIB:-4}"
@@ -220,6 +222,10 @@ timed() {
   local server="$1" data="$2" size="$3" dir="$4" tool="$5" bytes="$6"
   shift 6
   local out="$WORK/run/time.txt" before after
+  # Each measurement starts with no dirty pages left by the one before (their writeback would
+  # compete for the disk), and the server idle.
+  sync
+  sleep 1
   before="$(cpu_of "$SERVER_PID")"
   if ! /usr/bin/time -f '%e %U %S %M' -o "$out" "$@" >"$WORK/run/cmd.log" 2>&1; then
     say "failed: $tool ($dir, $data, $size MiB); output:"
@@ -297,7 +303,7 @@ measure() { # server data size
   local src="s3://$BUCKET/src-$data-$size/$name"
   for run in $(seq 1 "$RUNS"); do
     say "$server, $data, $size MiB: run $run of $RUNS"
-    # Uploads.
+    if [[ " $DIRECTIONS " == *" upload "* ]]; then
     fresh_bucket
     timed "$server" "$data" "$size" upload "kars-backup copy" "$BYTES" \
       "$KARS" copy --from "$WORK/run/local" --to "$(s3url kars "$UP")" --latest
@@ -322,6 +328,8 @@ measure() { # server data size
     timed "$server" "$data" "$size" upload "rclone (${UP_PART_MIB} MiB x ${UP_CONCURRENCY})" "$BYTES" \
       "${rc[@]}" copyto "${rc_ours_up[@]}" "$ARCHIVE" "bench:$UP/$name"
     forget
+    fi
+    if [[ " $DIRECTIONS " == *" download "* ]]; then
     # Downloads (each result removed before the next).
     local out="$WORK/run/out"
     timed "$server" "$data" "$size" download "kars-backup copy" "$BYTES" \
@@ -345,6 +353,7 @@ measure() { # server data size
     timed "$server" "$data" "$size" download "rclone (${PART_MIB} MiB x ${CONCURRENCY})" "$BYTES" \
       "${SYNC_AFTER[@]}" "${rc[@]}" copyto "${rc_ours_down[@]}" "bench:$BUCKET/src-$data-$size/$name" "$out/$name"
     rm -rf "$out"/*
+    fi
   done
   "${s5[@]}" rm "s3://$BUCKET/src-$data-$size/*" >/dev/null
 }

@@ -457,17 +457,16 @@ impl Repository {
     /// # Errors
     /// [`Error::ChecksumMismatch`] when the stored bytes differ; the sink's errors.
     pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
-        use sha2::Digest;
         let options = GetOptions::default().with_size_hint(manifest.archive.size_bytes);
         let mut stream = self.sink.get(&manifest.name, options).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let mut hasher = crate::pipeline::BackgroundHasher::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            hasher.update(chunk?).await?;
         }
-        let actual = hex::encode(hasher.finalize());
+        let crate::pipeline::Digested {
+            sha256: actual,
+            size,
+        } = hasher.finish().await?;
         if actual != manifest.archive.sha256 || size != manifest.archive.size_bytes {
             return Err(Error::ChecksumMismatch {
                 name: format!("{} in {}", manifest.name, self.describe()),

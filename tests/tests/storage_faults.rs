@@ -50,6 +50,49 @@ fn s3_env() -> Option<(String, String)> {
     ))
 }
 
+/// Restores `entry` into the SQLite file `db` (confirmed, default checks).
+async fn restore_into(
+    repo: &Repository,
+    entry: &kars_backup_core::BackupEntry,
+    db: &std::path::Path,
+) -> kars_backup_core::Result<kars_backup_core::RestoreReport> {
+    let options = RestoreOptions {
+        confirmed: true,
+        ..Default::default()
+    };
+    let target = SqliteSource::new(db);
+    restore(
+        repo,
+        entry,
+        &target,
+        &options,
+        kars_backup_core::progress::no_progress(),
+    )
+    .await
+}
+
+/// `dir` holds the live `assets.db` (and its journal files), nothing a restore staged.
+fn assert_no_staging_left(dir: &std::path::Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "assets.db" && !n.starts_with("assets.db-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging files left: {leftovers:?}");
+}
+
+/// A sink on the S3 emulator under `prefix`.
+fn moto_s3(endpoint: &str, bucket: &str, prefix: &str) -> kars_backup_storage::ObjectStoreSink {
+    kars_backup_storage::s3::S3Builder::new(bucket)
+        .with_prefix(prefix)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_credentials("test", "test")
+        .build()
+        .unwrap()
+}
+
 fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
@@ -72,14 +115,7 @@ async fn s3_upload_failing_mid_way_leaves_nothing() {
     let db = dir.path().join("assets.db");
     make_db(&db, 20);
     let prefix = format!("fault-{}", kars_backup_core::new_run_id());
-    let s3 = kars_backup_storage::s3::S3Builder::new(&bucket)
-        .with_prefix(&prefix)
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_credentials("test", "test")
-        .build()
-        .unwrap();
+    let s3 = moto_s3(&endpoint, &bucket, &prefix);
     let faulty = FaultySink::new(Arc::new(s3.clone())).fail(Op::PutPart, 12);
     let repo = Repository::new(Arc::new(faulty.clone()));
     let err = BackupJob::new(
@@ -185,27 +221,11 @@ async fn a_download_failing_mid_restore_leaves_the_live_database_untouched() {
     let repo = Repository::new(Arc::new(faulty.clone()));
     let entry = repo.find(&report.manifest.name).await.unwrap();
     assert_eq!(entry.kind, EntryKind::Committed);
-    let err = restore(
-        &repo,
-        &entry,
-        &SqliteSource::new(&db),
-        &RestoreOptions {
-            confirmed: true,
-            ..Default::default()
-        },
-        kars_backup_core::progress::no_progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&repo, &entry, &db).await.unwrap_err();
     assert!(faulty.count(Op::GetChunk) >= 3, "the fault was reached");
     assert!(!err.to_string().is_empty());
     assert_eq!(sha(&db), before, "the live database must be untouched");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "assets.db" && !n.starts_with("assets.db-"))
-        .collect();
-    assert!(leftovers.is_empty(), "no staging files left: {leftovers:?}");
+    assert_no_staging_left(dir.path());
 }
 
 /// A backup of a ~12 MB database committed to S3, read back through `RangedSink` over a
@@ -220,14 +240,7 @@ async fn s3_backup_for_ranged_restore(
     let db = dir.join("assets.db");
     make_db(&db, 12);
     let prefix = format!("ranged-{}", kars_backup_core::new_run_id());
-    let s3 = kars_backup_storage::s3::S3Builder::new(&bucket)
-        .with_prefix(&prefix)
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_credentials("test", "test")
-        .build()
-        .unwrap();
+    let s3 = moto_s3(&endpoint, &bucket, &prefix);
     let report = BackupJob::new(
         Arc::new(SqliteSource::new(&db)),
         vec![Repository::new(Arc::new(s3.clone()))],
@@ -271,18 +284,7 @@ async fn s3_ranged_restore_retries_parts_that_fail_mid_way() {
     let repo = ranged_over(&faulty);
     let entry = repo.find(&manifest.name).await.unwrap();
     let target = dir.path().join("restored.db");
-    restore(
-        &repo,
-        &entry,
-        &SqliteSource::new(&target),
-        &RestoreOptions {
-            confirmed: true,
-            ..Default::default()
-        },
-        kars_backup_core::progress::no_progress(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &entry, &target).await.unwrap();
     let parts = manifest.archive.size_bytes.div_ceil(1 << 20) as usize;
     assert_eq!(
         faulty.count(Op::Get),
@@ -316,25 +318,9 @@ async fn s3_ranged_restore_failing_for_good_leaves_the_live_database_untouched()
     }
     let repo = ranged_over(&faulty);
     let entry = repo.find(&manifest.name).await.unwrap();
-    let err = restore(
-        &repo,
-        &entry,
-        &SqliteSource::new(&db),
-        &RestoreOptions {
-            confirmed: true,
-            ..Default::default()
-        },
-        kars_backup_core::progress::no_progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&repo, &entry, &db).await.unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
     assert!(faulty.count(Op::Get) >= 7, "the faults were reached");
     assert_eq!(sha(&db), before, "the live database must be untouched");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "assets.db" && !n.starts_with("assets.db-"))
-        .collect();
-    assert!(leftovers.is_empty(), "no staging files left: {leftovers:?}");
+    assert_no_staging_left(dir.path());
 }
