@@ -285,6 +285,25 @@ pub struct DestinationConfig {
     /// The tiers this destination takes (overrides the job's tiering for it).
     #[serde(default, deserialize_with = "opt_tiers")]
     pub tiers: Option<Vec<Tier>>,
+    /// `[job.destination.transfer]`: part sizes and concurrency of uploads and parallel ranged
+    /// downloads (object stores only; what is not set is chosen automatically). Wins over the
+    /// same parameters in the URL's query.
+    #[serde(default)]
+    pub transfer: Option<kars_backup_storage::TransferOptions>,
+}
+
+impl DestinationConfig {
+    /// The URL to open the destination with: [`Self::url`] with [`Self::transfer`] in its
+    /// query. Holds the URL's secrets: never print it unredacted.
+    ///
+    /// # Errors
+    /// [`kars_backup_core::Error::InvalidInput`] for transfer options on a local destination.
+    pub fn sink_url(&self) -> kars_backup_core::Result<String> {
+        match &self.transfer {
+            Some(t) => t.apply_to_url(self.url.expose()),
+            None => Ok(self.url.expose().to_string()),
+        }
+    }
 }
 
 /// A job's `encryption`: the string `"none"` or a `[job.encryption]` table.

@@ -73,12 +73,16 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 let p = kars_backup_storage::Destination::parse(d.url.expose()).ok()?;
                 Some(rules.accepted(p.placement()).to_vec())
             });
-            json!({
+            let mut out = json!({
                 "url": d.url.redacted(),
                 "placement": placement,
                 "tiers": tiers.map(|t| t.iter().map(|t| t.name()).collect::<Vec<_>>()),
                 "retention": j.retention_for(i).map_or_else(|| "none (not pruned)".to_string(), |r| r.to_string()),
-            })
+            });
+            if let Some(t) = &d.transfer {
+                out["transfer"] = json!(t);
+            }
+            out
         })
         .collect();
     let mut out = json!({

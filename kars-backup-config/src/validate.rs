@@ -186,6 +186,16 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
             };
             errors.push(at(&path, format!("destination: {text}")));
         }
+        if let Some(t) = &dest.transfer {
+            let path = [Key("destination"), Index(d), Key("transfer")];
+            if let Err(e) = t.validate().and_then(|()| dest.sink_url().map(|_| ())) {
+                let text = match e {
+                    kars_backup_core::Error::InvalidInput(m) => m,
+                    other => other.to_string(),
+                };
+                errors.push(at(&path, format!("transfer: {text}")));
+            }
+        }
         if job.destinations[..d].iter().any(|o| o.url == dest.url) {
             errors.push(at(
                 &path,

@@ -122,6 +122,46 @@ fn bad_destination_url_is_placed() {
 }
 
 #[test]
+fn destination_transfer_options_go_into_the_sink_url() {
+    let text = GOOD.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"s3://b/kars?region=eu-west-1&download_concurrency=2\"\n[job.destination.transfer]\ndownload-part-size = \"8MiB\"\ndownload-concurrency = 6",
+    );
+    let c = parse(&text).unwrap();
+    let d = &c.jobs[0].destinations[0];
+    assert_eq!(
+        d.sink_url().unwrap(),
+        "s3://b/kars?region=eu-west-1&download_concurrency=2&download_part_size=8MiB&download_concurrency=6"
+    );
+    assert!(
+        effective_json(&c)
+            .to_string()
+            .contains("download-part-size")
+    );
+}
+
+#[test]
+fn bad_transfer_options_are_placed() {
+    let local = GOOD.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"/var/backups/kars\"\n[job.destination.transfer]\ndownload-concurrency = 4",
+    );
+    let e = error_of(&local);
+    assert!(e.starts_with("kars.toml:8:"), "{e}");
+    assert!(e.contains("transfer options apply to s3://"), "{e}");
+    let zero = GOOD.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"s3://b/k\"\n[job.destination.transfer]\ndownload-concurrency = 0",
+    );
+    assert!(error_of(&zero).contains("download-concurrency = 0"));
+    let unknown = GOOD.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"s3://b/k\"\n[job.destination.transfer]\nstreams = 4",
+    );
+    assert!(error_of(&unknown).contains("streams"));
+}
+
+#[test]
 fn semantic_errors_are_all_reported() {
     let text = r#"
 [[job]]

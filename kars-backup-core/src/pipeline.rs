@@ -674,8 +674,7 @@ fn spawn_download(
 
     let check = tokio::spawn(async move {
         let mut stream = stream;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let mut hasher = BackgroundHasher::new();
         let mut consumer_alive = true;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -687,17 +686,13 @@ fn spawn_download(
                     return Err(e);
                 }
             };
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            hasher.update(chunk.clone()).await?;
             progress.advance(chunk.len() as u64);
             if consumer_alive && stored_tx.send(Ok(chunk)).await.is_err() {
                 consumer_alive = false;
             }
         }
-        let stored = Digested {
-            sha256: hex::encode(hasher.finalize()),
-            size,
-        };
+        let stored = hasher.finish().await?;
         if let Some(expected) = expected {
             if expected != stored {
                 let err = Error::ChecksumMismatch {
@@ -738,6 +733,78 @@ fn spawn_download(
         cancel: None,
     };
     (reader, ready_rx, check)
+}
+
+/// SHA-256 and size of a stream of chunks, computed on a thread of its own, so that hashing
+/// overlaps with receiving, writing and decompressing instead of running between them (at most
+/// `2 × CHANNEL_DEPTH` chunks wait for it).
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> kars_backup_core::Result<()> {
+/// use kars_backup_core::pipeline::BackgroundHasher;
+/// let mut h = BackgroundHasher::new();
+/// h.update(bytes::Bytes::from_static(b"abc")).await?;
+/// let d = h.finish().await?;
+/// assert_eq!(d.size, 3);
+/// assert!(d.sha256.starts_with("ba7816bf"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BackgroundHasher {
+    tx: Option<mpsc::Sender<Bytes>>,
+    handle: JoinHandle<Digested>,
+}
+
+impl Default for BackgroundHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BackgroundHasher {
+    /// Starts the hashing thread (a tokio blocking thread).
+    pub fn new() -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH * 2);
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            Digested {
+                sha256: hex::encode(hasher.finalize()),
+                size,
+            }
+        });
+        BackgroundHasher {
+            tx: Some(tx),
+            handle,
+        }
+    }
+
+    /// Adds a chunk (waits while the thread is behind).
+    ///
+    /// # Errors
+    /// When the hashing thread died.
+    pub async fn update(&mut self, chunk: Bytes) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(hasher_gone)?;
+        tx.send(chunk).await.map_err(|_| hasher_gone())
+    }
+
+    /// The digest of everything added.
+    ///
+    /// # Errors
+    /// When the hashing thread died.
+    pub async fn finish(mut self) -> Result<Digested> {
+        self.tx = None;
+        (&mut self.handle).await.map_err(|_| hasher_gone())
+    }
+}
+
+fn hasher_gone() -> Error {
+    Error::generic("checksum", "the SHA-256 thread stopped")
 }
 
 /// Remembers the first error of a decrypting reader (the ciphertext failed authentication).

@@ -349,12 +349,15 @@ impl Repository {
             });
         }
         progress.start("download", Some(entry.size()));
-        let stream = self.sink.get(&name, GetOptions::default()).await?;
+        let stream = self
+            .sink
+            .get(&name, GetOptions::default().with_size_hint(entry.size()))
+            .await?;
         pipeline::open_download(stream, options, progress).await
     }
 
     async fn sniff(&self, name: &str) -> Result<Bytes> {
-        let mut stream = self.sink.get(name, GetOptions { range: None }).await?;
+        let mut stream = self.sink.get(name, GetOptions::default()).await?;
         match stream.next().await {
             Some(chunk) => chunk,
             None => Ok(Bytes::new()),
@@ -465,16 +468,16 @@ impl Repository {
     /// # Errors
     /// [`Error::ChecksumMismatch`] when the stored bytes differ; the sink's errors.
     pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
-        use sha2::Digest;
-        let mut stream = self.sink.get(&manifest.name, GetOptions::default()).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let options = GetOptions::default().with_size_hint(manifest.archive.size_bytes);
+        let mut stream = self.sink.get(&manifest.name, options).await?;
+        let mut hasher = crate::pipeline::BackgroundHasher::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            hasher.update(chunk?).await?;
         }
-        let actual = hex::encode(hasher.finalize());
+        let crate::pipeline::Digested {
+            sha256: actual,
+            size,
+        } = hasher.finish().await?;
         if actual != manifest.archive.sha256 || size != manifest.archive.size_bytes {
             return Err(Error::ChecksumMismatch {
                 name: format!("{} in {}", manifest.name, self.describe()),

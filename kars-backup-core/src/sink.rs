@@ -44,6 +44,24 @@ pub struct PutOptions {
 pub struct GetOptions {
     /// Read only this byte range (`start..end`, end exclusive).
     pub range: Option<std::ops::Range<u64>>,
+    /// The object's size, when the caller knows it (from a listing or a manifest). Only a hint:
+    /// a sink may read a large object as parallel ranged requests when it is given (it still
+    /// asks the store for the real size), and what the stream yields is the same either way.
+    pub size_hint: Option<u64>,
+}
+
+impl GetOptions {
+    /// Reads only `range` (`start..end`, end exclusive).
+    pub fn with_range(mut self, range: std::ops::Range<u64>) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Tells the sink the object's expected size (see [`GetOptions::size_hint`]).
+    pub fn with_size_hint(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
+    }
 }
 
 /// One place that stores bytes under keys: local disk, an object store, a git repository.

@@ -97,12 +97,7 @@ pub async fn check_keys(repo: &Repository, entry: &BackupEntry) -> Result<KeyChe
     let end = entry.size().clamp(1, KEY_CHECK_BYTES);
     let mut stream = repo
         .sink()
-        .get(
-            &backup,
-            GetOptions {
-                range: Some(0..end),
-            },
-        )
+        .get(&backup, GetOptions::default().with_range(0..end))
         .await?;
     let mut head = Vec::with_capacity(end as usize);
     while let Some(chunk) = stream.next().await {

@@ -290,7 +290,9 @@ pub async fn sink_conformance_with(
         read_all(sink, &key).await? == data,
         "get must return what was put"
     );
-    let mut ranged = sink.get(&key, GetOptions { range: Some(7..14) }).await?;
+    let mut ranged = sink
+        .get(&key, GetOptions::default().with_range(7..14))
+        .await?;
     let mut part = Vec::new();
     while let Some(c) = ranged.next().await {
         part.extend_from_slice(&c?);
@@ -379,22 +381,31 @@ pub async fn sink_conformance_with(
         meta.size,
         options.large_object_bytes
     );
-    let mut s = sink.get(&large, GetOptions::default()).await?;
-    let (mut sum, mut count, mut pos) = (0u64, 0usize, 0u64);
-    let mut in_order = true;
-    while let Some(c) = s.next().await {
-        let c = c?;
-        for b in c.iter() {
-            in_order &= *b == (pos % 251) as u8;
-            pos += 1;
+    // Read it plainly, with its size as a hint (a sink may read it as parallel ranges), and
+    // with a wrong hint (only a hint: the bytes are the same).
+    let size = options.large_object_bytes as u64;
+    for get in [
+        GetOptions::default(),
+        GetOptions::default().with_size_hint(size),
+        GetOptions::default().with_size_hint(size / 2),
+    ] {
+        let mut s = sink.get(&large, get.clone()).await?;
+        let (mut sum, mut count, mut pos) = (0u64, 0usize, 0u64);
+        let mut in_order = true;
+        while let Some(c) = s.next().await {
+            let c = c?;
+            for b in c.iter() {
+                in_order &= *b == (pos % 251) as u8;
+                pos += 1;
+            }
+            sum = sum.wrapping_add(c.iter().map(|b| *b as u64).sum::<u64>());
+            count += c.len();
         }
-        sum = sum.wrapping_add(c.iter().map(|b| *b as u64).sum::<u64>());
-        count += c.len();
+        ensure!(
+            count == options.large_object_bytes && sum == hasher_in && in_order,
+            "large object must read back identical ({get:?})"
+        );
     }
-    ensure!(
-        count == options.large_object_bytes && sum == hasher_in && in_order,
-        "large object must read back identical"
-    );
     sink.delete(&large).await?;
 
     // Concurrent puts of different keys.

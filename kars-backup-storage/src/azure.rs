@@ -4,7 +4,9 @@
 //! `https://ACCOUNT.blob.core.windows.net/container/prefix`, with optional query parameters
 //! `account=…`, `endpoint=…` (a blob service URL), `allow_http=true` and `emulator=true` (Azurite:
 //! its well-known development account; endpoint `http://127.0.0.1:10000/devstoreaccount1` unless
-//! given, or `AZURITE_BLOB_STORAGE_URL`). Credentials come from the standard environment
+//! given, or `AZURITE_BLOB_STORAGE_URL`), and the [`TransferOptions`] keys
+//! (`upload_part_size`, `upload_concurrency`, `download_part_size`, `download_concurrency`).
+//! Credentials come from the standard environment
 //! variables read by object_store: `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
 //! `AZURE_STORAGE_SAS_KEY`, `AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`/`AZURE_TENANT_ID`, workload
 //! and managed identity. Credentials never go in the URL.
@@ -17,6 +19,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 use crate::retry::default_retry;
+use crate::transfer::TransferOptions;
 
 /// Azurite's documented development account (public, the same in every installation).
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -43,6 +46,7 @@ pub struct AzureBuilder {
     retry: Option<object_store::RetryConfig>,
     part_size: Option<usize>,
     max_concurrency: Option<usize>,
+    transfer: TransferOptions,
 }
 
 impl fmt::Debug for AzureBuilder {
@@ -54,6 +58,7 @@ impl fmt::Debug for AzureBuilder {
             .field("endpoint", &self.endpoint)
             .field("emulator", &self.emulator)
             .field("access_key", &self.access_key.as_ref().map(|_| "***"))
+            .field("transfer", &self.transfer)
             .finish_non_exhaustive()
     }
 }
@@ -118,9 +123,12 @@ impl AzureBuilder {
                 "allow_http" => self.allow_http = Some(crate::url::parse_bool(&k, &v)?),
                 "emulator" | "use_emulator" => self.emulator = crate::url::parse_bool(&k, &v)?,
                 other => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown parameter {other:?} in an Azure URL; known: account, endpoint, allow_http, emulator (credentials come from AZURE_STORAGE_ACCOUNT_KEY and friends)"
-                    )));
+                    if !self.transfer.set_from_query(other, &v)? {
+                        return Err(Error::InvalidInput(format!(
+                            "unknown parameter {other:?} in an Azure URL; known: account, endpoint, allow_http, emulator, {} (credentials come from AZURE_STORAGE_ACCOUNT_KEY and friends)",
+                            crate::transfer::QUERY_KEYS.join(", ")
+                        )));
+                    }
                 }
             }
         }
@@ -182,6 +190,13 @@ impl AzureBuilder {
         self
     }
 
+    /// Part sizes and concurrency of uploads and ranged downloads; options set here win over
+    /// the URL's and over [`Self::with_part_size`]/[`Self::with_max_concurrency`].
+    pub fn with_transfer(mut self, transfer: TransferOptions) -> Self {
+        self.transfer = transfer.or(self.transfer);
+        self
+    }
+
     /// Builds the sink. No request is made.
     ///
     /// # Errors
@@ -225,6 +240,7 @@ impl AzureBuilder {
             .map(|s| {
                 s.with_part_size(self.part_size.unwrap_or(DEFAULT_PART_SIZE))
                     .with_max_concurrency(self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY))
+                    .with_transfer(self.transfer)
             })
     }
 }

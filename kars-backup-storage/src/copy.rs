@@ -4,7 +4,6 @@ use futures::StreamExt;
 use kars_backup_core::sink::GetOptions;
 use kars_backup_core::{BackupEntry, EntryKind, Error, PlaintextPolicy, Repository, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// What [`copy_backup`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -96,17 +95,20 @@ pub async fn copy_backup(
     let result: Result<(String, u64)> = async {
         let mut stream = from
             .sink()
-            .get(&name.to_string(), GetOptions::default())
+            .get(
+                &name.to_string(),
+                GetOptions::default().with_size_hint(manifest.archive.size_bytes),
+            )
             .await?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        // Hashing on its own thread overlaps with receiving and writing.
+        let mut hasher = kars_backup_core::pipeline::BackgroundHasher::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            hasher.update(chunk.clone()).await?;
             upload.put_part(chunk).await?;
         }
-        Ok((hex::encode(hasher.finalize()), size))
+        let digest = hasher.finish().await?;
+        Ok((digest.sha256, digest.size))
     }
     .await;
     match result {
@@ -143,6 +145,7 @@ mod tests {
     use bytes::Bytes;
     use kars_backup_core::SinkExt;
     use kars_backup_core::testing::InMemorySink;
+    use sha2::{Digest, Sha256};
 
     async fn committed(repo: &Repository) -> BackupEntry {
         // A tiny committed backup written through the repository's commit protocol.

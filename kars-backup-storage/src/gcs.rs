@@ -4,7 +4,9 @@
 //! offline implements, so it could not be tested for real; this sink is tested in CI against
 //! fake-gcs-server (see `scripts/services.sh`).
 //!
-//! URL: `gs://bucket/prefix`, optional `?endpoint=http://host:port`. Without an endpoint,
+//! URL: `gs://bucket/prefix`, optional `?endpoint=http://host:port`, `upload_part_size=…` (the
+//! resumable-upload chunk), `download_part_size=…` and `download_concurrency=…` (parallel ranged
+//! downloads, see [`TransferOptions`]). Without an endpoint,
 //! `STORAGE_EMULATOR_HOST` (the variable Google's own libraries read, e.g.
 //! `http://127.0.0.1:4443`) selects an emulator, anonymously; otherwise credentials come from
 //! Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, the gcloud user
@@ -37,6 +39,8 @@ use kars_backup_core::sink::{GetOptions, PutOptions, validate_key};
 use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload};
 use tokio::sync::OnceCell;
 
+use crate::transfer::TransferOptions;
+
 /// Size of one resumable-upload chunk (a multiple of 256 KiB, as the API requires).
 pub const CHUNK_SIZE: usize = 8 * 1024 * 1024;
 const RETRIES: u32 = 5;
@@ -58,6 +62,7 @@ pub struct GcsBuilder {
     prefix: String,
     endpoint: Option<String>,
     chunk_size: Option<usize>,
+    transfer: TransferOptions,
 }
 
 impl GcsBuilder {
@@ -80,12 +85,16 @@ impl GcsBuilder {
             match k.as_str() {
                 "endpoint" => b.endpoint = Some(v),
                 other => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown parameter {other:?} in a gs:// URL; known: endpoint (or set STORAGE_EMULATOR_HOST; credentials come from GOOGLE_APPLICATION_CREDENTIALS)"
-                    )));
+                    if !b.transfer.set_from_query(other, &v)? {
+                        return Err(Error::InvalidInput(format!(
+                            "unknown parameter {other:?} in a gs:// URL; known: endpoint, {} (or set STORAGE_EMULATOR_HOST; credentials come from GOOGLE_APPLICATION_CREDENTIALS)",
+                            crate::transfer::QUERY_KEYS.join(", ")
+                        )));
+                    }
                 }
             }
         }
+        b.check_transfer()?;
         Ok(b)
     }
 
@@ -106,6 +115,32 @@ impl GcsBuilder {
         let q = 256 * 1024;
         self.chunk_size = Some(bytes.max(1).div_ceil(q) * q);
         self
+    }
+
+    /// Part sizes and concurrency: `upload_part_size` is the resumable-upload chunk (rounded up to
+    /// 256 KiB), the download options choose parallel ranged downloads; a resumable upload sends
+    /// one chunk at a time, so `upload_concurrency` is refused. Options set here win over the URL's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an upload concurrency.
+    pub fn with_transfer(mut self, transfer: TransferOptions) -> Result<Self> {
+        self.transfer = transfer.or(self.transfer);
+        self.check_transfer()?;
+        Ok(self)
+    }
+
+    fn check_transfer(&mut self) -> Result<()> {
+        if self.transfer.upload_concurrency.is_some_and(|n| n != 1) {
+            return Err(Error::InvalidInput(
+                "upload_concurrency does not apply to gs:// destinations: a resumable upload sends one chunk at a time".into(),
+            ));
+        }
+        if let Some(p) = self.transfer.upload_part_size {
+            let q = 256 * 1024;
+            let bytes = usize::try_from(p.bytes()).unwrap_or(usize::MAX);
+            self.chunk_size = Some(bytes.max(1).div_ceil(q) * q);
+        }
+        Ok(())
     }
 
     /// Builds the sink. No request is made; credentials are loaded by the first operation.
@@ -141,6 +176,7 @@ impl GcsBuilder {
                 endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
                 description,
                 chunk_size: self.chunk_size.unwrap_or(CHUNK_SIZE),
+                transfer: self.transfer,
                 client: OnceCell::new(),
             }),
         })
@@ -159,6 +195,7 @@ struct Inner {
     endpoint: Option<String>,
     description: String,
     chunk_size: usize,
+    transfer: TransferOptions,
     client: OnceCell<Client>,
 }
 
@@ -502,6 +539,11 @@ impl BackupSink for GcsSink {
 
     async fn get(&self, key: &str, options: GetOptions) -> Result<ByteStream> {
         let object = self.object(key)?;
+        let this: kars_backup_core::DynBackupSink = Arc::new(self.clone());
+        let transfer = self.inner.transfer;
+        if let Some(s) = crate::ranged::get_in_parts(this, key, &options, &transfer).await? {
+            return Ok(s);
+        }
         let client = self.client().await?;
         let req = GetObjectRequest {
             bucket: self.inner.bucket.clone(),

@@ -9,6 +9,8 @@
 //! - [`gcs::GcsSink`] (feature `gcs`): Google Cloud Storage over the JSON API, `gs://bucket/prefix`.
 //! - [`git_lfs::GitLfsSink`] (feature `git-lfs`): a git repository with LFS tracking, pushed to a
 //!   remote, `git+file:///srv/backups.git`.
+//! - [`TransferOptions`]: part sizes and concurrency of uploads and of parallel ranged downloads
+//!   ([`ranged`]), per destination, from the URL's query or the configuration file.
 //! - [`copy_backup`]: copies a committed backup between destinations, checksum-verified,
 //!   manifest last.
 //! - [`sink_from_url`]: turns a destination URL into a [`kars_backup_core::DynBackupSink`].
@@ -16,10 +18,14 @@
 //! | feature | destinations | URL |
 //! |---|---|---|
 //! | (always) | local directory | `file:///dir`, `/dir` |
-//! | `s3` | Amazon S3, MinIO, Ceph, moto | `s3://bucket/prefix?endpoint=…&region=…&allow_http=true` |
+//! | `s3` | Amazon S3, MinIO, Ceph, moto, SeaweedFS | `s3://bucket/prefix?endpoint=…&region=…&allow_http=true` |
 //! | `azure` | Azure Blob Storage, Azurite | `az://container/prefix?account=…&emulator=true`, `https://ACCOUNT.blob.core.windows.net/container/prefix` |
 //! | `gcs` | Google Cloud Storage, fake-gcs-server | `gs://bucket/prefix?endpoint=…` (or `STORAGE_EMULATOR_HOST`) |
 //! | `git-lfs` | a git remote with Git LFS | `git+file:///srv/backups.git?branch=main&path=kars` |
+//!
+//! Every object-store URL also takes the [`TransferOptions`] as query parameters:
+//! `upload_part_size`, `upload_concurrency`, `download_part_size`, `download_concurrency`
+//! (e.g. `s3://b/p?download_part_size=16MiB&download_concurrency=4`).
 //!
 //! Credentials come from each cloud's standard environment variables, never from the URL, and
 //! never appear in [`kars_backup_core::BackupSink::describe`] or in errors.
@@ -42,18 +48,22 @@ pub mod git_lfs;
 pub mod local;
 #[cfg(feature = "object-store")]
 mod object_store_sink;
+pub mod ranged;
 #[cfg(any(feature = "s3", feature = "azure"))]
 mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod transfer;
 mod url;
 
 pub use copy::{CopyOptions, CopyReport, copy_backup};
 pub use local::LocalSink;
 #[cfg(feature = "object-store")]
 pub use object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
+pub use ranged::RangedSink;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub use retry::default_retry;
+pub use transfer::{ByteSize, RangedPlan, TransferOptions};
 pub use url::{Destination, redact, sink_from_url};
 
 /// object_store, re-exported for users of [`ObjectStoreSink`].

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use kars_backup_core::sink::validate_key;
 use kars_backup_core::sink::{GetOptions, PutOptions};
 use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Name prefix of the temporary files of unfinished uploads; never listed.
 pub const TEMP_PREFIX: &str = ".kars-tmp-";
@@ -119,9 +119,19 @@ fn unique_suffix() -> String {
     )
 }
 
+/// Bytes gathered before one write to disk: one blocking call per batch, not per chunk.
+const WRITE_BATCH: usize = 4 * 1024 * 1024;
+
+/// An upload into a temporary file: chunks are gathered into batches, each written on a blocking
+/// thread while the next one gathers (so at most two batches are held), then fsync and rename.
 #[derive(Debug)]
 struct LocalUpload {
-    file: Option<tokio::fs::File>,
+    /// The file, while no write is in flight.
+    file: Option<std::fs::File>,
+    /// The write in flight; it hands the file back.
+    writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
     temp: PathBuf,
     target: PathBuf,
     size: u64,
@@ -130,18 +140,41 @@ struct LocalUpload {
 }
 
 impl LocalUpload {
-    async fn finish(&mut self) -> Result<ObjectMeta> {
-        let mut file = self
-            .file
+    /// The file, once the write in flight (if any) has finished.
+    async fn take_file(&mut self) -> Result<std::fs::File> {
+        if let Some(h) = self.writing.take() {
+            return h
+                .await
+                .map_err(|e| Error::generic("local", e))?
+                .map_err(|e| Error::io("write", &self.temp, e));
+        }
+        self.file
             .take()
-            .ok_or_else(|| Error::generic("local", "upload already finished"))?;
-        file.flush()
+            .ok_or_else(|| Error::generic("local", "upload already finished"))
+    }
+
+    /// Starts writing the gathered chunks.
+    async fn write_pending(&mut self) -> Result<()> {
+        use std::io::Write;
+        let mut file = self.take_file().await?;
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            for b in &batch {
+                file.write_all(b)?;
+            }
+            Ok(file)
+        }));
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<ObjectMeta> {
+        self.write_pending().await?;
+        let file = self.take_file().await?;
+        tokio::task::spawn_blocking(move || file.sync_all())
             .await
-            .map_err(|e| Error::io("write", &self.temp, e))?;
-        file.sync_all()
-            .await
+            .map_err(|e| Error::generic("local", e))?
             .map_err(|e| Error::io("sync", &self.temp, e))?;
-        drop(file);
         if self.if_not_exists && tokio::fs::try_exists(&self.target).await.unwrap_or(false) {
             return Err(Error::AlreadyExists {
                 what: self.target.display().to_string(),
@@ -169,7 +202,8 @@ async fn sync_dir(dir: &Path) {
 
 impl Drop for LocalUpload {
     fn drop(&mut self) {
-        if self.file.is_some() || self.temp.exists() {
+        // A write still in flight goes to the unlinked file and is discarded with it.
+        if self.temp.exists() {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
@@ -178,14 +212,15 @@ impl Drop for LocalUpload {
 #[async_trait]
 impl Upload for LocalUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<()> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| Error::generic("local", "upload already finished"))?;
-        file.write_all(&data)
-            .await
-            .map_err(|e| Error::io("write", &self.temp, e))?;
+        if self.file.is_none() && self.writing.is_none() {
+            return Err(Error::generic("local", "upload already finished"));
+        }
         self.size += data.len() as u64;
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= WRITE_BATCH {
+            self.write_pending().await?;
+        }
         Ok(())
     }
 
@@ -198,7 +233,8 @@ impl Upload for LocalUpload {
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.file = None;
+        self.pending.clear();
+        let _ = self.take_file().await;
         match tokio::fs::remove_file(&self.temp).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -237,7 +273,10 @@ impl BackupSink for LocalSink {
             .await
             .map_err(|e| Error::io("create", &temp, e))?;
         Ok(Box::new(LocalUpload {
-            file: Some(file),
+            file: Some(file.into_std().await),
+            writing: None,
+            pending: Vec::new(),
+            pending_len: 0,
             temp,
             target,
             size: 0,

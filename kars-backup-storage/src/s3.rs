@@ -1,7 +1,9 @@
 //! Amazon S3 and S3-compatible stores (MinIO, Ceph, moto, …) through object_store.
 //!
 //! URL: `s3://bucket/prefix`, with optional query parameters `endpoint=http://host:port`,
-//! `region=…`, `allow_http=true`, `path_style=true|false`. Everything else comes from the standard
+//! `region=…`, `allow_http=true`, `path_style=true|false`, and the [`TransferOptions`] keys
+//! (`upload_part_size`, `upload_concurrency`, `download_part_size`, `download_concurrency`).
+//! Everything else comes from the standard
 //! environment variables read by object_store: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
 //! `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, and instance/web-identity credentials when no key is set.
@@ -15,6 +17,10 @@ use object_store::aws::AmazonS3Builder;
 
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 use crate::retry::default_retry;
+use crate::transfer::TransferOptions;
+
+/// S3's smallest part of a multipart upload (all but the last).
+const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Builds an [`ObjectStoreSink`] for an S3 bucket.
 ///
@@ -40,6 +46,7 @@ pub struct S3Builder {
     retry: Option<object_store::RetryConfig>,
     part_size: Option<usize>,
     max_concurrency: Option<usize>,
+    transfer: TransferOptions,
 }
 
 impl fmt::Debug for S3Builder {
@@ -50,6 +57,7 @@ impl fmt::Debug for S3Builder {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .field("transfer", &self.transfer)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +71,8 @@ impl S3Builder {
         }
     }
 
-    /// Parses `s3://bucket/prefix?endpoint=…&region=…&allow_http=…&path_style=…`.
+    /// Parses `s3://bucket/prefix?endpoint=…&region=…&allow_http=…&path_style=…` (and the
+    /// [`TransferOptions`] keys).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for another scheme, a missing bucket or an unknown parameter.
@@ -77,9 +86,12 @@ impl S3Builder {
                 "allow_http" => b.allow_http = Some(crate::url::parse_bool(&k, &v)?),
                 "path_style" => b.path_style = Some(crate::url::parse_bool(&k, &v)?),
                 other => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown parameter {other:?} in an s3:// URL; known: endpoint, region, allow_http, path_style (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-                    )));
+                    if !b.transfer.set_from_query(other, &v)? {
+                        return Err(Error::InvalidInput(format!(
+                            "unknown parameter {other:?} in an s3:// URL; known: endpoint, region, allow_http, path_style, {} (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+                            crate::transfer::QUERY_KEYS.join(", ")
+                        )));
+                    }
                 }
             }
         }
@@ -135,13 +147,20 @@ impl S3Builder {
 
     /// Multipart part size (default 8 MiB, at least 5 MiB).
     pub fn with_part_size(mut self, bytes: usize) -> Self {
-        self.part_size = Some(bytes.max(5 * 1024 * 1024));
+        self.part_size = Some(bytes.max(MIN_S3_PART_SIZE));
         self
     }
 
     /// Parts in flight per upload (default 4).
     pub fn with_max_concurrency(mut self, parts: usize) -> Self {
         self.max_concurrency = Some(parts);
+        self
+    }
+
+    /// Part sizes and concurrency of uploads and ranged downloads; options set here win over
+    /// the URL's and over [`Self::with_part_size`]/[`Self::with_max_concurrency`].
+    pub fn with_transfer(mut self, transfer: TransferOptions) -> Self {
+        self.transfer = transfer.or(self.transfer);
         self
     }
 
@@ -170,11 +189,48 @@ impl S3Builder {
         let store = b.build().map_err(|e| {
             Error::InvalidInput(format!("S3 destination s3://{}: {e}", self.bucket))
         })?;
+        let part_size = self
+            .transfer
+            .upload_part_size
+            .map(|p| usize::try_from(p.bytes()).unwrap_or(usize::MAX))
+            .or(self.part_size)
+            .unwrap_or(DEFAULT_PART_SIZE)
+            .max(MIN_S3_PART_SIZE);
+        let concurrency = self
+            .transfer
+            .upload_concurrency
+            .or(self.max_concurrency)
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY);
         ObjectStoreSink::new(Arc::new(store), format!("s3://{}", self.bucket))?
             .with_prefix(&self.prefix)
             .map(|s| {
-                s.with_part_size(self.part_size.unwrap_or(DEFAULT_PART_SIZE))
-                    .with_max_concurrency(self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY))
+                s.with_transfer(self.transfer)
+                    .with_part_size(part_size)
+                    .with_max_concurrency(concurrency)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_options_come_from_the_url_the_last_one_winning() {
+        let b = S3Builder::from_url(
+            "s3://b/p?download_concurrency=2&upload_part_size=16MiB&download_concurrency=6",
+        )
+        .unwrap();
+        assert_eq!(b.transfer.download_concurrency, Some(6));
+        let sink = b.with_credentials("k", "s").build().unwrap();
+        assert_eq!(sink.transfer().download_concurrency, Some(6));
+        let e = S3Builder::from_url("s3://b/p?download_concurrency=0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("download-concurrency"), "{e}");
+        let e = S3Builder::from_url("s3://b/p?streams=4")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("download_concurrency"), "{e}");
     }
 }

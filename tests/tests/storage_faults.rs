@@ -50,6 +50,49 @@ fn s3_env() -> Option<(String, String)> {
     ))
 }
 
+/// Restores `entry` into the SQLite file `db` (confirmed, default checks).
+async fn restore_into(
+    repo: &Repository,
+    entry: &kars_backup_core::BackupEntry,
+    db: &std::path::Path,
+) -> kars_backup_core::Result<kars_backup_core::RestoreReport> {
+    let options = RestoreOptions {
+        confirmed: true,
+        ..Default::default()
+    };
+    let target = SqliteSource::new(db);
+    restore(
+        repo,
+        entry,
+        &target,
+        &options,
+        kars_backup_core::progress::no_progress(),
+    )
+    .await
+}
+
+/// `dir` holds the live `assets.db` (and its journal files), nothing a restore staged.
+fn assert_no_staging_left(dir: &std::path::Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "assets.db" && !n.starts_with("assets.db-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging files left: {leftovers:?}");
+}
+
+/// A sink on the S3 emulator under `prefix`.
+fn moto_s3(endpoint: &str, bucket: &str, prefix: &str) -> kars_backup_storage::ObjectStoreSink {
+    kars_backup_storage::s3::S3Builder::new(bucket)
+        .with_prefix(prefix)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_credentials("test", "test")
+        .build()
+        .unwrap()
+}
+
 fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
@@ -72,14 +115,7 @@ async fn s3_upload_failing_mid_way_leaves_nothing() {
     let db = dir.path().join("assets.db");
     make_db(&db, 20);
     let prefix = format!("fault-{}", kars_backup_core::new_run_id());
-    let s3 = kars_backup_storage::s3::S3Builder::new(&bucket)
-        .with_prefix(&prefix)
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_credentials("test", "test")
-        .build()
-        .unwrap();
+    let s3 = moto_s3(&endpoint, &bucket, &prefix);
     let faulty = FaultySink::new(Arc::new(s3.clone())).fail(Op::PutPart, 12);
     let repo = Repository::new(Arc::new(faulty.clone()));
     let err = BackupJob::new(
@@ -187,25 +223,106 @@ async fn a_download_failing_mid_restore_leaves_the_live_database_untouched() {
     let repo = Repository::new(Arc::new(faulty.clone()));
     let entry = repo.find(&report.manifest.name).await.unwrap();
     assert_eq!(entry.kind, EntryKind::Committed);
-    let err = restore(
-        &repo,
-        &entry,
-        &SqliteSource::new(&db),
-        &RestoreOptions {
-            confirmed: true,
-            ..Default::default()
-        },
-        kars_backup_core::progress::no_progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&repo, &entry, &db).await.unwrap_err();
     assert!(faulty.count(Op::GetChunk) >= 3, "the fault was reached");
     assert!(!err.to_string().is_empty());
     assert_eq!(sha(&db), before, "the live database must be untouched");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    assert_no_staging_left(dir.path());
+}
+
+/// A backup of a ~12 MB database committed to S3, read back through `RangedSink` over a
+/// `FaultySink` (1 MiB parts, 4 at a time), so faults hit single ranged requests.
+async fn s3_backup_for_ranged_restore(
+    dir: &std::path::Path,
+) -> Option<(
+    kars_backup_storage::ObjectStoreSink,
+    kars_backup_core::Manifest,
+)> {
+    let (endpoint, bucket) = s3_env()?;
+    let db = dir.join("assets.db");
+    make_db(&db, 12);
+    let prefix = format!("ranged-{}", kars_backup_core::new_run_id());
+    let s3 = moto_s3(&endpoint, &bucket, &prefix);
+    let report = BackupJob::new(
+        Arc::new(SqliteSource::new(&db)),
+        vec![Repository::new(Arc::new(s3.clone()))],
+        BackupOptions {
+            compression: kars_backup_core::Compression::None,
+            ..Default::default()
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    assert!(report.manifest.archive.size_bytes > 8 << 20);
+    Some((s3, report.manifest))
+}
+
+fn ranged_over(faulty: &FaultySink) -> Repository {
+    let transfer = kars_backup_storage::TransferOptions {
+        download_part_size: Some(kars_backup_storage::ByteSize(1 << 20)),
+        download_concurrency: Some(4),
+        ..Default::default()
+    };
+    Repository::new(Arc::new(kars_backup_storage::RangedSink::new(
+        Arc::new(faulty.clone()),
+        transfer,
+    )))
+}
+
+/// Ranged parts of a restore from S3 that fail mid-way are asked for again, and the restore
+/// succeeds with the backed-up data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_ranged_restore_retries_parts_that_fail_mid_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((s3, manifest)) = s3_backup_for_ranged_restore(dir.path()).await else {
+        return;
+    };
+    // Chunk 1 is the manifest read by `find`; the others are ranged parts' bytes.
+    let faulty = FaultySink::new(Arc::new(s3))
+        .fail(Op::GetChunk, 4)
+        .fail(Op::GetChunk, 30)
+        .fail(Op::GetChunk, 31);
+    let repo = ranged_over(&faulty);
+    let entry = repo.find(&manifest.name).await.unwrap();
+    let target = dir.path().join("restored.db");
+    restore_into(&repo, &entry, &target).await.unwrap();
+    let parts = manifest.archive.size_bytes.div_ceil(1 << 20) as usize;
+    assert_eq!(
+        faulty.count(Op::Get),
+        1 + parts + 3,
+        "the manifest, each part once, and one more request per failure"
+    );
+    let count: i64 = rusqlite::Connection::open(&target)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "assets.db" && !n.starts_with("assets.db-"))
-        .collect();
-    assert!(leftovers.is_empty(), "no staging files left: {leftovers:?}");
+        .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 12 * 16);
+}
+
+/// A ranged part that keeps failing fails the restore before the live database is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_ranged_restore_failing_for_good_leaves_the_live_database_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((s3, manifest)) = s3_backup_for_ranged_restore(dir.path()).await else {
+        return;
+    };
+    let db = dir.path().join("assets.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DELETE FROM blobs WHERE id % 2 = 0; VACUUM;")
+        .unwrap();
+    let before = sha(&db);
+    // From the archive's 6th ranged request on, every request fails.
+    let mut faulty = FaultySink::new(Arc::new(s3));
+    for n in 7..200 {
+        faulty = faulty.fail(Op::Get, n);
+    }
+    let repo = ranged_over(&faulty);
+    let entry = repo.find(&manifest.name).await.unwrap();
+    let err = restore_into(&repo, &entry, &db).await.unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert!(faulty.count(Op::Get) >= 7, "the faults were reached");
+    assert_eq!(sha(&db), before, "the live database must be untouched");
+    assert_no_staging_left(dir.path());
 }

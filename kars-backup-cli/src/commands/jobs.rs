@@ -135,7 +135,7 @@ pub(crate) fn spec_from_config(job: &JobConfig) -> anyhow::Result<JobSpec> {
         .enumerate()
         .map(|(i, d)| {
             Ok(DestinationSpec {
-                url: d.url.expose().to_string(),
+                url: d.sink_url()?,
                 placement: kars_backup_storage::Destination::parse(d.url.expose())?.placement(),
                 tiers: d.tiers.clone(),
                 prune: job.retention_for(i),
@@ -386,8 +386,8 @@ fn reading(
         from: job
             .destinations
             .iter()
-            .map(|d| d.url.expose().to_string())
-            .collect(),
+            .map(|d| d.sink_url())
+            .collect::<Result<_, _>>()?,
         decrypt: d,
         verify: job.verify.clone(),
     })
