@@ -123,7 +123,12 @@ fn bad_destination_url_is_placed() {
 
 #[test]
 fn destination_transfer_options_go_into_the_sink_url() {
+    // An off-site destination needs encryption or the explicit opt-out (issue 19).
     let text = GOOD.replace(
+        "source = \"sqlite:///app/data/assets.db\"",
+        "source = \"sqlite:///app/data/assets.db\"\nencryption = \"none\"",
+    );
+    let text = text.replace(
         "url = \"/var/backups/kars\"",
         "url = \"s3://b/kars?region=eu-west-1&download_concurrency=2\"\n[job.destination.transfer]\ndownload-part-size = \"8MiB\"\ndownload-concurrency = 6",
     );

@@ -248,6 +248,8 @@ async fn s3_backup_for_ranged_restore(
         vec![Repository::new(Arc::new(s3.clone()))],
         BackupOptions {
             compression: kars_backup_core::Compression::None,
+            // A test bucket on the emulator: unencrypted on purpose (issue 19's opt-out).
+            plaintext: kars_backup_core::PlaintextPolicy::Anywhere,
             ..Default::default()
         },
     )
