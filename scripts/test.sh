@@ -22,7 +22,7 @@ if [[ -z "${KARS_TEST_S3_ENDPOINT:-}" ]]; then
 fi
 
 status=0
-cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-features --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
 # One closing line for the whole run: cargo prints one "test result" line per test binary.
 awk '/^test result: / { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -271,7 +271,19 @@ mod tests {
         )
         .unwrap();
         let target = canonical(&file);
-        let scan = scan(&|p| p == target.as_path());
+        // "ready" comes before the shell replaces itself with sleep: wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let scan = loop {
+            let scan = scan(&|p| p == target.as_path());
+            let execed = scan
+                .holders
+                .first()
+                .is_some_and(|h| h.command.starts_with("sleep"));
+            if execed || std::time::Instant::now() > deadline {
+                break scan;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(scan.supported);
