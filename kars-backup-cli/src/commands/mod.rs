@@ -7,7 +7,6 @@ mod daemon;
 mod demo;
 mod drill;
 mod inspect;
-mod jobs;
 mod key;
 mod list;
 mod prune;
@@ -23,6 +22,27 @@ use crate::args::Command;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
+
+/// The config job `--config FILE [--job NAME]` names (the file's only job without `--job`);
+/// `None` without `--config`.
+pub(crate) fn config_job(
+    arg: &crate::args::JobArg,
+) -> anyhow::Result<Option<kars_backup::job::Job>> {
+    let Some(path) = &arg.config else {
+        return Ok(None);
+    };
+    let config = kars_backup::job::load_config(path)?;
+    let job = kars_backup::job::one_job(&config, arg.job.as_deref())?;
+    Ok(Some(kars_backup::job::Job::from_config(job)?))
+}
+
+/// `--latest` or `--backup NAME`.
+pub(crate) fn pick(which: &crate::args::Which) -> kars_backup::core::recovery::Pick {
+    match &which.backup {
+        Some(name) => kars_backup::core::recovery::Pick::Named(name.clone()),
+        None => kars_backup::core::recovery::Pick::Latest,
+    }
+}
 
 /// Runs a subcommand; returns the exit code.
 pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {

@@ -1,66 +1,43 @@
 //! `kars-backup status`.
 
-use kars_backup_core::status::{DestinationStatus, check_keys};
-
-use super::jobs::StatusTarget;
+use kars_backup::core::status::DestinationStatus;
+use kars_backup::job::status::{self, StatusTarget};
 
 use crate::args::StatusArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now();
+    // The flags' destinations, or every destination of the config's jobs (with their keys),
+    // and the databases whose previous copies are listed: each --db, and each job's source.
+    let mut targets: Vec<StatusTarget> = Vec::new();
+    let mut databases = a.db.clone();
+    match &a.config {
+        Some(path) => {
+            let config = kars_backup::job::load_config(path)?;
+            let mut sources = Vec::new();
+            for job in kars_backup::job::select_jobs(&config, &a.job)? {
+                let job = kars_backup::job::Job::from_config(job)?;
+                targets.extend(job.status_targets(a.rpo, &a.decrypt));
+                sources.extend(job.source_url().map(str::to_string));
+            }
+            databases.extend(sources);
+        }
+        None => targets.extend(
+            a.from
+                .iter()
+                .map(|d| StatusTarget::new(d.clone(), a.rpo, a.decrypt.clone())),
+        ),
+    }
     let mut statuses = Vec::new();
-    // The flags' destinations, or every destination of the config's jobs (with their keys).
-    let targets: Vec<StatusTarget> = match &a.config {
-        Some(path) => super::jobs::freshness_targets(path, &a.job, a.rpo, &a.decrypt)?,
-        None => a
-            .from
-            .iter()
-            .map(|d| StatusTarget {
-                url: d.clone(),
-                rpo: a.rpo,
-                job: None,
-                keys: a.decrypt.clone(),
-            })
-            .collect(),
-    };
     let mut jobs = Vec::new();
     for target in &targets {
         jobs.push(target.job.clone());
-        let rpo = target.rpo;
-        let mut repo = resolve::repository(&target.url)?;
-        // Only with keys given (flags or the job's): do they open the newest backup?
-        let given = target.keys.any();
-        if given {
-            repo = repo.with_decryptor(target.keys.decryptor()?);
-        }
-        let listing = repo.list().await?;
-        let keys = match (given, listing.latest()) {
-            (true, Some(newest)) => Some(check_keys(&repo, newest).await?),
-            _ => None,
-        };
-        let drill = match kars_backup_core::drill::latest_report(&repo).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(destination = %repo.describe(), error = %e, "cannot read the last drill report");
-                None
-            }
-        };
-        statuses.push(
-            DestinationStatus::of(&repo.describe(), &listing, now, rpo)
-                .with_last_drill(drill.as_ref())
-                .with_keys(keys),
-        );
-    }
-    // The previous copies restores kept: of each --db, and of each job's source.
-    let mut databases = a.db.clone();
-    if let Some(path) = &a.config {
-        databases.extend(super::jobs::job_sources(path, &a.job)?);
+        statuses.push(status::check(target, now).await?);
     }
     let mut previous = Vec::new();
     for db in &databases {
-        let source = resolve::database(db)?;
-        previous.push((source.describe(), source.previous_copies().await?));
+        previous.push(status::previous_copies(db).await?);
     }
     // Losing the key loses the backups: a newest backup the keys cannot open is a failure.
     let keys_fail = statuses.iter().any(DestinationStatus::keys_fail);
@@ -73,7 +50,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     let drill_failed = statuses.iter().any(|s| {
         s.last_drill
             .as_ref()
-            .is_some_and(|d| d.outcome == kars_backup_core::drill::DrillOutcome::Failed)
+            .is_some_and(|d| d.outcome == kars_backup::core::drill::DrillOutcome::Failed)
     });
     if a.json {
         render::print_json(&serde_json::json!({
@@ -118,9 +95,9 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                     d.id,
                     d.at.format("%Y-%m-%d %H:%M:%S UTC"),
                     match d.outcome {
-                        kars_backup_core::drill::DrillOutcome::Passed => "PASSED",
-                        kars_backup_core::drill::DrillOutcome::TargetMissed => "TARGET MISSED",
-                        kars_backup_core::drill::DrillOutcome::Failed => "FAILED",
+                        kars_backup::core::drill::DrillOutcome::Passed => "PASSED",
+                        kars_backup::core::drill::DrillOutcome::TargetMissed => "TARGET MISSED",
+                        kars_backup::core::drill::DrillOutcome::Failed => "FAILED",
                     },
                     d.backup.as_deref().unwrap_or("none"),
                     objective(d.rto_secs, d.rto_met),
@@ -167,7 +144,7 @@ fn objective(secs: Option<f64>, met: bool) -> String {
     match secs {
         Some(s) => format!(
             "{} {}",
-            kars_backup_core::drill::human_secs(s),
+            kars_backup::core::drill::human_secs(s),
             if met { "met" } else { "MISSED" }
         ),
         None => "not measured".into(),
