@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kars_backup::config::LogFormat;
+use kars_backup::core::IntegrityLevel;
 use kars_backup::core::checks::CheckOptions;
+use kars_backup::core::retention::parse_duration;
 use kars_backup::core::settings::{HookOptions, RestoreSettings};
-use kars_backup::core::{Compression, IntegrityLevel};
 use kars_backup::encrypt::{DecryptOptions, EncryptOptions};
 use kars_backup::job::ScratchOptions;
 use kars_backup::postgres::{DumpOptions, PgRestoreOptions};
@@ -33,15 +35,6 @@ pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Readable lines.
-    Human,
-    /// One JSON object a line.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,25 +127,8 @@ pub(crate) struct BackupArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     pub(crate) job: Vec<String>,
 
-    /// Archive name prefix (default: asset-data).
-    #[arg(long)]
-    pub(crate) prefix: Option<String>,
-
-    /// Compression: gzip (default, level 6), gzip:LEVEL (1-12) or none.
-    #[arg(long, default_value = "gzip")]
-    pub(crate) compression: Compression,
-
-    /// Compression threads (default: all cores).
-    #[arg(long)]
-    pub(crate) threads: Option<usize>,
-
-    /// A version label of the application, stored in the manifest (e.g. `git describe`).
-    #[arg(long)]
-    pub(crate) label: Option<String>,
-
-    /// Host or container label stored in the manifest (default: KARS_BACKUP_HOST or the host name).
-    #[arg(long)]
-    pub(crate) host_label: Option<String>,
+    #[command(flatten)]
+    pub(crate) options: kars_backup::core::BackupOptions,
 
     /// Directory for the temporary snapshot file (default: the system temp directory).
     #[arg(long)]
@@ -162,20 +138,8 @@ pub(crate) struct BackupArgs {
     #[arg(long, value_enum, default_value_t = IntegrityLevel::Quick)]
     pub(crate) integrity: IntegrityLevel,
 
-    /// Route by storage tiers: `runbook` sends daily backups to local destinations only, weekly
-    /// ones to local and cloud, monthly and yearly ones to the cloud only (tags in the manifest).
-    #[arg(long, value_enum, default_value_t = Tiering::Off)]
-    pub(crate) tiering: Tiering,
-
-    /// Tiers local destinations keep (comma-separated: daily,weekly,monthly,yearly); turns
-    /// tiering on. Default with --tiering runbook: daily,weekly.
-    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
-    pub(crate) local_tiers: Option<Vec<kars_backup::core::Tier>>,
-
-    /// Tiers cloud destinations keep; turns tiering on. Default with --tiering runbook:
-    /// weekly,monthly,yearly.
-    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
-    pub(crate) cloud_tiers: Option<Vec<kars_backup::core::Tier>>,
+    #[command(flatten)]
+    pub(crate) tiers: kars_backup::core::TierOptions,
 
     /// After the backup, prune every destination that took it (policy: --policy; else, with
     /// --tiering, the tier policy of each destination; else the runbook's table).
@@ -185,10 +149,6 @@ pub(crate) struct BackupArgs {
     /// Retention policy of --prune (see `kars-backup prune --help`).
     #[arg(long, requires = "prune")]
     pub(crate) policy: Option<kars_backup::core::KeepRules>,
-
-    /// After the upload, read every copy back and check its SHA-256 against the manifest.
-    #[arg(long)]
-    pub(crate) verify_upload: bool,
 
     #[command(flatten)]
     pub(crate) encryption: EncryptOptions,
@@ -531,31 +491,6 @@ pub(crate) struct SimulateArgs {
     /// "Now" for the plan (RFC 3339); default: the current time.
     #[arg(long, value_name = "RFC3339")]
     pub(crate) now: Option<chrono::DateTime<chrono::FixedOffset>>,
-}
-
-fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    kars_backup::core::retention::parse_duration(s)
-}
-
-/// Storage tier routing of `backup`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Tiering {
-    /// Every destination takes every backup.
-    Off,
-    /// The runbook's table: daily local; weekly local and cloud; monthly and yearly cloud only.
-    Runbook,
-}
-
-impl BackupArgs {
-    /// The tier rules, if tiering is on: the runbook's, with `--local-tiers`/`--cloud-tiers`
-    /// replacing either side.
-    pub(crate) fn tier_rules(&self) -> Option<kars_backup::core::TierRules> {
-        kars_backup::core::TierRules::configured(
-            matches!(self.tiering, Tiering::Runbook),
-            self.local_tiers.as_deref(),
-            self.cloud_tiers.as_deref(),
-        )
-    }
 }
 
 /// `kars-backup config …`.

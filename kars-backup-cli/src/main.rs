@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use kars_backup::core::ErrorCategory;
 
-use crate::args::{Cli, Command, LogFormat};
+use kars_backup::config::LogFormat;
+
+use crate::args::{Cli, Command};
 
 /// Exit codes, documented in `--help` and the README.
 pub(crate) mod exit {
@@ -117,14 +119,9 @@ fn log_format(cli: &Cli, matches: &clap::ArgMatches) -> LogFormat {
         Command::Backup(a) => a.config.as_ref(),
         _ => None,
     };
-    match path
-        .and_then(|p| kars_backup::config::load(p).ok())
+    path.and_then(|p| kars_backup::config::load(p).ok())
         .and_then(|c| c.daemon.log_format)
-    {
-        Some(kars_backup::config::LogFormat::Json) => LogFormat::Json,
-        Some(kars_backup::config::LogFormat::Human) => LogFormat::Human,
-        None => cli.log_format,
-    }
+        .unwrap_or(cli.log_format)
 }
 
 /// The error and its causes on one line, leaving out causes already quoted by their parent.

@@ -51,10 +51,11 @@ use serde::Deserialize;
 
 pub use cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use kars_backup_core::Tiering;
 pub use model::{
     CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
     JobConfig, JobEncryption, LogFormat, NotifyConfig, PingConfig, QueryConfig, ScheduleConfig,
-    SecretUrl, Tiering, TokenUrl, VerifyConfig,
+    SecretUrl, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
 

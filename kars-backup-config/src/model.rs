@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use kars_backup_core::verify::{Expectation, TestQuery};
-use kars_backup_core::{Compression, IntegrityLevel, KeepRules, TableInfo, Tier, VerifyPlan};
+use kars_backup_core::{
+    Compression, IntegrityLevel, KeepRules, TableInfo, Tier, Tiering, VerifyPlan,
+};
 use serde::{Deserialize, Deserializer};
 
 /// A whole configuration file.
@@ -80,9 +82,10 @@ pub struct DaemonConfig {
     pub log_format: Option<LogFormat>,
 }
 
-/// Log format on stderr.
+/// Log format on stderr (`[daemon] log-format`, the `--log-format` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LogFormat {
     /// Readable lines.
     Human,
@@ -179,11 +182,16 @@ impl JobConfig {
     /// The tier rules, when tiering is on: the runbook's, with `local-tiers`/`cloud-tiers`
     /// replacing either side.
     pub fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
-        kars_backup_core::TierRules::configured(
-            self.tiering != Tiering::Off,
-            self.local_tiers.as_deref(),
-            self.cloud_tiers.as_deref(),
-        )
+        self.tier_options().rules()
+    }
+
+    /// The job's `tiering`, `local-tiers` and `cloud-tiers` (the `backup` flags' type).
+    pub fn tier_options(&self) -> kars_backup_core::TierOptions {
+        kars_backup_core::TierOptions {
+            tiering: self.tiering,
+            local_tiers: self.local_tiers.clone(),
+            cloud_tiers: self.cloud_tiers.clone(),
+        }
     }
 
     /// The job's `[job.encryption]` table, if it has one (not with `encryption = "none"`).
@@ -260,17 +268,6 @@ impl JobConfig {
         }
         None
     }
-}
-
-/// Storage-tier routing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Tiering {
-    /// Every destination takes every backup.
-    #[default]
-    Off,
-    /// The runbook's table.
-    Runbook,
 }
 
 /// `[[job.destination]]`: one place backups go.

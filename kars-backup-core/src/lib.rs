@@ -84,7 +84,7 @@ pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy,
     SnapshotInfo, StageContext, StagedRestore, TableInfo, engine_name,
 };
-pub use tier::{Placement, Tier, TierRules};
+pub use tier::{Placement, Tier, TierOptions, TierRules, Tiering};
 /// The token that interrupts a restore ([`RestoreOptions::cancel`]).
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};

@@ -32,6 +32,25 @@ impl BackupRun {
                 .all(|(_, r)| r.as_ref().is_ok_and(|r| r.errors.is_empty()))
     }
 
+    /// The run as one JSON document (what `kars-backup backup --json` prints): `ok`, `run_id`,
+    /// `backup`, `duration_secs`, `destinations`, `skipped_by_tier_rules`, `prune`, `manifest`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let report = &self.report;
+        serde_json::json!({
+            "ok": self.all_succeeded(),
+            "run_id": report.run_id,
+            "backup": report.manifest.name,
+            "duration_secs": report.duration.as_secs_f64(),
+            "destinations": report.destinations,
+            "skipped_by_tier_rules": self.skipped,
+            "prune": self.prunes.iter().map(|(d, r)| match r {
+                Ok(r) => serde_json::json!({ "destination": d, "report": r }),
+                Err(e) => serde_json::json!({ "destination": d, "error": e }),
+            }).collect::<Vec<_>>(),
+            "manifest": report.manifest,
+        })
+    }
+
     /// The first failed prune, as `prune of DEST failed: …`.
     pub fn prune_failure(&self) -> Option<String> {
         self.prunes.iter().find_map(|(dest, result)| {

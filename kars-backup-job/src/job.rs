@@ -197,6 +197,8 @@ impl Job {
                 notify: None,
                 schedule: None,
             },
+            tiers: kars_backup_core::TierOptions::default(),
+            prune_all: None,
         }
     }
 
@@ -294,6 +296,15 @@ impl Job {
             notify: job.notify.as_ref().map(|n| n.options()),
             schedule,
         })
+    }
+
+    /// The job `name` of the configuration file at `path` (its only job when `None`).
+    ///
+    /// # Errors
+    /// A file that does not load; an unknown name, or none in a file with several jobs.
+    pub fn from_file(path: &std::path::Path, name: Option<&str>) -> Result<Job> {
+        let config = crate::load_config(path)?;
+        Job::from_config(crate::one_job(&config, name)?)
     }
 
     /// The job's name.
@@ -398,6 +409,9 @@ impl Job {
 #[derive(Debug)]
 pub struct JobBuilder {
     job: Job,
+    tiers: kars_backup_core::TierOptions,
+    /// `Some(explicit policy)`: prune every destination after a backup.
+    prune_all: Option<Option<KeepRules>>,
 }
 
 impl JobBuilder {
@@ -438,6 +452,21 @@ impl JobBuilder {
     /// monthly and yearly in the cloud: [`TierRules::runbook`]).
     pub fn tier_rules(mut self, rules: TierRules) -> Self {
         self.job.tier_rules = Some(rules);
+        self
+    }
+
+    /// Storage tiers as given (`--tiering`, `--local-tiers`, `--cloud-tiers`).
+    pub fn tiers(mut self, tiers: kars_backup_core::TierOptions) -> Self {
+        self.job.tier_rules = tiers.rules();
+        self.tiers = tiers;
+        self
+    }
+
+    /// Prune every destination after each backup it takes (those without a policy of their
+    /// own): with `policy`, else (with tiers) the policy of the tiers its placement keeps, else
+    /// the runbook's table.
+    pub fn prune_all(mut self, policy: Option<KeepRules>) -> Self {
+        self.prune_all = Some(policy);
         self
     }
 
@@ -513,11 +542,18 @@ impl JobBuilder {
                 self.job.name
             )));
         }
-        Ok(self.job)
+        Ok(self.build_unchecked())
     }
 
     /// The job, also without destinations (a job that only looks at its database).
-    pub fn build_unchecked(self) -> Job {
+    pub fn build_unchecked(mut self) -> Job {
+        if let Some(explicit) = &self.prune_all {
+            for d in &mut self.job.destinations {
+                if d.retention.is_none() {
+                    d.retention = Some(self.tiers.prune_policy(explicit.as_ref(), d.placement));
+                }
+            }
+        }
         self.job
     }
 }

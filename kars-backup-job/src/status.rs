@@ -123,3 +123,86 @@ pub async fn previous_copies(url: &str) -> Result<(String, Vec<PreviousCopy>)> {
     let source = source_from_url(url)?;
     Ok((source.describe(), source.previous_copies().await?))
 }
+
+/// What `status` checks of a configuration: every destination of the selected jobs (see
+/// [`Job::status_targets`]) and each job's source (for its previous copies).
+///
+/// # Errors
+/// An unknown job name; a job that does not build.
+pub fn config_targets(
+    config: &kars_backup_config::Config,
+    names: &[String],
+    default_rpo: chrono::Duration,
+    keys: &DecryptOptions,
+) -> Result<(Vec<StatusTarget>, Vec<String>)> {
+    let mut targets = Vec::new();
+    let mut sources = Vec::new();
+    for job in crate::select_jobs(config, names)? {
+        let job = Job::from_config(job)?;
+        targets.extend(job.status_targets(default_rpo, keys));
+        sources.extend(job.source_url().map(str::to_string));
+    }
+    Ok((targets, sources))
+}
+
+/// The status of some destinations and databases.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// Each destination with the job it belongs to.
+    pub destinations: Vec<(Option<String>, DestinationStatus)>,
+    /// Each database (described) with the previous copies restores kept of it.
+    pub previous: Vec<(String, Vec<PreviousCopy>)>,
+}
+
+impl StatusReport {
+    /// Checks every target and lists the previous copies of every database, at `now`.
+    ///
+    /// # Errors
+    /// As [`check`] and [`previous_copies`].
+    pub async fn check(
+        targets: &[StatusTarget],
+        databases: &[String],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StatusReport> {
+        let mut destinations = Vec::new();
+        for target in targets {
+            destinations.push((target.job.clone(), check(target, now).await?));
+        }
+        let mut previous = Vec::new();
+        for db in databases {
+            previous.push(previous_copies(db).await?);
+        }
+        Ok(StatusReport {
+            destinations,
+            previous,
+        })
+    }
+
+    /// Every destination's newest backup is within its RPO.
+    pub fn all_fresh(&self) -> bool {
+        self.destinations.iter().all(|(_, s)| s.within_rpo)
+    }
+
+    /// Losing the key loses the backups: some destination's newest backup does not open with
+    /// the keys given.
+    pub fn keys_fail(&self) -> bool {
+        self.destinations.iter().any(|(_, s)| s.keys_fail())
+    }
+
+    /// A destination whose last drill failed may hold backups that do not restore.
+    pub fn drill_failed(&self) -> bool {
+        self.destinations.iter().any(|(_, s)| {
+            s.last_drill
+                .as_ref()
+                .is_some_and(|d| d.outcome == kars_backup_core::drill::DrillOutcome::Failed)
+        })
+    }
+
+    /// The newest drill across the destinations.
+    pub fn last_drill(&self) -> Option<&kars_backup_core::drill::DrillSummary> {
+        self.destinations
+            .iter()
+            .filter_map(|(_, s)| s.last_drill.as_ref())
+            .max_by_key(|d| d.at)
+    }
+}

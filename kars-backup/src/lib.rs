@@ -51,7 +51,7 @@ pub use kars_backup_sqlite as sqlite;
 #[cfg(feature = "storage")]
 pub use kars_backup_storage as storage;
 
-/// The README's Rust examples, compiled as doc tests so they stay true.
-#[cfg(doctest)]
+/// The README's Rust examples, compiled as doc tests so they stay true (they use the job layer).
+#[cfg(all(doctest, feature = "job"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;

@@ -1,7 +1,6 @@
 //! `kars-backup backup`: from flags, or the jobs of a configuration file (`--config`). Both
 //! build a [`Job`] and run its backup.
 
-use kars_backup::core::KeepRules;
 use kars_backup::job::{BackupRun, Destination, Job, SourceOptions};
 
 use crate::args::BackupArgs;
@@ -39,48 +38,28 @@ fn job_from_args(a: BackupArgs) -> anyhow::Result<Job> {
     let db = a.db.clone().ok_or_else(|| {
         UsageError("no database: give --db (or set DATABASE_URL), or --config FILE".into())
     })?;
-    let rules = a.tier_rules();
-    let mut builder = Job::builder("backup").source_url(
-        db,
-        SourceOptions {
-            integrity: a.integrity,
-            snapshot_dir: a.snapshot_dir.clone(),
-            postgres: a.pg.clone(),
-        },
-    );
+    let mut builder = Job::builder("backup")
+        .source_url(
+            db,
+            SourceOptions {
+                integrity: a.integrity,
+                snapshot_dir: a.snapshot_dir.clone(),
+                postgres: a.pg.clone(),
+            },
+        )
+        .options(a.options)
+        .tiers(a.tiers)
+        .encryption(kars_backup::job::Encryption {
+            options: a.encryption,
+            identity_file: None,
+        });
     for url in &a.to {
-        let mut dest = Destination::new(url.clone())?;
-        if a.prune {
-            // --policy, else the tier policy of its placement (with tiering), else the runbook's
-            let policy = match (&a.policy, &rules) {
-                (Some(p), _) => p.clone(),
-                (None, Some(rules)) => rules.policy_for(dest.placement),
-                (None, None) => KeepRules::runbook(),
-            };
-            dest = dest.with_retention(policy);
-        }
-        builder = builder.destination(dest);
+        builder = builder.destination(Destination::new(url.clone())?);
     }
-    if let Some(rules) = rules {
-        builder = builder.tier_rules(rules);
+    if a.prune {
+        builder = builder.prune_all(a.policy);
     }
-    let encryption = kars_backup::job::Encryption {
-        options: a.encryption.clone(),
-        identity_file: None,
-    };
-    Ok(builder
-        .encryption(encryption)
-        .options(kars_backup::core::BackupOptions {
-            name_prefix: a.prefix,
-            compression: a.compression,
-            threads: a.threads,
-            version_label: a.label,
-            host_label: a.host_label,
-            tiers: Vec::new(),
-            verify_upload: a.verify_upload,
-            plaintext: a.encryption.plaintext(),
-        })
-        .build()?)
+    Ok(builder.build()?)
 }
 
 /// `kars-backup backup --config FILE [--job NAME]`: each job once, now, with its lock, state,
@@ -113,7 +92,7 @@ async fn run_config(path: &std::path::Path, names: &[String], json: bool) -> any
                     print_run(&run, false)?;
                 }
                 print_plaintext_notice(&run);
-                let mut doc = run_json(&run);
+                let mut doc = run.to_json();
                 doc["job"] = serde_json::json!(name);
                 (code_of(&run), doc)
             }
@@ -156,28 +135,10 @@ fn print_plaintext_notice(run: &BackupRun) {
     }
 }
 
-/// The JSON document of a run.
-fn run_json(run: &BackupRun) -> serde_json::Value {
-    let report = &run.report;
-    serde_json::json!({
-        "ok": run.all_succeeded(),
-        "run_id": report.run_id,
-        "backup": report.manifest.name,
-        "duration_secs": report.duration.as_secs_f64(),
-        "destinations": report.destinations,
-        "skipped_by_tier_rules": run.skipped,
-        "prune": run.prunes.iter().map(|(d, r)| match r {
-            Ok(r) => serde_json::json!({ "destination": d, "report": r }),
-            Err(e) => serde_json::json!({ "destination": d, "error": e }),
-        }).collect::<Vec<_>>(),
-        "manifest": report.manifest,
-    })
-}
-
 /// Prints a run: one JSON document, or lines of text.
 fn print_run(run: &BackupRun, json: bool) -> anyhow::Result<()> {
     if json {
-        return render::print_json(&run_json(run));
+        return render::print_json(&run.to_json());
     }
     let report = &run.report;
     print!("Backup created: {}", render::manifest(&report.manifest));

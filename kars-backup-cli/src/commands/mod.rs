@@ -16,6 +16,8 @@ mod schedule;
 mod status;
 mod verify;
 
+use kars_backup::job::Job;
+
 use crate::args::Command;
 
 /// A usage error found by the CLI itself (exit code 2).
@@ -23,17 +25,13 @@ use crate::args::Command;
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
 
-/// The config job `--config FILE [--job NAME]` names (the file's only job without `--job`);
-/// `None` without `--config`.
-pub(crate) fn config_job(
-    arg: &crate::args::JobArg,
-) -> anyhow::Result<Option<kars_backup::job::Job>> {
-    let Some(path) = &arg.config else {
-        return Ok(None);
-    };
-    let config = kars_backup::job::load_config(path)?;
-    let job = kars_backup::job::one_job(&config, arg.job.as_deref())?;
-    Ok(Some(kars_backup::job::Job::from_config(job)?))
+/// The config job `--config FILE [--job NAME]` names (the file's only job without `--job`).
+pub(crate) fn config_job(arg: &crate::args::JobArg) -> anyhow::Result<Option<Job>> {
+    let job = arg
+        .config
+        .as_ref()
+        .map(|p| Job::from_file(p, arg.job.as_deref()));
+    Ok(job.transpose()?)
 }
 
 /// `--latest` or `--backup NAME`.

@@ -1,78 +1,55 @@
 //! `kars-backup status`.
 
-use kars_backup::core::status::DestinationStatus;
-use kars_backup::job::status::{self, StatusTarget};
+use kars_backup::job::status::{self, StatusReport, StatusTarget};
 
 use crate::args::StatusArgs;
 use crate::{exit, render};
 
 pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
-    let now = chrono::Utc::now();
-    // The flags' destinations, or every destination of the config's jobs (with their keys),
-    // and the databases whose previous copies are listed: each --db, and each job's source.
-    let mut targets: Vec<StatusTarget> = Vec::new();
-    let mut databases = a.db.clone();
-    match &a.config {
+    // The flags' destinations, or every destination of the config's jobs (with their keys);
+    // the previous copies of each --db, and of each job's source.
+    let (targets, mut databases) = match &a.config {
         Some(path) => {
             let config = kars_backup::job::load_config(path)?;
-            let mut sources = Vec::new();
-            for job in kars_backup::job::select_jobs(&config, &a.job)? {
-                let job = kars_backup::job::Job::from_config(job)?;
-                targets.extend(job.status_targets(a.rpo, &a.decrypt));
-                sources.extend(job.source_url().map(str::to_string));
-            }
-            databases.extend(sources);
+            status::config_targets(&config, &a.job, a.rpo, &a.decrypt)?
         }
-        None => targets.extend(
+        None => (
             a.from
                 .iter()
-                .map(|d| StatusTarget::new(d.clone(), a.rpo, a.decrypt.clone())),
+                .map(|d| StatusTarget::new(d.clone(), a.rpo, a.decrypt.clone()))
+                .collect(),
+            Vec::new(),
         ),
-    }
-    let mut statuses = Vec::new();
-    let mut jobs = Vec::new();
-    for target in &targets {
-        jobs.push(target.job.clone());
-        statuses.push(status::check(target, now).await?);
-    }
-    let mut previous = Vec::new();
-    for db in &databases {
-        previous.push(status::previous_copies(db).await?);
-    }
-    // Losing the key loses the backups: a newest backup the keys cannot open is a failure.
-    let keys_fail = statuses.iter().any(DestinationStatus::keys_fail);
-    let last_drill = statuses
-        .iter()
-        .filter_map(|s| s.last_drill.as_ref())
-        .max_by_key(|d| d.at);
-    let all_fresh = statuses.iter().all(|s| s.within_rpo);
-    // A destination whose last drill failed may hold backups that do not restore.
-    let drill_failed = statuses.iter().any(|s| {
-        s.last_drill
-            .as_ref()
-            .is_some_and(|d| d.outcome == kars_backup::core::drill::DrillOutcome::Failed)
-    });
+    };
+    databases.splice(0..0, a.db.iter().cloned());
+    let report = StatusReport::check(&targets, &databases, chrono::Utc::now()).await?;
+    let (all_fresh, drill_failed, keys_fail) = (
+        report.all_fresh(),
+        report.drill_failed(),
+        report.keys_fail(),
+    );
+    let previous = &report.previous;
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": all_fresh && !drill_failed && !keys_fail,
             "drill_failed": drill_failed,
             "keys_fail": keys_fail,
             "rpo_secs": a.rpo.num_seconds(),
-            "destinations": statuses.iter().zip(&jobs).map(|(s, job)| {
+            "destinations": report.destinations.iter().map(|(job, s)| {
                 let mut v = serde_json::json!(s);
                 if let Some(job) = job {
                     v["job"] = serde_json::json!(job);
                 }
                 v
             }).collect::<Vec<_>>(),
-            "last_drill": last_drill,
+            "last_drill": report.last_drill(),
             "previous_copies": previous.iter().map(|(target, copies)| serde_json::json!({
                 "target": target,
                 "copies": copies,
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        for (s, job) in statuses.iter().zip(&jobs) {
+        for (job, s) in &report.destinations {
             if let Some(job) = job {
                 print!("job {job}: ");
             }
@@ -114,7 +91,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 None => {}
             }
         }
-        for (target, copies) in &previous {
+        for (target, copies) in previous {
             if copies.is_empty() {
                 println!("{target}: no previous copies kept by restores");
             } else {
@@ -123,7 +100,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    for s in statuses.iter().filter(|s| s.keys_fail()) {
+    for (_, s) in report.destinations.iter().filter(|(_, s)| s.keys_fail()) {
         if let Some(k) = &s.keys {
             eprintln!(
                 "warning: {}: the newest backup {} cannot be decrypted with the keys given; without its key it cannot be restored ({})",
