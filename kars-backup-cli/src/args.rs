@@ -3,7 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kars_backup_core::{Compression, IntegrityLevel};
+use kars_backup::config::LogFormat;
+use kars_backup::core::IntegrityLevel;
+use kars_backup::core::checks::CheckOptions;
+use kars_backup::core::retention::parse_duration;
+use kars_backup::core::settings::{HookOptions, RestoreSettings};
+use kars_backup::encrypt::{DecryptOptions, EncryptOptions};
+use kars_backup::job::ScratchOptions;
+use kars_backup::postgres::{DumpOptions, PgRestoreOptions};
 
 /// Back up, list, verify and restore SQLite and PostgreSQL databases, safely.
 #[derive(Debug, Parser)]
@@ -28,15 +35,6 @@ pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub(crate) log_format: LogFormat,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Readable lines.
-    Human,
-    /// One JSON object a line.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,48 +127,19 @@ pub(crate) struct BackupArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     pub(crate) job: Vec<String>,
 
-    /// Archive name prefix (default: asset-data).
-    #[arg(long)]
-    pub(crate) prefix: Option<String>,
-
-    /// Compression: gzip (default, level 6), gzip:LEVEL (1-12) or none.
-    #[arg(long, default_value = "gzip")]
-    pub(crate) compression: Compression,
-
-    /// Compression threads (default: all cores).
-    #[arg(long)]
-    pub(crate) threads: Option<usize>,
-
-    /// A version label of the application, stored in the manifest (e.g. `git describe`).
-    #[arg(long)]
-    pub(crate) label: Option<String>,
-
-    /// Host or container label stored in the manifest (default: KARS_BACKUP_HOST or the host name).
-    #[arg(long)]
-    pub(crate) host_label: Option<String>,
+    #[command(flatten)]
+    pub(crate) options: kars_backup::core::BackupOptions,
 
     /// Directory for the temporary snapshot file (default: the system temp directory).
     #[arg(long)]
     pub(crate) snapshot_dir: Option<PathBuf>,
 
     /// Integrity check of the snapshot recorded in the manifest.
-    #[arg(long, value_enum, default_value_t = Integrity::Quick)]
-    pub(crate) integrity: Integrity,
+    #[arg(long, value_enum, default_value_t = IntegrityLevel::Quick)]
+    pub(crate) integrity: IntegrityLevel,
 
-    /// Route by storage tiers: `runbook` sends daily backups to local destinations only, weekly
-    /// ones to local and cloud, monthly and yearly ones to the cloud only (tags in the manifest).
-    #[arg(long, value_enum, default_value_t = Tiering::Off)]
-    pub(crate) tiering: Tiering,
-
-    /// Tiers local destinations keep (comma-separated: daily,weekly,monthly,yearly); turns
-    /// tiering on. Default with --tiering runbook: daily,weekly.
-    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
-    pub(crate) local_tiers: Option<Vec<kars_backup_core::Tier>>,
-
-    /// Tiers cloud destinations keep; turns tiering on. Default with --tiering runbook:
-    /// weekly,monthly,yearly.
-    #[arg(long, value_delimiter = ',', value_name = "TIERS")]
-    pub(crate) cloud_tiers: Option<Vec<kars_backup_core::Tier>>,
+    #[command(flatten)]
+    pub(crate) tiers: kars_backup::core::TierOptions,
 
     /// After the backup, prune every destination that took it (policy: --policy; else, with
     /// --tiering, the tier policy of each destination; else the runbook's table).
@@ -179,17 +148,13 @@ pub(crate) struct BackupArgs {
 
     /// Retention policy of --prune (see `kars-backup prune --help`).
     #[arg(long, requires = "prune")]
-    pub(crate) policy: Option<kars_backup_core::KeepRules>,
-
-    /// After the upload, read every copy back and check its SHA-256 against the manifest.
-    #[arg(long)]
-    pub(crate) verify_upload: bool,
+    pub(crate) policy: Option<kars_backup::core::KeepRules>,
 
     #[command(flatten)]
-    pub(crate) encryption: EncryptArgs,
+    pub(crate) encryption: EncryptOptions,
 
     #[command(flatten)]
-    pub(crate) pg: PgDumpArgs,
+    pub(crate) pg: DumpOptions,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -245,79 +210,24 @@ pub(crate) struct RestoreArgs {
     #[arg(long)]
     pub(crate) yes: bool,
 
-    /// Command that stops the application before the swap (run with `sh -c`).
-    #[arg(long, value_name = "CMD", help_heading = "Application")]
-    pub(crate) stop_cmd: Option<String>,
-
-    /// Command that starts the application after the swap (and after a rollback). It may leave
-    /// the application running in the background: the restore waits for the command to exit,
-    /// not for its output to close.
-    #[arg(long, value_name = "CMD", help_heading = "Application")]
-    pub(crate) start_cmd: Option<String>,
-
-    /// Health check after the start; exit 0 means healthy, else the restore is rolled back.
-    #[arg(long, value_name = "CMD", help_heading = "Application")]
-    pub(crate) health_cmd: Option<String>,
-
-    /// Failed health checks (after the start period) before rolling back [default: 5, or the
-    /// config's].
-    #[arg(long, value_name = "N", help_heading = "Application")]
-    pub(crate) health_attempts: Option<u32>,
-
-    /// Seconds between health-check attempts [default: 2].
-    #[arg(long, value_name = "SECS", help_heading = "Application")]
-    pub(crate) health_interval: Option<u64>,
-
-    /// Time after the start during which failed health checks do not count (the application is
-    /// still starting; Docker's start period), e.g. 30s [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
-    pub(crate) health_start_period: Option<u64>,
-
-    /// How long one health-check attempt may run before it counts as failed [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
-    pub(crate) health_timeout: Option<u64>,
-
-    /// How long the stop and start commands may run; past it their whole process group is
-    /// killed and the restore fails and rolls back [default: 5m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_seconds, help_heading = "Application")]
-    pub(crate) hook_timeout: Option<u64>,
-
-    /// Restore into a database that the application keeps open: the verified data is written
-    /// into it through the engine's own online mechanism (SQLite: the online backup API, the
-    /// application keeps its connections; PostgreSQL: with --mode in-place, one transaction its
-    /// sessions stay connected through). Without it, a target that other processes have open is
-    /// refused (exit 3).
-    #[arg(
-        long,
-        conflicts_with = "terminate_connections",
-        help_heading = "Application"
-    )]
-    pub(crate) live: bool,
-
-    /// PostgreSQL: end the application's sessions on the target database at the swap (it
-    /// reconnects to the restored database) instead of refusing.
-    #[arg(long, help_heading = "Application")]
-    pub(crate) terminate_connections: bool,
-
-    /// Previous copies of the target to keep after a successful restore, the one it just made
-    /// included (`<db>.pre-restore-<time>`, `<db>_pre_restore_<time>`,
-    /// `DATA_DIR/.kars-pre-restore-<time>/`); older ones are removed. 0 removes that one too once
-    /// the health check passed [default: 1].
-    #[arg(long, value_name = "N")]
-    pub(crate) keep_previous: Option<u32>,
+    #[command(flatten)]
+    pub(crate) hooks: HookOptions,
 
     #[command(flatten)]
-    pub(crate) decrypt: DecryptArgs,
+    pub(crate) settings: RestoreSettings,
 
     #[command(flatten)]
-    pub(crate) pg: PgRestoreArgs,
+    pub(crate) decrypt: DecryptOptions,
 
     #[command(flatten)]
-    pub(crate) checks: CheckArgs,
+    pub(crate) pg: PgRestoreOptions,
+
+    #[command(flatten)]
+    pub(crate) checks: CheckOptions,
 
     /// Integrity check of the staged copy before the swap.
-    #[arg(long, value_enum, default_value_t = Integrity::Standard)]
-    pub(crate) integrity: Integrity,
+    #[arg(long, value_enum, default_value_t = IntegrityLevel::Standard)]
+    pub(crate) integrity: IntegrityLevel,
 
     /// When the backup fails verification (checksum of every copy, integrity, row counts, test
     /// queries), try the next older committed backup; each attempt is reported. The live
@@ -365,8 +275,8 @@ pub(crate) struct RetryArgs {
 
 impl RetryArgs {
     /// The library's attempt options with these retries.
-    pub(crate) fn attempts(&self) -> kars_backup_core::recovery::AttemptOptions {
-        kars_backup_core::recovery::AttemptOptions {
+    pub(crate) fn attempts(&self) -> kars_backup::core::recovery::AttemptOptions {
+        kars_backup::core::recovery::AttemptOptions {
             retries: self.retries,
             ..Default::default()
         }
@@ -387,17 +297,17 @@ pub(crate) struct VerifyArgs {
     pub(crate) which: Which,
 
     #[command(flatten)]
-    pub(crate) decrypt: DecryptArgs,
+    pub(crate) decrypt: DecryptOptions,
 
     #[command(flatten)]
-    pub(crate) pg: PgVerifyArgs,
+    pub(crate) pg: ScratchOptions,
 
     #[command(flatten)]
-    pub(crate) checks: CheckArgs,
+    pub(crate) checks: CheckOptions,
 
     /// Integrity check of the scratch copy.
-    #[arg(long, value_enum, default_value_t = Integrity::Standard)]
-    pub(crate) integrity: Integrity,
+    #[arg(long, value_enum, default_value_t = IntegrityLevel::Standard)]
+    pub(crate) integrity: IntegrityLevel,
 
     #[command(flatten)]
     pub(crate) retry: RetryArgs,
@@ -412,7 +322,7 @@ pub(crate) struct VerifyArgs {
 #[derive(Debug, Args)]
 #[command(mut_arg("rpo", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help(
     "Recovery point objective: the drilled backup must be younger than this (e.g. 24h, 1d); \
-also the window of --audit-log"
+also the window of --audit-log [default: 24h, or the --config job's `[job.verify] rpo`]"
 )))]
 pub(crate) struct DrillArgs {
     #[command(flatten)]
@@ -420,8 +330,9 @@ pub(crate) struct DrillArgs {
 
     /// Recovery time objective: from the start of the drill to a verified copy, download
     /// included (e.g. 1h, 30m).
-    #[arg(long, default_value = "1h", value_parser = parse_duration, help_heading = "Drill")]
-    pub(crate) rto: chrono::Duration,
+    /// [default: 1h, or the --config job's `[job.verify] rto`]
+    #[arg(long, value_parser = parse_duration, help_heading = "Drill")]
+    pub(crate) rto: Option<chrono::Duration>,
 
     /// Do not store the report at the destinations (e.g. a read-only destination).
     #[arg(long, help_heading = "Drill")]
@@ -487,117 +398,6 @@ pub(crate) struct DemoDbArgs {
     pub(crate) size_mb: u64,
 }
 
-/// The integrity check's thoroughness.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Integrity {
-    /// SQLite `PRAGMA integrity_check`; PostgreSQL amcheck `bt_index_check` of every B-tree index
-    /// (pg_amcheck's default).
-    Standard,
-    /// SQLite `PRAGMA integrity_check`; PostgreSQL `bt_index_check` with `heapallindexed` (every
-    /// row looked up in every index; slower).
-    Full,
-    /// SQLite `PRAGMA quick_check`; PostgreSQL as standard.
-    Quick,
-    /// None.
-    Off,
-}
-
-impl From<Integrity> for IntegrityLevel {
-    fn from(i: Integrity) -> Self {
-        match i {
-            Integrity::Standard => IntegrityLevel::Standard,
-            Integrity::Full => IntegrityLevel::Full,
-            Integrity::Quick => IntegrityLevel::Quick,
-            Integrity::Off => IntegrityLevel::Off,
-        }
-    }
-}
-
-/// PostgreSQL options of `backup` (ignored for SQLite).
-#[derive(Debug, Args)]
-#[command(next_help_heading = "PostgreSQL")]
-pub(crate) struct PgDumpArgs {
-    /// pg_dump format: plain (`.sql.gz`, the runbook's), custom (`.dump`, selective and parallel
-    /// restore) or directory (parallel dump, `.dir.tar`). Default: plain, or directory with
-    /// --jobs above 1.
-    #[arg(long, value_name = "FORMAT")]
-    pub(crate) format: Option<kars_backup_postgres::DumpFormat>,
-
-    /// Parallel pg_dump jobs (directory format).
-    #[arg(long, value_name = "N")]
-    pub(crate) jobs: Option<usize>,
-
-    /// Dump only tables matching this pg_dump pattern; repeatable.
-    #[arg(long = "table", value_name = "PATTERN")]
-    pub(crate) tables: Vec<String>,
-
-    /// Do not dump tables matching this pattern; repeatable.
-    #[arg(long = "exclude-table", value_name = "PATTERN")]
-    pub(crate) exclude_tables: Vec<String>,
-
-    /// Dump only the definitions, no data.
-    #[arg(long, conflicts_with = "data_only")]
-    pub(crate) schema_only: bool,
-
-    /// Dump only the data, no definitions.
-    #[arg(long)]
-    pub(crate) data_only: bool,
-
-    /// Directory of pg_dump/pg_restore/psql (default: the server version's Debian directory,
-    /// else PATH).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pg_bin_dir: Option<PathBuf>,
-}
-
-/// PostgreSQL options of `restore` (ignored for SQLite).
-#[derive(Debug, Args)]
-#[command(next_help_heading = "PostgreSQL")]
-pub(crate) struct PgRestoreArgs {
-    /// safe: restore into a staging database, verify, swap in by renaming (the previous database
-    /// is kept as <db>_pre_restore_<time>); in-place: replace the live database's schemas in one
-    /// transaction, as the runbook does.
-    #[arg(long, value_name = "MODE", default_value = "safe")]
-    pub(crate) mode: kars_backup_postgres::RestoreMode,
-
-    /// Parallel jobs: loading connections for a plain dump (default: one per CPU, up to 4), or
-    /// pg_restore --jobs for custom and directory backups (default 1).
-    #[arg(long, value_name = "N")]
-    pub(crate) jobs: Option<usize>,
-
-    /// Restore only this table (custom and directory backups); repeatable.
-    #[arg(long = "table", value_name = "NAME")]
-    pub(crate) tables: Vec<String>,
-
-    /// With --table in place: drop and recreate the tables (pg_restore --clean --if-exists)
-    /// instead of emptying and refilling them.
-    #[arg(long)]
-    pub(crate) clean: bool,
-
-    /// Directory of pg_restore/psql.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pg_bin_dir: Option<PathBuf>,
-}
-
-/// PostgreSQL options of `verify`.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "PostgreSQL")]
-pub(crate) struct PgVerifyArgs {
-    /// A PostgreSQL server (URL) where verify may create and drop a temporary database; needed
-    /// for PostgreSQL backups (default: the --config job's `[job.verify] scratch-db`, else
-    /// DATABASE_URL's server).
-    #[arg(long, value_name = "URL")]
-    pub(crate) scratch_db: Option<String>,
-
-    /// Parallel pg_restore jobs.
-    #[arg(long, value_name = "N")]
-    pub(crate) jobs: Option<usize>,
-
-    /// Directory of pg_restore/psql (default: the --config job's `[job.postgres] bin-dir`, else
-    /// the server version's Debian directory, else PATH).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pg_bin_dir: Option<PathBuf>,
-}
-
 /// The retention policy flag shared by `prune` and `retention simulate`.
 #[derive(Debug, Args)]
 pub(crate) struct PolicyArg {
@@ -606,7 +406,7 @@ pub(crate) struct PolicyArg {
     /// buckets are UTC, weeks are ISO weeks, the newest backup of a bucket is kept, and a bucket
     /// without backup uses no slot (restic's `forget`). Default: the runbook's table.
     #[arg(long, default_value = "daily=7,weekly=4,monthly=12,yearly=all")]
-    pub(crate) policy: kars_backup_core::KeepRules,
+    pub(crate) policy: kars_backup::core::KeepRules,
 }
 
 #[derive(Debug, Args)]
@@ -669,7 +469,7 @@ pub(crate) struct StatusArgs {
     /// check that they open the newest backup of each destination (its header is read and
     /// unwrapped); exit 5 when they do not.
     #[command(flatten)]
-    pub(crate) decrypt: DecryptArgs,
+    pub(crate) decrypt: DecryptOptions,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -691,130 +491,6 @@ pub(crate) struct SimulateArgs {
     /// "Now" for the plan (RFC 3339); default: the current time.
     #[arg(long, value_name = "RFC3339")]
     pub(crate) now: Option<chrono::DateTime<chrono::FixedOffset>>,
-}
-
-fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    kars_backup_core::retention::parse_duration(s)
-}
-
-/// A duration in whole seconds: `30s`, `5m`, `1h`, or a bare number of seconds.
-fn parse_seconds(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(n);
-    }
-    kars_backup_core::retention::parse_duration(s).and_then(|d| {
-        u64::try_from(d.num_seconds()).map_err(|_| format!("duration {s:?} must not be negative"))
-    })
-}
-
-/// Storage tier routing of `backup`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Tiering {
-    /// Every destination takes every backup.
-    Off,
-    /// The runbook's table: daily local; weekly local and cloud; monthly and yearly cloud only.
-    Runbook,
-}
-
-impl BackupArgs {
-    /// The tier rules, if tiering is on: the runbook's, with `--local-tiers`/`--cloud-tiers`
-    /// replacing either side.
-    pub(crate) fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
-        kars_backup_core::TierRules::configured(
-            matches!(self.tiering, Tiering::Runbook),
-            self.local_tiers.as_deref(),
-            self.cloud_tiers.as_deref(),
-        )
-    }
-}
-
-/// Extra verification checks of `restore` and `verify`.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Verification")]
-#[command(group(clap::ArgGroup::new("rpo_window").multiple(true).args(["audit_log", "checks"])))]
-pub(crate) struct CheckArgs {
-    /// A preset of checks: `kars` (users exist and one is an admin, every asset's company
-    /// exists, serial numbers and asset tags are unique, the newest audit_logs.timestamp lies
-    /// within --rpo before the backup).
-    #[arg(long, value_name = "PRESET")]
-    pub(crate) checks: Option<kars_backup_core::preset::CheckPreset>,
-
-    /// A test query that must return true (or a non-zero number) in its first column, e.g.
-    /// "SELECT count(*) > 0 FROM users"; repeatable.
-    #[arg(long = "verify-query", value_name = "SQL")]
-    pub(crate) queries: Vec<String>,
-
-    /// A minimum row count, `table=N` (e.g. users=1); repeatable.
-    #[arg(long = "min-rows", value_name = "TABLE=N", value_parser = parse_min_rows)]
-    pub(crate) min_rows: Vec<kars_backup_core::TableInfo>,
-
-    /// Audit-log check, `TABLE.COLUMN` (e.g. audit_logs.timestamp): the newest entry must not be
-    /// later than the backup's time nor older than --rpo before it.
-    #[arg(long, value_name = "TABLE.COLUMN")]
-    pub(crate) audit_log: Option<String>,
-
-    /// Recovery point objective of the audit-log check (--audit-log, --checks kars).
-    #[arg(long, default_value = "24h", value_parser = parse_duration, requires = "rpo_window")]
-    pub(crate) rpo: chrono::Duration,
-}
-
-impl CheckArgs {
-    /// The verification plan with these checks and the given integrity level, for a backup
-    /// taken at `backup_time`.
-    pub(crate) fn plan(
-        &self,
-        integrity: Integrity,
-        backup_time: chrono::DateTime<chrono::Utc>,
-    ) -> anyhow::Result<kars_backup_core::VerifyPlan> {
-        use kars_backup_core::verify::{Expectation, TestQuery};
-        let mut queries: Vec<TestQuery> = self
-            .queries
-            .iter()
-            .map(|sql| TestQuery {
-                sql: sql.clone(),
-                expect: Expectation::True,
-                label: None,
-            })
-            .collect();
-        if let Some(spec) = &self.audit_log {
-            let (table, column) = spec
-                .split_once('.')
-                .filter(|(t, c)| !t.is_empty() && !c.is_empty())
-                .ok_or_else(|| {
-                    crate::commands::UsageError(format!(
-                        "--audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.timestamp"
-                    ))
-                })?;
-            queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo));
-        }
-        if let Some(preset) = self.checks {
-            kars_backup_core::preset::add_preset(&mut queries, preset, backup_time, self.rpo);
-        }
-        Ok(kars_backup_core::VerifyPlan {
-            integrity: integrity.into(),
-            min_rows: self.min_rows.clone(),
-            queries,
-            ..kars_backup_core::VerifyPlan::default()
-        })
-    }
-}
-
-fn parse_min_rows(s: &str) -> Result<kars_backup_core::TableInfo, String> {
-    let (table, n) = s
-        .rsplit_once('=')
-        .ok_or_else(|| format!("{s:?}: use TABLE=N, e.g. users=1"))?;
-    let rows = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: the row count {n:?} is not a number"))?;
-    if table.trim().is_empty() {
-        return Err(format!("{s:?}: name the table, e.g. users=1"));
-    }
-    Ok(kars_backup_core::TableInfo {
-        name: table.trim().to_string(),
-        rows,
-    })
 }
 
 /// `kars-backup config …`.
@@ -897,53 +573,6 @@ pub(crate) struct DaemonArgs {
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// Encryption options of `backup`.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Encryption")]
-pub(crate) struct EncryptArgs {
-    /// Encrypt the archive (after compression) to this recipient: an age recipient (`age1…`,
-    /// from age-keygen), or an OpenPGP key from the gpg keyring (`gpg:KEYID`,
-    /// `gpg:FINGERPRINT`, `gpg:admin@example.com`; GNUPGHOME is respected) or a public key file
-    /// (`gpg:/path/key.asc`); repeatable, all of one scheme. The archive gets `.age` or `.gpg`.
-    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
-    pub(crate) encrypt_to: Vec<String>,
-
-    /// Encrypt with the passphrase on the first line of this file (age, scrypt; `age -d`
-    /// decrypts it). Not combined with --encrypt-to.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) passphrase_file: Option<PathBuf>,
-
-    /// Store the archive unencrypted also at off-site destinations (S3, GCS, Azure, Git LFS),
-    /// which is refused by default: a KARS backup holds password hashes, MFA secrets and API
-    /// tokens. Local directories take unencrypted archives without it.
-    #[arg(long, conflicts_with_all = ["encrypt_to", "passphrase_file"])]
-    pub(crate) no_encrypt: bool,
-}
-
-impl EncryptArgs {
-    /// The encryptor, if encryption was asked for (OpenPGP keys are looked up now).
-    pub(crate) fn encryptor(&self) -> anyhow::Result<Option<kars_backup_core::DynEncryptor>> {
-        Ok(kars_backup_encrypt::encryptor(
-            &self.encrypt_to,
-            self.passphrase_file.as_deref(),
-        )?)
-    }
-
-    /// Where unencrypted archives may go: anywhere with `--no-encrypt`, else local only.
-    pub(crate) fn plaintext(&self) -> kars_backup_core::PlaintextPolicy {
-        plaintext_policy(self.no_encrypt)
-    }
-}
-
-/// `--no-encrypt` as the library's policy.
-pub(crate) fn plaintext_policy(no_encrypt: bool) -> kars_backup_core::PlaintextPolicy {
-    if no_encrypt {
-        kars_backup_core::PlaintextPolicy::Anywhere
-    } else {
-        kars_backup_core::PlaintextPolicy::LocalOnly
-    }
-}
-
 /// `kars-backup key …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCommand {
@@ -977,54 +606,4 @@ pub(crate) struct KeyShowArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
-}
-
-/// Decryption options of `restore` and `verify` (and any command reading archives).
-/// OpenPGP archives need no option: `gpg --decrypt` uses its keyring (GNUPGHOME) and agent.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Decryption")]
-pub(crate) struct DecryptArgs {
-    /// An age identity file (`kars-backup key init`'s or age-keygen's key file) for archives
-    /// encrypted to age recipients; repeatable.
-    #[arg(long = "identity", value_name = "FILE")]
-    pub(crate) identities: Vec<PathBuf>,
-
-    /// The passphrase of an age passphrase-encrypted archive: the first line of this file.
-    #[arg(long = "passphrase-file", value_name = "FILE")]
-    pub(crate) passphrase_file: Option<PathBuf>,
-}
-
-impl DecryptArgs {
-    /// The destinations of a multi-destination restore, verify or drill, reading encrypted
-    /// archives with these keys.
-    pub(crate) fn apply_all(
-        &self,
-        origins: Vec<kars_backup_core::recovery::Origin>,
-    ) -> anyhow::Result<Vec<kars_backup_core::recovery::Origin>> {
-        let keys = self.decryptor()?;
-        Ok(origins
-            .into_iter()
-            .map(|mut origin| {
-                origin.repo = origin.repo.with_decryptor(keys.clone());
-                origin
-            })
-            .collect())
-    }
-
-    /// Whether an age key was given (identity files or a passphrase file).
-    pub(crate) fn any(&self) -> bool {
-        !self.identities.is_empty() || self.passphrase_file.is_some()
-    }
-
-    /// The decryption keys: age identity files and passphrase (OpenPGP goes through gpg).
-    pub(crate) fn decryptor(&self) -> anyhow::Result<kars_backup_core::DynDecryptor> {
-        let mut keys = kars_backup_encrypt::DecryptionKeys::new();
-        for identity in &self.identities {
-            keys = keys.with_identity_file(identity)?;
-        }
-        if let Some(file) = &self.passphrase_file {
-            keys = keys.with_passphrase_file(file)?;
-        }
-        Ok(std::sync::Arc::new(keys))
-    }
 }

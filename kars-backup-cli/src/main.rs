@@ -5,13 +5,14 @@ mod args;
 mod commands;
 mod progress;
 mod render;
-mod resolve;
 
 use std::process::ExitCode;
 
-use kars_backup_core::ErrorCategory;
+use kars_backup::core::ErrorCategory;
 
-use crate::args::{Cli, Command, LogFormat};
+use kars_backup::config::LogFormat;
+
+use crate::args::{Cli, Command};
 
 /// Exit codes, documented in `--help` and the README.
 pub(crate) mod exit {
@@ -80,12 +81,21 @@ fn flags_beside_config(matches: &clap::ArgMatches) -> Option<String> {
     };
     sub.get_one::<std::path::PathBuf>("config")?;
     let allowed = ["config", "job", "json", "verbose", "log_format"];
+    let command = <Cli as clap::CommandFactory>::command();
+    let backup = command.find_subcommand("backup")?;
+    let flag = |id: &str| {
+        backup
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_long())
+            .map_or_else(|| id.replace('_', "-"), str::to_string)
+    };
     let given: Vec<String> = sub
         .ids()
         .map(|id| id.as_str())
         .filter(|id| !allowed.contains(id))
         .filter(|id| sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
-        .map(|id| format!("--{}", id.replace('_', "-")))
+        .map(|id| format!("--{}", flag(id)))
         .collect();
     (!given.is_empty()).then(|| {
         format!(
@@ -109,44 +119,32 @@ fn log_format(cli: &Cli, matches: &clap::ArgMatches) -> LogFormat {
         Command::Backup(a) => a.config.as_ref(),
         _ => None,
     };
-    match path
-        .and_then(|p| kars_backup_config::load(p).ok())
+    path.and_then(|p| kars_backup::config::load(p).ok())
         .and_then(|c| c.daemon.log_format)
-    {
-        Some(kars_backup_config::LogFormat::Json) => LogFormat::Json,
-        Some(kars_backup_config::LogFormat::Human) => LogFormat::Human,
-        None => cli.log_format,
-    }
+        .unwrap_or(cli.log_format)
 }
 
 /// The error and its causes on one line, leaving out causes already quoted by their parent.
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let message = cause.to_string();
-        if text.contains(&message) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&message);
-    }
-    text
+    kars_backup::job::error_text(err.as_ref())
 }
 
 /// Maps an error to its exit code through the library error's category.
 pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
+    let code = |category: Option<ErrorCategory>| match category {
+        Some(ErrorCategory::Usage) => exit::USAGE,
+        Some(ErrorCategory::Source) => exit::SOURCE,
+        Some(ErrorCategory::Storage) => exit::STORAGE,
+        Some(ErrorCategory::Verification) => exit::VERIFICATION,
+        Some(ErrorCategory::Interrupted) => exit::INTERRUPTED,
+        _ => exit::INTERNAL,
+    };
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<kars_backup_core::Error>() {
-            return match e.category() {
-                ErrorCategory::Usage => exit::USAGE,
-                ErrorCategory::Source => exit::SOURCE,
-                ErrorCategory::Storage => exit::STORAGE,
-                ErrorCategory::Verification => exit::VERIFICATION,
-                ErrorCategory::Interrupted => exit::INTERRUPTED,
-                _ => exit::INTERNAL,
-            };
+        if let Some(e) = cause.downcast_ref::<kars_backup::job::Error>() {
+            return code(e.category());
+        }
+        if let Some(e) = cause.downcast_ref::<kars_backup::core::Error>() {
+            return code(Some(e.category()));
         }
         if cause.downcast_ref::<commands::UsageError>().is_some() {
             return exit::USAGE;

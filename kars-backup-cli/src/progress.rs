@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kars_backup_core::{DynProgress, NoProgress, Progress};
+use kars_backup::core::{DynProgress, NoProgress, Progress};
 
 /// A progress bar on stderr when it is a terminal and the output is not JSON; nothing otherwise.
 pub(crate) fn for_terminal(json: bool) -> DynProgress {

@@ -1,6 +1,6 @@
 //! Text and JSON rendering of results.
 
-use kars_backup_core::{
+use kars_backup::core::{
     BackupEntry, DatabaseInfo, EntryKind, Manifest, RestoreReport, VerifyReport, engine_name,
 };
 use serde::Serialize;
@@ -90,7 +90,7 @@ pub(crate) fn manifest(m: &Manifest) -> String {
 
 /// The previous copies restores kept of a database (`--keep-previous`), one a line; nothing
 /// when there are none.
-pub(crate) fn previous_copies(copies: &[kars_backup_core::PreviousCopy]) -> String {
+pub(crate) fn previous_copies(copies: &[kars_backup::core::PreviousCopy]) -> String {
     if copies.is_empty() {
         return String::new();
     }
@@ -195,10 +195,10 @@ pub(crate) fn duration(secs: i64) -> String {
 /// Every attempt of a restore, verification or drill, one a line; empty when the first attempt
 /// succeeded and every destination answered.
 pub(crate) fn attempts(
-    attempts: &[kars_backup_core::recovery::Attempt],
-    unavailable: &[kars_backup_core::recovery::Unavailable],
+    attempts: &[kars_backup::core::recovery::Attempt],
+    unavailable: &[kars_backup::core::recovery::Unavailable],
 ) -> String {
-    use kars_backup_core::recovery::AttemptOutcome;
+    use kars_backup::core::recovery::AttemptOutcome;
     let mut out = String::new();
     for u in unavailable {
         out.push_str(&format!(
@@ -242,8 +242,8 @@ pub(crate) fn attempts(
 /// more than the one whose error `main` prints (several attempts, or destinations skipped), and
 /// the error returned for `main` to print.
 pub(crate) fn attempts_failed(
-    failed: kars_backup_core::recovery::AttemptsFailed,
-    unavailable: &[kars_backup_core::recovery::Unavailable],
+    failed: kars_backup::core::recovery::AttemptsFailed,
+    unavailable: &[kars_backup::core::recovery::Unavailable],
     json: bool,
 ) -> anyhow::Result<u8> {
     let list = attempts(&failed.attempts, unavailable);

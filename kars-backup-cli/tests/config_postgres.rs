@@ -1,7 +1,7 @@
 //! `backup --config` of a PostgreSQL job on a real server (a throwaway cluster, or
 //! `KARS_TEST_PG_URL`). Under `CI=true` a missing server fails this test.
 
-use kars_backup_postgres::testing::TEST_PASSWORD;
+use kars_backup::postgres::testing::TEST_PASSWORD;
 use serde_json::Value;
 
 mod common;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kars_backup_postgres::testing::TestCluster;
+use kars_backup::postgres::testing::TestCluster;
 
 mod common;
 use common::*;

@@ -4,7 +4,7 @@
 //! place, refused by its checks, rolled back by a failing hook), drill and status. See
 //! `output_sqlite.rs` for how the snapshots are kept.
 
-use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
+use kars_backup::postgres::testing::{TEST_PASSWORD, TestCluster};
 
 mod common;
 use common::*;

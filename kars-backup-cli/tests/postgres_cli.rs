@@ -1,7 +1,7 @@
 //! End-to-end tests of the `kars-backup` binary on a real PostgreSQL server (a throwaway cluster,
 //! or `KARS_TEST_PG_URL`). Under `CI=true` a missing server fails these tests.
 
-use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
+use kars_backup::postgres::testing::{TEST_PASSWORD, TestCluster};
 
 mod common;
 use common::*;
@@ -84,7 +84,7 @@ fn backup_list_verify_restore_and_inspect_a_postgres_database() {
         "{}",
         text(&o)
     );
-    let pg_bin = kars_backup_postgres::testing::find_bin_dir().unwrap();
+    let pg_bin = kars_backup::postgres::testing::find_bin_dir().unwrap();
     let v = json(&ok_pg(run(&[
         "verify",
         "--config",

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
+use kars_backup::postgres::testing::{TEST_PASSWORD, TestCluster};
 use serde_json::Value;
 
 mod common;

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use kars_backup_postgres::testing::TestCluster;
+use kars_backup::postgres::testing::TestCluster;
 
 mod common;
 use common::*;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kars_backup_postgres::testing::TestCluster;
+use kars_backup::postgres::testing::TestCluster;
 use rand::Rng;
 
 mod common;

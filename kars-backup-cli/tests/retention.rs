@@ -228,7 +228,7 @@ fn backup_prunes_after_a_successful_run() {
 /// run gets depends on today's date; the routing itself is tested on fixed dates in core.
 #[test]
 fn tiering_routes_by_the_runbook_table() {
-    use kars_backup_core::testing::service_var;
+    use kars_backup::core::testing::service_var;
     let (Some(endpoint), Some(bucket)) = (
         service_var("KARS_TEST_S3_ENDPOINT"),
         service_var("KARS_TEST_S3_BUCKET"),
@@ -268,7 +268,7 @@ fn tiering_routes_by_the_runbook_table() {
         .map(|t| t.as_str().unwrap())
         .collect();
     assert_eq!(tags[0], "daily", "{tags:?}");
-    let expected_tags = kars_backup_core::Tier::of(chrono::Utc::now());
+    let expected_tags = kars_backup::core::Tier::of(chrono::Utc::now());
     assert_eq!(tags.len(), expected_tags.len(), "{tags:?}");
     let cloud_takes = tags
         .iter()
@@ -305,7 +305,7 @@ fn tiering_routes_by_the_runbook_table() {
         "--local-tiers",
         "yearly",
     ]);
-    let yearly_today = expected_tags.contains(&kars_backup_core::Tier::Yearly);
+    let yearly_today = expected_tags.contains(&kars_backup::core::Tier::Yearly);
     assert_eq!(o.status.code(), Some(if yearly_today { 0 } else { 2 }));
 }
 

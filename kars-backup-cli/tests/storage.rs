@@ -13,7 +13,7 @@ mod common;
 use common::*;
 
 fn env(var: &str) -> Option<String> {
-    kars_backup_core::testing::service_var(var)
+    kars_backup::core::testing::service_var(var)
 }
 
 fn make_db(path: &Path) {

@@ -2,8 +2,12 @@
 //!
 //! - [`Config`]: `[daemon]`, `[notify]` and one [`JobConfig`] per `[[job]]` (source,
 //!   destinations with retention and tiers, compression, [`EncryptionConfig`],
-//!   [`VerifyConfig`] → core [`VerifyPlan`](kars_backup_core::VerifyPlan), [`HooksConfig`],
-//!   [`PostgresConfig`], [`ScheduleConfig`], [`NotifyConfig`]).
+//!   [`VerifyConfig`] → core [`Checks`](kars_backup_core::checks::Checks), `[job.hooks]` and
+//!   `[job.restore]` as core's [`HookOptions`](kars_backup_core::settings::HookOptions) and
+//!   [`RestoreSettings`](kars_backup_core::settings::RestoreSettings), `[job.postgres]` as
+//!   [`DumpOptions`](kars_backup_postgres::DumpOptions), [`ScheduleConfig`], [`NotifyConfig`]).
+//!   These option types are defined once, in the crate that owns each concept; the command
+//!   line flattens the same structs.
 //! - [`load`] / [`parse`]: `${VAR}`, `${VAR:-default}` and `${VAR:?message}` interpolation of
 //!   string values (after TOML parsing, so a value never changes the file's structure; `$${` is a
 //!   literal `${`; [`LoadOptions::strict`] makes every unset variable an error), unknown keys
@@ -47,10 +51,11 @@ use serde::Deserialize;
 
 pub use cron::CronExpr;
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use kars_backup_core::Tiering;
 pub use model::{
     CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
-    HooksConfig, JobConfig, JobEncryption, LogFormat, NotifyConfig, PingConfig, PostgresConfig,
-    QueryConfig, RestoreConfig, ScheduleConfig, SecretUrl, Tiering, TokenUrl, VerifyConfig,
+    JobConfig, JobEncryption, LogFormat, NotifyConfig, PingConfig, QueryConfig, ScheduleConfig,
+    SecretUrl, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use kars_backup_core::verify::{Expectation, TestQuery};
-use kars_backup_core::{Compression, IntegrityLevel, KeepRules, TableInfo, Tier, VerifyPlan};
+use kars_backup_core::{
+    Compression, IntegrityLevel, KeepRules, TableInfo, Tier, Tiering, VerifyPlan,
+};
 use serde::{Deserialize, Deserializer};
 
 /// A whole configuration file.
@@ -80,9 +82,10 @@ pub struct DaemonConfig {
     pub log_format: Option<LogFormat>,
 }
 
-/// Log format on stderr.
+/// Log format on stderr (`[daemon] log-format`, the `--log-format` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LogFormat {
     /// Readable lines.
     Human,
@@ -153,15 +156,16 @@ pub struct JobConfig {
     /// The verification plan of restores, verifies and drills of this job's backups.
     #[serde(default)]
     pub verify: Option<VerifyConfig>,
-    /// Commands around a restore.
+    /// `[job.hooks]`: commands around a restore (the `restore` flags' type).
     #[serde(default)]
-    pub hooks: Option<HooksConfig>,
-    /// How a restore treats the application and the previous database.
+    pub hooks: Option<kars_backup_core::settings::HookOptions>,
+    /// `[job.restore]`: how a restore treats the application and the previous database (the
+    /// `restore` flags' type).
     #[serde(default)]
-    pub restore: Option<RestoreConfig>,
-    /// PostgreSQL dump options (ignored for SQLite).
+    pub restore: Option<kars_backup_core::settings::RestoreSettings>,
+    /// `[job.postgres]`: PostgreSQL dump options, ignored for SQLite (the `backup` flags' type).
     #[serde(default)]
-    pub postgres: Option<PostgresConfig>,
+    pub postgres: Option<kars_backup_postgres::DumpOptions>,
     /// When the daemon (or cron/systemd) runs the job.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
@@ -178,11 +182,16 @@ impl JobConfig {
     /// The tier rules, when tiering is on: the runbook's, with `local-tiers`/`cloud-tiers`
     /// replacing either side.
     pub fn tier_rules(&self) -> Option<kars_backup_core::TierRules> {
-        kars_backup_core::TierRules::configured(
-            self.tiering != Tiering::Off,
-            self.local_tiers.as_deref(),
-            self.cloud_tiers.as_deref(),
-        )
+        self.tier_options().rules()
+    }
+
+    /// The job's `tiering`, `local-tiers` and `cloud-tiers` (the `backup` flags' type).
+    pub fn tier_options(&self) -> kars_backup_core::TierOptions {
+        kars_backup_core::TierOptions {
+            tiering: self.tiering,
+            local_tiers: self.local_tiers.clone(),
+            cloud_tiers: self.cloud_tiers.clone(),
+        }
     }
 
     /// The job's `[job.encryption]` table, if it has one (not with `encryption = "none"`).
@@ -259,17 +268,6 @@ impl JobConfig {
         }
         None
     }
-}
-
-/// Storage-tier routing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Tiering {
-    /// Every destination takes every backup.
-    #[default]
-    Off,
-    /// The runbook's table.
-    Runbook,
 }
 
 /// `[[job.destination]]`: one place backups go.
@@ -462,16 +460,10 @@ impl VerifyConfig {
             .unwrap_or_else(|| chrono::Duration::hours(DEFAULT_RPO_HOURS))
     }
 
-    /// The core verification plan for a backup taken at `backup_time`.
-    pub fn plan(&self, backup_time: chrono::DateTime<chrono::Utc>) -> VerifyPlan {
-        let mut queries: Vec<TestQuery> = self.queries.iter().map(QueryConfig::test).collect();
-        if let Some((table, column)) = self.audit_log.as_deref().and_then(split_audit) {
-            queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo()));
-        }
-        if let Some(preset) = self.checks {
-            kars_backup_core::preset::add_preset(&mut queries, preset, backup_time, self.rpo());
-        }
-        VerifyPlan {
+    /// The job's checks as the library's value (time-dependent checks are filled in per
+    /// backup by [`Checks::plan_at`](kars_backup_core::checks::Checks::plan_at)).
+    pub fn checks(&self) -> kars_backup_core::checks::Checks {
+        kars_backup_core::checks::Checks {
             integrity: self.integrity,
             check_counts: self.check_counts,
             min_rows: self
@@ -482,8 +474,20 @@ impl VerifyConfig {
                     rows: *rows,
                 })
                 .collect(),
-            queries,
+            queries: self.queries.iter().map(QueryConfig::test).collect(),
+            audit_log: self
+                .audit_log
+                .as_deref()
+                .and_then(split_audit)
+                .map(|(t, c)| (t.to_string(), c.to_string())),
+            preset: self.checks,
+            rpo: self.rpo(),
         }
+    }
+
+    /// The core verification plan for a backup taken at `backup_time`.
+    pub fn plan(&self, backup_time: chrono::DateTime<chrono::Utc>) -> VerifyPlan {
+        self.checks().plan_at(backup_time)
     }
 }
 
@@ -523,101 +527,6 @@ impl QueryConfig {
     }
 }
 
-/// `[job.hooks]`: commands around a restore (run with `sh -c`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct HooksConfig {
-    /// Stops the application before the swap (`docker-compose down`).
-    #[serde(default)]
-    pub stop: Option<CommandLine>,
-    /// Starts it after the swap or a rollback (`docker-compose up -d`).
-    #[serde(default)]
-    pub start: Option<CommandLine>,
-    /// Health check after the start; non-zero rolls the restore back.
-    #[serde(default)]
-    pub health: Option<CommandLine>,
-    /// Health-check attempts (default 5).
-    #[serde(default = "five")]
-    pub health_attempts: u32,
-    /// Pause between attempts (default 2s).
-    #[serde(default = "two_seconds", deserialize_with = "duration")]
-    pub health_interval: chrono::Duration,
-    /// Time after the start during which failed health checks do not count (default 0s).
-    #[serde(default = "zero_seconds", deserialize_with = "duration")]
-    pub health_start_period: chrono::Duration,
-    /// How long one health-check attempt may run (default 30s).
-    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
-    pub health_timeout: chrono::Duration,
-    /// How long the stop and start commands may run before their process group is killed and
-    /// the restore rolls back (default 5m).
-    #[serde(default = "five_minutes", deserialize_with = "duration")]
-    pub timeout: chrono::Duration,
-}
-
-/// `[job.restore]`: how a restore treats the application and the previous database.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct RestoreConfig {
-    /// Previous copies to keep after a successful restore, the new one included (default 1).
-    #[serde(default = "one")]
-    pub keep_previous: u32,
-    /// What to do when other processes have the target open: `refuse` (default), `live`
-    /// (write through the engine's online mechanism) or `terminate-sessions` (PostgreSQL).
-    #[serde(default)]
-    pub in_use: kars_backup_core::InUsePolicy,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn zero_seconds() -> chrono::Duration {
-    chrono::Duration::zero()
-}
-
-fn thirty_seconds() -> chrono::Duration {
-    chrono::Duration::seconds(30)
-}
-
-fn five_minutes() -> chrono::Duration {
-    chrono::Duration::minutes(5)
-}
-
-fn five() -> u32 {
-    5
-}
-
-fn two_seconds() -> chrono::Duration {
-    chrono::Duration::seconds(2)
-}
-
-/// `[job.postgres]`: `pg_dump` options.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// `plain` (`.sql.gz`, the runbook's), `custom` (`.dump`) or `directory` (`.dir.tar`).
-    #[serde(default, deserialize_with = "opt_from_str")]
-    pub format: Option<kars_backup_postgres::DumpFormat>,
-    /// Parallel `pg_dump` jobs (directory format).
-    #[serde(default)]
-    pub jobs: Option<usize>,
-    /// Only these tables (pg_dump patterns).
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// Not these tables.
-    #[serde(default)]
-    pub exclude_tables: Vec<String>,
-    /// Definitions only.
-    #[serde(default)]
-    pub schema_only: bool,
-    /// Data only.
-    #[serde(default)]
-    pub data_only: bool,
-    /// Directory of `pg_dump`/`pg_restore`/`psql`.
-    #[serde(default)]
-    pub bin_dir: Option<PathBuf>,
-}
-
 /// `[job.schedule]`: when the job runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -654,6 +563,40 @@ pub struct NotifyConfig {
     /// Healthcheck-style ping URLs.
     #[serde(default)]
     pub ping: Option<PingConfig>,
+}
+
+impl NotifyConfig {
+    /// The notifier settings this table describes (`on-success` applies to the webhook and the
+    /// command; pings always report both).
+    pub fn options(&self) -> kars_backup_notify::NotifyOptions {
+        use kars_backup_notify::{CommandOptions, NotifyOn, PingOptions, WebhookOptions};
+        let on = if self.on_success {
+            NotifyOn::Always
+        } else {
+            NotifyOn::Failure
+        };
+        let mut options = kars_backup_notify::NotifyOptions::default();
+        if let Some(url) = &self.webhook {
+            let mut w = WebhookOptions::new(url.expose());
+            w.on = on;
+            options.webhooks.push(w);
+        }
+        if let Some(command) = &self.command {
+            let mut c = CommandOptions::new(command.expose());
+            c.on = on;
+            options.commands.push(c);
+        }
+        if let Some(p) = &self.ping {
+            options.pings.push(PingOptions {
+                start: p.start.as_ref().map(|u| u.expose().to_string()),
+                success: p.success.as_ref().map(|u| u.expose().to_string()),
+                fail: p.fail.as_ref().map(|u| u.expose().to_string()),
+                url: None,
+                ..PingOptions::hc_ping("")
+            });
+        }
+        options
+    }
 }
 
 /// `[notify.ping]`: URLs fetched when a run starts, succeeds and fails (an empty value: none).

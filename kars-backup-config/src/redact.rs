@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{CommandLine, Config, JobConfig, NotifyConfig, TokenUrl};
+use crate::model::{Config, JobConfig, NotifyConfig, TokenUrl};
 
 /// Variable names whose values are hidden wherever they appear.
 fn secret_name(name: &str) -> bool {
@@ -146,17 +146,18 @@ fn job(j: &JobConfig, config: &Config) -> Value {
         );
     }
     if let Some(h) = &j.hooks {
+        let resolved = h.resolve();
         o.insert(
             "hooks".into(),
             json!({
-                "stop": h.stop.as_ref().map(|c| command(c, config)),
-                "start": h.start.as_ref().map(|c| command(c, config)),
-                "health": h.health.as_ref().map(|c| command(c, config)),
-                "health-attempts": h.health_attempts,
-                "health-interval": duration(h.health_interval),
-                "health-start-period": duration(h.health_start_period),
-                "health-timeout": duration(h.health_timeout),
-                "timeout": duration(h.timeout),
+                "stop": h.stop.as_deref().map(|c| command(c, config)),
+                "start": h.start.as_deref().map(|c| command(c, config)),
+                "health": h.health.as_deref().map(|c| command(c, config)),
+                "health-attempts": resolved.health_check_attempts,
+                "health-interval": seconds(resolved.health_check_interval_secs),
+                "health-start-period": seconds(resolved.health_check_start_period_secs),
+                "health-timeout": seconds(resolved.health_check_timeout_secs),
+                "timeout": seconds(resolved.timeout_secs),
             }),
         );
     }
@@ -164,8 +165,8 @@ fn job(j: &JobConfig, config: &Config) -> Value {
         o.insert(
             "restore".into(),
             json!({
-                "keep-previous": r.keep_previous,
-                "in-use": r.in_use,
+                "keep-previous": r.keep_previous(),
+                "in-use": r.in_use(),
             }),
         );
     }
@@ -203,7 +204,7 @@ fn notify(n: &NotifyConfig, config: &Config) -> Value {
     let url = |u: &Option<TokenUrl>| u.as_ref().map(TokenUrl::redacted);
     json!({
         "webhook": url(&n.webhook),
-        "command": n.command.as_ref().map(|c| command(c, config)),
+        "command": n.command.as_ref().map(|c| command(c.expose(), config)),
         "on-success": n.on_success,
         "ping": n.ping.as_ref().map(|p| json!({
             "start": url(&p.start),
@@ -214,14 +215,19 @@ fn notify(n: &NotifyConfig, config: &Config) -> Value {
 }
 
 /// A command with every substituted value of four characters or more shown as its `${NAME}`.
-fn command(c: &CommandLine, config: &Config) -> String {
-    let mut text = c.expose().to_string();
+fn command(c: &str, config: &Config) -> String {
+    let mut text = c.to_string();
     for s in &config.substitutions {
         if s.value.len() >= 4 {
             text = text.replace(&s.value, &format!("${{{}}}", s.name));
         }
     }
     text
+}
+
+/// Seconds as [`duration`] writes them.
+fn seconds(s: u64) -> String {
+    duration(chrono::Duration::seconds(s as i64))
 }
 
 /// `24h`, `90m`, `7d`, `45s`.

@@ -22,36 +22,76 @@ use crate::repository::Repository;
 use crate::sink::Upload;
 use crate::source::DynDatabaseSource;
 
-/// Options of a backup run.
+/// Options of a backup run; the `backup` flags (`clap` feature) are this type.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct BackupOptions {
     /// Archive name prefix; the source's default (`asset-data`, `kars-postgres`) when `None`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long = "prefix", help = "Archive name prefix (default: asset-data)")
+    )]
     pub name_prefix: Option<String>,
     /// Compression of the payload (ignored for payloads that are compressed already).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            default_value = "gzip",
+            help = "Compression: gzip (default, level 6), gzip:LEVEL (1-12) or none"
+        )
+    )]
     pub compression: Compression,
     /// Compression threads; all cores when `None`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, help = "Compression threads (default: all cores)")
+    )]
     pub threads: Option<usize>,
     /// A version label of the application, stored in the manifest.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "label",
+            help = "A version label of the application, stored in the manifest (e.g. `git describe`)"
+        )
+    )]
     pub version_label: Option<String>,
     /// The host or container label; this machine's host name when `None`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Host or container label stored in the manifest (default: KARS_BACKUP_HOST or the host name)"
+        )
+    )]
     pub host_label: Option<String>,
     /// Tier tags stored in the manifest.
     #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(skip))]
     pub tiers: Vec<String>,
     /// After committing, read each destination's archive back and check its SHA-256 against
     /// the manifest; a destination whose copy differs is reported failed and its copy deleted.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "After the upload, read every copy back and check its SHA-256 against the manifest"
+        )
+    )]
     pub verify_upload: bool,
     /// Where the archive may be stored unencrypted: by default only at local destinations, so a
     /// run without an encryptor that includes an off-site destination fails before the
     /// database is read ([`Error::PlaintextRefused`]).
     #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(skip))]
     pub plaintext: PlaintextPolicy,
 }
 

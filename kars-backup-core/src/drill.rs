@@ -18,11 +18,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::checks::{PlanSource, ScratchTargets};
 use crate::error::Error;
 use crate::progress::DynProgress;
 use crate::recovery::{
-    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, PlanFn, ScratchFn,
-    Unavailable, verify_with_fallback,
+    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Unavailable,
+    verify_with_fallback,
 };
 use crate::repository::Repository;
 use crate::sink::SinkExt;
@@ -316,8 +317,8 @@ pub fn human_secs(secs: f64) -> String {
 pub async fn run_drill(
     origins: &[Origin],
     pick: &Pick,
-    scratch: &ScratchFn<'_>,
-    plan: &PlanFn<'_>,
+    scratch: &dyn ScratchTargets,
+    plan: &dyn PlanSource,
     options: &DrillOptions,
     progress: DynProgress,
 ) -> DrillReport {

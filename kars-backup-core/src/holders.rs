@@ -270,6 +270,15 @@ mod tests {
             &mut line,
         )
         .unwrap();
+        // `exec sleep` follows the echo: wait until the child is sleep (a loaded machine may
+        // not have run the exec yet).
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        for _ in 0..500 {
+            if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let target = canonical(&file);
         // "ready" comes before the shell replaces itself with sleep: wait for that.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod backup;
+pub mod checks;
 pub mod compress;
 pub mod drill;
 pub mod encrypt;
@@ -41,6 +42,7 @@ pub mod fault;
 pub mod holders;
 pub mod hook;
 pub mod manifest;
+pub mod merge;
 pub mod name;
 pub mod pipeline;
 pub mod plaintext;
@@ -51,6 +53,7 @@ pub mod recovery;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod settings;
 pub mod sink;
 mod sized_gzip;
 pub mod source;
@@ -81,7 +84,7 @@ pub use source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy,
     SnapshotInfo, StageContext, StagedRestore, TableInfo, engine_name,
 };
-pub use tier::{Placement, Tier, TierRules};
+pub use tier::{Placement, Tier, TierOptions, TierRules, Tiering};
 /// The token that interrupts a restore ([`RestoreOptions::cancel`]).
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};

@@ -41,12 +41,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::checks::{PlanSource, ScratchTargets};
 use crate::error::{Error, ErrorCategory, Result};
 use crate::progress::DynProgress;
 use crate::repository::{BackupEntry, EntryKind, Repository};
 use crate::restore::{RestoreOptions, RestoreReport, restore, verify_backup};
 use crate::sink::DynBackupSink;
-use crate::source::{DatabaseSource, DynDatabaseSource};
+use crate::source::DatabaseSource;
 use crate::verify::VerifyPlan;
 
 /// One destination to restore from.
@@ -391,27 +392,21 @@ fn after(attempts: &[Attempt]) -> String {
     }
 }
 
-/// Builds the verification plan of one backup (checks may depend on its time, like the
-/// audit-log check).
-pub type PlanFn<'a> = dyn Fn(&BackupEntry) -> Result<VerifyPlan> + Send + Sync + 'a;
-
-/// Makes a new scratch target (a temporary SQLite file, a temporary PostgreSQL database) for
-/// verifying one backup; it must not exist yet.
-pub type ScratchFn<'a> = dyn Fn(&BackupEntry) -> Result<DynDatabaseSource> + Send + Sync + 'a;
-
 enum Mode<'a> {
     Restore {
         target: &'a dyn DatabaseSource,
         options: &'a RestoreOptions,
     },
     Verify {
-        scratch: &'a ScratchFn<'a>,
+        scratch: &'a dyn ScratchTargets,
     },
 }
 
 /// Restores the first candidate that works into `target`, safely (see [`crate::restore()`]),
 /// retrying transient failures, trying other copies and, with [`AttemptOptions::fallback`],
-/// older backups. `plan` gives each backup's verification plan (it replaces `options.plan`).
+/// older backups. `plan` gives each backup's verification plan (it replaces `options.plan`): a
+/// [`VerifyPlan`] for the same checks everywhere, [`Checks`](crate::checks::Checks) for
+/// time-dependent ones.
 ///
 /// # Errors
 /// [`AttemptsFailed`] with every attempt and the last error.
@@ -419,7 +414,7 @@ pub async fn restore_with_fallback(
     candidates: &Candidates,
     target: &dyn DatabaseSource,
     options: &RestoreOptions,
-    plan: &PlanFn<'_>,
+    plan: &dyn PlanSource,
     attempts: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
@@ -441,8 +436,8 @@ pub async fn restore_with_fallback(
 /// [`AttemptsFailed`] with every attempt and the last error.
 pub async fn verify_with_fallback(
     candidates: &Candidates,
-    scratch: &ScratchFn<'_>,
-    plan: &PlanFn<'_>,
+    scratch: &dyn ScratchTargets,
+    plan: &dyn PlanSource,
     attempts: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
@@ -480,7 +475,7 @@ fn next_step(e: &Error) -> Next {
 async fn run(
     candidates: &Candidates,
     mode: &Mode<'_>,
-    plan: &PlanFn<'_>,
+    plan: &dyn PlanSource,
     options: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
@@ -494,7 +489,7 @@ async fn run(
     let tried_backups = candidates.backups.len().min(backups);
     'backups: for (backup_index, candidate) in candidates.backups.iter().take(backups).enumerate() {
         for (copy_index, copy) in candidate.copies.iter().enumerate() {
-            let plan = match plan(&copy.entry) {
+            let plan = match plan.plan_for(&copy.entry) {
                 Ok(p) => p,
                 Err(error) => return Err(AttemptsFailed { attempts, error }),
             };
@@ -606,7 +601,7 @@ async fn once(
             restore(&copy.repo, &copy.entry, *target, &options, progress).await
         }
         Mode::Verify { scratch } => {
-            let scratch = scratch(&copy.entry)?;
+            let scratch = scratch.scratch_for(&copy.entry)?;
             verify_backup(&copy.repo, &copy.entry, scratch.as_ref(), &plan, progress).await
         }
     }

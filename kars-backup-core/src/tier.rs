@@ -237,3 +237,64 @@ mod tests {
         assert!("hourly".parse::<Tier>().is_err());
     }
 }
+
+/// Storage-tier routing: off, or the runbook's table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Tiering {
+    /// Every destination takes every backup.
+    #[default]
+    Off,
+    /// The runbook's table: daily local; weekly local and cloud; monthly and yearly cloud only.
+    Runbook,
+}
+
+/// A job's storage tiers as given: `tiering`, `local-tiers`, `cloud-tiers` (the configuration
+/// file's keys, the `backup` flags with the `clap` feature).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct TierOptions {
+    /// Route by storage tiers: `runbook` sends daily backups to local destinations only, weekly
+    /// ones to local and cloud, monthly and yearly ones to the cloud only (tags in the manifest).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Tiering::Off))]
+    pub tiering: Tiering,
+
+    /// Tiers local destinations keep (comma-separated: daily,weekly,monthly,yearly); turns
+    /// tiering on. Default with --tiering runbook: daily,weekly.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_delimiter = ',', value_name = "TIERS")
+    )]
+    pub local_tiers: Option<Vec<Tier>>,
+
+    /// Tiers cloud destinations keep; turns tiering on. Default with --tiering runbook:
+    /// weekly,monthly,yearly.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_delimiter = ',', value_name = "TIERS")
+    )]
+    pub cloud_tiers: Option<Vec<Tier>>,
+}
+
+impl TierOptions {
+    /// The tier rules, when tiering is on: the runbook's, with `local_tiers`/`cloud_tiers`
+    /// replacing either side.
+    pub fn rules(&self) -> Option<TierRules> {
+        TierRules::configured(
+            self.tiering != Tiering::Off,
+            self.local_tiers.as_deref(),
+            self.cloud_tiers.as_deref(),
+        )
+    }
+
+    /// The retention policy of a destination pruned after a backup: `explicit`, else (with
+    /// tiering) the policy of the tiers its placement keeps, else the runbook's table.
+    pub fn prune_policy(&self, explicit: Option<&KeepRules>, placement: Placement) -> KeepRules {
+        match (explicit, self.rules()) {
+            (Some(p), _) => p.clone(),
+            (None, Some(rules)) => rules.policy_for(placement),
+            (None, None) => KeepRules::runbook(),
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::source::TableInfo;
 /// How thorough the engine's own integrity check is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum IntegrityLevel {
     /// The engine's usual check: SQLite `PRAGMA integrity_check`; PostgreSQL amcheck's
     /// `bt_index_check` of every B-tree index, as `pg_amcheck` does by default.

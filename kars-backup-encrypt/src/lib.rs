@@ -36,6 +36,7 @@ mod age;
 mod gpg;
 mod key;
 mod openpgp;
+mod options;
 
 use std::io::Read;
 use std::path::Path;
@@ -49,6 +50,7 @@ pub use crate::age::{AgeEncryptor, AgeKeys};
 pub use crate::gpg::Gpg;
 pub use crate::key::{default_identity_path, generate_identity_file, identity_file_recipients};
 pub use crate::openpgp::OpenPgpEncryptor;
+pub use crate::options::{DecryptOptions, EncryptOptions, plaintext_policy};
 
 /// One `--encrypt-to` value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,7 +88,7 @@ pub(crate) async fn write_payload(
                 let work = source.work_dir_tempdir("kars-pgdump-")?;
                 let dir = work.path().join("dump");
                 cmd.arg("--format=directory")
-                    .arg(format!("--jobs={}", options.jobs.max(1)))
+                    .arg(format!("--jobs={}", options.jobs()))
                     .arg(format!("--file={}", dir.display()));
                 let mut child = tools::spawn("pg_dump", &mut cmd)?;
                 let stderr = tools::collect_stderr(child.stderr.take());
@@ -129,8 +129,7 @@ pub(crate) async fn write_payload(
         );
     }
     if source.format() == DumpFormat::Directory {
-        info.details
-            .insert("jobs".into(), options.jobs.max(1).into());
+        info.details.insert("jobs".into(), options.jobs().into());
     }
     Ok(SnapshotInfo {
         taken_at,

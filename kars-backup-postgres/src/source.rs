@@ -88,32 +88,109 @@ impl FromStr for RestoreMode {
     }
 }
 
-/// What `pg_dump` includes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What `pg_dump` writes and includes, as the operator gives it: the configuration file's
+/// `[job.postgres]` (serde) and the `backup` flags (`clap` feature) are this one type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", command(next_help_heading = "PostgreSQL"))]
 pub struct DumpOptions {
-    /// Parallel jobs of a directory-format dump.
-    pub jobs: usize,
-    /// Only these tables (`pg_dump --table` patterns).
+    /// pg_dump format: plain (`.sql.gz`, the runbook's), custom (`.dump`, selective and parallel
+    /// restore) or directory (parallel dump, `.dir.tar`). Default: plain, or directory with
+    /// more than one job.
+    #[serde(default, deserialize_with = "opt_from_str")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FORMAT"))]
+    pub format: Option<DumpFormat>,
+
+    /// Parallel pg_dump jobs (directory format).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub jobs: Option<usize>,
+
+    /// Dump only tables matching this pg_dump pattern; repeatable.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long = "table", value_name = "PATTERN"))]
     pub tables: Vec<String>,
-    /// Not these tables (`pg_dump --exclude-table` patterns).
+
+    /// Do not dump tables matching this pattern; repeatable.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long = "exclude-table", value_name = "PATTERN"))]
     pub exclude_tables: Vec<String>,
-    /// Definitions only.
+
+    /// Dump only the definitions, no data.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, conflicts_with = "data_only"))]
     pub schema_only: bool,
-    /// Data only.
+
+    /// Dump only the data, no definitions.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub data_only: bool,
+
+    /// Directory of pg_dump/pg_restore/psql (default: the server version's Debian directory,
+    /// else PATH).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
+    pub bin_dir: Option<PathBuf>,
 }
 
-/// How a payload is restored.
+impl DumpOptions {
+    /// The parallel jobs (at least 1).
+    pub fn jobs(&self) -> usize {
+        self.jobs.unwrap_or(1).max(1)
+    }
+
+    /// The format: the one given, else directory for parallel dumps, else plain.
+    pub fn format(&self) -> DumpFormat {
+        self.format.unwrap_or(if self.jobs() > 1 {
+            DumpFormat::Directory
+        } else {
+            DumpFormat::Plain
+        })
+    }
+}
+
+fn opt_from_str<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// How a payload is restored; the `restore` flags (`clap` feature) are this type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", command(next_help_heading = "PostgreSQL"))]
 pub struct PgRestoreOptions {
-    /// Safe (staging database and swap) or in place.
+    /// safe: restore into a staging database, verify, swap in by renaming (the previous database
+    /// is kept as <db>_pre_restore_<time>); in-place: replace the live database's schemas in one
+    /// transaction, as the runbook does.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "MODE", default_value = "safe")
+    )]
     pub mode: RestoreMode,
-    /// Parallel `pg_restore` jobs (custom and directory backups).
+    /// Parallel jobs: loading connections for a plain dump (default: one per CPU, up to 4), or
+    /// pg_restore --jobs for custom and directory backups (default 1).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)
+    )]
     pub jobs: usize,
-    /// Only these tables (`pg_restore --table`; custom and directory backups).
+    /// Restore only this table (custom and directory backups); repeatable.
+    #[cfg_attr(feature = "clap", arg(long = "table", value_name = "NAME"))]
     pub tables: Vec<String>,
-    /// `--clean --if-exists` for a selective in-place restore: drop the selected tables first.
+    /// With --table in place: drop and recreate the tables (pg_restore --clean --if-exists)
+    /// instead of emptying and refilling them.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub clean: bool,
+    /// Directory of pg_restore/psql (default: the --config job's `[job.postgres] bin-dir`, else
+    /// the server version's Debian directory, else PATH).
+    #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// One PostgreSQL database, reached by a `postgres://` URL.
@@ -192,7 +269,7 @@ impl PostgresSource {
 
     /// Parallel jobs for directory dumps and for restores of custom and directory backups.
     pub fn with_jobs(mut self, jobs: usize) -> Self {
-        self.dump.jobs = jobs;
+        self.dump.jobs = Some(jobs);
         self.restore.jobs = jobs;
         self
     }
@@ -204,7 +281,11 @@ impl PostgresSource {
     }
 
     /// How restores into this database run.
+    /// (A `bin_dir` given there takes the programs from that directory.)
     pub fn with_restore_options(mut self, options: PgRestoreOptions) -> Self {
+        if let Some(dir) = &options.bin_dir {
+            self.tools.bin_dir = Some(dir.clone());
+        }
         self.restore = options;
         self
     }

@@ -14,6 +14,11 @@
 //! | `azure` | [`storage`]`::azure` | Azure Blob Storage (`az://container/prefix`) |
 //! | `git-lfs` | [`storage`]`::git_lfs` | a git remote with Git LFS (`git+file:///srv/backups.git`) |
 //! | `encrypt` | `encrypt` | age and OpenPGP encryption of archives, decryption keys (gpg keyring) |
+//! | `config` | `config` | the configuration file: jobs in TOML, line:column errors, redaction |
+//! | `schedule` | `schedule` | cron schedules, job locks, catch-up state, the scheduler loop |
+//! | `notify` | `notify` | webhooks, commands, healthcheck pings, Prometheus metrics |
+//! | `job` | `job` | a job from the config or from code: backup (tiers, prune), restore, verify, drill, status, the scheduler's runner (brings all of the above) |
+//! | `clap` | | `clap::Args` on the option types, for command-line front ends |
 //! | `testing` | [`core::testing`] | in-memory sink and the sink conformance suite |
 //!
 //! ```no_run
@@ -28,17 +33,25 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "config")]
+pub use kars_backup_config as config;
 pub use kars_backup_core as core;
 #[cfg(feature = "encrypt")]
 pub use kars_backup_encrypt as encrypt;
+#[cfg(feature = "job")]
+pub use kars_backup_job as job;
+#[cfg(feature = "notify")]
+pub use kars_backup_notify as notify;
 #[cfg(feature = "postgres")]
 pub use kars_backup_postgres as postgres;
+#[cfg(feature = "schedule")]
+pub use kars_backup_schedule as schedule;
 #[cfg(feature = "sqlite")]
 pub use kars_backup_sqlite as sqlite;
 #[cfg(feature = "storage")]
 pub use kars_backup_storage as storage;
 
-/// The README's Rust examples, compiled as doc tests so they stay true.
-#[cfg(doctest)]
+/// The README's Rust examples, compiled as doc tests so they stay true (they use the job layer).
+#[cfg(all(doctest, feature = "job"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;

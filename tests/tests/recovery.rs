@@ -49,10 +49,22 @@ async fn back_up(db: &std::path::Path, sinks: &[DynBackupSink]) -> String {
     report.manifest.name.clone()
 }
 
-fn fixed_plan(
-    plan: VerifyPlan,
-) -> impl Fn(&kars_backup_core::BackupEntry) -> kars_backup_core::Result<VerifyPlan> {
-    move |_| Ok(plan.clone())
+/// The same plan for every backup (a `VerifyPlan` is a `PlanSource`).
+fn fixed_plan(plan: VerifyPlan) -> VerifyPlan {
+    plan
+}
+
+/// One scratch file for every attempt.
+#[derive(Debug)]
+struct OneScratch(std::path::PathBuf);
+
+impl kars_backup_core::checks::ScratchTargets for OneScratch {
+    fn scratch_for(
+        &self,
+        _: &kars_backup_core::BackupEntry,
+    ) -> kars_backup_core::Result<DynDatabaseSource> {
+        Ok(Arc::new(SqliteSource::new(self.0.clone())))
+    }
 }
 
 /// Identical copies: the local one is read first, even when given second; the newest backup
@@ -210,12 +222,7 @@ async fn a_drill_stores_its_report_where_listings_and_prune_leave_it_alone() {
         sink.clone(),
     )];
     let scratch_dir = tempfile::tempdir().unwrap();
-    let scratch =
-        |_: &kars_backup_core::BackupEntry| -> kars_backup_core::Result<DynDatabaseSource> {
-            Ok(Arc::new(SqliteSource::new(
-                scratch_dir.path().join("scratch.db"),
-            )))
-        };
+    let scratch = OneScratch(scratch_dir.path().join("scratch.db"));
     let plan = fixed_plan(VerifyPlan::default());
     let report = run_drill(
         &origins,

@@ -10,13 +10,13 @@ pub(crate) async fn run(command: ConfigCommand) -> anyhow::Result<u8> {
 }
 
 fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
-    kars_backup_config::set_cron_validator(|expr| {
-        kars_backup_schedule::Schedule::parse(expr, "UTC")
+    kars_backup::config::set_cron_validator(|expr| {
+        kars_backup::schedule::Schedule::parse(expr, "UTC")
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    let options = kars_backup_config::LoadOptions { strict: a.strict };
-    let config = match kars_backup_config::load_with(&a.config, &options) {
+    let options = kars_backup::config::LoadOptions { strict: a.strict };
+    let config = match kars_backup::config::load_with(&a.config, &options) {
         Ok(c) => c,
         Err(errors) => {
             let lines: Vec<String> = errors
@@ -49,7 +49,7 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         .iter()
         .filter_map(|j| {
             let s = j.schedule.as_ref()?;
-            let schedule = kars_backup_schedule::Schedule::new(&s.cron, s.timezone).ok()?;
+            let schedule = kars_backup::schedule::Schedule::new(&s.cron, s.timezone).ok()?;
             Some((j.name.clone(), s.timezone, schedule.upcoming(now, 3)))
         })
         .collect();
@@ -57,7 +57,7 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         render::print_json(&serde_json::json!({
             "ok": true,
             "file": a.config,
-            "config": kars_backup_config::effective_json(&config),
+            "config": kars_backup::config::effective_json(&config),
             "environment": config.env_names(),
             "strict": a.strict,
             "notes": config.notes(),
@@ -87,7 +87,7 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
             println!("# note: {note}");
         }
         println!();
-        print!("{}", kars_backup_config::effective_toml(&config));
+        print!("{}", kars_backup::config::effective_toml(&config));
         for (job, tz, runs) in &next_runs {
             let runs: Vec<String> = runs
                 .iter()

@@ -1,16 +1,16 @@
 //! `kars-backup copy`.
 
 use crate::args::CopyArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: CopyArgs) -> anyhow::Result<u8> {
-    let from = resolve::repository(&a.from)?;
-    let to = resolve::repository(&a.to)?;
-    let entry = resolve::backup(&from, &a.which).await?;
-    let options = kars_backup_storage::CopyOptions {
-        plaintext: crate::args::plaintext_policy(a.no_encrypt),
+    let from = kars_backup::job::repository(&a.from)?;
+    let to = kars_backup::job::repository(&a.to)?;
+    let entry = kars_backup::job::find_backup(&from, &crate::commands::pick(&a.which)).await?;
+    let options = kars_backup::storage::CopyOptions {
+        plaintext: kars_backup::encrypt::plaintext_policy(a.no_encrypt),
     };
-    let report = kars_backup_storage::copy_backup(&from, &entry, &to, &options).await?;
+    let report = kars_backup::storage::copy_backup(&from, &entry, &to, &options).await?;
     if a.json {
         render::print_json(&serde_json::json!({ "ok": true, "copy": report }))?;
     } else if report.already_present {

@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use anyhow::Context;
-use kars_backup_core::preset::CheckPreset;
-use kars_backup_core::status::DEFAULT_RPO;
-use kars_backup_core::{BackupJob, BackupOptions, DatabaseSource, RestoreOptions, VerifyPlan};
-use kars_backup_sqlite::SqliteSource;
-use kars_backup_sqlite::sample::{SampleSize, create_kars_database};
+use kars_backup::core::preset::CheckPreset;
+use kars_backup::core::status::DEFAULT_RPO;
+use kars_backup::core::{BackupJob, BackupOptions, DatabaseSource, RestoreOptions, VerifyPlan};
+use kars_backup::sqlite::SqliteSource;
+use kars_backup::sqlite::sample::{SampleSize, create_kars_database};
 
 use crate::args::{DemoArgs, DemoDbArgs};
 use crate::commands::UsageError;
-use crate::{exit, progress, render, resolve};
+use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let db = a.dir.join("assets.db");
@@ -44,9 +44,9 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
 `kars-backup key init` and --encrypt-to, see the README)",
         a.backups.display()
     ));
-    let repo = resolve::repository(&a.backups.display().to_string())?;
+    let repo = kars_backup::job::repository(&a.backups.display().to_string())?;
     let backup = BackupJob::new(
-        resolve::shared(SqliteSource::new(&db)),
+        std::sync::Arc::new(SqliteSource::new(&db)),
         vec![repo.clone()],
         BackupOptions::default(),
     )
@@ -73,12 +73,12 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
             .into(),
     );
     let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch = resolve::scratch_source(&latest, scratch_dir.path())?;
+    let scratch = kars_backup::job::scratch_source(&latest, scratch_dir.path());
     let plan = VerifyPlan {
         queries: CheckPreset::Kars.queries(latest.time(), DEFAULT_RPO),
         ..VerifyPlan::default()
     };
-    let verified = kars_backup_core::verify_backup(
+    let verified = kars_backup::core::verify_backup(
         &repo,
         &latest,
         &scratch,
@@ -90,7 +90,7 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
 
     say(format!("5. Restoring it into {}", restored.display()));
     let target = SqliteSource::new(&restored);
-    let report = kars_backup_core::restore(
+    let report = kars_backup::core::restore(
         &repo,
         &latest,
         &target,

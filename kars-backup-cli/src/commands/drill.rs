@@ -1,40 +1,35 @@
 //! `kars-backup drill`.
 
-use kars_backup_core::drill::{DrillOptions, DrillOutcome, run_drill};
-use kars_backup_core::recovery::AttemptOptions;
+use kars_backup::core::drill::DrillOutcome;
+use kars_backup::job::drill::drill_options;
+use kars_backup::job::{Reading, Scratch};
 
 use crate::args::DrillArgs;
-use crate::{exit, progress, render, resolve};
+use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify;
     // `--config`: destinations, checks, scratch server and targets of a config job.
-    let (reading, pg) = super::jobs::check_job(v)?;
+    let job = crate::commands::config_job(&v.job)?;
+    let reading = Reading::new(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
+    let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &v.pg);
     let origins = reading.origins()?;
     // Usage errors in the checks show before the drill starts.
-    v.checks.plan(v.integrity, chrono::Utc::now())?;
-    let scratch_dir = tempfile::Builder::new().prefix("kars-drill-").tempdir()?;
-    let scratch = resolve::Scratch::new(&pg, scratch_dir.path());
-    let plan = |e: &kars_backup_core::BackupEntry| {
-        reading
-            .plan(&v.checks, v.integrity, e.time())
-            .map_err(resolve::core_error)
-    };
-    let job_verify = reading.verify.as_ref();
-    let options = DrillOptions {
-        rto: job_verify.and_then(|c| c.rto).unwrap_or(a.rto),
-        rpo: job_verify.map_or(v.checks.rpo, |c| c.rpo()),
-        attempts: AttemptOptions {
-            fallback: false,
-            ..v.retry.attempts()
-        },
-        store: !a.no_store,
-    };
-    let report = run_drill(
+    v.checks.checks(v.integrity)?;
+    let checks = reading.checks(&v.checks, v.integrity)?;
+    let scratch = Scratch::new(scratch, "kars-drill-")?;
+    let options = drill_options(
+        job.as_ref(),
+        a.rto,
+        v.checks.rpo,
+        v.retry.attempts(),
+        !a.no_store,
+    );
+    let report = kars_backup::job::drill::drill(
         &origins,
-        &resolve::pick(&v.which),
-        &|e| scratch.make(e),
-        &plan,
+        &crate::commands::pick(&v.which),
+        &scratch,
+        &checks,
         &options,
         progress::for_terminal(v.json),
     )

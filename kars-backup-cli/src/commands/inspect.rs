@@ -1,10 +1,10 @@
 //! `kars-backup inspect`.
 
 use crate::args::InspectArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
-    let source = resolve::database(&a.db.db)?;
+    let source = kars_backup::job::source_from_url(&a.db.db)?;
     let databases = source.inspect().await?;
     let previous = source.previous_copies().await?;
     if a.json {
@@ -19,7 +19,7 @@ pub(crate) async fn run(a: InspectArgs) -> anyhow::Result<u8> {
         println!(
             "{} ({})",
             source.describe(),
-            kars_backup_core::engine_name(engine)
+            kars_backup::core::engine_name(engine)
         );
         for db in &databases {
             print!("{}", render::database(engine, db));

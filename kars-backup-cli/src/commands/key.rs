@@ -16,7 +16,7 @@ pub(crate) async fn run(command: KeyCommand) -> anyhow::Result<u8> {
 /// `--out`/`--identity`, else the default identity path.
 fn identity_path(given: Option<PathBuf>, flag: &str) -> anyhow::Result<PathBuf> {
     given
-        .or_else(kars_backup_encrypt::default_identity_path)
+        .or_else(kars_backup::encrypt::default_identity_path)
         .ok_or_else(|| {
             UsageError(format!(
                 "neither HOME nor XDG_CONFIG_HOME is set: name the identity file with {flag} FILE"
@@ -28,8 +28,8 @@ fn identity_path(given: Option<PathBuf>, flag: &str) -> anyhow::Result<PathBuf> 
 fn init(a: KeyInitArgs) -> anyhow::Result<u8> {
     let path = identity_path(a.out, "--out")?;
     // An existing file is the operator's to keep: refusing it is a usage error (exit 2).
-    let recipient = kars_backup_encrypt::generate_identity_file(&path).map_err(|e| match e {
-        kars_backup_core::Error::AlreadyExists { what } => {
+    let recipient = kars_backup::encrypt::generate_identity_file(&path).map_err(|e| match e {
+        kars_backup::core::Error::AlreadyExists { what } => {
             anyhow::Error::from(UsageError(format!("already exists: {what}")))
         }
         e => e.into(),
@@ -58,7 +58,7 @@ the config) whose identity lives elsewhere keeps them readable if this one is lo
 
 fn show(a: KeyShowArgs) -> anyhow::Result<u8> {
     let path = identity_path(a.identity, "--identity")?;
-    let recipients = kars_backup_encrypt::identity_file_recipients(&path)?;
+    let recipients = kars_backup::encrypt::identity_file_recipients(&path)?;
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": true,

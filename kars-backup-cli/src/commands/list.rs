@@ -1,12 +1,12 @@
 //! `kars-backup list`.
 
-use kars_backup_core::EntryKind;
+use kars_backup::core::EntryKind;
 
 use crate::args::ListArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
+    let repo = kars_backup::job::repository(&a.from)?;
     let listing = repo.list().await?;
     let shown: Vec<_> = listing
         .entries
@@ -36,7 +36,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         });
         if a.all {
             doc["foreign"] = listing.foreign.iter().map(|o| o.key.clone()).collect();
-            doc["drill_reports"] = kars_backup_core::drill::report_keys(&repo).await?.into();
+            doc["drill_reports"] = kars_backup::core::drill::report_keys(&repo).await?.into();
         }
         render::print_json(&doc)?;
         return Ok(exit::OK);
@@ -60,7 +60,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         for f in &listing.foreign {
             println!("foreign file (left alone): {}", f.key);
         }
-        let drills = kars_backup_core::drill::report_keys(&repo).await?;
+        let drills = kars_backup::core::drill::report_keys(&repo).await?;
         if let Some(newest) = drills.last() {
             println!(
                 "{} drill report(s) (kept, never pruned); newest: {newest}",

@@ -1,12 +1,12 @@
 //! `kars-backup prune`.
 
-use kars_backup_core::PruneOptions;
+use kars_backup::core::PruneOptions;
 
 use crate::args::PruneArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: PruneArgs) -> anyhow::Result<u8> {
-    let repo = resolve::repository(&a.from)?;
+    let repo = kars_backup::job::repository(&a.from)?;
     let options = PruneOptions {
         dry_run: a.dry_run,
         orphan_grace: a.orphan_grace,
@@ -15,7 +15,7 @@ pub(crate) async fn run(a: PruneArgs) -> anyhow::Result<u8> {
         ..PruneOptions::default()
     };
     let policy = a.policy.policy;
-    let report = kars_backup_core::prune(&repo, &policy, &options).await?;
+    let report = kars_backup::core::prune(&repo, &policy, &options).await?;
     let code = if report.errors.is_empty() {
         exit::OK
     } else {

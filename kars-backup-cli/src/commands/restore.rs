@@ -2,56 +2,31 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use kars_backup_core::RestoreOptions;
-use kars_backup_core::recovery::{AttemptOptions, Candidates, restore_with_fallback};
+use kars_backup::core::RestoreOptions;
+use kars_backup::core::recovery::{AttemptOptions, Candidates};
+use kars_backup::job::{Reading, RestorePlan};
 
 use crate::args::RestoreArgs;
 use crate::commands::UsageError;
-use crate::{exit, progress, render, resolve};
+use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
-    // `--config`: destinations, checks, keys and hooks of a config job; else the flags'.
-    let super::jobs::RestorePlan {
-        reading,
-        hooks,
-        in_use,
-        keep_previous,
-        pg_bin_dir,
-    } = super::jobs::restore_job(&a)?;
-    let origins = reading.origins()?;
-    let plan_for = |time| reading.plan(&a.checks, a.integrity, time);
-    let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
+    // `--config`: destinations, checks, keys, hooks and settings of a config job; else the
+    // flags'. A flag wins over the file, which wins over the default.
+    let job = crate::commands::config_job(&a.job)?;
+    let reading = Reading::new(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
+    let restore = RestorePlan::new(job.as_ref(), reading, &a.hooks, &a.settings, &a.pg)?;
+    let origins = restore.reading.origins()?;
+    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.which)).await?;
     let entry = candidates
         .first()
         .expect("find returns at least one backup")
         .entry()
         .clone();
     // Usage errors in the checks show before anything else happens.
-    let plan = plan_for(entry.time())?;
-    let target: kars_backup_core::DynDatabaseSource = if resolve::is_postgres(&a.db.db) {
-        let pg = &a.pg;
-        std::sync::Arc::new(
-            resolve::postgres_source(&a.db.db, pg_bin_dir.as_deref())?
-                .with_restore_options(kars_backup_postgres::PgRestoreOptions {
-                    mode: pg.mode,
-                    jobs: pg.jobs.unwrap_or(0),
-                    tables: pg.tables.clone(),
-                    clean: pg.clean,
-                })
-                .with_restore_checks(plan.integrity),
-        )
-    } else {
-        let mut target = resolve::sqlite_source(&a.db.db)?;
-        if entry
-            .manifest
-            .as_ref()
-            .is_some_and(kars_backup_sqlite::is_volume_manifest)
-        {
-            // A volume backup restores into a directory, even one that does not exist yet.
-            target = target.with_mode(kars_backup_sqlite::SourceMode::Volume);
-        }
-        resolve::shared(target)
-    };
+    let checks = restore.reading.checks(&a.checks, a.integrity)?;
+    let plan = checks.plan_at(entry.time());
+    let target = restore.target(&a.db.db, &entry, plan.integrity)?;
     let confirmed = if a.yes || !target.exists().await? {
         true
     } else if std::io::stdin().is_terminal() {
@@ -68,13 +43,13 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     // From here on SIGINT/SIGTERM interrupt the restore, which rolls back and exits 128+signal.
-    let signals = kars_backup_schedule::ShutdownSignals::install()?;
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
     let options = RestoreOptions {
         plan,
-        hooks,
+        hooks: restore.hooks.clone(),
         confirmed: true,
-        in_use,
-        keep_previous,
+        in_use: restore.in_use,
+        keep_previous: restore.keep_previous,
         cancel: signals.graceful(),
     };
     let attempts = AttemptOptions {
@@ -82,12 +57,11 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         max_backups: a.max_attempts.max(1),
         ..a.retry.attempts()
     };
-    let plan = |e: &kars_backup_core::BackupEntry| plan_for(e.time()).map_err(resolve::core_error);
-    let result = restore_with_fallback(
+    let result = kars_backup::job::restore::restore(
         &candidates,
-        target.as_ref(),
+        &target,
         &options,
-        &plan,
+        &checks,
         &attempts,
         progress::for_terminal(a.json),
     )

@@ -3,8 +3,8 @@
 use std::io::BufRead;
 
 use anyhow::Context;
-use kars_backup_core::RetentionPolicy;
-use kars_backup_core::retention::RetentionItem;
+use kars_backup::core::RetentionPolicy;
+use kars_backup::core::retention::RetentionItem;
 
 use crate::args::{RetentionCommand, SimulateArgs};
 use crate::commands::UsageError;

@@ -1,13 +1,13 @@
 //! `kars-backup schedule --emit cron|systemd --config FILE`.
 
-use kars_backup_config::emit::{self, EmitOptions};
+use kars_backup::config::emit::{self, EmitOptions};
 
 use crate::args::{EmitFormat, ScheduleArgs};
 use crate::commands::UsageError;
 use crate::exit;
 
 pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
-    let config = super::jobs::load_config(&a.config)?;
+    let config = kars_backup::job::load_config(&a.config)?;
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let binary = match &a.binary {
         Some(b) => b.clone(),

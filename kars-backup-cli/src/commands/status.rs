@@ -1,101 +1,55 @@
 //! `kars-backup status`.
 
-use kars_backup_core::status::{DestinationStatus, check_keys};
-
-use super::jobs::StatusTarget;
+use kars_backup::job::status::{self, StatusReport, StatusTarget};
 
 use crate::args::StatusArgs;
-use crate::{exit, render, resolve};
+use crate::{exit, render};
 
 pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
-    let now = chrono::Utc::now();
-    let mut statuses = Vec::new();
-    // The flags' destinations, or every destination of the config's jobs (with their keys).
-    let targets: Vec<StatusTarget> = match &a.config {
-        Some(path) => super::jobs::freshness_targets(path, &a.job, a.rpo, &a.decrypt)?,
-        None => a
-            .from
-            .iter()
-            .map(|d| StatusTarget {
-                url: d.clone(),
-                rpo: a.rpo,
-                job: None,
-                keys: a.decrypt.clone(),
-            })
-            .collect(),
-    };
-    let mut jobs = Vec::new();
-    for target in &targets {
-        jobs.push(target.job.clone());
-        let rpo = target.rpo;
-        let mut repo = resolve::repository(&target.url)?;
-        // Only with keys given (flags or the job's): do they open the newest backup?
-        let given = target.keys.any();
-        if given {
-            repo = repo.with_decryptor(target.keys.decryptor()?);
+    // The flags' destinations, or every destination of the config's jobs (with their keys);
+    // the previous copies of each --db, and of each job's source.
+    let (targets, mut databases) = match &a.config {
+        Some(path) => {
+            let config = kars_backup::job::load_config(path)?;
+            status::config_targets(&config, &a.job, a.rpo, &a.decrypt)?
         }
-        let listing = repo.list().await?;
-        let keys = match (given, listing.latest()) {
-            (true, Some(newest)) => Some(check_keys(&repo, newest).await?),
-            _ => None,
-        };
-        let drill = match kars_backup_core::drill::latest_report(&repo).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(destination = %repo.describe(), error = %e, "cannot read the last drill report");
-                None
-            }
-        };
-        statuses.push(
-            DestinationStatus::of(&repo.describe(), &listing, now, rpo)
-                .with_last_drill(drill.as_ref())
-                .with_keys(keys),
-        );
-    }
-    // The previous copies restores kept: of each --db, and of each job's source.
-    let mut databases = a.db.clone();
-    if let Some(path) = &a.config {
-        databases.extend(super::jobs::job_sources(path, &a.job)?);
-    }
-    let mut previous = Vec::new();
-    for db in &databases {
-        let source = resolve::database(db)?;
-        previous.push((source.describe(), source.previous_copies().await?));
-    }
-    // Losing the key loses the backups: a newest backup the keys cannot open is a failure.
-    let keys_fail = statuses.iter().any(DestinationStatus::keys_fail);
-    let last_drill = statuses
-        .iter()
-        .filter_map(|s| s.last_drill.as_ref())
-        .max_by_key(|d| d.at);
-    let all_fresh = statuses.iter().all(|s| s.within_rpo);
-    // A destination whose last drill failed may hold backups that do not restore.
-    let drill_failed = statuses.iter().any(|s| {
-        s.last_drill
-            .as_ref()
-            .is_some_and(|d| d.outcome == kars_backup_core::drill::DrillOutcome::Failed)
-    });
+        None => (
+            a.from
+                .iter()
+                .map(|d| StatusTarget::new(d.clone(), a.rpo, a.decrypt.clone()))
+                .collect(),
+            Vec::new(),
+        ),
+    };
+    databases.splice(0..0, a.db.iter().cloned());
+    let report = StatusReport::check(&targets, &databases, chrono::Utc::now()).await?;
+    let (all_fresh, drill_failed, keys_fail) = (
+        report.all_fresh(),
+        report.drill_failed(),
+        report.keys_fail(),
+    );
+    let previous = &report.previous;
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": all_fresh && !drill_failed && !keys_fail,
             "drill_failed": drill_failed,
             "keys_fail": keys_fail,
             "rpo_secs": a.rpo.num_seconds(),
-            "destinations": statuses.iter().zip(&jobs).map(|(s, job)| {
+            "destinations": report.destinations.iter().map(|(job, s)| {
                 let mut v = serde_json::json!(s);
                 if let Some(job) = job {
                     v["job"] = serde_json::json!(job);
                 }
                 v
             }).collect::<Vec<_>>(),
-            "last_drill": last_drill,
+            "last_drill": report.last_drill(),
             "previous_copies": previous.iter().map(|(target, copies)| serde_json::json!({
                 "target": target,
                 "copies": copies,
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        for (s, job) in statuses.iter().zip(&jobs) {
+        for (job, s) in &report.destinations {
             if let Some(job) = job {
                 print!("job {job}: ");
             }
@@ -118,9 +72,9 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                     d.id,
                     d.at.format("%Y-%m-%d %H:%M:%S UTC"),
                     match d.outcome {
-                        kars_backup_core::drill::DrillOutcome::Passed => "PASSED",
-                        kars_backup_core::drill::DrillOutcome::TargetMissed => "TARGET MISSED",
-                        kars_backup_core::drill::DrillOutcome::Failed => "FAILED",
+                        kars_backup::core::drill::DrillOutcome::Passed => "PASSED",
+                        kars_backup::core::drill::DrillOutcome::TargetMissed => "TARGET MISSED",
+                        kars_backup::core::drill::DrillOutcome::Failed => "FAILED",
                     },
                     d.backup.as_deref().unwrap_or("none"),
                     objective(d.rto_secs, d.rto_met),
@@ -137,7 +91,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 None => {}
             }
         }
-        for (target, copies) in &previous {
+        for (target, copies) in previous {
             if copies.is_empty() {
                 println!("{target}: no previous copies kept by restores");
             } else {
@@ -146,7 +100,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    for s in statuses.iter().filter(|s| s.keys_fail()) {
+    for (_, s) in report.destinations.iter().filter(|(_, s)| s.keys_fail()) {
         if let Some(k) = &s.keys {
             eprintln!(
                 "warning: {}: the newest backup {} cannot be decrypted with the keys given; without its key it cannot be restored ({})",
@@ -167,7 +121,7 @@ fn objective(secs: Option<f64>, met: bool) -> String {
     match secs {
         Some(s) => format!(
             "{} {}",
-            kars_backup_core::drill::human_secs(s),
+            kars_backup::core::drill::human_secs(s),
             if met { "met" } else { "MISSED" }
         ),
         None => "not measured".into(),

@@ -1,30 +1,26 @@
 //! `kars-backup verify`.
 
-use kars_backup_core::recovery::{Candidates, verify_with_fallback};
+use kars_backup::core::recovery::Candidates;
+use kars_backup::job::{Reading, Scratch};
 
 use crate::args::VerifyArgs;
-use crate::{exit, progress, render, resolve};
+use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys and scratch server of a config job.
-    let (reading, pg) = super::jobs::check_job(&a)?;
+    let job = crate::commands::config_job(&a.job)?;
+    let reading = Reading::new(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
+    let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
     let origins = reading.origins()?;
-    let candidates = Candidates::find(&origins, &resolve::pick(&a.which)).await?;
-    let first = candidates
-        .first()
-        .expect("find returns at least one backup");
-    a.checks.plan(a.integrity, first.time)?;
-    let scratch_dir = tempfile::Builder::new().prefix("kars-verify-").tempdir()?;
-    let scratch = resolve::Scratch::new(&pg, scratch_dir.path());
-    let plan = |e: &kars_backup_core::BackupEntry| {
-        reading
-            .plan(&a.checks, a.integrity, e.time())
-            .map_err(resolve::core_error)
-    };
-    let result = verify_with_fallback(
+    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.which)).await?;
+    // Usage errors in the check flags show before anything is restored.
+    a.checks.checks(a.integrity)?;
+    let checks = reading.checks(&a.checks, a.integrity)?;
+    let scratch = Scratch::new(scratch, "kars-verify-")?;
+    let result = kars_backup::job::verify::verify(
         &candidates,
-        &|e| scratch.make(e),
-        &plan,
+        &scratch,
+        &checks,
         &a.retry.attempts(),
         progress::for_terminal(a.json),
     )

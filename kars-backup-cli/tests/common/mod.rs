@@ -7,7 +7,7 @@ pub(crate) mod restore;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use kars_backup_postgres::testing::{TEST_PASSWORD, TestCluster};
+use kars_backup::postgres::testing::{TEST_PASSWORD, TestCluster};
 use serde_json::Value;
 
 /// The `kars-backup` binary with no stdin and neither `KARS_BACKUP_LOG` nor `DATABASE_URL`

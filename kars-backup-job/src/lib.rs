@@ -1,0 +1,80 @@
+//! kars-backup jobs: everything a run of the `kars-backup` command means, as a library.
+//!
+//! A [`Job`] is a database, its destinations with their tiers and retention, the archive's
+//! compression and encryption, the verification plan, the restore's hooks and settings,
+//! notifications and a schedule. Build it from a configuration file's `[[job]]`
+//! ([`Job::from_config`]) or from code ([`Job::builder`]), then:
+//!
+//! - [`Job::backup`]: storage-tier routing, the backup, the prune of every destination that
+//!   took it ([`BackupRun`]);
+//! - [`restore`]: [`Reading`] (where backups are read, with which keys and checks),
+//!   [`RestorePlan`] (hooks, in-use policy, previous copies, PostgreSQL options; a flag wins
+//!   over the file, which wins over the default) and [`restore::restore`];
+//! - [`verify`] and [`drill`]: verification in [`Scratch`] targets (a directory per SQLite
+//!   attempt, a temporary database on a scratch server per PostgreSQL one);
+//! - [`status`]: freshness of each destination against the RPO, last drill, keys;
+//! - [`runner`]: the scheduler's [`JobRunner`], [`scheduler_for`] a configuration (state,
+//!   notifications, metrics textfiles), [`run_once`];
+//! - [`source_from_url`]: a database by URL (`sqlite:///…`, a path, `postgres://…`), next to
+//!   storage's `sink_from_url`.
+//!
+//! Option types are defined once, in the crate that owns each concept, and merged by one rule
+//! ([`kars_backup_core::merge`]): `[job.hooks]`/`--stop-cmd` are core's
+//! [`HookOptions`](kars_backup_core::settings::HookOptions), `[job.restore]`/`--keep-previous`
+//! core's [`RestoreSettings`](kars_backup_core::settings::RestoreSettings), `[job.postgres]`/
+//! `--format` postgres' [`DumpOptions`](kars_backup_postgres::DumpOptions), `--identity`
+//! encrypt's [`DecryptOptions`](kars_backup_encrypt::DecryptOptions), `--scratch-db` this
+//! crate's [`ScratchOptions`].
+//!
+//! ```
+//! use kars_backup_job::{Destination, Job, SourceOptions};
+//! use kars_backup_core::KeepRules;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> kars_backup_job::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = dir.path().join("assets.db");
+//! # std::fs::write(&db, b"").unwrap();
+//! let job = Job::builder("nightly")
+//!     .source_url(db.display().to_string(), SourceOptions::default())
+//!     .destination(
+//!         Destination::new(dir.path().join("backups").display().to_string())?
+//!             .with_retention("daily=7,weekly=4".parse::<KeepRules>().unwrap()),
+//!     )
+//!     .build()?;
+//! let run = job.backup("run-1", kars_backup_core::progress::no_progress()).await?;
+//! assert!(run.all_succeeded());
+//! assert_eq!(run.prunes.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | what |
+//! |---|---|
+//! | `clap` | `clap::Args` on the option types (this crate's and the ones it re-exports from core, postgres and encrypt), for command-line front ends |
+
+mod backup;
+mod config;
+pub mod drill;
+mod error;
+mod job;
+pub mod restore;
+pub mod runner;
+mod scratch;
+mod source;
+pub mod status;
+pub mod verify;
+
+pub use backup::BackupRun;
+pub use config::{load_config, one_job, select_jobs, state_dir};
+pub use error::{Error, Result, error_text};
+pub use job::{
+    Destination, Encryption, Job, JobBuilder, JobSchedule, find_backup, origins, repository,
+};
+pub use restore::{Reading, RestorePlan};
+pub use runner::{JobRunner, OneShot, run_once, scheduled_jobs, scheduler_for};
+pub use scratch::{Scratch, ScratchOptions, scratch_source};
+pub use source::{
+    SourceOptions, is_postgres_backup, is_postgres_url, postgres_dump_source, postgres_source,
+    source_from_url, sqlite_path, sqlite_source,
+};

@@ -1,0 +1,251 @@
+//! Jobs under the scheduler: [`JobRunner`] (one job's backup as the scheduler's runner), the
+//! [`scheduler_for`] a configuration (state directory, notifications, metrics and their
+//! textfiles), the [`scheduled_jobs`] of the daemon and [`run_once`] for one-shot runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kars_backup_config::{Config, JobConfig};
+use kars_backup_notify::{Alerts, Metrics, Notifier};
+use kars_backup_schedule::{
+    CancellationToken, RunContext, RunObserver, RunOutcome, RunReport, RunStatus, ScheduledJob,
+    Scheduler, SystemClock,
+};
+
+use crate::backup::BackupRun;
+use crate::job::Job;
+use crate::{Error, Result, error_text};
+
+/// How the last run of a [`JobRunner`] went.
+pub type LastRun = Arc<Mutex<Option<Result<BackupRun>>>>;
+
+/// Runs one job's backup for the scheduler: the same code path as a one-shot backup.
+#[derive(Debug)]
+pub struct JobRunner {
+    job: Job,
+    /// Fired by a second shutdown signal: abort the in-flight backup (nothing is listed).
+    abort: CancellationToken,
+    last: LastRun,
+}
+
+impl JobRunner {
+    /// A runner of `job`; `abort` aborts a run in flight (a first shutdown lets it finish).
+    pub fn new(job: Job, abort: CancellationToken) -> Self {
+        JobRunner {
+            job,
+            abort,
+            last: Arc::default(),
+        }
+    }
+
+    /// Where the last run's result goes (taken by whoever reports it).
+    pub fn last(&self) -> LastRun {
+        self.last.clone()
+    }
+}
+
+#[async_trait]
+impl kars_backup_schedule::JobRunner for JobRunner {
+    async fn run(&self, ctx: RunContext) -> RunOutcome {
+        // A first shutdown signal lets the backup finish (ctx.cancel); a second aborts it.
+        let result = self
+            .job
+            .backup(&ctx.run_id, kars_backup_core::progress::no_progress());
+        let result = tokio::select! {
+            r = result => r,
+            _ = self.abort.cancelled() => Err(Error::Aborted),
+        };
+        let outcome = match &result {
+            Ok(run) => outcome_of(run),
+            Err(e) => RunOutcome::failure(error_text(e)),
+        };
+        if let Ok(mut slot) = self.last.lock() {
+            *slot = Some(result);
+        }
+        outcome
+    }
+}
+
+/// The scheduler's view of a run: per destination, and a failed prune as a failure.
+pub fn outcome_of(run: &BackupRun) -> RunOutcome {
+    let mut outcome = RunOutcome::from_backup_report(&run.report);
+    if let Some(problem) = run.prune_failure() {
+        outcome.status = RunStatus::Failure;
+        outcome.error.get_or_insert(problem);
+    }
+    outcome
+}
+
+/// The scheduler of a configuration: its state directory (locks, catch-up state), the
+/// notifications of every job, the metrics (recorded into `metrics`, and rewritten into
+/// `[daemon] metrics-textfile` after every run).
+///
+/// # Errors
+/// A state directory that cannot be created; notifications that cannot be set up.
+pub fn scheduler_for(config: &Config, metrics: &Metrics) -> Result<Scheduler> {
+    let dir = crate::config::state_dir(config);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::usage(format!(
+            "cannot create the state directory {} ({e}); set [daemon] state-dir in the config to a writable directory",
+            dir.display()
+        ))
+    })?;
+    let mut alerts = Alerts::new().with_metrics(metrics.clone());
+    if let Some(n) = &config.notify {
+        alerts = alerts.with_default(Notifier::new(n.options())?);
+    }
+    for job in &config.jobs {
+        if let Some(n) = &job.notify {
+            alerts = alerts.with_job(&job.name, Notifier::new(n.options())?);
+        }
+    }
+    let mut scheduler = Scheduler::new(dir).with_observer(Arc::new(alerts));
+    if let Some(path) = &config.daemon.metrics_textfile {
+        scheduler = scheduler.with_observer(Arc::new(Textfile {
+            template: path.clone(),
+        }));
+    }
+    Ok(scheduler)
+}
+
+/// The daemon's jobs: each selected job with a schedule, its keys checked now (a job that
+/// cannot encrypt never runs unencrypted) and its metric series registered before its first
+/// run. Jobs without a schedule are left out, unless `named` (then it is an error).
+///
+/// # Errors
+/// Bad keys; a named job without schedule; no scheduled job at all.
+pub fn scheduled_jobs(
+    selected: &[&JobConfig],
+    named: bool,
+    abort: &CancellationToken,
+    metrics: &Metrics,
+) -> Result<Vec<ScheduledJob>> {
+    let mut jobs = Vec::new();
+    for config in selected {
+        let job = Job::from_config(config)?;
+        job.encryptor()?;
+        let destinations: Vec<String> = job
+            .destinations()
+            .iter()
+            .filter_map(|d| crate::job::repository(&d.written).ok())
+            .map(|r| r.describe())
+            .collect();
+        metrics.register(&config.name, destinations);
+        let Some(s) = job.schedule().cloned() else {
+            if named {
+                return Err(Error::usage(format!(
+                    "job {} has no [job.schedule]; the daemon runs scheduled jobs only",
+                    config.name
+                )));
+            }
+            continue;
+        };
+        let runner = Arc::new(JobRunner::new(job, abort.clone()));
+        jobs.push(ScheduledJob::new(&config.name, s.schedule, runner).with_catch_up(s.catch_up));
+    }
+    if jobs.is_empty() {
+        return Err(Error::usage(
+            "no job of the config has a [job.schedule]; add one (cron = \"0 2 * * *\") or run `kars-backup backup --config`",
+        ));
+    }
+    Ok(jobs)
+}
+
+/// Loads the selected jobs' textfiles into `metrics`, so that `/metrics` counters go on from
+/// them (with `[daemon] metrics-textfile`).
+pub fn load_textfiles(config: &Config, selected: &[&JobConfig], metrics: &Metrics) {
+    let Some(template) = &config.daemon.metrics_textfile else {
+        return;
+    };
+    for job in selected {
+        if let Err(e) = metrics.load_textfile(&textfile_for(template, &job.name)) {
+            tracing::warn!(job = %job.name, error = %e, "cannot read the previous metrics textfile; counting from zero");
+        }
+    }
+}
+
+/// How a one-shot run of a job went.
+#[derive(Debug)]
+pub struct OneShot {
+    /// The scheduler's report (with the run id), or why it did not run (the job's lock is
+    /// held, its state directory is unusable).
+    pub report: std::result::Result<RunReport, kars_backup_schedule::Error>,
+    /// The backup's own result, when it ran.
+    pub run: Option<Result<BackupRun>>,
+}
+
+/// Runs a job once, now, under `scheduler` (its lock, state, notifications, metrics).
+pub async fn run_once(scheduler: &Scheduler, job: Job) -> OneShot {
+    let name = job.name().to_string();
+    let runner = Arc::new(JobRunner::new(job, CancellationToken::new()));
+    let last = runner.last();
+    let report = scheduler
+        .run_now(&name, runner, &SystemClock, CancellationToken::new())
+        .await;
+    let run = last.lock().ok().and_then(|mut s| s.take());
+    OneShot { report, run }
+}
+
+/// The textfile of one job: `{job}` in the configured path replaced by the job's name, else
+/// `.<job>` put before the extension (`kars-backup.prom` → `kars-backup.nightly.prom`). One
+/// file per job, so that runs of different jobs in different processes (systemd timers, a
+/// one-shot beside the daemon) never overwrite each other's numbers.
+pub fn textfile_for(template: &Path, job: &str) -> PathBuf {
+    let text = template.to_string_lossy();
+    if text.contains("{job}") {
+        return PathBuf::from(text.replace("{job}", job));
+    }
+    let stem = template
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match template.extension() {
+        Some(ext) => format!("{stem}.{job}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{job}"),
+    };
+    template.with_file_name(name)
+}
+
+/// Rewrites the job's textfile-collector file after every run: load, record, write (the job's
+/// lock keeps two runs of one job, and so two writers of its file, apart).
+#[derive(Debug)]
+struct Textfile {
+    template: PathBuf,
+}
+
+#[async_trait]
+impl RunObserver for Textfile {
+    async fn run_finished(&self, report: &RunReport) {
+        let path = textfile_for(&self.template, &report.job);
+        let metrics = Metrics::new();
+        if let Err(e) = metrics.load_textfile(&path) {
+            tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");
+        }
+        metrics.record(report);
+        if let Err(e) = metrics.write_textfile(&path) {
+            tracing::error!(error = %e, "cannot write the metrics textfile");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_textfile_per_job() {
+        assert_eq!(
+            textfile_for(Path::new("/t/kars-backup.prom"), "nightly"),
+            PathBuf::from("/t/kars-backup.nightly.prom")
+        );
+        assert_eq!(
+            textfile_for(Path::new("/t/kb-{job}.prom"), "nightly"),
+            PathBuf::from("/t/kb-nightly.prom")
+        );
+        assert_eq!(
+            textfile_for(Path::new("/t/metrics"), "a"),
+            PathBuf::from("/t/metrics.a")
+        );
+    }
+}
