@@ -102,6 +102,7 @@ impl PlaintextPolicy {
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
+    use crate::error::ErrorCategory;
     use crate::testing::InMemorySink;
     use std::sync::Arc;
 
@@ -114,7 +115,7 @@ mod tests {
         let err = PlaintextPolicy::LocalOnly
             .check("backup a.tar.gz", false, &[&local, &cloud])
             .unwrap_err();
-        assert_eq!(err.category(), crate::ErrorCategory::Usage);
+        assert_eq!(err.category(), ErrorCategory::Usage);
         let text = err.to_string();
         assert!(text.contains("memory://"), "{text}");
         assert!(text.contains("kars-backup key init"), "{text}");

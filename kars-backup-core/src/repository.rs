@@ -3,6 +3,8 @@
 //! The commit protocol: a `<name>.pending` marker first, then the archive, then the manifest
 //! `<name>.meta` **last**, then the marker is removed. A backup without a manifest does not exist:
 //! only committed backups are listed as backups, used by `--latest` and counted by retention.
+//! Which key is what is the [`layout`](crate::layout)'s to say; copies between repositories are
+//! in [`copy`](crate::copy).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,11 +17,15 @@ use serde::{Deserialize, Serialize};
 use crate::compress::Compression;
 use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::error::{Error, Result};
+use crate::layout::{KeyRole, classify_key};
+use crate::lock::live_lock;
 use crate::manifest::Manifest;
 use crate::name::BackupName;
-use crate::pipeline::{self, Digested, DownloadCheck, DownloadOptions, PayloadReader};
+use crate::pipeline::{self, Digester, DownloadCheck, DownloadOptions, PayloadReader};
 use crate::progress::DynProgress;
+use crate::run::host_label;
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
+use crate::tier::Placement;
 
 /// What a stored backup is, as far as the repository can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +169,7 @@ impl Repository {
 
     /// Whether the backups are stored on this host or off-site (the sink's
     /// [`placement`](crate::BackupSink::placement)).
-    pub fn placement(&self) -> crate::Placement {
+    pub fn placement(&self) -> Placement {
         self.sink.placement()
     }
 
@@ -182,28 +188,24 @@ impl Repository {
         let mut groups: BTreeMap<String, (BackupName, Parts)> = BTreeMap::new();
         let mut foreign = Vec::new();
         for obj in objects {
-            let key = obj.key.as_str();
-            if key == crate::prune::PRUNE_LOCK || key.starts_with(crate::drill::DRILL_PREFIX) {
+            let (base, role) = match classify_key(&obj.key) {
                 // kars-backup's own files: neither backups nor foreign.
-                continue;
-            }
-            if key.contains('/') {
-                foreign.push(obj);
-                continue;
-            }
-            let (base, role) = if let Some(b) = key.strip_suffix(".meta") {
-                (b, 1)
-            } else if let Some(b) = key.strip_suffix(".pending") {
-                (b, 2)
-            } else {
-                (key, 0)
+                KeyRole::Reserved => continue,
+                KeyRole::Nested => {
+                    foreign.push(obj);
+                    continue;
+                }
+                KeyRole::Archive(b) => (b, 0),
+                KeyRole::Manifest(b) => (b, 1),
+                KeyRole::Pending(b) => (b, 2),
             };
             let Ok(name) = base.parse::<BackupName>() else {
                 foreign.push(obj);
                 continue;
             };
+            let base = base.to_string();
             let entry = groups
-                .entry(base.to_string())
+                .entry(base)
                 .or_insert_with(|| (name, Parts::default()));
             match role {
                 0 => entry.1.archive = Some(obj),
@@ -313,10 +315,7 @@ impl Repository {
                     .as_ref()
                     .map(|e| (e.scheme, Some(e.clone()))),
                 decryptor: self.decryptor.clone(),
-                expected: Some(Digested {
-                    sha256: m.archive.sha256.clone(),
-                    size: m.archive.size_bytes,
-                }),
+                expected: Some(m.archive.digested()),
                 payload_limit: Some(m.payload.size_bytes),
             },
             None => {
@@ -387,7 +386,7 @@ impl Repository {
         let marker = PendingMarker {
             run_id: run_id.to_string(),
             started_at: Utc::now(),
-            host: crate::host_label(),
+            host: host_label(),
             pid: std::process::id(),
         };
         let body = serde_json::to_vec(&marker).expect("marker serialises");
@@ -396,7 +395,7 @@ impl Repository {
             .await?;
         // Marker first, then the lock check: a prune takes its lock first, then looks for
         // markers, so one of the two always sees the other.
-        if let Some(lock) = crate::prune::live_lock(&self.sink).await? {
+        if let Some(lock) = live_lock(&self.sink).await? {
             let _ = self.sink.delete(&name.pending_name()).await;
             return Err(Error::generic(
                 self.describe(),
@@ -465,26 +464,15 @@ impl Repository {
     /// # Errors
     /// [`Error::ChecksumMismatch`] when the stored bytes differ; the sink's errors.
     pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
-        use sha2::Digest;
         let mut stream = self.sink.get(&manifest.name, GetOptions::default()).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let mut digester = Digester::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            digester.update(&chunk?);
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != manifest.archive.sha256 || size != manifest.archive.size_bytes {
-            return Err(Error::ChecksumMismatch {
-                name: format!("{} in {}", manifest.name, self.describe()),
-                expected: manifest.archive.sha256.clone(),
-                actual,
-                expected_size: manifest.archive.size_bytes,
-                actual_size: size,
-            });
-        }
-        Ok(())
+        digester.finish().check(
+            &manifest.archive.digested(),
+            format!("{} in {}", manifest.name, self.describe()),
+        )
     }
 
     /// Abandons a backup that failed: aborts the upload and removes the marker.
