@@ -34,6 +34,7 @@
 
 #[cfg(feature = "azure")]
 pub mod azure;
+mod bucket_url;
 mod copy;
 #[cfg(feature = "gcs")]
 pub mod gcs;
@@ -42,6 +43,7 @@ pub mod git_lfs;
 pub mod local;
 #[cfg(feature = "object-store")]
 mod object_store_sink;
+mod redact;
 #[cfg(any(feature = "s3", feature = "azure"))]
 mod retry;
 #[cfg(feature = "s3")]
@@ -52,9 +54,10 @@ pub use copy::{CopyOptions, CopyReport, copy_backup};
 pub use local::LocalSink;
 #[cfg(feature = "object-store")]
 pub use object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
+pub use redact::redact;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub use retry::default_retry;
-pub use url::{Destination, redact, sink_from_url};
+pub use url::{Destination, sink_from_url};
 
 /// object_store, re-exported for users of [`ObjectStoreSink`].
 #[cfg(feature = "object-store")]
