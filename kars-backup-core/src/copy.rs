@@ -1,18 +1,13 @@
-//! Copies of committed backups between repositories ([`Repository::copy_to`]), with the same
-//! commit protocol as a backup: the archive is streamed and checksum-verified against its
-//! manifest while it is copied, the manifest is written last.
+//! The options and report of a copy of a committed backup between repositories
+//! ([`Repository::copy_to`](crate::Repository::copy_to)), which uses the same commit protocol
+//! as a backup: the archive is streamed and checksum-verified against its manifest while it is
+//! copied, the manifest is written last.
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::pipeline::Digester;
 use crate::plaintext::PlaintextPolicy;
-use crate::repository::{BackupEntry, EntryKind, Repository};
-use crate::run::new_run_id;
-use crate::sink::GetOptions;
 
-/// What [`Repository::copy_to`] did.
+/// What [`Repository::copy_to`](crate::Repository::copy_to) did.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct CopyReport {
@@ -28,7 +23,7 @@ pub struct CopyReport {
     pub already_present: bool,
 }
 
-/// Options of [`Repository::copy_to`].
+/// Options of [`Repository::copy_to`](crate::Repository::copy_to).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CopyOptions {
@@ -38,108 +33,11 @@ pub struct CopyOptions {
     pub plaintext: PlaintextPolicy,
 }
 
-impl Repository {
-    /// Copies the committed backup `entry` of this repository to `to`: the archive first,
-    /// streamed and checksum-verified against the manifest while copying, then the manifest
-    /// last, with the same commit protocol as a backup ([`Repository::begin`],
-    /// [`Repository::commit`]), so an interrupted copy is never listed as a backup at the
-    /// destination. A destination that holds the same backup already is left as it is
-    /// ([`CopyReport::already_present`]).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] for a backup that is not committed; [`Error::PlaintextRefused`]
-    /// (before anything is read) for an unencrypted backup to an off-site destination unless
-    /// `options.plaintext` allows it; [`Error::AlreadyExists`] for a different backup of the same
-    /// name at `to`; [`Error::ChecksumMismatch`] when this repository's bytes differ from the
-    /// manifest (nothing is committed at the destination); the sinks' errors.
-    pub async fn copy_to(
-        &self,
-        entry: &BackupEntry,
-        to: &Repository,
-        options: &CopyOptions,
-    ) -> Result<CopyReport> {
-        let name = entry.name.clone();
-        let manifest = match (&entry.kind, &entry.manifest) {
-            (EntryKind::Committed, Some(m)) => m.clone(),
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                    "{name} in {} is not a committed backup ({}); only backups with a manifest can be copied",
-                    self.describe(),
-                    entry.note.as_deref().unwrap_or("no manifest")
-                )));
-            }
-        };
-        options.plaintext.check(
-            &format!("a copy of {name}"),
-            manifest.archive.encryption.is_some(),
-            &[to],
-        )?;
-        let mut report = CopyReport {
-            backup: name.to_string(),
-            from: self.describe(),
-            to: to.describe(),
-            bytes: 0,
-            already_present: false,
-        };
-        match to.find(&name.to_string()).await {
-            Ok(existing) if existing.kind == EntryKind::Committed => {
-                let same = existing
-                    .manifest
-                    .as_ref()
-                    .is_some_and(|m| m.archive.sha256 == manifest.archive.sha256);
-                if same {
-                    report.already_present = true;
-                    return Ok(report);
-                }
-                return Err(Error::AlreadyExists {
-                    what: format!(
-                        "a different backup named {name} in {}; delete it first or copy another",
-                        to.describe()
-                    ),
-                });
-            }
-            Ok(_) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-
-        let mut upload = to.begin(&name, &new_run_id()).await?;
-        let copied = async {
-            let mut stream = self
-                .sink()
-                .get(&name.to_string(), GetOptions::default())
-                .await?;
-            let mut digester = Digester::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                digester.update(&chunk);
-                upload.put_part(chunk).await?;
-            }
-            let stored = digester.finish();
-            stored.check(
-                &manifest.archive.digested(),
-                format!("{name} in {}", self.describe()),
-            )?;
-            Ok(stored.size)
-        }
-        .await;
-        match copied {
-            Ok(size) => {
-                to.commit(upload, &manifest).await?;
-                report.bytes = size;
-                tracing::info!(backup = %name, from = %report.from, to = %report.to, bytes = size, "backup copied");
-                Ok(report)
-            }
-            Err(e) => {
-                to.abandon(&name, Some(upload)).await;
-                Err(e)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::repository::{BackupEntry, Repository};
     use std::sync::Arc;
 
     use bytes::Bytes;

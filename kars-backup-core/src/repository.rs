@@ -3,8 +3,8 @@
 //! The commit protocol: a `<name>.pending` marker first, then the archive, then the manifest
 //! `<name>.meta` **last**, then the marker is removed. A backup without a manifest does not exist:
 //! only committed backups are listed as backups, used by `--latest` and counted by retention.
-//! Which key is what is the [`layout`](crate::layout)'s to say; copies between repositories are
-//! in [`copy`](crate::copy).
+//! Which key is what is the [`layout`](crate::layout)'s to say. A committed backup is copied to
+//! another repository with the same protocol ([`Repository::copy_to`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
+use crate::copy::{CopyOptions, CopyReport};
 use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::error::{Error, Result};
 use crate::layout::{KeyRole, classify_key};
@@ -23,7 +24,7 @@ use crate::manifest::Manifest;
 use crate::name::BackupName;
 use crate::pipeline::{self, Digester, DownloadCheck, DownloadOptions, PayloadReader};
 use crate::progress::DynProgress;
-use crate::run::host_label;
+use crate::run::{host_label, new_run_id};
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
 use crate::tier::Placement;
 
@@ -124,6 +125,14 @@ struct PendingMarker {
 pub struct Repository {
     sink: DynBackupSink,
     decryptor: Option<DynDecryptor>,
+}
+
+/// A repository is a view over its sink (what [`PlaintextPolicy`](crate::PlaintextPolicy)
+/// checks: where the sink stores, and its description).
+impl AsRef<DynBackupSink> for Repository {
+    fn as_ref(&self) -> &DynBackupSink {
+        &self.sink
+    }
 }
 
 impl fmt::Debug for Repository {
@@ -501,6 +510,103 @@ impl Repository {
         self.sink.delete(&name.manifest_name()).await?;
         self.sink.delete(&name.to_string()).await?;
         self.sink.delete(&name.pending_name()).await
+    }
+
+    /// Copies the committed backup `entry` of this repository to `to`: the archive first,
+    /// streamed and checksum-verified against the manifest while copying, then the manifest
+    /// last, with the same commit protocol as a backup ([`Repository::begin`],
+    /// [`Repository::commit`]), so an interrupted copy is never listed as a backup at the
+    /// destination. A destination that holds the same backup already is left as it is
+    /// ([`CopyReport::already_present`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a backup that is not committed; [`Error::PlaintextRefused`]
+    /// (before anything is read) for an unencrypted backup to an off-site destination unless
+    /// `options.plaintext` allows it; [`Error::AlreadyExists`] for a different backup of the same
+    /// name at `to`; [`Error::ChecksumMismatch`] when this repository's bytes differ from the
+    /// manifest (nothing is committed at the destination); the sinks' errors.
+    pub async fn copy_to(
+        &self,
+        entry: &BackupEntry,
+        to: &Repository,
+        options: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let name = entry.name.clone();
+        let manifest = match (&entry.kind, &entry.manifest) {
+            (EntryKind::Committed, Some(m)) => m.clone(),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{name} in {} is not a committed backup ({}); only backups with a manifest can be copied",
+                    self.describe(),
+                    entry.note.as_deref().unwrap_or("no manifest")
+                )));
+            }
+        };
+        options.plaintext.check(
+            &format!("a copy of {name}"),
+            manifest.archive.encryption.is_some(),
+            &[to],
+        )?;
+        let mut report = CopyReport {
+            backup: name.to_string(),
+            from: self.describe(),
+            to: to.describe(),
+            bytes: 0,
+            already_present: false,
+        };
+        match to.find(&name.to_string()).await {
+            Ok(existing) if existing.kind == EntryKind::Committed => {
+                let same = existing
+                    .manifest
+                    .as_ref()
+                    .is_some_and(|m| m.archive.sha256 == manifest.archive.sha256);
+                if same {
+                    report.already_present = true;
+                    return Ok(report);
+                }
+                return Err(Error::AlreadyExists {
+                    what: format!(
+                        "a different backup named {name} in {}; delete it first or copy another",
+                        to.describe()
+                    ),
+                });
+            }
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+
+        let mut upload = to.begin(&name, &new_run_id()).await?;
+        let copied = async {
+            let mut stream = self
+                .sink()
+                .get(&name.to_string(), GetOptions::default())
+                .await?;
+            let mut digester = Digester::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                digester.update(&chunk);
+                upload.put_part(chunk).await?;
+            }
+            let stored = digester.finish();
+            stored.check(
+                &manifest.archive.digested(),
+                format!("{name} in {}", self.describe()),
+            )?;
+            Ok(stored.size)
+        }
+        .await;
+        match copied {
+            Ok(size) => {
+                to.commit(upload, &manifest).await?;
+                report.bytes = size;
+                tracing::info!(backup = %name, from = %report.from, to = %report.to, bytes = size, "backup copied");
+                Ok(report)
+            }
+            Err(e) => {
+                to.abandon(&name, Some(upload)).await;
+                Err(e)
+            }
+        }
     }
 }
 
