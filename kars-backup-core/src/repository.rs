@@ -1,4 +1,4 @@
-//! [`Repository`]: backup-level operations over any [`BackupSink`].
+//! [`Repository`]: backup-level operations over any [`BackupSink`](crate::BackupSink).
 //!
 //! The commit protocol: a `<name>.pending` marker first, then the archive, then the manifest
 //! `<name>.meta` **last**, then the marker is removed. A backup without a manifest does not exist:
