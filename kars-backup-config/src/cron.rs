@@ -245,6 +245,27 @@ fn weekdays(field: &Field) -> String {
     out.join(",")
 }
 
+/// A cron-expression checker beyond the built-in syntax check (the scheduler's own parser, so
+/// that `config check` refuses what the daemon would refuse).
+pub type CronValidator = fn(&str) -> Result<(), String>;
+
+static EXTRA_CRON_VALIDATOR: std::sync::OnceLock<CronValidator> = std::sync::OnceLock::new();
+
+/// Registers the scheduler's cron parser as an extra check of every `schedule.cron` (once per
+/// process; later calls are ignored).
+pub fn set_cron_validator(validator: CronValidator) {
+    let _ = EXTRA_CRON_VALIDATOR.set(validator);
+}
+
+/// The built-in syntax check, then the registered validator (see [`set_cron_validator`]).
+pub(crate) fn validate_cron(expr: &str) -> Result<(), String> {
+    CronExpr::parse(expr)?;
+    if let Some(v) = EXTRA_CRON_VALIDATOR.get() {
+        v(expr)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

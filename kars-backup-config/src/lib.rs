@@ -49,7 +49,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use cron::CronExpr;
+pub use cron::{CronExpr, CronValidator, set_cron_validator};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use kars_backup_core::Tiering;
 pub use model::{
@@ -58,26 +58,6 @@ pub use model::{
     SecretUrl, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
-
-/// A cron-expression checker beyond the built-in syntax check (the scheduler's own parser, so
-/// that `config check` refuses what the daemon would refuse).
-pub type CronValidator = fn(&str) -> Result<(), String>;
-
-static EXTRA_CRON_VALIDATOR: std::sync::OnceLock<CronValidator> = std::sync::OnceLock::new();
-
-/// Registers the scheduler's cron parser as an extra check of every `schedule.cron` (once per
-/// process; later calls are ignored).
-pub fn set_cron_validator(validator: CronValidator) {
-    let _ = EXTRA_CRON_VALIDATOR.set(validator);
-}
-
-pub(crate) fn validate_cron(expr: &str) -> Result<(), String> {
-    CronExpr::parse(expr)?;
-    if let Some(v) = EXTRA_CRON_VALIDATOR.get() {
-        v(expr)?;
-    }
-    Ok(())
-}
 
 /// How a configuration file is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

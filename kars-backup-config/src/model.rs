@@ -11,7 +11,10 @@ use kars_backup_core::{
 };
 use serde::{Deserialize, Deserializer};
 
-/// A whole configuration file.
+use crate::interpolate::Substitution;
+
+/// A whole configuration file. Its `Debug` is the effective configuration with secrets
+/// redacted ([`effective_toml`](crate::effective_toml)).
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
@@ -25,17 +28,11 @@ pub struct Config {
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobConfig>,
     #[serde(skip)]
-    pub(crate) substitutions: Vec<crate::interpolate::Substitution>,
+    pub(crate) substitutions: Vec<Substitution>,
     #[serde(skip)]
     pub(crate) env_names: Vec<String>,
     #[serde(skip)]
     pub(crate) notes: Vec<String>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::redact::effective_toml(self))
-    }
 }
 
 impl Config {

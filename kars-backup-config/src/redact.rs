@@ -2,9 +2,11 @@
 //! URLs, webhook and ping tokens, values of secret-looking variables; passphrase files are named,
 //! never read.
 
+use std::fmt;
+
 use serde_json::{Map, Value, json};
 
-use crate::model::{Config, JobConfig, NotifyConfig, TokenUrl};
+use crate::model::{Config, JobConfig, JobEncryption, NotifyConfig, TokenUrl};
 
 /// Variable names whose values are hidden wherever they appear.
 fn secret_name(name: &str) -> bool {
@@ -105,10 +107,10 @@ fn job(j: &JobConfig, config: &Config) -> Value {
     });
     let o = out.as_object_mut().expect("object");
     match &j.encryption {
-        Some(crate::model::JobEncryption::None) => {
+        Some(JobEncryption::None) => {
             o.insert("encryption".into(), json!("none"));
         }
-        Some(crate::model::JobEncryption::Keys(e)) => {
+        Some(JobEncryption::Keys(e)) => {
             o.insert(
                 "encryption".into(),
                 json!({
@@ -266,5 +268,11 @@ fn hide_secret_values(v: &mut Value, config: &Config) {
         Value::Object(m) => m.values_mut().for_each(|v| hide_secret_values(v, config)),
         Value::Array(a) => a.iter_mut().for_each(|v| hide_secret_values(v, config)),
         _ => {}
+    }
+}
+/// A configuration shows as its effective TOML, secrets redacted.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&effective_toml(self))
     }
 }

@@ -5,8 +5,9 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::cron::validate_cron;
 use crate::error::{ConfigError, Location};
-use crate::model::{Config, JobConfig, NotifyConfig, TokenUrl};
+use crate::model::{Config, JobConfig, NotifyConfig, TokenUrl, split_audit};
 
 /// A step of a path into the document: a key or an array index.
 #[derive(Debug, Clone, Copy)]
@@ -213,7 +214,7 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
     }
     // Schedule.
     if let Some(s) = &job.schedule {
-        if let Err(e) = crate::validate_cron(&s.cron) {
+        if let Err(e) = validate_cron(&s.cron) {
             errors.push(at(&[Key("schedule"), Key("cron")], e));
         }
     }
@@ -303,7 +304,7 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
     // Verification plan.
     if let Some(v) = &job.verify {
         if let Some(spec) = &v.audit_log {
-            if crate::model::split_audit(spec).is_none() {
+            if split_audit(spec).is_none() {
                 errors.push(at(
                     &[Key("verify"), Key("audit-log")],
                     format!("audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.timestamp"),

@@ -19,6 +19,7 @@ use crate::pipeline;
 use crate::plaintext::PlaintextPolicy;
 use crate::progress::{DynProgress, no_progress};
 use crate::repository::Repository;
+use crate::run::{host_label, new_run_id};
 use crate::sink::Upload;
 use crate::source::DynDatabaseSource;
 
@@ -172,7 +173,7 @@ impl BackupJob {
             destinations,
             options,
             progress: no_progress(),
-            run_id: crate::new_run_id(),
+            run_id: new_run_id(),
             encryptor: None,
         }
     }
@@ -344,11 +345,7 @@ impl BackupJob {
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             engine: self.source.engine().to_string(),
             source: self.source.describe(),
-            host: self
-                .options
-                .host_label
-                .clone()
-                .unwrap_or_else(crate::host_label),
+            host: self.options.host_label.clone().unwrap_or_else(host_label),
             version_label: self.options.version_label.clone(),
             databases: snapshot.databases,
             payload: PayloadInfo {

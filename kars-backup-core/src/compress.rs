@@ -18,6 +18,8 @@ use std::thread;
 use libdeflater::{CompressionLvl, Compressor};
 use serde::{Deserialize, Serialize};
 
+use crate::sized_gzip::{SizedMembersReader, add_length_field};
+
 /// The default gzip level: the level of `gzip` and `tar czf`.
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
@@ -205,7 +207,7 @@ impl FinishWrite for ZstdWriter {
 pub fn decompressor(compression: Compression, input: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
     match compression {
         Compression::None => input,
-        Compression::Gzip { .. } => Box::new(crate::sized_gzip::SizedMembersReader::new(input)),
+        Compression::Gzip { .. } => Box::new(SizedMembersReader::new(input)),
         Compression::Zstd { .. } => match zstd::stream::read::Decoder::new(input) {
             Ok(d) => Box::new(d),
             Err(e) => Box::new(FailingReader(Some(e))),
@@ -493,7 +495,7 @@ fn compress_block(compressor: &mut Compressor, block: &mut Block) -> io::Result<
         .gzip_compress(&block.input, &mut block.member)
         .map_err(io::Error::other)?;
     block.member.truncate(n);
-    crate::sized_gzip::add_length_field(&mut block.member);
+    add_length_field(&mut block.member);
     Ok(())
 }
 

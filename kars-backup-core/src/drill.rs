@@ -5,7 +5,7 @@
 //!   included) until the scratch copy is verified: the download, the restore, the checks and the
 //!   removal of the scratch copy. Default target: 1 hour ([`DEFAULT_RTO`]).
 //! - **RPO** (recovery point) is the age of the backup when the drill starts: the data a restore
-//!   right now would lose. Default target: 24 hours ([`crate::status::DEFAULT_RPO`]).
+//!   right now would lose. Default target: 24 hours ([`DEFAULT_RPO`]).
 //! - The report is stored at every destination drilled, as JSON and as text, under
 //!   [`DRILL_PREFIX`] (`.kars-drills/drill-<time>-<id>.json` and `.txt`). These files are not
 //!   backups and not foreign files: listings skip them, and prune never deletes them (they are
@@ -19,21 +19,24 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::{PlanSource, ScratchTargets};
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::layout::drill_report_key;
+use crate::objective::DEFAULT_RPO;
 use crate::progress::DynProgress;
 use crate::recovery::{
     Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Unavailable,
     verify_with_fallback,
 };
 use crate::repository::Repository;
+use crate::run::{host_label, new_run_id};
 use crate::sink::SinkExt;
+use crate::source::engine_name;
 use crate::verify::VerifyReport;
 
 /// Where drill reports are kept at a destination (a directory boundary).
-pub const DRILL_PREFIX: &str = ".kars-drills/";
-
-/// The runbook's recovery time objective: restored and verified within an hour.
-pub const DEFAULT_RTO: Duration = Duration::hours(1);
+pub use crate::layout::DRILL_PREFIX;
+/// The objectives a drill measures.
+pub use crate::objective::{DEFAULT_RTO, Objective};
 
 /// Options of [`run_drill`].
 #[derive(Debug, Clone)]
@@ -53,7 +56,7 @@ impl Default for DrillOptions {
     fn default() -> Self {
         DrillOptions {
             rto: DEFAULT_RTO,
-            rpo: crate::status::DEFAULT_RPO,
+            rpo: DEFAULT_RPO,
             attempts: AttemptOptions::default(),
             store: true,
         }
@@ -70,28 +73,6 @@ pub enum DrillOutcome {
     TargetMissed,
     /// The backup could not be restored or failed verification (or there was none).
     Failed,
-}
-
-/// A measured objective against its target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Objective {
-    /// The target in seconds.
-    pub target_secs: i64,
-    /// What was measured, in seconds (none when it could not be measured).
-    pub measured_secs: Option<f64>,
-    /// Whether the measurement is within the target.
-    pub met: bool,
-}
-
-impl Objective {
-    fn of(target: Duration, measured: Option<f64>) -> Self {
-        let target_secs = target.num_seconds();
-        Objective {
-            target_secs,
-            measured_secs: measured,
-            met: measured.is_some_and(|m| m <= target_secs as f64),
-        }
-    }
 }
 
 /// What a drill did and found; stored at the destinations as JSON and text.
@@ -206,9 +187,7 @@ impl DrillReport {
         match &self.backup {
             Some(b) => out.push_str(&format!(
                 "  backup:   {b} ({}), taken {}, {}\n",
-                self.engine
-                    .as_deref()
-                    .map_or("unknown engine", crate::source::engine_name),
+                self.engine.as_deref().map_or("unknown engine", engine_name),
                 self.backup_time
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "?".into()),
@@ -324,17 +303,17 @@ pub async fn run_drill(
 ) -> DrillReport {
     let clock = Instant::now();
     let started_at = Utc::now();
-    let run = crate::new_run_id();
+    let run = new_run_id();
     let suffix = run.rsplit('-').next().unwrap_or("0");
     let id = format!("{}-{suffix}", started_at.format("%Y%m%dT%H%M%S%.3fZ"));
     let span = tracing::info_span!("drill", id = %id);
     let _enter = span.enter();
     let mut report = DrillReport {
-        report_key: format!("{DRILL_PREFIX}drill-{id}.json"),
+        report_key: drill_report_key(&id, "json"),
         id,
         started_at,
         finished_at: started_at,
-        host: crate::host_label(),
+        host: host_label(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         destinations: origins.iter().map(|o| o.label.clone()).collect(),
         backup: None,
@@ -430,7 +409,7 @@ pub async fn run_drill(
 ///
 /// # Errors
 /// The sink's errors.
-pub async fn store_report(repo: &Repository, report: &DrillReport) -> crate::Result<()> {
+pub async fn store_report(repo: &Repository, report: &DrillReport) -> Result<()> {
     let text_key = report
         .report_key
         .strip_suffix(".json")
@@ -449,7 +428,7 @@ pub async fn store_report(repo: &Repository, report: &DrillReport) -> crate::Res
 ///
 /// # Errors
 /// The sink's listing error.
-pub async fn report_keys(repo: &Repository) -> crate::Result<Vec<String>> {
+pub async fn report_keys(repo: &Repository) -> Result<Vec<String>> {
     let mut keys: Vec<String> = repo
         .sink()
         .list(Some(DRILL_PREFIX))
@@ -466,7 +445,7 @@ pub async fn report_keys(repo: &Repository) -> crate::Result<Vec<String>> {
 ///
 /// # Errors
 /// The sink's errors; [`Error::InvalidArchive`] when the newest report cannot be read as one.
-pub async fn latest_report(repo: &Repository) -> crate::Result<Option<DrillReport>> {
+pub async fn latest_report(repo: &Repository) -> Result<Option<DrillReport>> {
     let Some(key) = report_keys(repo).await?.pop() else {
         return Ok(None);
     };
@@ -515,7 +494,7 @@ mod tests {
             restored_from: Some("file:///b".into()),
             scratch_target: Some("/tmp/x.db".into()),
             rto: Objective::of(DEFAULT_RTO, Some(4.0)),
-            rpo: Objective::of(crate::status::DEFAULT_RPO, Some(30.0 * 3600.0)),
+            rpo: Objective::of(DEFAULT_RPO, Some(30.0 * 3600.0)),
             outcome: DrillOutcome::TargetMissed,
             passed: false,
             error: None,

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::sink::{
     BackupSink, ByteStream, DynBackupSink, GetOptions, ObjectMeta, PutOptions, Upload,
 };
+use crate::tier::Placement;
 
 /// A kind of sink request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,7 +192,7 @@ impl BackupSink for FaultySink {
         self.inner.describe()
     }
 
-    fn placement(&self) -> crate::Placement {
+    fn placement(&self) -> Placement {
         self.inner.placement()
     }
 
@@ -241,12 +242,12 @@ impl BackupSink for FaultySink {
 mod tests {
     use super::*;
     use crate::SinkExt;
-    use crate::testing::InMemorySink;
+    use crate::testing::{InMemorySink, sink_conformance};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_faults_it_conforms() {
         let sink = FaultySink::new(Arc::new(InMemorySink::new()));
-        crate::testing::sink_conformance(&sink).await.unwrap();
+        sink_conformance(&sink).await.unwrap();
         assert!(sink.count(Op::PutPart) > 64);
     }
 

@@ -4,7 +4,8 @@
 //!   consistent snapshot as a payload and restores a payload into a verified staging copy.
 //! - [`BackupSink`]: one place that stores bytes under keys (local disk, S3, yours).
 //! - [`Repository`]: a sink seen as a store of backups: names, the manifest-last commit protocol,
-//!   listing of committed backups only, checksum-verified reads.
+//!   listing of committed backups only, checksum-verified reads, copies between destinations
+//!   ([`Repository::copy_to`]); [`layout`]: every key it writes or reserves at a destination.
 //! - [`BackupJob`], [`restore()`], [`verify_backup()`]: the jobs.
 //! - [`recovery`]: restores from several destinations with retries and fallbacks;
 //!   [`drill`]: restore drills with measured RTO and RPO.
@@ -34,6 +35,7 @@
 pub mod backup;
 pub mod checks;
 pub mod compress;
+pub mod copy;
 pub mod drill;
 pub mod encrypt;
 pub mod error;
@@ -41,9 +43,12 @@ pub mod error;
 pub mod fault;
 pub mod holders;
 pub mod hook;
+pub mod layout;
+mod lock;
 pub mod manifest;
 pub mod merge;
 pub mod name;
+pub mod objective;
 pub mod pipeline;
 pub mod plaintext;
 pub mod preset;
@@ -53,6 +58,7 @@ pub mod recovery;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+mod run;
 pub mod settings;
 pub mod sink;
 mod sized_gzip;
@@ -65,12 +71,13 @@ pub mod verify;
 
 pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
 pub use compress::Compression;
+pub use copy::{CopyOptions, CopyReport};
 pub use encrypt::{
     Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor,
     RecipientInfo,
 };
 pub use error::{Error, ErrorCategory, Result};
-pub use manifest::Manifest;
+pub use manifest::{DatabaseInfo, Manifest, TableInfo};
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};
 pub use plaintext::PlaintextPolicy;
@@ -79,33 +86,13 @@ pub use prune::{PruneOptions, PruneReport, prune};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};
 pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_backup};
 pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
+pub use run::{host_label, new_run_id};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};
 pub use source::{
-    DatabaseInfo, DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy,
-    SnapshotInfo, StageContext, StagedRestore, TableInfo, engine_name,
+    DatabaseSource, DynDatabaseSource, InUsePolicy, PayloadFormat, PreviousCopy, SnapshotInfo,
+    StageContext, StagedRestore, engine_name,
 };
 pub use tier::{Placement, Tier, TierOptions, TierRules, Tiering};
 /// The token that interrupts a restore ([`RestoreOptions::cancel`]).
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{IntegrityLevel, VerifyPlan, VerifyReport};
-
-/// The host label stored in manifests: `KARS_BACKUP_HOST` if set, else this machine's host name.
-pub fn host_label() -> String {
-    std::env::var("KARS_BACKUP_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
-}
-
-/// A new run id: UTC time and a random suffix (`20241218T020000Z-3f9a1c`).
-pub fn new_run_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = chrono::Utc::now();
-    let mix = (now.timestamp_subsec_nanos() as u64)
-        ^ ((std::process::id() as u64) << 20)
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9);
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), mix & 0xff_ffff)
-}

@@ -1,4 +1,6 @@
-//! [`Manifest`]: the JSON document stored as `<archive>.meta`, written last as the commit marker.
+//! [`Manifest`]: the JSON document stored as `<archive>.meta`, written last as the commit marker,
+//! and the plain data it holds ([`DatabaseInfo`], [`TableInfo`], [`PayloadInfo`],
+//! [`ArchiveInfo`]), which sources, verification and front ends share.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -6,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::Compression;
 use crate::encrypt::EncryptionInfo;
 use crate::error::{Error, Result};
-use crate::source::DatabaseInfo;
+use crate::pipeline::Digested;
 
 /// The manifest format this version writes for unencrypted archives.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -55,6 +57,41 @@ pub struct Manifest {
     pub tiers: Vec<String>,
 }
 
+/// One table and its row count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableInfo {
+    /// The table's name (schema-qualified where the engine has schemas).
+    pub name: String,
+    /// Rows, counted in the snapshot.
+    pub rows: u64,
+}
+
+/// A description of one database: engine version, size, tables with row counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// The database's name: its file name for SQLite, its name for PostgreSQL.
+    pub name: String,
+    /// The engine's version (`3.46.0`, `15.4`).
+    pub engine_version: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Tables, sorted by name, with row counts.
+    pub tables: Vec<TableInfo>,
+    /// The integrity check's result (`ok`, or the problems found), when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_check: Option<String>,
+    /// Engine-specific details (SQLite page size and journal mode, PostgreSQL encoding, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DatabaseInfo {
+    /// The row count of a table, if the table is listed.
+    pub fn rows(&self, table: &str) -> Option<u64> {
+        self.tables.iter().find(|t| t.name == table).map(|t| t.rows)
+    }
+}
+
 /// The payload: what the source wrote before compression.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayloadInfo {
@@ -76,6 +113,16 @@ pub struct ArchiveInfo {
     /// How the compressed payload was encrypted, and to whom (public identifiers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
+}
+
+impl ArchiveInfo {
+    /// The checksum and size the stored bytes must have.
+    pub fn digested(&self) -> Digested {
+        Digested {
+            sha256: self.sha256.clone(),
+            size: self.size_bytes,
+        }
+    }
 }
 
 impl Manifest {

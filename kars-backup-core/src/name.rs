@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
 use crate::encrypt::{ENCRYPTION_SUFFIXES, EncryptionScheme};
 use crate::error::{Error, Result};
+use crate::layout;
 
 /// File-name endings of archives that kars-backup and the runbook write, longest first.
 pub const ARCHIVE_EXTENSIONS: &[&str] = &[
@@ -123,14 +124,15 @@ impl BackupName {
         split_encryption(&self.extension).1
     }
 
-    /// The manifest's name: the archive's name plus `.meta`.
+    /// The manifest's name: the archive's name plus `.meta` ([`layout::manifest_key`]).
     pub fn manifest_name(&self) -> String {
-        format!("{self}.meta")
+        layout::manifest_key(&self.to_string())
     }
 
-    /// The in-progress marker's name: the archive's name plus `.pending`.
+    /// The in-progress marker's name: the archive's name plus `.pending`
+    /// ([`layout::pending_key`]).
     pub fn pending_name(&self) -> String {
-        format!("{self}.pending")
+        layout::pending_key(&self.to_string())
     }
 }
 

@@ -286,6 +286,54 @@ pub struct Digested {
     pub size: u64,
 }
 
+impl Digested {
+    /// Checks these stored bytes against what a manifest `expected`.
+    ///
+    /// # Errors
+    /// [`Error::ChecksumMismatch`] naming `name` when checksum or size differ.
+    pub fn check(&self, expected: &Digested, name: impl Into<String>) -> Result<()> {
+        if self == expected {
+            return Ok(());
+        }
+        Err(Error::ChecksumMismatch {
+            name: name.into(),
+            expected: expected.sha256.clone(),
+            actual: self.sha256.clone(),
+            expected_size: expected.size,
+            actual_size: self.size,
+        })
+    }
+}
+
+/// Computes a [`Digested`] over stored bytes fed chunk by chunk (uploads, downloads, copies and
+/// read-back checks hash the same way).
+#[derive(Debug, Clone, Default)]
+pub struct Digester {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Digester {
+    /// A digester that has seen no bytes.
+    pub fn new() -> Self {
+        Digester::default()
+    }
+
+    /// Adds the next chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+    }
+
+    /// The SHA-256 and size of everything added.
+    pub fn finish(self) -> Digested {
+        Digested {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.size,
+        }
+    }
+}
+
 /// What the compression stage produced.
 #[derive(Debug, Clone)]
 pub struct CompressedSummary {
@@ -328,8 +376,7 @@ pub fn start_compression_with(
     let handle = tokio::task::spawn_blocking(move || {
         let sender = HashingSender {
             tx: out_tx,
-            hasher: Sha256::new(),
-            size: 0,
+            digester: Digester::new(),
             buf: BytesMut::with_capacity(CHUNK_SIZE),
         };
         let shared = Arc::new(Mutex::new(Some(sender)));
@@ -410,15 +457,13 @@ impl Write for SharedFinishWriter {
 
 struct HashingSender {
     tx: mpsc::Sender<Bytes>,
-    hasher: Sha256,
-    size: u64,
+    digester: Digester,
     buf: BytesMut,
 }
 
 impl HashingSender {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.hasher.update(data);
-        self.size += data.len() as u64;
+        self.digester.update(data);
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK_SIZE {
             self.flush()?;
@@ -438,10 +483,7 @@ impl HashingSender {
 
     fn finish(mut self) -> io::Result<Digested> {
         self.flush()?;
-        Ok(Digested {
-            sha256: hex::encode(self.hasher.finalize()),
-            size: self.size,
-        })
+        Ok(self.digester.finish())
     }
 }
 
@@ -694,14 +736,7 @@ fn spawn_download(
         }
         let stored = hasher.finish().await?;
         if let Some(expected) = expected {
-            if expected != stored {
-                let err = Error::ChecksumMismatch {
-                    name: name.clone(),
-                    expected: expected.sha256,
-                    actual: stored.sha256.clone(),
-                    expected_size: expected.size,
-                    actual_size: stored.size,
-                };
+            if let Err(err) = stored.check(&expected, name.clone()) {
                 let _ = stored_tx
                     .send(Err(io::Error::new(
                         io::ErrorKind::InvalidData,

@@ -28,7 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::repository::Repository;
+use crate::sink::DynBackupSink;
 use crate::tier::Placement;
 
 /// Where an unencrypted archive may be stored.
@@ -45,15 +45,21 @@ pub enum PlaintextPolicy {
 }
 
 impl PlaintextPolicy {
-    /// Checks that the archive `what` (encrypted or not) may be stored at `destinations`.
+    /// Checks that the archive `what` (encrypted or not) may be stored at `destinations`
+    /// ([`Repository`](crate::Repository)s, or anything else that is a view over a sink).
     ///
     /// # Errors
     /// [`Error::PlaintextRefused`] naming every off-site destination, when the archive is not
     /// encrypted and the policy is [`PlaintextPolicy::LocalOnly`].
-    pub fn check(self, what: &str, encrypted: bool, destinations: &[&Repository]) -> Result<()> {
+    pub fn check<D: AsRef<DynBackupSink>>(
+        self,
+        what: &str,
+        encrypted: bool,
+        destinations: &[&D],
+    ) -> Result<()> {
         let placed: Vec<(String, Placement)> = destinations
             .iter()
-            .map(|r| (r.describe(), r.placement()))
+            .map(|d| (d.as_ref().describe(), d.as_ref().placement()))
             .collect();
         self.check_placements(what, encrypted, &placed)
     }
@@ -89,49 +95,16 @@ impl PlaintextPolicy {
 
     /// Whether an unencrypted archive would be stored at local destinations only by default, so
     /// that a front end may remind the operator (one line) that it is not encrypted.
-    pub fn stores_plaintext_locally(self, encrypted: bool, destinations: &[&Repository]) -> bool {
+    pub fn stores_plaintext_locally<D: AsRef<DynBackupSink>>(
+        self,
+        encrypted: bool,
+        destinations: &[&D],
+    ) -> bool {
         !encrypted
             && self == PlaintextPolicy::LocalOnly
             && !destinations.is_empty()
             && destinations
                 .iter()
-                .all(|r| r.placement() == Placement::Local)
-    }
-}
-
-#[cfg(all(test, feature = "testing"))]
-mod tests {
-    use super::*;
-    use crate::testing::InMemorySink;
-    use std::sync::Arc;
-
-    #[test]
-    fn only_off_site_plaintext_is_refused() {
-        let local = Repository::new(Arc::new(InMemorySink::new()));
-        let cloud = Repository::new(Arc::new(
-            InMemorySink::new().with_placement(Placement::Cloud),
-        ));
-        let err = PlaintextPolicy::LocalOnly
-            .check("backup a.tar.gz", false, &[&local, &cloud])
-            .unwrap_err();
-        assert_eq!(err.category(), crate::ErrorCategory::Usage);
-        let text = err.to_string();
-        assert!(text.contains("memory://"), "{text}");
-        assert!(text.contains("kars-backup key init"), "{text}");
-        assert!(text.contains("--no-encrypt"), "{text}");
-        assert!(text.contains("encryption = \"none\""), "{text}");
-        assert!(
-            PlaintextPolicy::LocalOnly
-                .check("x", true, &[&cloud])
-                .is_ok()
-        );
-        assert!(
-            PlaintextPolicy::Anywhere
-                .check("x", false, &[&cloud])
-                .is_ok()
-        );
-        assert!(PlaintextPolicy::LocalOnly.stores_plaintext_locally(false, &[&local]));
-        assert!(!PlaintextPolicy::LocalOnly.stores_plaintext_locally(true, &[&local]));
-        assert!(!PlaintextPolicy::Anywhere.stores_plaintext_locally(false, &[&local]));
+                .all(|d| d.as_ref().placement() == Placement::Local)
     }
 }

@@ -11,20 +11,18 @@
 //! - A prune holds a lock object in the destination; a backup that starts meanwhile backs off,
 //!   and a prune that finds a backup in progress does not start.
 
-use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::repository::{BackupEntry, EntryKind, Repository};
 use crate::retention::{Kept, RetentionItem, RetentionPolicy};
-use crate::sink::{DynBackupSink, PutOptions, SinkExt};
+use crate::run::new_run_id;
 
-/// The key of the prune lock object at the root of a destination.
-pub const PRUNE_LOCK: &str = ".kars-prune.lock";
-
-/// A lock older than this is from a prune that died; it is taken over.
-pub const STALE_LOCK_AFTER: Duration = Duration::hours(6);
+/// The prune lock: its key, its content, when it is stale, and who holds it.
+pub use crate::layout::PRUNE_LOCK;
+pub use crate::lock::{LockInfo, STALE_LOCK_AFTER, live_lock};
 
 /// Options of [`prune`].
 #[derive(Debug, Clone)]
@@ -49,7 +47,7 @@ impl Default for PruneOptions {
             orphan_grace: Duration::hours(24),
             include_runbook: false,
             now: Utc::now(),
-            run_id: crate::new_run_id(),
+            run_id: new_run_id(),
         }
     }
 }
@@ -84,83 +82,6 @@ pub struct PruneReport {
     pub errors: Vec<String>,
 }
 
-/// The lock's content.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LockInfo {
-    /// The prune's run id.
-    pub run_id: String,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// Its host.
-    pub host: String,
-}
-
-/// The prune lock of a destination, if one is held and not stale.
-///
-/// # Errors
-/// The sink's errors.
-pub async fn live_lock(sink: &DynBackupSink) -> Result<Option<LockInfo>> {
-    let bytes = match sink.get_bytes(PRUNE_LOCK).await {
-        Ok(b) => b,
-        Err(Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    match serde_json::from_slice::<LockInfo>(&bytes) {
-        Ok(lock) if Utc::now() - lock.started_at < STALE_LOCK_AFTER => Ok(Some(lock)),
-        Ok(_) => Ok(None),
-        // An unreadable lock is treated as held: never guess in favour of deleting.
-        Err(_) => Ok(Some(LockInfo {
-            run_id: "unknown".into(),
-            started_at: Utc::now(),
-            host: "unknown".into(),
-        })),
-    }
-}
-
-async fn take_lock(repo: &Repository, run_id: &str) -> Result<()> {
-    let sink = repo.sink();
-    let info = LockInfo {
-        run_id: run_id.to_string(),
-        started_at: Utc::now(),
-        host: crate::host_label(),
-    };
-    let body = Bytes::from(serde_json::to_vec(&info).expect("lock serialises"));
-    for _ in 0..2 {
-        let mut upload = sink
-            .put(
-                PRUNE_LOCK,
-                PutOptions {
-                    if_not_exists: true,
-                },
-            )
-            .await?;
-        upload.put_part(body.clone()).await?;
-        match upload.complete().await {
-            Ok(_) => return Ok(()),
-            Err(Error::AlreadyExists { .. }) => match live_lock(sink).await? {
-                Some(held) => {
-                    return Err(Error::generic(
-                        repo.describe(),
-                        format!(
-                            "another prune (run {} on {}) has held the lock since {}; wait for it, or delete {PRUNE_LOCK} if it died",
-                            held.run_id, held.host, held.started_at
-                        ),
-                    ));
-                }
-                None => {
-                    tracing::warn!(destination = %repo.describe(), "taking over a stale prune lock");
-                    sink.delete(PRUNE_LOCK).await?;
-                }
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::generic(
-        repo.describe(),
-        "could not take the prune lock",
-    ))
-}
-
 /// Applies `policy` to the backups in `repo`.
 ///
 /// # Errors
@@ -172,13 +93,11 @@ pub async fn prune(
     options: &PruneOptions,
 ) -> Result<PruneReport> {
     if !options.dry_run {
-        take_lock(repo, &options.run_id).await?;
+        lock::take(repo.sink(), &options.run_id).await?;
     }
     let result = prune_locked(repo, policy, options).await;
     if !options.dry_run {
-        if let Err(e) = repo.sink().delete(PRUNE_LOCK).await {
-            tracing::warn!(destination = %repo.describe(), error = %e, "could not release the prune lock");
-        }
+        lock::release(repo.sink()).await;
     }
     result
 }

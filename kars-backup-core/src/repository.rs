@@ -1,8 +1,10 @@
-//! [`Repository`]: backup-level operations over any [`BackupSink`].
+//! [`Repository`]: backup-level operations over any [`BackupSink`](crate::BackupSink).
 //!
 //! The commit protocol: a `<name>.pending` marker first, then the archive, then the manifest
 //! `<name>.meta` **last**, then the marker is removed. A backup without a manifest does not exist:
 //! only committed backups are listed as backups, used by `--latest` and counted by retention.
+//! Which key is what is the [`layout`](crate::layout)'s to say. A committed backup is copied to
+//! another repository with the same protocol ([`Repository::copy_to`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,13 +15,18 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
+use crate::copy::{CopyOptions, CopyReport};
 use crate::encrypt::{DynDecryptor, EncryptionScheme};
 use crate::error::{Error, Result};
+use crate::layout::{KeyRole, classify_key};
+use crate::lock::live_lock;
 use crate::manifest::Manifest;
 use crate::name::BackupName;
-use crate::pipeline::{self, Digested, DownloadCheck, DownloadOptions, PayloadReader};
+use crate::pipeline::{self, BackgroundHasher, DownloadCheck, DownloadOptions, PayloadReader};
 use crate::progress::DynProgress;
+use crate::run::{host_label, new_run_id};
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
+use crate::tier::Placement;
 
 /// What a stored backup is, as far as the repository can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +127,14 @@ pub struct Repository {
     decryptor: Option<DynDecryptor>,
 }
 
+/// A repository is a view over its sink (what [`PlaintextPolicy`](crate::PlaintextPolicy)
+/// checks: where the sink stores, and its description).
+impl AsRef<DynBackupSink> for Repository {
+    fn as_ref(&self) -> &DynBackupSink {
+        &self.sink
+    }
+}
+
 impl fmt::Debug for Repository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
@@ -163,7 +178,7 @@ impl Repository {
 
     /// Whether the backups are stored on this host or off-site (the sink's
     /// [`placement`](crate::BackupSink::placement)).
-    pub fn placement(&self) -> crate::Placement {
+    pub fn placement(&self) -> Placement {
         self.sink.placement()
     }
 
@@ -182,28 +197,24 @@ impl Repository {
         let mut groups: BTreeMap<String, (BackupName, Parts)> = BTreeMap::new();
         let mut foreign = Vec::new();
         for obj in objects {
-            let key = obj.key.as_str();
-            if key == crate::prune::PRUNE_LOCK || key.starts_with(crate::drill::DRILL_PREFIX) {
+            let (base, role) = match classify_key(&obj.key) {
                 // kars-backup's own files: neither backups nor foreign.
-                continue;
-            }
-            if key.contains('/') {
-                foreign.push(obj);
-                continue;
-            }
-            let (base, role) = if let Some(b) = key.strip_suffix(".meta") {
-                (b, 1)
-            } else if let Some(b) = key.strip_suffix(".pending") {
-                (b, 2)
-            } else {
-                (key, 0)
+                KeyRole::Reserved => continue,
+                KeyRole::Nested => {
+                    foreign.push(obj);
+                    continue;
+                }
+                KeyRole::Archive(b) => (b, 0),
+                KeyRole::Manifest(b) => (b, 1),
+                KeyRole::Pending(b) => (b, 2),
             };
             let Ok(name) = base.parse::<BackupName>() else {
                 foreign.push(obj);
                 continue;
             };
+            let base = base.to_string();
             let entry = groups
-                .entry(base.to_string())
+                .entry(base)
                 .or_insert_with(|| (name, Parts::default()));
             match role {
                 0 => entry.1.archive = Some(obj),
@@ -313,10 +324,7 @@ impl Repository {
                     .as_ref()
                     .map(|e| (e.scheme, Some(e.clone()))),
                 decryptor: self.decryptor.clone(),
-                expected: Some(Digested {
-                    sha256: m.archive.sha256.clone(),
-                    size: m.archive.size_bytes,
-                }),
+                expected: Some(m.archive.digested()),
                 payload_limit: Some(m.payload.size_bytes),
             },
             None => {
@@ -390,7 +398,7 @@ impl Repository {
         let marker = PendingMarker {
             run_id: run_id.to_string(),
             started_at: Utc::now(),
-            host: crate::host_label(),
+            host: host_label(),
             pid: std::process::id(),
         };
         let body = serde_json::to_vec(&marker).expect("marker serialises");
@@ -399,7 +407,7 @@ impl Repository {
             .await?;
         // Marker first, then the lock check: a prune takes its lock first, then looks for
         // markers, so one of the two always sees the other.
-        if let Some(lock) = crate::prune::live_lock(&self.sink).await? {
+        if let Some(lock) = live_lock(&self.sink).await? {
             let _ = self.sink.delete(&name.pending_name()).await;
             return Err(Error::generic(
                 self.describe(),
@@ -470,24 +478,15 @@ impl Repository {
     pub async fn verify_stored(&self, manifest: &Manifest) -> Result<()> {
         let options = GetOptions::default().with_size_hint(manifest.archive.size_bytes);
         let mut stream = self.sink.get(&manifest.name, options).await?;
-        let mut hasher = crate::pipeline::BackgroundHasher::new();
+        // Hashing on its own thread overlaps with receiving.
+        let mut hasher = BackgroundHasher::new();
         while let Some(chunk) = stream.next().await {
             hasher.update(chunk?).await?;
         }
-        let crate::pipeline::Digested {
-            sha256: actual,
-            size,
-        } = hasher.finish().await?;
-        if actual != manifest.archive.sha256 || size != manifest.archive.size_bytes {
-            return Err(Error::ChecksumMismatch {
-                name: format!("{} in {}", manifest.name, self.describe()),
-                expected: manifest.archive.sha256.clone(),
-                actual,
-                expected_size: manifest.archive.size_bytes,
-                actual_size: size,
-            });
-        }
-        Ok(())
+        hasher.finish().await?.check(
+            &manifest.archive.digested(),
+            format!("{} in {}", manifest.name, self.describe()),
+        )
     }
 
     /// Abandons a backup that failed: aborts the upload and removes the marker.
@@ -516,6 +515,107 @@ impl Repository {
         self.sink.delete(&name.manifest_name()).await?;
         self.sink.delete(&name.to_string()).await?;
         self.sink.delete(&name.pending_name()).await
+    }
+
+    /// Copies the committed backup `entry` of this repository to `to`: the archive first,
+    /// streamed and checksum-verified against the manifest while copying, then the manifest
+    /// last, with the same commit protocol as a backup ([`Repository::begin`],
+    /// [`Repository::commit`]), so an interrupted copy is never listed as a backup at the
+    /// destination. A destination that holds the same backup already is left as it is
+    /// ([`CopyReport::already_present`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a backup that is not committed; [`Error::PlaintextRefused`]
+    /// (before anything is read) for an unencrypted backup to an off-site destination unless
+    /// `options.plaintext` allows it; [`Error::AlreadyExists`] for a different backup of the same
+    /// name at `to`; [`Error::ChecksumMismatch`] when this repository's bytes differ from the
+    /// manifest (nothing is committed at the destination); the sinks' errors.
+    pub async fn copy_to(
+        &self,
+        entry: &BackupEntry,
+        to: &Repository,
+        options: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let name = entry.name.clone();
+        let manifest = match (&entry.kind, &entry.manifest) {
+            (EntryKind::Committed, Some(m)) => m.clone(),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{name} in {} is not a committed backup ({}); only backups with a manifest can be copied",
+                    self.describe(),
+                    entry.note.as_deref().unwrap_or("no manifest")
+                )));
+            }
+        };
+        options.plaintext.check(
+            &format!("a copy of {name}"),
+            manifest.archive.encryption.is_some(),
+            &[to],
+        )?;
+        let mut report = CopyReport {
+            backup: name.to_string(),
+            from: self.describe(),
+            to: to.describe(),
+            bytes: 0,
+            already_present: false,
+        };
+        match to.find(&name.to_string()).await {
+            Ok(existing) if existing.kind == EntryKind::Committed => {
+                let same = existing
+                    .manifest
+                    .as_ref()
+                    .is_some_and(|m| m.archive.sha256 == manifest.archive.sha256);
+                if same {
+                    report.already_present = true;
+                    return Ok(report);
+                }
+                return Err(Error::AlreadyExists {
+                    what: format!(
+                        "a different backup named {name} in {}; delete it first or copy another",
+                        to.describe()
+                    ),
+                });
+            }
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+
+        let mut upload = to.begin(&name, &new_run_id()).await?;
+        let copied = async {
+            let mut stream = self
+                .sink()
+                .get(
+                    &name.to_string(),
+                    GetOptions::default().with_size_hint(manifest.archive.size_bytes),
+                )
+                .await?;
+            // Hashing on its own thread overlaps with receiving and writing.
+            let mut hasher = BackgroundHasher::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                hasher.update(chunk.clone()).await?;
+                upload.put_part(chunk).await?;
+            }
+            let stored = hasher.finish().await?;
+            stored.check(
+                &manifest.archive.digested(),
+                format!("{name} in {}", self.describe()),
+            )?;
+            Ok(stored.size)
+        }
+        .await;
+        match copied {
+            Ok(size) => {
+                to.commit(upload, &manifest).await?;
+                report.bytes = size;
+                tracing::info!(backup = %name, from = %report.from, to = %report.to, bytes = size, "backup copied");
+                Ok(report)
+            }
+            Err(e) => {
+                to.abandon(&name, Some(upload)).await;
+                Err(e)
+            }
+        }
     }
 }
 

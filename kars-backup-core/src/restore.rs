@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::duration_secs;
 use crate::error::{Error, Result};
 use crate::hook::{Hook, run_hook};
 use crate::pipeline::DownloadCheck;
@@ -143,7 +144,7 @@ pub struct RestoreReport {
     /// The steps taken, in order.
     pub steps: Vec<String>,
     /// Wall time.
-    #[serde(with = "crate::backup::duration_secs")]
+    #[serde(with = "duration_secs")]
     pub duration: Duration,
 }
 

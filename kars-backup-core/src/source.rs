@@ -14,6 +14,10 @@ use crate::pipeline::{PayloadReader, PayloadWriter};
 use crate::progress::DynProgress;
 use crate::verify::{VerifyPlan, VerifyReport};
 
+/// The plain data a source describes itself with; they live with the [`Manifest`] that stores
+/// them.
+pub use crate::manifest::{DatabaseInfo, TableInfo};
+
 /// A shared, type-erased source.
 pub type DynDatabaseSource = Arc<dyn DatabaseSource>;
 
@@ -24,41 +28,6 @@ pub struct PayloadFormat {
     pub extension: String,
     /// True when the payload is compressed already (`pg_dump -Fc`): the pipeline stores it as is.
     pub compressed: bool,
-}
-
-/// One table and its row count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableInfo {
-    /// The table's name (schema-qualified where the engine has schemas).
-    pub name: String,
-    /// Rows, counted in the snapshot.
-    pub rows: u64,
-}
-
-/// A description of one database: engine version, size, tables with row counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatabaseInfo {
-    /// The database's name: its file name for SQLite, its name for PostgreSQL.
-    pub name: String,
-    /// The engine's version (`3.46.0`, `15.4`).
-    pub engine_version: String,
-    /// Size in bytes.
-    pub size_bytes: u64,
-    /// Tables, sorted by name, with row counts.
-    pub tables: Vec<TableInfo>,
-    /// The integrity check's result (`ok`, or the problems found), when one ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity_check: Option<String>,
-    /// Engine-specific details (SQLite page size and journal mode, PostgreSQL encoding, …).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub details: serde_json::Map<String, serde_json::Value>,
-}
-
-impl DatabaseInfo {
-    /// The row count of a table, if the table is listed.
-    pub fn rows(&self, table: &str) -> Option<u64> {
-        self.tables.iter().find(|t| t.name == table).map(|t| t.rows)
-    }
 }
 
 /// The engine's proper name for people (`SQLite`, `PostgreSQL`) from its identifier

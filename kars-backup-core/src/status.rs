@@ -4,12 +4,14 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::drill::{DrillReport, DrillSummary};
+use crate::encrypt::EncryptionScheme;
 use crate::error::{Error, Result};
-use crate::repository::{BackupEntry, Listing, Repository};
+use crate::repository::{BackupEntry, EntryKind, Listing, Repository};
 use crate::sink::GetOptions;
 
 /// The runbook's recovery point objective: a backup at most 24 hours old.
-pub const DEFAULT_RPO: Duration = Duration::hours(24);
+pub use crate::objective::DEFAULT_RPO;
 
 /// The freshness of one destination.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,7 +35,7 @@ pub struct DestinationStatus {
     /// When the status was taken.
     pub checked_at: DateTime<Utc>,
     /// The newest restore drill stored at the destination, if any (see [`crate::drill`]).
-    pub last_drill: Option<crate::drill::DrillSummary>,
+    pub last_drill: Option<DrillSummary>,
     /// Whether the keys given open the newest backup ([`check_keys`]); `None` when no keys
     /// were given or there is no backup.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,7 +78,7 @@ pub async fn check_keys(repo: &Repository, entry: &BackupEntry) -> Result<KeyChe
         Some(i) => Some(i.scheme),
         None if entry.manifest.is_some() => None,
         // No manifest: the name tells (`….tar.gz.age`).
-        None => crate::EncryptionScheme::from_name(&backup),
+        None => EncryptionScheme::from_name(&backup),
     };
     let Some(scheme) = scheme else {
         return Ok(KeyCheck {
@@ -135,8 +137,8 @@ pub async fn check_keys(repo: &Repository, entry: &BackupEntry) -> Result<KeyChe
 
 impl DestinationStatus {
     /// The same status with the destination's newest drill.
-    pub fn with_last_drill(mut self, drill: Option<&crate::drill::DrillReport>) -> Self {
-        self.last_drill = drill.map(crate::drill::DrillReport::summary);
+    pub fn with_last_drill(mut self, drill: Option<&DrillReport>) -> Self {
+        self.last_drill = drill.map(DrillReport::summary);
         self
     }
 
@@ -163,7 +165,7 @@ impl DestinationStatus {
             incomplete: listing
                 .entries
                 .iter()
-                .filter(|e| e.kind == crate::repository::EntryKind::Incomplete)
+                .filter(|e| e.kind == EntryKind::Incomplete)
                 .count(),
             checked_at: now,
             last_drill: None,

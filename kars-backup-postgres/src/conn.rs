@@ -13,6 +13,9 @@ use crate::error::{Error, Result, db_message};
 /// The database a maintenance connection (create, rename, drop databases) uses.
 pub(crate) const MAINTENANCE_DB: &str = "postgres";
 
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub(crate) const MAX_IDENT: usize = 63;
+
 /// Where and how to connect: a parsed `postgres://user:password@host:port/db?…` URL (or a
 /// `key=value` connection string). The password never leaves this type except to the server and,
 /// through the environment variable `PGPASSWORD`, to the client programs.

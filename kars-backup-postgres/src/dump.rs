@@ -8,26 +8,26 @@ use chrono::Utc;
 use kars_backup_core::{DynProgress, PayloadWriter, SnapshotInfo, TableInfo};
 use tokio::io::AsyncReadExt;
 
+use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::metadata::{self, Selection};
-use crate::source::{DumpFormat, PostgresSource};
+use crate::options::{DumpFormat, DumpOptions};
 use crate::tools;
 
-/// Runs one backup of `source` into `out`.
+/// Runs one backup of the database `db` into `out`, as `format` with `options`.
 pub(crate) async fn write_payload(
-    source: &PostgresSource,
+    db: &Database,
+    format: DumpFormat,
+    options: &DumpOptions,
     out: PayloadWriter,
     progress: DynProgress,
 ) -> Result<SnapshotInfo> {
-    let conn = source.conn();
+    let conn = &db.conn;
     let target = conn.redacted();
     let client = conn.connect().await?;
     let version = metadata::server_version(&client, &target).await?;
     // The version check comes before anything is started.
-    let (pg_dump, pg_dump_version) = source
-        .tools()
-        .pg_dump_for(&version.text, version.num)
-        .await?;
+    let (pg_dump, pg_dump_version) = db.tools.pg_dump_for(&version.text, version.num).await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
@@ -38,12 +38,11 @@ pub(crate) async fn write_payload(
         .map_err(|e| Error::query("export a snapshot", &target, &e))?
         .get(0);
     let taken_at = Utc::now();
-    tracing::info!(snapshot = %snapshot, server = %version.text, pg_dump = %pg_dump_version, format = %source.format(), "snapshot exported; pg_dump starts");
+    tracing::info!(snapshot = %snapshot, server = %version.text, pg_dump = %pg_dump_version, format = %format, "snapshot exported; pg_dump starts");
 
     let mut cmd = tools::command(&pg_dump, conn);
     cmd.arg("--no-password")
         .arg(format!("--snapshot={snapshot}"));
-    let options = source.dump_options();
     for t in &options.tables {
         cmd.arg(format!("--table={t}"));
     }
@@ -75,7 +74,7 @@ pub(crate) async fn write_payload(
     };
     progress.start("dump", None);
     let dumped = async {
-        match source.format() {
+        match format {
             DumpFormat::Plain => {
                 cmd.arg("--format=plain");
                 stream(cmd, out).await
@@ -85,7 +84,7 @@ pub(crate) async fn write_payload(
                 stream(cmd, out).await
             }
             DumpFormat::Directory => {
-                let work = source.work_dir_tempdir("kars-pgdump-")?;
+                let work = db.work_dir_tempdir("kars-pgdump-")?;
                 let dir = work.path().join("dump");
                 cmd.arg("--format=directory")
                     .arg(format!("--jobs={}", options.jobs()))
@@ -111,7 +110,7 @@ pub(crate) async fn write_payload(
     info.details
         .insert("pg_dump_version".into(), pg_dump_version.into());
     info.details
-        .insert("format".into(), source.format().to_string().into());
+        .insert("format".into(), format.to_string().into());
     if options.schema_only {
         info.details.insert("schema_only".into(), true.into());
     }
@@ -128,7 +127,7 @@ pub(crate) async fn write_payload(
             options.exclude_tables.clone().into(),
         );
     }
-    if source.format() == DumpFormat::Directory {
+    if format == DumpFormat::Directory {
         info.details.insert("jobs".into(), options.jobs().into());
     }
     Ok(SnapshotInfo {

@@ -44,12 +44,15 @@
 //! # Ok(()) }
 //! ```
 
+mod amcheck;
 mod conn;
+mod database;
 mod dump;
 pub mod error;
 mod freeze;
+mod loaded;
 mod metadata;
-mod parallel;
+mod options;
 mod restore;
 mod sessions;
 mod source;
@@ -60,7 +63,5 @@ mod verify;
 
 pub use conn::{ConnInfo, redact_url};
 pub use error::{Error, Result};
-pub use source::{
-    DEFAULT_NAME_PREFIX, DumpFormat, DumpOptions, ENGINE, PgRestoreOptions, PostgresSource,
-    RestoreMode,
-};
+pub use options::{DumpFormat, DumpOptions, PgRestoreOptions, RestoreMode};
+pub use source::{DEFAULT_NAME_PREFIX, ENGINE, PostgresSource};

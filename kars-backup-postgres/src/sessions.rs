@@ -18,8 +18,9 @@ use kars_backup_core::PreviousCopy;
 use kars_backup_core::holders::{Holder, Scan};
 use tokio_postgres::Client;
 
-use crate::conn::quote_ident;
+use crate::conn::{MAX_IDENT, quote_ident};
 use crate::error::{Error, Result};
+use crate::metadata::server_version;
 
 /// The infix of staging databases (`<db>_kars_staging_<time>`).
 pub(crate) const STAGING_INFIX: &str = "_kars_staging_";
@@ -103,7 +104,7 @@ pub(crate) async fn lock_staging(admin: &Client, staging: &str, target: &str) ->
 fn belongs_to(name: &str, infix: &str, db: &str) -> Option<String> {
     let at = name.find(infix)?;
     let base = &name[..at];
-    let cut = name.len() == crate::restore::MAX_IDENT && !base.is_empty() && db.starts_with(base);
+    let cut = name.len() == MAX_IDENT && !base.is_empty() && db.starts_with(base);
     (base == db || cut).then(|| name[at + infix.len()..].to_string())
 }
 
@@ -195,7 +196,7 @@ fn parse_time(tail: &str) -> Option<DateTime<Utc>> {
 
 /// Drops a database, ending its sessions first.
 pub(crate) async fn drop_database(admin: &Client, name: &str, target: &str) -> Result<()> {
-    let num = crate::metadata::server_version(admin, target)
+    let num = server_version(admin, target)
         .await
         .map(|v| v.num)
         .unwrap_or(0);

@@ -1,20 +1,20 @@
 //! [`PostgresSource`]: one PostgreSQL database as a [`DatabaseSource`].
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use kars_backup_core::holders::Scan;
 use kars_backup_core::{
-    DatabaseInfo, DatabaseSource, DynProgress, InUsePolicy, PayloadFormat, PayloadReader,
-    PayloadWriter, PreviousCopy, SnapshotInfo, StageContext, StagedRestore,
+    DatabaseInfo, DatabaseSource, DynProgress, InUsePolicy, IntegrityLevel, PayloadFormat,
+    PayloadReader, PayloadWriter, PreviousCopy, SnapshotInfo, StageContext, StagedRestore,
 };
 
 use crate::conn::ConnInfo;
+use crate::database::Database;
 use crate::dump;
 use crate::error::{Error, Result};
 use crate::metadata::{self, Selection};
+use crate::options::{DumpFormat, DumpOptions, PgRestoreOptions, RestoreMode};
 use crate::restore;
 use crate::sessions;
 use crate::tools::Tools;
@@ -23,175 +23,6 @@ use crate::tools::Tools;
 pub const ENGINE: &str = "postgres";
 /// The runbook's archive name prefix (`kars-postgres-YYYYmmdd-HHMMSS.sql.gz`).
 pub const DEFAULT_NAME_PREFIX: &str = "kars-postgres";
-
-/// The format `pg_dump` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DumpFormat {
-    /// Plain SQL, the runbook's default; the pipeline compresses it (`.sql.gz`).
-    #[default]
-    Plain,
-    /// `pg_dump -Fc`: compressed already, stored as is (`.dump`); restores selectively and in
-    /// parallel.
-    Custom,
-    /// `pg_dump -Fd --jobs N` (parallel dump), packed into a tar (`.dir.tar`); restores in
-    /// parallel.
-    Directory,
-}
-
-impl fmt::Display for DumpFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DumpFormat::Plain => "plain",
-            DumpFormat::Custom => "custom",
-            DumpFormat::Directory => "directory",
-        })
-    }
-}
-
-impl FromStr for DumpFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "plain" | "p" | "sql" => Ok(DumpFormat::Plain),
-            "custom" | "c" | "dump" => Ok(DumpFormat::Custom),
-            "directory" | "d" | "dir" => Ok(DumpFormat::Directory),
-            _ => Err(format!(
-                "unknown format {s:?}: use plain, custom or directory"
-            )),
-        }
-    }
-}
-
-/// How a restore replaces the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RestoreMode {
-    /// Into a new staging database, verified, then swapped in by renaming databases; the previous
-    /// database is kept as `<db>_pre_restore_<time>` and renamed back on any failure.
-    #[default]
-    Safe,
-    /// As the runbook does: into the live database (user schemas dropped and recreated), in one
-    /// transaction that also checks the row counts, so a failed import changes nothing. A
-    /// committed import cannot be rolled back.
-    InPlace,
-}
-
-impl FromStr for RestoreMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "safe" => Ok(RestoreMode::Safe),
-            "in-place" | "inplace" => Ok(RestoreMode::InPlace),
-            _ => Err(format!("unknown restore mode {s:?}: use safe or in-place")),
-        }
-    }
-}
-
-/// What `pg_dump` writes and includes, as the operator gives it: the configuration file's
-/// `[job.postgres]` (serde) and the `backup` flags (`clap` feature) are this one type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-#[cfg_attr(feature = "clap", derive(clap::Args))]
-#[cfg_attr(feature = "clap", command(next_help_heading = "PostgreSQL"))]
-pub struct DumpOptions {
-    /// pg_dump format: plain (`.sql.gz`, the runbook's), custom (`.dump`, selective and parallel
-    /// restore) or directory (parallel dump, `.dir.tar`). Default: plain, or directory with
-    /// more than one job.
-    #[serde(default, deserialize_with = "opt_from_str")]
-    #[cfg_attr(feature = "clap", arg(long, value_name = "FORMAT"))]
-    pub format: Option<DumpFormat>,
-
-    /// Parallel pg_dump jobs (directory format).
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
-    pub jobs: Option<usize>,
-
-    /// Dump only tables matching this pg_dump pattern; repeatable.
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long = "table", value_name = "PATTERN"))]
-    pub tables: Vec<String>,
-
-    /// Do not dump tables matching this pattern; repeatable.
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long = "exclude-table", value_name = "PATTERN"))]
-    pub exclude_tables: Vec<String>,
-
-    /// Dump only the definitions, no data.
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long, conflicts_with = "data_only"))]
-    pub schema_only: bool,
-
-    /// Dump only the data, no definitions.
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub data_only: bool,
-
-    /// Directory of pg_dump/pg_restore/psql (default: the server version's Debian directory,
-    /// else PATH).
-    #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
-    pub bin_dir: Option<PathBuf>,
-}
-
-impl DumpOptions {
-    /// The parallel jobs (at least 1).
-    pub fn jobs(&self) -> usize {
-        self.jobs.unwrap_or(1).max(1)
-    }
-
-    /// The format: the one given, else directory for parallel dumps, else plain.
-    pub fn format(&self) -> DumpFormat {
-        self.format.unwrap_or(if self.jobs() > 1 {
-            DumpFormat::Directory
-        } else {
-            DumpFormat::Plain
-        })
-    }
-}
-
-fn opt_from_str<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    let s = <String as serde::Deserialize>::deserialize(d)?;
-    s.parse().map(Some).map_err(serde::de::Error::custom)
-}
-
-/// How a payload is restored; the `restore` flags (`clap` feature) are this type.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "clap", derive(clap::Args))]
-#[cfg_attr(feature = "clap", command(next_help_heading = "PostgreSQL"))]
-pub struct PgRestoreOptions {
-    /// safe: restore into a staging database, verify, swap in by renaming (the previous database
-    /// is kept as <db>_pre_restore_<time>); in-place: replace the live database's schemas in one
-    /// transaction, as the runbook does.
-    #[cfg_attr(
-        feature = "clap",
-        arg(long, value_name = "MODE", default_value = "safe")
-    )]
-    pub mode: RestoreMode,
-    /// Parallel jobs: loading connections for a plain dump (default: one per CPU, up to 4), or
-    /// pg_restore --jobs for custom and directory backups (default 1).
-    #[cfg_attr(
-        feature = "clap",
-        arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)
-    )]
-    pub jobs: usize,
-    /// Restore only this table (custom and directory backups); repeatable.
-    #[cfg_attr(feature = "clap", arg(long = "table", value_name = "NAME"))]
-    pub tables: Vec<String>,
-    /// With --table in place: drop and recreate the tables (pg_restore --clean --if-exists)
-    /// instead of emptying and refilling them.
-    #[cfg_attr(feature = "clap", arg(long))]
-    pub clean: bool,
-    /// Directory of pg_restore/psql (default: the --config job's `[job.postgres] bin-dir`, else
-    /// the server version's Debian directory, else PATH).
-    #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
-    pub bin_dir: Option<PathBuf>,
-}
 
 /// One PostgreSQL database, reached by a `postgres://` URL.
 ///
@@ -218,13 +49,11 @@ pub struct PgRestoreOptions {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PostgresSource {
-    conn: ConnInfo,
-    tools: Tools,
+    db: Database,
     format: DumpFormat,
     dump: DumpOptions,
     restore: PgRestoreOptions,
-    work_dir: Option<PathBuf>,
-    restore_checks: Option<kars_backup_core::IntegrityLevel>,
+    restore_checks: Option<IntegrityLevel>,
 }
 
 impl PostgresSource {
@@ -234,12 +63,14 @@ impl PostgresSource {
     /// [`Error::InvalidUrl`].
     pub fn from_url(url: &str) -> Result<Self> {
         Ok(PostgresSource {
-            conn: ConnInfo::parse(url)?,
-            tools: Tools::default(),
+            db: Database {
+                conn: ConnInfo::parse(url)?,
+                tools: Tools::default(),
+                work_dir: None,
+            },
             format: DumpFormat::default(),
             dump: DumpOptions::default(),
             restore: PgRestoreOptions::default(),
-            work_dir: None,
             restore_checks: None,
         })
     }
@@ -284,7 +115,7 @@ impl PostgresSource {
     /// (A `bin_dir` given there takes the programs from that directory.)
     pub fn with_restore_options(mut self, options: PgRestoreOptions) -> Self {
         if let Some(dir) = &options.bin_dir {
-            self.tools.bin_dir = Some(dir.clone());
+            self.db.tools.bin_dir = Some(dir.clone());
         }
         self.restore = options;
         self
@@ -295,39 +126,35 @@ impl PostgresSource {
     /// they are built, on the loading connections (filling the gaps between index builds), and
     /// the verification does not check them again. Without it, every check waits for the
     /// verification.
-    pub fn with_restore_checks(mut self, level: kars_backup_core::IntegrityLevel) -> Self {
+    pub fn with_restore_checks(mut self, level: IntegrityLevel) -> Self {
         self.restore_checks = Some(level);
         self
-    }
-
-    pub(crate) fn restore_checks(&self) -> Option<kars_backup_core::IntegrityLevel> {
-        self.restore_checks
     }
 
     /// Takes `pg_dump`, `pg_restore` and `psql` from this directory (instead of the Debian
     /// directory of the server's version, or `PATH`).
     pub fn with_pg_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.tools.bin_dir = Some(dir.into());
+        self.db.tools.bin_dir = Some(dir.into());
         self
     }
 
     /// Puts temporary files (directory dumps, spooled archives) in `dir` instead of the system's
     /// temporary directory.
     pub fn with_work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.work_dir = Some(dir.into());
+        self.db.work_dir = Some(dir.into());
         self
     }
 
     /// The same server and credentials, another database (a scratch target for `verify`).
     pub fn with_database(&self, name: &str) -> Self {
         let mut s = self.clone();
-        s.conn = self.conn.with_dbname(name);
+        s.db.conn = self.db.conn.with_dbname(name);
         s
     }
 
     /// The connection.
     pub fn conn(&self) -> &ConnInfo {
-        &self.conn
+        &self.db.conn
     }
 
     /// The dump format.
@@ -345,21 +172,9 @@ impl PostgresSource {
         &self.restore
     }
 
-    pub(crate) fn tools(&self) -> &Tools {
-        &self.tools
-    }
-
-    pub(crate) fn work_dir_tempdir(&self, prefix: &str) -> Result<tempfile::TempDir> {
-        let dir = self.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-        tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&dir)
-            .map_err(|e| Error::io("create a temporary directory in", &dir, e))
-    }
-
     /// The pg binary directory, if set.
     pub fn pg_bin_dir(&self) -> Option<&Path> {
-        self.tools.bin_dir.as_deref()
+        self.db.tools.bin_dir.as_deref()
     }
 
     fn core_error(&self, e: Error) -> kars_backup_core::Error {
@@ -375,7 +190,7 @@ impl DatabaseSource for PostgresSource {
 
     /// `postgres://user@host:port/db`, never with the password.
     fn describe(&self) -> String {
-        self.conn.redacted()
+        self.db.conn.redacted()
     }
 
     fn payload_format(&self) -> PayloadFormat {
@@ -396,8 +211,8 @@ impl DatabaseSource for PostgresSource {
 
     async fn inspect(&self) -> kars_backup_core::Result<Vec<DatabaseInfo>> {
         let result = async {
-            let target = self.conn.redacted();
-            let client = self.conn.connect().await?;
+            let target = self.db.conn.redacted();
+            let client = self.db.conn.connect().await?;
             let version = metadata::server_version(&client, &target).await?;
             client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -419,8 +234,8 @@ impl DatabaseSource for PostgresSource {
 
     async fn exists(&self) -> kars_backup_core::Result<bool> {
         let result = async {
-            let (admin, _) = restore::admin_connect(&self.conn).await?;
-            restore::database_exists(&admin, self.conn.dbname(), &self.conn.redacted()).await
+            let (admin, _) = restore::admin_connect(&self.db.conn).await?;
+            restore::database_exists(&admin, self.db.conn.dbname(), &self.db.conn.redacted()).await
         }
         .await;
         result.map_err(|e| self.core_error(e))
@@ -433,7 +248,7 @@ impl DatabaseSource for PostgresSource {
     ) -> kars_backup_core::Result<SnapshotInfo> {
         use tracing::Instrument;
         let span = tracing::info_span!("pg_dump", database = %self.describe());
-        dump::write_payload(self, out, progress)
+        dump::write_payload(&self.db, self.format, &self.dump, out, progress)
             .instrument(span)
             .await
             .map_err(|e| self.core_error(e))
@@ -444,17 +259,23 @@ impl DatabaseSource for PostgresSource {
         payload: PayloadReader,
         context: &StageContext,
     ) -> kars_backup_core::Result<Box<dyn StagedRestore>> {
-        restore::stage(self, payload, context)
-            .await
-            .map_err(|e| self.core_error(e))
+        restore::stage(
+            &self.db,
+            &self.restore,
+            self.restore_checks,
+            payload,
+            context,
+        )
+        .await
+        .map_err(|e| self.core_error(e))
     }
 
     /// The client sessions on the target database (from `pg_stat_activity`), other than this
     /// process's; none when the database does not exist.
     async fn in_use(&self) -> kars_backup_core::Result<Scan> {
         async {
-            let (admin, _) = restore::admin_connect(&self.conn).await?;
-            sessions::sessions_on(&admin, self.conn.dbname(), &self.conn.redacted()).await
+            let (admin, _) = restore::admin_connect(&self.db.conn).await?;
+            sessions::sessions_on(&admin, self.db.conn.dbname(), &self.db.conn.redacted()).await
         }
         .await
         .map_err(|e| self.core_error(e))
@@ -475,8 +296,8 @@ impl DatabaseSource for PostgresSource {
 
     async fn clean_leftovers(&self) -> kars_backup_core::Result<Vec<String>> {
         async {
-            let (admin, _) = restore::admin_connect(&self.conn).await?;
-            sessions::clean_leftovers(&admin, self.conn.dbname(), &self.conn.redacted()).await
+            let (admin, _) = restore::admin_connect(&self.db.conn).await?;
+            sessions::clean_leftovers(&admin, self.db.conn.dbname(), &self.db.conn.redacted()).await
         }
         .await
         .map_err(|e| self.core_error(e))
@@ -484,8 +305,8 @@ impl DatabaseSource for PostgresSource {
 
     async fn previous_copies(&self) -> kars_backup_core::Result<Vec<PreviousCopy>> {
         async {
-            let (admin, _) = restore::admin_connect(&self.conn).await?;
-            sessions::previous_copies(&admin, self.conn.dbname(), &self.conn.redacted()).await
+            let (admin, _) = restore::admin_connect(&self.db.conn).await?;
+            sessions::previous_copies(&admin, self.db.conn.dbname(), &self.db.conn.redacted()).await
         }
         .await
         .map_err(|e| self.core_error(e))
@@ -493,8 +314,8 @@ impl DatabaseSource for PostgresSource {
 
     async fn remove_previous(&self, copy: &PreviousCopy) -> kars_backup_core::Result<()> {
         async {
-            let (admin, _) = restore::admin_connect(&self.conn).await?;
-            sessions::drop_database(&admin, &copy.name, &self.conn.redacted()).await
+            let (admin, _) = restore::admin_connect(&self.db.conn).await?;
+            sessions::drop_database(&admin, &copy.name, &self.db.conn.redacted()).await
         }
         .await
         .map_err(|e| self.core_error(e))

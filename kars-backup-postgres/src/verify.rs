@@ -11,10 +11,11 @@ use kars_backup_core::verify::{self as core_verify, IntegrityLevel};
 use kars_backup_core::{Manifest, TableInfo, VerifyPlan, VerifyReport};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::amcheck::{amcheck_setup, btree_indexes, check_sql, drop_amcheck, heapallindexed};
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
+use crate::loaded::{EarlyChecks, LoadedCounts};
 use crate::metadata::{self, Selection};
-use crate::parallel::{EarlyChecks, LoadedCounts};
 
 /// amcheck set up for a verification: its schema, whether this check created it (and drops it
 /// again), and the indexes to check with the pages each check reads.
@@ -65,15 +66,6 @@ async fn scan_worker(
         }
     }
     out
-}
-
-/// Whether amcheck at `level` runs with `heapallindexed` (only `Full`); `None` for no amcheck.
-pub(crate) fn heapallindexed(level: IntegrityLevel) -> Option<bool> {
-    match level {
-        IntegrityLevel::Full => Some(true),
-        IntegrityLevel::Standard | IntegrityLevel::Quick => Some(false),
-        IntegrityLevel::Off => None,
-    }
 }
 
 /// Runs `plan` against the database `conn` names. `only` limits the count comparison to these
@@ -134,10 +126,7 @@ pub(crate) async fn verify_database(
     let check_sql = match &amcheck {
         Some((schema, _, indexes)) => {
             scans.extend(indexes.iter().map(|&(oid, cost)| (cost, Scan::Check(oid))));
-            format!(
-                "SELECT {schema}.bt_index_check($1::pg_catalog.oid::pg_catalog.regclass, {heap})::text",
-                schema = crate::conn::quote_ident(schema)
-            )
+            check_sql(schema, heap)
         }
         None => String::new(),
     };
@@ -328,71 +317,6 @@ async fn catalog_check(client: &Client, report: &mut VerifyReport) {
         ),
         Err(e) => report.push("catalog check", false, db_message(&e)),
     }
-}
-
-/// The schema of amcheck and whether this check created it; `Ok(None)` when amcheck is not
-/// available (not installed on the server, or no privilege to create it).
-pub(crate) async fn amcheck_setup(client: &Client) -> Result<Option<(String, bool)>, String> {
-    let installed: Option<String> = client
-        .query_opt(
-            "SELECT n.nspname::text FROM pg_catalog.pg_extension e
-             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'",
-            &[],
-        )
-        .await
-        .map_err(|e| db_message(&e))?
-        .map(|r| r.get(0));
-    if let Some(s) = installed {
-        return Ok(Some((s, false)));
-    }
-    let available = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'",
-            &[],
-        )
-        .await
-        .map_err(|e| db_message(&e))?
-        .is_some();
-    if !available {
-        return Ok(None);
-    }
-    let created = client
-        .batch_execute("CREATE SCHEMA kars_amcheck; CREATE EXTENSION amcheck SCHEMA kars_amcheck")
-        .await;
-    if let Err(e) = created {
-        tracing::info!(error = %db_message(&e), "amcheck cannot be installed; using catalog checks");
-        drop_amcheck(client, true).await;
-        return Ok(None);
-    }
-    Ok(Some(("kars_amcheck".to_string(), true)))
-}
-
-/// Drops amcheck again when this check created it.
-async fn drop_amcheck(client: &Client, created: bool) {
-    if created {
-        let _ = client
-            .batch_execute("DROP SCHEMA IF EXISTS kars_amcheck CASCADE")
-            .await;
-    }
-}
-
-/// The B-tree indexes amcheck can check, with the pages a check reads (the index, and its table
-/// too for `heapallindexed`).
-async fn btree_indexes(client: &Client, heap: bool) -> Result<Vec<(u32, i64)>, String> {
-    let rows = client
-        .query(
-            "SELECT c.oid, pg_catalog.pg_relation_size(c.oid)::int8
-                    + CASE WHEN $1 THEN pg_catalog.pg_relation_size(i.indrelid)::int8 ELSE 0 END
-             FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-             JOIN pg_catalog.pg_am a ON a.oid = c.relam
-             WHERE a.amname = 'btree' AND c.relkind = 'i' AND c.relpersistence <> 't'
-               AND i.indisvalid AND i.indisready",
-            &[&heap],
-        )
-        .await
-        .map_err(|e| db_message(&e))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The size of each table in bytes (0 where it cannot be read), to schedule the counts.

@@ -51,6 +51,7 @@
 pub mod clock;
 pub mod cron;
 pub mod error;
+mod job_name;
 pub mod lock;
 pub mod outcome;
 pub mod scheduler;

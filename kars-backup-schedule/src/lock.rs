@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::state::validate_job_name;
+use crate::job_name::validate_job_name;
 
 /// Who holds a job's lock, as written into the lock file by the holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::lock::JobLock;
 use crate::outcome::RunStatus;
 
+/// The check of a job's name, which names its files here and its lock.
+pub use crate::job_name::validate_job_name;
+
 /// What the scheduler remembers about one job between processes (`<state dir>/<job>.state.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -134,24 +137,4 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
-}
-
-/// Checks that `name` can name a job's files: 1–100 of `[A-Za-z0-9._-]`, not starting with `.`.
-///
-/// # Errors
-/// [`Error::InvalidJobName`].
-pub fn validate_job_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidJobName {
-            name: name.to_string(),
-        })
-    }
 }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use kars_backup_core::{Error, Result};
 use object_store::azure::MicrosoftAzureBuilder;
 
+use crate::bucket_url::{BucketUrl, parse_bool};
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
+use crate::redact::redact;
 use crate::retry::default_retry;
 use crate::transfer::TransferOptions;
 
@@ -80,7 +82,7 @@ impl AzureBuilder {
     pub fn from_url(url: &str) -> Result<Self> {
         let mut b = if url.starts_with("https://") || url.starts_with("http://") {
             let u = url::Url::parse(url).map_err(|e| {
-                Error::InvalidInput(format!("invalid Azure URL {}: {e}", crate::redact(url)))
+                Error::InvalidInput(format!("invalid Azure URL {}: {e}", redact(url)))
             })?;
             let host = u.host_str().unwrap_or_default().to_string();
             let account = host.split('.').next().unwrap_or_default().to_string();
@@ -89,7 +91,7 @@ impl AzureBuilder {
             if account.is_empty() || container.is_empty() {
                 return Err(Error::InvalidInput(format!(
                     "{} names no account or container; use https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix",
-                    crate::redact(url)
+                    redact(url)
                 )));
             }
             let prefix = segments.next().unwrap_or_default().to_string();
@@ -101,7 +103,7 @@ impl AzureBuilder {
                     .map(|(k, v)| (k.into_owned(), v.into_owned())),
             )?
         } else {
-            let parsed = crate::url::BucketUrl::parse(url, &["az", "azure"])?;
+            let parsed = BucketUrl::parse(url, &["az", "azure"])?;
             AzureBuilder::new(parsed.bucket)
                 .with_prefix(parsed.prefix)
                 .with_query(parsed.query)?
@@ -120,8 +122,8 @@ impl AzureBuilder {
             match k.as_str() {
                 "account" => self.account = Some(v),
                 "endpoint" => self.endpoint = Some(v),
-                "allow_http" => self.allow_http = Some(crate::url::parse_bool(&k, &v)?),
-                "emulator" | "use_emulator" => self.emulator = crate::url::parse_bool(&k, &v)?,
+                "allow_http" => self.allow_http = Some(parse_bool(&k, &v)?),
+                "emulator" | "use_emulator" => self.emulator = parse_bool(&k, &v)?,
                 other => {
                     if !self.transfer.set_from_query(other, &v)? {
                         return Err(Error::InvalidInput(format!(

@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bucket_url::BucketUrl;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
@@ -79,7 +80,7 @@ impl GcsBuilder {
     /// # Errors
     /// [`Error::InvalidInput`] for another scheme, no bucket or an unknown parameter.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = crate::url::BucketUrl::parse(url, &["gs", "gcs"])?;
+        let parsed = BucketUrl::parse(url, &["gs", "gcs"])?;
         let mut b = GcsBuilder::new(parsed.bucket).with_prefix(parsed.prefix);
         for (k, v) in parsed.query {
             match k.as_str() {

@@ -24,6 +24,7 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::redact::redact;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -64,7 +65,7 @@ impl GitLfsBuilder {
         let rest = url.strip_prefix("git+").ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{} is not a git destination; use git+file:///srv/backups.git",
-                crate::redact(url)
+                redact(url)
             ))
         })?;
         let (remote, query) = match rest.split_once('?') {
@@ -74,7 +75,7 @@ impl GitLfsBuilder {
         if !remote.contains("://") {
             return Err(Error::InvalidInput(format!(
                 "{} names no URL scheme; git-lfs needs a URL remote such as git+file:///abs/path.git (a bare path fails to push)",
-                crate::redact(url)
+                redact(url)
             )));
         }
         let mut b = GitLfsBuilder::new(remote);
@@ -130,7 +131,7 @@ impl GitLfsBuilder {
             None => tempfile::Builder::new().prefix("kars-git-lfs-").tempdir(),
         }
         .map_err(|e| Error::io("create temporary directory", std::env::temp_dir(), e))?;
-        let redacted = crate::redact(&self.remote);
+        let redacted = redact(&self.remote);
         let description = if self.path.is_empty() {
             format!("git+{redacted}")
         } else {

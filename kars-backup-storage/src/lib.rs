@@ -40,6 +40,7 @@
 
 #[cfg(feature = "azure")]
 pub mod azure;
+mod bucket_url;
 mod copy;
 #[cfg(feature = "gcs")]
 pub mod gcs;
@@ -49,6 +50,7 @@ pub mod local;
 #[cfg(feature = "object-store")]
 mod object_store_sink;
 pub mod ranged;
+mod redact;
 #[cfg(any(feature = "s3", feature = "azure"))]
 mod retry;
 #[cfg(feature = "s3")]
@@ -61,10 +63,11 @@ pub use local::LocalSink;
 #[cfg(feature = "object-store")]
 pub use object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 pub use ranged::RangedSink;
+pub use redact::redact;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub use retry::default_retry;
 pub use transfer::{ByteSize, RangedPlan, TransferOptions};
-pub use url::{Destination, redact, sink_from_url};
+pub use url::{Destination, sink_from_url};
 
 /// object_store, re-exported for users of [`ObjectStoreSink`].
 #[cfg(feature = "object-store")]

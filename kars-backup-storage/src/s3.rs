@@ -15,6 +15,7 @@ use std::sync::Arc;
 use kars_backup_core::{Error, Result};
 use object_store::aws::AmazonS3Builder;
 
+use crate::bucket_url::{BucketUrl, parse_bool};
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 use crate::retry::default_retry;
 use crate::transfer::TransferOptions;
@@ -77,14 +78,14 @@ impl S3Builder {
     /// # Errors
     /// [`Error::InvalidInput`] for another scheme, a missing bucket or an unknown parameter.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = crate::url::BucketUrl::parse(url, &["s3", "s3a"])?;
+        let parsed = BucketUrl::parse(url, &["s3", "s3a"])?;
         let mut b = S3Builder::new(parsed.bucket).with_prefix(parsed.prefix);
         for (k, v) in parsed.query {
             match k.as_str() {
                 "endpoint" | "endpoint_url" => b.endpoint = Some(v),
                 "region" => b.region = Some(v),
-                "allow_http" => b.allow_http = Some(crate::url::parse_bool(&k, &v)?),
-                "path_style" => b.path_style = Some(crate::url::parse_bool(&k, &v)?),
+                "allow_http" => b.allow_http = Some(parse_bool(&k, &v)?),
+                "path_style" => b.path_style = Some(parse_bool(&k, &v)?),
                 other => {
                     if !b.transfer.set_from_query(other, &v)? {
                         return Err(Error::InvalidInput(format!(

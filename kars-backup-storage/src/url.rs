@@ -1,13 +1,24 @@
 //! One URL entry point for destinations: `file:///dir` or a plain path, and (with features)
 //! `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` (or an Azure `https://` blob
-//! URL) and `git+file:///path/repo.git` (Git LFS).
+//! URL) and `git+file:///path/repo.git` (Git LFS). The backends parse their own URLs (with
+//! [`bucket_url`](crate::bucket_url)); this module only tells them apart and dispatches.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use kars_backup_core::{DynBackupSink, Error, Result};
 
+#[cfg(feature = "azure")]
+use crate::azure::AzureBuilder;
+use crate::bucket_url::BucketUrl;
+#[cfg(feature = "gcs")]
+use crate::gcs::GcsBuilder;
+#[cfg(feature = "git-lfs")]
+use crate::git_lfs::GitLfsBuilder;
 use crate::local::LocalSink;
+use crate::redact::redact;
+#[cfg(feature = "s3")]
+use crate::s3::S3Builder;
 
 /// A parsed destination URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,15 +125,13 @@ pub fn sink_from_url(url: &str) -> Result<DynBackupSink> {
     match Destination::parse(url)? {
         Destination::Local(path) => Ok(Arc::new(LocalSink::new(path)?)),
         #[cfg(feature = "s3")]
-        Destination::S3(u) => Ok(Arc::new(crate::s3::S3Builder::from_url(&u)?.build()?)),
+        Destination::S3(u) => Ok(Arc::new(S3Builder::from_url(&u)?.build()?)),
         #[cfg(feature = "azure")]
-        Destination::Azure(u) => Ok(Arc::new(crate::azure::AzureBuilder::from_url(&u)?.build()?)),
+        Destination::Azure(u) => Ok(Arc::new(AzureBuilder::from_url(&u)?.build()?)),
         #[cfg(feature = "gcs")]
-        Destination::Gcs(u) => Ok(Arc::new(crate::gcs::GcsBuilder::from_url(&u)?.build()?)),
+        Destination::Gcs(u) => Ok(Arc::new(GcsBuilder::from_url(&u)?.build()?)),
         #[cfg(feature = "git-lfs")]
-        Destination::GitLfs(u) => Ok(Arc::new(
-            crate::git_lfs::GitLfsBuilder::from_url(&u)?.build()?,
-        )),
+        Destination::GitLfs(u) => Ok(Arc::new(GitLfsBuilder::from_url(&u)?.build()?)),
         #[allow(unreachable_patterns)]
         Destination::S3(u) => Err(not_built("S3", "s3", &u)),
         #[allow(unreachable_patterns)]
@@ -131,123 +140,6 @@ pub fn sink_from_url(url: &str) -> Result<DynBackupSink> {
         Destination::Gcs(u) => Err(not_built("GCS", "gcs", &u)),
         #[allow(unreachable_patterns)]
         Destination::GitLfs(u) => Err(not_built("Git LFS", "git-lfs", &u)),
-    }
-}
-
-/// Removes secrets from a URL for display: a password (`s3://user:secret@host` →
-/// `s3://user:***@host`) and query parameters that look like credentials (`sig`, `*key*`,
-/// `*token*`, `*secret*`, `*password*`).
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let mut changed = false;
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-                changed = true;
-            }
-            if u.query().is_some() {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let lk = k.to_ascii_lowercase();
-                        let secret = ["key", "token", "secret", "password", "credential"]
-                            .iter()
-                            .any(|s| lk.contains(s))
-                            || lk == "sig";
-                        if secret {
-                            changed = true;
-                            (k.into_owned(), "***".to_string())
-                        } else {
-                            (k.into_owned(), v.into_owned())
-                        }
-                    })
-                    .collect();
-                if changed {
-                    u.query_pairs_mut().clear().extend_pairs(pairs);
-                }
-            }
-            if changed {
-                u.to_string()
-            } else {
-                url.to_string()
-            }
-        }
-        Err(_) => url.to_string(),
-    }
-}
-
-/// `scheme://bucket/prefix?k=v`, the shape of the object-store URLs.
-#[derive(Debug, Clone)]
-#[cfg_attr(
-    not(any(feature = "s3", feature = "azure", feature = "gcs")),
-    allow(dead_code)
-)]
-pub(crate) struct BucketUrl {
-    pub(crate) bucket: String,
-    pub(crate) prefix: String,
-    pub(crate) query: Vec<(String, String)>,
-}
-
-impl BucketUrl {
-    pub(crate) fn parse(url: &str, schemes: &[&str]) -> Result<Self> {
-        let raw_path = url.split(['?', '#']).next().unwrap_or_default();
-        if raw_path
-            .split('/')
-            .skip(3)
-            .any(|c| c == "." || c == ".." || c.contains('\\'))
-        {
-            return Err(Error::InvalidInput(format!(
-                "{}: a prefix may not contain '.' or '..' parts",
-                redact(url)
-            )));
-        }
-        let u = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("invalid URL {}: {e}", redact(url))))?;
-        if !schemes.contains(&u.scheme()) {
-            return Err(Error::InvalidInput(format!(
-                "{} is not a {} URL",
-                redact(url),
-                schemes.join("/")
-            )));
-        }
-        if u.password().is_some() || !u.username().is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "{} carries credentials; give them through the environment instead",
-                redact(url)
-            )));
-        }
-        let bucket = u.host_str().unwrap_or_default().to_string();
-        if bucket.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "{} names no bucket; use {}://BUCKET/prefix",
-                redact(url),
-                schemes[0]
-            )));
-        }
-        let prefix = u.path().trim_matches('/').to_string();
-        if !prefix.is_empty() {
-            kars_backup_core::sink::validate_key(&prefix)?;
-        }
-        let query = u
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        Ok(BucketUrl {
-            bucket,
-            prefix,
-            query,
-        })
-    }
-}
-
-#[cfg_attr(not(any(feature = "s3", feature = "azure")), allow(dead_code))]
-pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::InvalidInput(format!(
-            "parameter {key}={value:?} must be true or false"
-        ))),
     }
 }
 
@@ -306,12 +198,5 @@ mod tests {
             .to_string();
         assert!(e.contains("\"ftp\""), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-    }
-
-    #[test]
-    fn redacts_secret_query_parameters() {
-        let r = redact("https://a.blob.core.windows.net/c?sig=abc&sv=2020&account_key=zzz");
-        assert!(!r.contains("abc") && !r.contains("zzz"), "{r}");
-        assert!(r.contains("sv=2020"), "{r}");
     }
 }

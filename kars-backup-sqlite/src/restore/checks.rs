@@ -4,7 +4,7 @@
 use kars_backup_core::verify;
 use kars_backup_core::{Manifest, TableInfo, VerifyPlan, VerifyReport};
 
-use super::StagedDatabase;
+use super::target::StagedDatabase;
 use crate::inspect;
 
 /// Runs the verification plan against the staged databases (see [`StagedRestore::verify`]).

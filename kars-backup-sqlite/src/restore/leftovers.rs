@@ -8,9 +8,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::journal::{Step, from_journal, read_journal};
+use super::previous;
 use super::staging::{self, JOURNAL_FILE, OWNER_FILE};
-use super::swap::{self, Step};
-use super::{Layout, parent_dir, previous};
+use super::swap::{roll_back, same_file};
+use super::target::{Layout, parent_dir};
 use crate::error::{Error, Result};
 use crate::volume::STAGING_PREFIX;
 
@@ -117,7 +119,7 @@ pub(crate) fn clean(
             _ => "its owner is unknown".to_string(),
         };
         let journal = staging.join(JOURNAL_FILE);
-        let steps = swap::read_journal(&journal)?;
+        let steps = read_journal(&journal)?;
         let kept = steps.iter().find_map(|s| match s {
             Step::Begin { kept, .. } => Some(kept.display().to_string()),
             _ => None,
@@ -163,8 +165,8 @@ pub(crate) fn clean(
                         });
                     }
                 }
-                let mut undo = swap::from_journal(&journal, steps);
-                swap::roll_back(&mut undo)?;
+                let mut undo = from_journal(&journal, steps);
+                roll_back(&mut undo)?;
                 format!(
                     "a restore was cut off in the middle of its swap ({who}): rolled back, the previous data of {} is back",
                     target.display()
@@ -179,7 +181,7 @@ pub(crate) fn clean(
         // A kill between the hard link and the rename leaves a "previous copy" that is the live
         // file itself under a second name.
         for copy in previous::list(target, layout)? {
-            if swap::same_file(Path::new(&copy.name), target) {
+            if same_file(Path::new(&copy.name), target) {
                 fs::remove_file(&copy.name).map_err(|e| Error::io("remove", &copy.name, e))?;
                 let line = format!(
                     "removed {}, a second name of the live database left by an interrupted restore",

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::swap::{Step, Swap, rename, sync_dir};
-use super::{StagedDatabase, new_kept_dir, new_kept_file, parent_dir};
+use super::journal::{Step, Swap, rename, sync_dir};
+use super::staging::{JOURNAL_FILE, settle};
+use super::target::{StagedDatabase, new_kept_dir, new_kept_file, parent_dir};
 use crate::archive;
 use crate::error::{Error, Result};
 use crate::inspect;
@@ -32,7 +33,7 @@ pub(crate) const LIVE_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// File mode: keeps the live database's content as `<db>.pre-restore-<time>`, then writes the
 /// staged database into it.
 pub(crate) fn write_file(target: &Path, staged: &Path, staging: &Path) -> (Swap, Result<()>) {
-    let mut swap = Swap::new(staging.join(super::staging::JOURNAL_FILE));
+    let mut swap = Swap::new(staging.join(JOURNAL_FILE));
     let result = (|| {
         let kept = new_kept_file(target);
         swap.record(Step::Begin {
@@ -52,7 +53,7 @@ pub(crate) fn write_volume(
     databases: &[StagedDatabase],
     staging: &Path,
 ) -> (Swap, Result<()>) {
-    let mut swap = Swap::new(staging.join(super::staging::JOURNAL_FILE));
+    let mut swap = Swap::new(staging.join(JOURNAL_FILE));
     let result = (|| {
         let kept_dir = new_kept_dir(target);
         swap.record(Step::Begin {
@@ -177,7 +178,7 @@ fn match_live_format(staged: &Path, live: &Path) -> Result<()> {
     })?;
     conn.close()
         .map_err(|(_, e)| Error::sqlite("close", staged, e))?;
-    super::staging::settle(staged)?;
+    settle(staged)?;
     tracing::debug!(staged = %staged.display(), wal = live_wal, page_size = live_page, "staged copy given the live database's format");
     Ok(())
 }

@@ -2,9 +2,11 @@
 //! swap in with steps that keep the previous database and leave a complete database at the path
 //! at every moment, and roll back exactly.
 //!
+//! - [`target`]: the target's layout (file or volume) and the names beside it.
 //! - [`staging`]: the `.kars-restore-*` directory (locked by its restore) and the extraction.
 //! - [`checks`]: the verification of the staged databases.
-//! - [`swap`]: the journaled, kill-safe swap and its rollback (file and volume mode).
+//! - [`swap`]: the journaled, kill-safe swap and its rollback (file and volume mode);
+//!   [`journal`]: its steps, written before they are done.
 //! - [`live`]: `--live`, writing into a database the application keeps open.
 //! - [`leftovers`]: what a killed restore left, tidied by the next one.
 //! - [`previous`]: the previous copies kept by restores.
@@ -12,7 +14,6 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use kars_backup_core::holders::{self, Scan};
 use kars_backup_core::{
     InUsePolicy, Manifest, PayloadReader, StageContext, StagedRestore, VerifyPlan, VerifyReport,
@@ -22,30 +23,18 @@ use crate::error::{Error, Result};
 use crate::volume::{self, SIDE_SUFFIXES};
 
 mod checks;
+mod journal;
 pub(crate) mod leftovers;
 mod live;
 pub(crate) mod previous;
 mod staging;
 mod swap;
+mod target;
 
+use journal::Swap;
 use staging::Staging;
-use swap::Swap;
-
-/// Whether a target is one database file or a directory of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
-    /// One database file.
-    File,
-    /// A directory (a volume).
-    Volume,
-}
-
-/// A staged database: its name (as in the manifest) and its file in the staging directory.
-#[derive(Debug, Clone)]
-pub(crate) struct StagedDatabase {
-    name: String,
-    path: PathBuf,
-}
+pub(crate) use target::Layout;
+use target::{StagedDatabase, parent_dir, with_suffix};
 
 /// A restore waiting in its staging directory.
 #[derive(Debug)]
@@ -152,55 +141,6 @@ pub(crate) fn holders_of(target: &Path, layout: Layout) -> Scan {
             })
         }),
     }
-}
-
-/// `path` with `suffix` appended to its file name (`a.db` + `-wal`).
-pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// A name that nothing uses yet: `base`, else `base-1`, `base-2`, … (checking the side files too).
-fn unused_path(base: PathBuf) -> PathBuf {
-    let taken = |p: &Path| {
-        std::fs::symlink_metadata(p).is_ok()
-            || SIDE_SUFFIXES
-                .iter()
-                .any(|s| std::fs::symlink_metadata(with_suffix(p, s)).is_ok())
-    };
-    let mut candidate = base.clone();
-    let mut n = 1;
-    while taken(&candidate) {
-        candidate = with_suffix(&base, &format!("-{n}"));
-        n += 1;
-    }
-    candidate
-}
-
-/// The directory a path is in (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn timestamp() -> String {
-    Utc::now().format("%Y%m%dT%H%M%S").to_string()
-}
-
-/// A new, unused name for the previous database of `target`: `<db>.pre-restore-<UTC time>`.
-fn new_kept_file(target: &Path) -> PathBuf {
-    unused_path(with_suffix(
-        target,
-        &format!("{}{}", volume::KEPT_FILE_INFIX, timestamp()),
-    ))
-}
-
-/// A new, unused name for a volume's previous content: `<dir>/.kars-pre-restore-<UTC time>`.
-fn new_kept_dir(volume_dir: &Path) -> PathBuf {
-    unused_path(volume_dir.join(format!("{}{}", volume::KEPT_VOLUME_PREFIX, timestamp())))
 }
 
 impl SqliteStaged {
@@ -336,27 +276,5 @@ fn nothing_staged(target: &Path) -> Error {
     Error::NoDatabase {
         archive: target.display().to_string(),
         reason: "nothing is staged".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suffixes_append_to_the_file_name() {
-        assert_eq!(
-            with_suffix(Path::new("/d/a.db"), "-wal"),
-            PathBuf::from("/d/a.db-wal")
-        );
-    }
-
-    #[test]
-    fn unused_paths_skip_taken_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("a.db.pre-restore-x");
-        assert_eq!(unused_path(base.clone()), base);
-        std::fs::write(with_suffix(&base, "-wal"), b"").unwrap();
-        assert_eq!(unused_path(base.clone()), with_suffix(&base, "-1"));
     }
 }

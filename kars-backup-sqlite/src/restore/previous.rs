@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kars_backup_core::PreviousCopy;
 
-use super::{Layout, parent_dir, with_suffix};
+use super::target::{Layout, parent_dir, with_suffix};
 use crate::error::{Error, Result};
 use crate::volume::{KEPT_FILE_INFIX, KEPT_VOLUME_PREFIX, SIDE_SUFFIXES};
 

@@ -9,7 +9,7 @@ use kars_backup_core::{DatabaseInfo, Manifest, PayloadReader};
 use rusqlite::{Connection, OpenFlags};
 use tempfile::TempDir;
 
-use super::{Layout, StagedDatabase};
+use super::target::{Layout, StagedDatabase, with_suffix};
 use crate::archive::{self, ExtractOptions};
 use crate::error::{Error, Result};
 use crate::inspect;
@@ -284,7 +284,7 @@ fn staged_databases(files: &[PathBuf], staging: &Path) -> Result<Vec<StagedDatab
 /// [`Error::Sqlite`] when the database cannot be opened or checkpointed (another process holds
 /// it), [`Error::Busy`] when a side file with content is still there afterwards.
 pub(crate) fn settle(db: &Path) -> Result<bool> {
-    let side = |suffix: &str| super::with_suffix(db, suffix);
+    let side = |suffix: &str| with_suffix(db, suffix);
     let has_journal = ["-wal", "-journal"]
         .iter()
         .any(|s| fs::metadata(side(s)).is_ok_and(|m| m.len() > 0));

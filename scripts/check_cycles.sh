@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# No import cycle between the modules of a library crate: a module never imports, directly or
+# through others, a module that imports it. Checked with cargo-modules (`dependencies --acyclic`,
+# module level), which CI installs here when it is missing.
+#
+# cargo-modules sees `use` declarations and item signatures, not paths written inside function
+# bodies, attributes or function-local `use`s. So first, a reference from one module to another
+# must go through a module-level `use` (lines in `#[cfg(test)] mod …` and `#[cfg(all(test, …))]
+# mod …` blocks are exempt, as test modules are not part of the graph); then the graph of those `use`s must be acyclic.
+#
+# Checked: every workspace member except kars-backup-cli (its job logic moves into the library
+# in issue 15; check it once that has landed), tests/ and benches/ (test crates).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kars-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+crates=(
+  kars-backup-core
+  kars-backup-sqlite
+  kars-backup-postgres
+  kars-backup-storage
+  kars-backup-encrypt
+  kars-backup-config
+  kars-backup-schedule
+  kars-backup-notify
+  kars-backup
+)
+# `scripts/check_cycles.sh CRATE…` checks only those.
+if (($#)); then crates=("$@"); fi
+# 0.28 needs a newer rustc than rust-version; 0.27 reads this workspace as it is.
+cargo_modules_version=0.27.0
+
+start=$SECONDS
+status=0
+
+# 1. Module references outside module-level `use` declarations (cargo-modules would miss them).
+for crate in "${crates[@]}"; do
+  while IFS= read -r -d '' file; do
+    awk -v file="$file" '
+      # A test module: skipped up to its closing brace at the same indentation.
+      /^[ ]*#\[cfg\((all\()?test[,)]/ { pending = 1; next }
+      pending && /^[ ]*#\[/ { next }
+      pending && /^[ ]*(pub(\([a-z]+\))? )?mod [A-Za-z_0-9]+ *\{/ {
+        pending = 0; match($0, /^[ ]*/); skip_indent = RLENGTH; skipping = 1; next
+      }
+      { pending = 0 }
+      skipping {
+        match($0, /^[ ]*/)
+        if (RLENGTH == skip_indent && substr($0, RLENGTH + 1, 1) == "}") skipping = 0
+        next
+      }
+      # Inline modules (`mod linux {`): their own `use`s sit one level in.
+      /^(pub(\([a-z]+\))? )?mod [A-Za-z_0-9]+ *\{/ { inline = 1; next }
+      inline && /^\}/ { inline = 0; next }
+      /^[ ]*\/\// { next }
+      {
+        line = $0
+        sub(/[ ]\/\/ .*$/, "", line)
+        if (line !~ /(^|[^A-Za-z0-9_$:])(crate|super|self)::/) next
+        if (line ~ /^[ ]*(pub(\([a-z]+\))? )?use /) {
+          match(line, /^[ ]*/)
+          if (RLENGTH == 0 || (inline && RLENGTH == 4)) next
+          printf "%s:%d: a `use` inside a function: move it to the top of the module\n  %s\n", file, FNR, $0
+        } else {
+          printf "%s:%d: a path to another module outside a `use`: import it at the top of the module\n  %s\n", file, FNR, $0
+        }
+        found = 1
+      }
+      END { exit found }
+    ' "$file" || status=1
+  done < <(find "$crate/src" -name '*.rs' -print0 | sort -z)
+done
+if ((status)); then
+  echo "check_cycles: module references that the cycle check cannot see (above)" >&2
+  exit 1
+fi
+
+# 2. The module graph of each crate, from its `use` declarations, is acyclic. cargo-modules'
+#    own `--acyclic` looks at items (a type and its methods) before the filters apply, so the
+#    module-level graph it prints is checked with tsort instead. Two crates at a time (each run
+#    loads the crate's dependencies, 10-20 s).
+if ! command -v cargo-modules >/dev/null; then
+  echo "installing cargo-modules $cargo_modules_version"
+  cargo install cargo-modules --locked --version "$cargo_modules_version"
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+# Build scripts and proc macros once, so the parallel runs do not wait on each other's locks.
+cargo check -q --lib --all-features -p kars-backup
+check_crate() {
+  local crate="$1" work="$2"
+  if ! cargo modules dependencies --lib -p "$crate" --all-features \
+    --no-externs --no-sysroot --no-fns --no-traits --no-types --no-owns \
+    >"$work/$crate.dot" 2>"$work/$crate.err"; then
+    echo "cargo modules failed for $crate:" >&2
+    cat "$work/$crate.err" >&2
+    return 1
+  fi
+  # "a" -> "b" [label="uses", …] → a b, for tsort; it fails on a loop and names its modules.
+  sed -n 's/^ *"\([^"]*\)" -> "\([^"]*\)" \[label="uses".*/\1 \2/p' "$work/$crate.dot" >"$work/$crate.edges"
+  if ! [[ -s "$work/$crate.edges" ]] && grep -q -- ' -> ' "$work/$crate.dot"; then
+    echo "no module edges read for $crate (has the output of cargo-modules changed?)" >&2
+    return 1
+  fi
+  if tsort "$work/$crate.edges" >/dev/null 2>"$work/$crate.loop"; then
+    echo "no module cycle in $crate"
+  else
+    echo "module cycle in $crate (each module imports the next, the last the first):" >&2
+    sed -n 's/^tsort: \([a-z_]*::.*\)$/  \1/p' "$work/$crate.loop" >&2
+    return 1
+  fi
+}
+export -f check_crate
+printf '%s\n' "${crates[@]}" | xargs -P 2 -I{} bash -c 'check_crate "$1" "$2"' _ {} "$work" || status=1
+echo "check_cycles: $((SECONDS - start)) s"
+exit "$status"
