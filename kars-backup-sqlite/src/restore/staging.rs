@@ -297,6 +297,7 @@ pub(crate) fn settle(db: &Path) -> Result<bool> {
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
             .map_err(|e| Error::sqlite("apply the -wal/-journal of", db, e))?;
+        remove_cold_journal(&conn, db)?;
         conn.close()
             .map_err(|(_, e)| Error::sqlite("close", db, e))?;
     }
@@ -316,6 +317,40 @@ pub(crate) fn settle(db: &Path) -> Result<bool> {
         });
     }
     Ok(has_journal)
+}
+
+/// Removes a rollback journal that SQLite does not count as hot. An application killed inside a
+/// transaction before its commit began leaves a `-journal` whose header is still zero (SQLite
+/// writes the header's magic only when it syncs the journal for the commit); the database file
+/// was not changed yet, readers ignore such a journal and leave it in place. It is removed while
+/// this connection holds an EXCLUSIVE lock, so no other connection can be inside the write
+/// transaction that would own it.
+fn remove_cold_journal(conn: &Connection, db: &Path) -> Result<()> {
+    let journal = with_suffix(db, "-journal");
+    if !journal_is_cold(&journal) {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN EXCLUSIVE")
+        .map_err(|e| Error::sqlite("lock", db, e))?;
+    let removed = if journal_is_cold(&journal) {
+        fs::remove_file(&journal).map_err(|e| Error::io("remove", &journal, e))
+    } else {
+        Ok(())
+    };
+    conn.execute_batch("COMMIT")
+        .map_err(|e| Error::sqlite("unlock", db, e))?;
+    if removed.is_ok() {
+        tracing::debug!(journal = %journal.display(), "removed a rollback journal of a transaction that never committed");
+    }
+    removed
+}
+
+/// True for a `-journal` with content whose first byte is zero: SQLite's own test for a journal
+/// that is not hot (`hasHotJournal`).
+fn journal_is_cold(journal: &Path) -> bool {
+    use std::io::Read;
+    let mut first = [0u8; 1];
+    fs::File::open(journal).is_ok_and(|mut f| matches!(f.read(&mut first), Ok(1)) && first[0] == 0)
 }
 
 /// Creates `dir` and its missing ancestors; returns the ones it created, outermost first.
@@ -353,6 +388,27 @@ pub(crate) fn remove_created_dirs(dirs: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settle_removes_the_journal_of_a_transaction_killed_before_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+        drop(conn);
+        // What a killed writer leaves: a journal with a zeroed header and page images after it.
+        let mut journal = vec![0u8; 28];
+        journal.extend_from_slice(&[0xab; 4096]);
+        fs::write(with_suffix(&db, "-journal"), &journal).unwrap();
+        assert!(settle(&db).unwrap(), "there was a journal");
+        assert!(!with_suffix(&db, "-journal").exists());
+        let conn = Connection::open(&db).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
 
     #[test]
     fn missing_dirs_are_created_and_removed() {
