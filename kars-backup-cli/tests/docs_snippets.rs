@@ -238,7 +238,11 @@ fn shell_commands(line: &str) -> Result<Vec<Vec<Word>>, String> {
                 in_word = true;
                 i = end;
             }
-            (_, '$') if chars.get(i + 1).is_some_and(|d| d.is_ascii_uppercase() || *d == '{') => {
+            (_, '$')
+                if chars
+                    .get(i + 1)
+                    .is_some_and(|d| d.is_ascii_uppercase() || *d == '{') =>
+            {
                 let braced = chars[i + 1] == '{';
                 let start = if braced { i + 2 } else { i + 1 };
                 let mut j = start;
@@ -305,7 +309,10 @@ fn logical_lines(block: &Block) -> Vec<String> {
 }
 
 /// A word with substitutions replaced by `subst`.
-fn expand(word: &Word, subst: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<String, String> {
+fn expand(
+    word: &Word,
+    subst: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut s = String::new();
     for piece in word {
         match piece {
@@ -348,9 +355,13 @@ fn kars_invocations(line: &str) -> Result<Vec<Vec<String>>, String> {
 /// Whether the real argument parser accepts `kars-backup ARGS`.
 fn parse_check(args: &[String]) -> Result<(), String> {
     let argv = std::iter::once("kars-backup".to_string()).chain(args.iter().cloned());
-    args::Cli::try_parse_from(argv)
-        .map(drop)
-        .map_err(|e| format!("`kars-backup {}` is refused by the parser: {}", args.join(" "), e.render()))
+    args::Cli::try_parse_from(argv).map(drop).map_err(|e| {
+        format!(
+            "`kars-backup {}` is refused by the parser: {}",
+            args.join(" "),
+            e.render()
+        )
+    })
 }
 
 /// The shell block's problems: command lines the parser refuses, scripts that do not exist.
@@ -491,7 +502,11 @@ fn check_markdown(text: &str) -> Vec<String> {
             (lang, marker) => problems.push(at(format!(
                 "```{} {marker:?} is not a kind of block these docs check (sh, bash, console, \
 toml with <!-- fragment --> or <!-- cargo -->, rust without ignore, text)",
-                if lang.is_empty() { "(no language)" } else { lang }
+                if lang.is_empty() {
+                    "(no language)"
+                } else {
+                    lang
+                }
             ))),
         }
     }
@@ -549,7 +564,10 @@ fn check_links(page: &Path, text: &str) -> Vec<String> {
         if !anchor.is_empty() {
             let target_text = std::fs::read_to_string(&full).unwrap_or_default();
             if !anchors(&target_text).iter().any(|a| a == anchor) {
-                problems.push(format!("link {target}: no heading #{anchor} in {}", path.display()));
+                problems.push(format!(
+                    "link {target}: no heading #{anchor} in {}",
+                    path.display()
+                ));
             }
         }
     }
@@ -576,8 +594,20 @@ fn every_snippet_of_every_page_is_right() {
     let mut problems = BTreeMap::new();
     let pages = pages();
     assert!(pages.len() >= 15, "README and the docs pages: {pages:?}");
+    let (mut commands, mut tomls) = (0, 0);
     for page in &pages {
         let text = std::fs::read_to_string(root().join(page)).expect("read page");
+        for block in blocks(&text).unwrap_or_default() {
+            match block.lang.as_str() {
+                "toml" => tomls += 1,
+                "sh" | "bash" | "console" => {
+                    for line in logical_lines(&block) {
+                        commands += kars_invocations(&line).map_or(0, |i| i.len());
+                    }
+                }
+                _ => {}
+            }
+        }
         let mut found = check_markdown(&text);
         found.extend(check_links(page, &text));
         if !found.is_empty() {
@@ -585,6 +615,12 @@ fn every_snippet_of_every_page_is_right() {
         }
     }
     assert!(problems.is_empty(), "wrong snippets:\n{problems:#?}");
+    // the pages have this many; far fewer would mean the extractor misses blocks
+    assert!(
+        commands >= 75,
+        "only {commands} kars-backup command lines found"
+    );
+    assert!(tomls >= 10, "only {tomls} TOML blocks found");
 }
 
 #[test]
@@ -606,11 +642,21 @@ fn the_readme_starts_with_the_two_commands_and_stays_short() {
     let first = &blocks(&readme).expect("README blocks")[0];
     assert_eq!(first.lang, "sh");
     let lines: Vec<_> = first.body.lines().collect();
-    assert!(lines[0].starts_with("cargo run --release --bin kars-backup -- demo "), "{lines:?}");
+    assert!(
+        lines[0].starts_with("cargo run --release --bin kars-backup -- demo "),
+        "{lines:?}"
+    );
     assert!(lines[1].starts_with("bash scripts/test.sh "), "{lines:?}");
     let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
-    assert!(ci.contains("scripts/test.sh"), ".ci/run no longer calls scripts/test.sh");
-    assert!(readme.lines().count() < 150, "the README grew to {} lines", readme.lines().count());
+    assert!(
+        ci.contains("scripts/test.sh"),
+        ".ci/run no longer calls scripts/test.sh"
+    );
+    assert!(
+        readme.lines().count() < 150,
+        "the README grew to {} lines",
+        readme.lines().count()
+    );
     assert!(!readme.contains("on the way"));
 }
 
@@ -644,7 +690,10 @@ fn the_five_minute_tour_runs() {
                 };
                 let (status, stdout, stderr) = run(args);
                 if !status.success() {
-                    return Err(format!("$({inner}): {status}: {}", String::from_utf8_lossy(&stderr)));
+                    return Err(format!(
+                        "$({inner}): {status}: {}",
+                        String::from_utf8_lossy(&stderr)
+                    ));
                 }
                 Ok(String::from_utf8_lossy(&stdout).trim().to_string())
             };
@@ -653,7 +702,10 @@ fn the_five_minute_tour_runs() {
                 .map(|w| expand(w, &mut subst))
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap_or_else(|e| panic!("tour line `{line}`: {e}"));
-            assert_eq!(words[0], "kars-backup", "the tour runs only kars-backup: `{line}`");
+            assert_eq!(
+                words[0], "kars-backup",
+                "the tour runs only kars-backup: `{line}`"
+            );
             let (status, stdout, stderr) = run(&words[1..]);
             assert!(
                 status.success(),
@@ -671,6 +723,18 @@ fn the_five_minute_tour_runs() {
 
 // The checker itself: a wrong snippet of each kind is found.
 
+/// Asserts that the checker finds exactly one problem in each page.
+fn each_has_one_problem(pages: &[&str]) {
+    for md in pages {
+        let problems = check_markdown(md);
+        assert_eq!(
+            problems.len(),
+            1,
+            "expected one problem in {md}, found {problems:?}"
+        );
+    }
+}
+
 #[test]
 fn a_flag_the_parser_does_not_know_is_found() {
     let md = "```sh\nkars-backup backup --db x.db --to /b --no-such-flag   # oops\n```\n";
@@ -678,16 +742,14 @@ fn a_flag_the_parser_does_not_know_is_found() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("--no-such-flag"), "{problems:?}");
     // … also on a continuation line, inside a pipeline, after a console prompt, in $( )
-    for md in [
+    each_has_one_problem(&[
         "```sh\nkars-backup verify --from /b \\\n    --latests\n```\n",
         "```bash\necho x | kars-backup retention simulate --polcy daily=7\n```\n",
         "```console\n$ kars-backup lst --from /b\nerror: output lines are not commands\n```\n",
         "```sh\nkars-backup backup --db a --to /b --encrypt-to \"$(kars-backup key shw)\"\n```\n",
         "```sh\ncargo run --release --bin kars-backup -- demoo\n```\n",
         "```sh\nkars-backup restore --db a.db --from /b --latest --backup x.tar.gz\n```\n",
-    ] {
-        assert_eq!(check_markdown(md).len(), 1, "not found in {md}");
-    }
+    ]);
 }
 
 #[test]
@@ -699,13 +761,30 @@ kars-backup verify --from /b --latest --verify-query \"SELECT count(*) > 0 FROM 
     assert_eq!(check_markdown(md), Vec::<String>::new());
     let invocations = kars_invocations("kars-backup backup --db \"$DATABASE_URL\" --to /b --encrypt-to \"$(kars-backup key show)\" >> /l 2>&1").unwrap();
     assert_eq!(invocations.len(), 2, "{invocations:?}");
-    assert_eq!(invocations[1], ["backup", "--db", SNIPPET_ENV[0].1, "--to", "/b", "--encrypt-to", SAMPLE_RECIPIENT]);
+    assert_eq!(
+        invocations[1],
+        [
+            "backup",
+            "--db",
+            SNIPPET_ENV[0].1,
+            "--to",
+            "/b",
+            "--encrypt-to",
+            SAMPLE_RECIPIENT
+        ]
+    );
 }
 
 #[test]
 fn a_missing_script_and_an_unknown_variable_are_found() {
-    assert_eq!(check_markdown("```sh\nbash scripts/no-such.sh\n```\n").len(), 1);
-    assert_eq!(check_markdown("```sh\nkars-backup backup --db $NO_SUCH_VAR --to /b\n```\n").len(), 1);
+    assert_eq!(
+        check_markdown("```sh\nbash scripts/no-such.sh\n```\n").len(),
+        1
+    );
+    assert_eq!(
+        check_markdown("```sh\nkars-backup backup --db $NO_SUCH_VAR --to /b\n```\n").len(),
+        1
+    );
 }
 
 #[test]
@@ -715,7 +794,7 @@ fn a_wrong_config_is_found() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("no-such-key"), "{problems:?}");
     // a fragment is checked inside a job: a wrong key, a wrong value, bad TOML
-    for md in [
+    each_has_one_problem(&[
         "<!-- fragment -->\n```toml\n[job.hooks]\nstopp = \"x\"\n```\n",
         "<!-- fragment -->\n```toml\nretention = \"daily=seven\"\n```\n",
         "<!-- fragment -->\n```toml\n[job.schedule]\ncron = \"0 2 * *\"\n```\n",
@@ -723,9 +802,7 @@ fn a_wrong_config_is_found() {
         "<!-- fragment -->\n```toml\n[job.verify\n```\n",
         // a whole config without a destination: not silently taken as a fragment
         "```toml\n[[job]]\nname = \"a\"\nsource = \"/x.db\"\n```\n",
-    ] {
-        assert_eq!(check_markdown(md).len(), 1, "not found in {md}");
-    }
+    ]);
     let good = "<!-- fragment -->\n```toml\n[job.hooks]\nstop = \"x\"\n```\n";
     assert_eq!(check_markdown(good), Vec::<String>::new());
 }
@@ -734,26 +811,22 @@ fn a_wrong_config_is_found() {
 fn a_wrong_cargo_excerpt_is_found() {
     let good = "<!-- cargo -->\n```toml\n[dev-dependencies]\nkars-backup = { version = \"0.1\", features = [\"testing\"] }\n```\n";
     assert_eq!(check_markdown(good), Vec::<String>::new());
-    for md in [
+    each_has_one_problem(&[
         "<!-- cargo -->\n```toml\n[dependencies]\nkars-backup = { version = \"0.1\", features = [\"no-such\"] }\n```\n",
         "<!-- cargo -->\n```toml\n[dependencies]\nkars-backup-nothing = \"0.1\"\n```\n",
         "<!-- cargo -->\n```toml\n[dependencies]\ntokio = \"1\"\n```\n",
-    ] {
-        assert_eq!(check_markdown(md).len(), 1, "not found in {md}");
-    }
+    ]);
 }
 
 #[test]
 fn no_block_is_skipped_silently() {
-    for md in [
+    each_has_one_problem(&[
         "```\nkars-backup lst\n```\n",
         "```python\nprint(1)\n```\n",
         "```rust,ignore\nfn x() {}\n```\n",
         "<!-- whatever -->\n```toml\na = 1\n```\n",
         "```sh\nkars-backup list --from /b\n",
-    ] {
-        assert_eq!(check_markdown(md).len(), 1, "not refused: {md}");
-    }
+    ]);
     // an indented block (in a list item) is checked too
     let md = "- item\n\n  ```sh\n  kars-backup lst\n  ```\n";
     assert_eq!(check_markdown(md).len(), 1);
@@ -762,9 +835,21 @@ fn no_block_is_skipped_silently() {
 #[test]
 fn broken_links_are_found() {
     let page = Path::new("docs/operators/backup.md");
-    assert_eq!(check_links(page, "[x](storage.md) [y](../../README.md)"), Vec::<String>::new());
-    assert_eq!(check_links(page, "[x](restore.md#restores-and-running-applications)"), Vec::<String>::new());
+    assert_eq!(
+        check_links(page, "[x](storage.md) [y](../../README.md)"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        check_links(page, "[x](restore.md#restores-and-running-applications)"),
+        Vec::<String>::new()
+    );
     assert_eq!(check_links(page, "[x](nothing.md)").len(), 1);
-    assert_eq!(check_links(page, "[x](restore.md#no-such-heading)").len(), 1);
-    assert_eq!(slug("Scheduling: the daemon, cron and systemd"), "scheduling-the-daemon-cron-and-systemd");
+    assert_eq!(
+        check_links(page, "[x](restore.md#no-such-heading)").len(),
+        1
+    );
+    assert_eq!(
+        slug("Scheduling: the daemon, cron and systemd"),
+        "scheduling-the-daemon-cron-and-systemd"
+    );
 }
