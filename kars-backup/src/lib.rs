@@ -21,6 +21,9 @@
 //! | `clap` | | `clap::Args` on the option types, for command-line front ends |
 //! | `testing` | [`core::testing`] | in-memory sink and the sink conformance suite |
 //!
+//! Guides by task (operators, library users, backend authors) are in the repository's `docs/`
+//! (`docs/README.md` is the index); the job layer's is `docs/library/job-layer.md`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use kars_backup::core::{BackupJob, BackupOptions, Repository};
