@@ -14,7 +14,7 @@ use kars_backup::config::LogFormat;
 
 use crate::args::{Cli, Command};
 
-/// Exit codes, documented in `--help` and the README.
+/// Exit codes, documented in `--help` and docs/operators/exit-codes.md.
 pub(crate) mod exit {
     /// Success.
     pub(crate) const OK: u8 = 0;

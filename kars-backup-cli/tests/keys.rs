@@ -104,7 +104,7 @@ fn key_init_writes_a_private_identity_prints_its_recipient_and_never_overwrites(
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(stderr(&o).contains("nope.txt"), "{}", text(&o));
     assert!(stderr(&o).contains("kars-backup key init"), "{}", text(&o));
-    // Without --out: under XDG_CONFIG_HOME (the README's default).
+    // Without --out: under XDG_CONFIG_HOME (the default in docs/operators/encryption.md).
     let o = ok(bin()
         .args(["key", "init", "--json"])
         .env("XDG_CONFIG_HOME", dir.path().join("xdg"))

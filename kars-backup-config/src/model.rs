@@ -551,7 +551,7 @@ pub struct NotifyConfig {
     #[serde(default, deserialize_with = "opt_token_url")]
     pub webhook: Option<TokenUrl>,
     /// A command run with `sh -c` on failure (and success); the event is in its environment
-    /// (`KARS_BACKUP_JOB`, `KARS_BACKUP_STATUS`, `KARS_BACKUP_RUN_ID`, `KARS_BACKUP_ERROR`).
+    /// (`KARS_JOB`, `KARS_STATUS`, `KARS_RUN_ID`, `KARS_ERROR`, …; see `kars_backup_notify::command_env`).
     #[serde(default)]
     pub command: Option<CommandLine>,
     /// Also notify successful runs (webhook and command; pings always report both).

@@ -21,6 +21,9 @@
 //! | `clap` | | `clap::Args` on the option types, for command-line front ends |
 //! | `testing` | [`core::testing`] | in-memory sink and the sink conformance suite |
 //!
+//! Guides by task (operators, library users, backend authors) are in the repository's `docs/`
+//! (`docs/README.md` is the index); the job layer's is `docs/library/job-layer.md`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use kars_backup::core::{BackupJob, BackupOptions, Repository};
@@ -51,7 +54,29 @@ pub use kars_backup_sqlite as sqlite;
 #[cfg(feature = "storage")]
 pub use kars_backup_storage as storage;
 
-/// The README's Rust examples, compiled as doc tests so they stay true (they use the job layer).
+/// The Rust examples of the README and of every page under `docs/`, compiled as doc tests so
+/// they stay true (they use the job layer). `kars-backup-cli/tests/docs_snippets.rs` checks that
+/// every page is listed here, and checks the pages' commands and TOML.
 #[cfg(all(doctest, feature = "job"))]
 #[doc = include_str!("../../README.md")]
-struct ReadmeExamples;
+#[doc = include_str!("../../docs/README.md")]
+#[doc = include_str!("../../docs/development.md")]
+#[doc = include_str!("../../docs/performance.md")]
+#[doc = include_str!("../../docs/operators/backup.md")]
+#[doc = include_str!("../../docs/operators/config-and-daemon.md")]
+#[doc = include_str!("../../docs/operators/drills.md")]
+#[doc = include_str!("../../docs/operators/encryption.md")]
+#[doc = include_str!("../../docs/operators/exit-codes.md")]
+#[doc = include_str!("../../docs/operators/postgresql.md")]
+#[doc = include_str!("../../docs/operators/restore.md")]
+#[doc = include_str!("../../docs/operators/retention.md")]
+#[doc = include_str!("../../docs/operators/storage.md")]
+#[doc = include_str!("../../docs/library/custom-source.md")]
+#[doc = include_str!("../../docs/library/embedding.md")]
+#[doc = include_str!("../../docs/library/job-layer.md")]
+struct DocsExamples;
+
+/// The sink guide's Rust examples (they run the conformance suite of feature `testing`).
+#[cfg(all(doctest, feature = "job", feature = "testing"))]
+#[doc = include_str!("../../docs/backends/implementing-a-sink.md")]
+struct SinkGuideExamples;

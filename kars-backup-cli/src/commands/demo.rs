@@ -41,7 +41,7 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
 
     say(format!(
         "2. Backing it up to {} (not encrypted: a local directory; off-site destinations need \
-`kars-backup key init` and --encrypt-to, see the README)",
+`kars-backup key init` and --encrypt-to, see docs/operators/encryption.md)",
         a.backups.display()
     ));
     let repo = kars_backup::job::repository(&a.backups.display().to_string())?;
