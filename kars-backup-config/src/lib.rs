@@ -11,7 +11,8 @@
 //! - [`load`] / [`parse`]: `${VAR}`, `${VAR:-default}` and `${VAR:?message}` interpolation of
 //!   string values (after TOML parsing, so a value never changes the file's structure; `$${` is a
 //!   literal `${`; [`LoadOptions::strict`] makes every unset variable an error), unknown keys
-//!   refused, semantic checks (destination URLs, cron expressions, time zones, duplicate names,
+//!   refused, semantic checks (destination URLs, cron expressions and time zones parsed into the
+//!   scheduler's [`Schedule`](kars_backup_schedule::Schedule), duplicate names,
 //!   unencrypted off-site destinations, …); every problem as `file:line:col: message` in
 //!   [`ConfigErrors`]; [`Config::notes`] for what must be done before the jobs run.
 //! - [`effective_toml`] / [`effective_json`]: the configuration with defaults filled in and
@@ -37,7 +38,6 @@
 //! assert!(err.to_string().starts_with("k.toml:2:1: unknown field `nmae`"), "{err}");
 //! ```
 
-mod cron;
 pub mod emit;
 mod error;
 mod interpolate;
@@ -49,7 +49,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use cron::{CronExpr, CronValidator, set_cron_validator};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use kars_backup_core::Tiering;
 pub use model::{
