@@ -19,6 +19,11 @@ fn parse(text: &str) -> Result<kars_backup_config::Config, ConfigErrors> {
     parse_with_env(text, Path::new("kars.toml"), env)
 }
 
+/// [`GOOD`] with other `[job.schedule]` lines.
+fn with_schedule(lines: &str) -> String {
+    GOOD.replace("cron = \"0 2 * * *\"", lines)
+}
+
 fn error_of(text: &str) -> String {
     parse(text).expect_err("must fail").to_string()
 }
@@ -105,10 +110,7 @@ fn cron_is_checked_by_the_scheduler_without_any_setup() {
 #[test]
 fn schedule_is_the_schedulers_type_in_the_time_zone() {
     use chrono::{TimeZone, Utc};
-    let text = GOOD.replace(
-        "cron = \"0 2 * * *\"",
-        "cron = \"30 2 * * 1-5\"\ntimezone = \"Europe/Berlin\"",
-    );
+    let text = with_schedule("cron = \"30 2 * * 1-5\"\ntimezone = \"Europe/Berlin\"");
     let c = parse(&text).unwrap();
     let s = &c.jobs[0].schedule.as_ref().unwrap().schedule;
     assert_eq!(s.expression(), "30 2 * * 1-5");
@@ -138,10 +140,7 @@ fn load_refuses_a_bad_cron_at_its_place() {
 
 #[test]
 fn unknown_time_zone_is_placed() {
-    let text = GOOD.replace(
-        "cron = \"0 2 * * *\"",
-        "cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"",
-    );
+    let text = with_schedule("cron = \"0 2 * * *\"\ntimezone = \"Mars/Olympus\"");
     let e = error_of(&text);
     assert!(e.starts_with("kars.toml:11:12: "), "{e}");
     assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
@@ -561,10 +560,8 @@ fn off_site_destinations_need_encryption_or_an_explicit_none() {
 #[test]
 fn systemd_and_cron_emission() {
     use kars_backup_config::emit;
-    let text = GOOD.replace(
-        "cron = \"0 2 * * *\"",
-        "cron = \"0 2 * * 0\"\ntimezone = \"Europe/Berlin\"\ncatch-up = false",
-    );
+    let text =
+        with_schedule("cron = \"0 2 * * 0\"\ntimezone = \"Europe/Berlin\"\ncatch-up = false");
     let c = parse(&text).unwrap();
     let opts = emit::EmitOptions::new("/usr/local/bin/kars-backup", "/etc/kars backup.toml");
     let cron = emit::crontab(&c, &opts);
