@@ -146,7 +146,7 @@ fn config_check_reports_errors_with_line_and_column() {
         ),
         (
             "[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"0 2 * *\"\n",
-            ":7:8: cron expression \"0 2 * *\" has 4 fields",
+            ":7:8: invalid cron expression \"0 2 * *\": it has 4 fields",
         ),
         (
             "[[job]]\nname = \"a\"\nsource = \"/x.db\"\n[[job.destination]]\nurl = \"/b\"\n[job.schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\n",

@@ -11,9 +11,10 @@
 //! - [`load`] / [`parse`]: `${VAR}`, `${VAR:-default}` and `${VAR:?message}` interpolation of
 //!   string values (after TOML parsing, so a value never changes the file's structure; `$${` is a
 //!   literal `${`; [`LoadOptions::strict`] makes every unset variable an error), unknown keys
-//!   refused, semantic checks (destination URLs, cron expressions, time zones, duplicate names,
-//!   unencrypted off-site destinations, …); every problem as `file:line:col: message` in
-//!   [`ConfigErrors`]; [`Config::notes`] for what must be done before the jobs run.
+//!   refused, semantic checks (destination URLs, cron expressions and time zones parsed into the
+//!   scheduler's [`Schedule`], duplicate names, unencrypted off-site destinations, …); every
+//!   problem as `file:line:col: message` in [`ConfigErrors`]; [`Config::notes`] for what must be
+//!   done before the jobs run.
 //! - [`effective_toml`] / [`effective_json`]: the configuration with defaults filled in and
 //!   secrets redacted.
 //! - [`emit`]: crontab lines and systemd units for the jobs' schedules.
@@ -32,12 +33,13 @@
 //! let config = kars_backup_config::parse(text, "kars-backup.toml".as_ref()).unwrap();
 //! assert_eq!(config.jobs[0].name, "kars-sqlite");
 //! assert_eq!(config.jobs[0].retention_for(0).unwrap().to_string(), "daily=7,weekly=4,monthly=12,yearly=all");
+//! let schedule = &config.jobs[0].schedule.as_ref().unwrap().schedule;
+//! assert_eq!(schedule.on_calendar(), ["*-*-* 02:00:00 UTC"]);
 //!
 //! let err = kars_backup_config::parse("[[job]]\nnmae = 1\n", "k.toml".as_ref()).unwrap_err();
 //! assert!(err.to_string().starts_with("k.toml:2:1: unknown field `nmae`"), "{err}");
 //! ```
 
-mod cron;
 pub mod emit;
 mod error;
 mod interpolate;
@@ -49,9 +51,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use cron::{CronExpr, CronValidator, set_cron_validator};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use kars_backup_core::Tiering;
+pub use kars_backup_schedule::Schedule;
 pub use model::{
     CommandLine, Config, DEFAULT_RPO_HOURS, DaemonConfig, DestinationConfig, EncryptionConfig,
     JobConfig, JobEncryption, LogFormat, NotifyConfig, PingConfig, QueryConfig, ScheduleConfig,

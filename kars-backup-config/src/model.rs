@@ -9,6 +9,7 @@ use kars_backup_core::verify::{Expectation, TestQuery};
 use kars_backup_core::{
     Compression, IntegrityLevel, KeepRules, TableInfo, Tier, Tiering, VerifyPlan,
 };
+use kars_backup_schedule::Schedule;
 use serde::{Deserialize, Deserializer};
 
 use crate::interpolate::Substitution;
@@ -106,7 +107,7 @@ pub struct JobConfig {
     #[serde(default)]
     pub prefix: Option<String>,
     /// `gzip` (default), `gzip:LEVEL`, `zstd`, `zstd:LEVEL` or `none`.
-    #[serde(default, deserialize_with = "from_str_default")]
+    #[serde(default, deserialize_with = "from_str")]
     pub compression: Compression,
     /// The compression level, instead of writing it as `zstd:LEVEL` (gzip 1-12, zstd 1-22).
     #[serde(default)]
@@ -524,18 +525,37 @@ impl QueryConfig {
     }
 }
 
-/// `[job.schedule]`: when the job runs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+/// `[job.schedule]`: when the job runs (also the job layer's schedule), checked while the file
+/// is read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "ScheduleFile")]
 pub struct ScheduleConfig {
-    /// A five-field cron expression (`0 2 * * *`: daily at 02:00) or `@daily`, `@hourly`, ….
-    pub cron: String,
-    /// IANA time zone of the expression (default `UTC`), e.g. `Europe/Berlin`.
-    #[serde(default = "utc", deserialize_with = "time_zone")]
-    pub timezone: chrono_tz::Tz,
-    /// After downtime, run a missed run once at start-up (default: true).
-    #[serde(default = "yes")]
+    /// `cron` (five fields, `0 2 * * *`: daily at 02:00, or `@daily`, `@hourly`, …) in
+    /// `timezone` (an IANA name, default `UTC`, e.g. `Europe/Berlin`).
+    pub schedule: Schedule,
+    /// After downtime, run a missed run once at start-up (`catch-up`, default: true).
     pub catch_up: bool,
+}
+
+/// `[job.schedule]` as written.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ScheduleFile {
+    #[serde(deserialize_with = "from_str")]
+    cron: Schedule,
+    #[serde(default = "utc", deserialize_with = "time_zone")]
+    timezone: chrono_tz::Tz,
+    #[serde(default = "yes")]
+    catch_up: bool,
+}
+
+impl From<ScheduleFile> for ScheduleConfig {
+    fn from(file: ScheduleFile) -> Self {
+        ScheduleConfig {
+            schedule: file.cron.with_time_zone(file.timezone),
+            catch_up: file.catch_up,
+        }
+    }
 }
 
 fn utc() -> chrono_tz::Tz {
@@ -709,10 +729,12 @@ impl fmt::Debug for CommandLine {
     }
 }
 
-fn from_str_default<'de, D, T>(d: D) -> Result<T, D::Error>
+/// A value parsed from a string; its error is placed at the value.
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
-    T: FromStr<Err = String>,
+    T: FromStr,
+    T::Err: fmt::Display,
 {
     let s = String::deserialize(d)?;
     s.parse().map_err(serde::de::Error::custom)
@@ -724,8 +746,7 @@ where
     T: FromStr,
     T::Err: fmt::Display,
 {
-    let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(serde::de::Error::custom)
+    from_str(d).map(Some)
 }
 
 fn opt_tiers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Tier>>, D::Error> {

@@ -190,8 +190,8 @@ fn job(j: &JobConfig, config: &Config) -> Value {
         o.insert(
             "schedule".into(),
             json!({
-                "cron": s.cron,
-                "timezone": s.timezone.name(),
+                "cron": s.schedule.expression(),
+                "timezone": s.schedule.time_zone().name(),
                 "catch-up": s.catch_up,
             }),
         );

@@ -5,7 +5,6 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::cron::validate_cron;
 use crate::error::{ConfigError, Location};
 use crate::model::{Config, JobConfig, NotifyConfig, TokenUrl, split_audit};
 
@@ -211,12 +210,6 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
     }
     if job.threads == Some(0) {
         errors.push(at(&[Key("threads")], "threads must be at least 1".into()));
-    }
-    // Schedule.
-    if let Some(s) = &job.schedule {
-        if let Err(e) = validate_cron(&s.cron) {
-            errors.push(at(&[Key("schedule"), Key("cron")], e));
-        }
     }
     // Encryption.
     if let Some(enc) = job.encryption_keys() {

@@ -7,16 +7,11 @@ use kars_backup_config::{Config, JobConfig};
 
 use crate::{Error, Result};
 
-/// Loads and checks a configuration file (cron expressions with the scheduler's own parser).
+/// Loads and checks a configuration file ([`kars_backup_config::load`]).
 ///
 /// # Errors
 /// [`Error::Config`] with every problem of the file.
 pub fn load_config(path: &Path) -> Result<Config> {
-    kars_backup_config::set_cron_validator(|expr| {
-        kars_backup_schedule::Schedule::parse(expr, "UTC")
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
     Ok(kars_backup_config::load(path)?)
 }
 

@@ -141,14 +141,9 @@ impl Encryption {
     }
 }
 
-/// A job's schedule: when it runs, and whether a missed run is caught up at start-up.
-#[derive(Debug, Clone)]
-pub struct JobSchedule {
-    /// When it runs.
-    pub schedule: Schedule,
-    /// After downtime, run a missed run once at start-up.
-    pub catch_up: bool,
-}
+/// A job's schedule: when it runs, and whether a missed run is caught up at start-up (one type
+/// with the config's `[job.schedule]`).
+pub type JobSchedule = kars_backup_config::ScheduleConfig;
 
 /// A backup job, what the CLI, the daemon and an embedding service run. See the crate
 /// documentation for an example.
@@ -206,8 +201,7 @@ impl Job {
     /// are read and destinations opened when the job runs.
     ///
     /// # Errors
-    /// A destination URL with transfer options it cannot take, an unknown kind of destination,
-    /// a schedule the scheduler refuses.
+    /// A destination URL with transfer options it cannot take, an unknown kind of destination.
     pub fn from_config(job: &JobConfig) -> Result<Job> {
         let destinations = job
             .destinations
@@ -244,14 +238,6 @@ impl Job {
         let decrypt = DecryptOptions {
             identities: keys.map(|k| k.all_identity_files()).unwrap_or_default(),
             passphrase_file: keys.and_then(|k| k.passphrase_file.clone()),
-        };
-        let schedule = match &job.schedule {
-            Some(s) => Some(JobSchedule {
-                schedule: Schedule::new(&s.cron, s.timezone)
-                    .map_err(|e| Error::usage(format!("job {}: {e}", job.name)))?,
-                catch_up: s.catch_up,
-            }),
-            None => None,
         };
         Ok(Job {
             name: job.name.clone(),
@@ -294,7 +280,7 @@ impl Job {
             restore: job.restore.clone().unwrap_or_default(),
             pg_bin_dir: postgres.bin_dir,
             notify: job.notify.as_ref().map(|n| n.options()),
-            schedule,
+            schedule: job.schedule.clone(),
         })
     }
 

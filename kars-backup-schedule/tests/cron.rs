@@ -125,6 +125,16 @@ fn bad_expressions_and_zones_are_refused_with_clear_errors() {
         "0 2 * * FOO",
         "",
         "@sometimes",
+        "@reboot",
+        "5-1 * * * *",
+        "*/0 * * * *",
+        "0 2 * * 8",
+        // croner's extensions, which crontab and systemd lack
+        "0 2 L * *",
+        "0 2 15W * *",
+        "0 2 * * 5#2",
+        "0 2 * * 5L",
+        "0 2 1 * +1",
     ] {
         let err = Schedule::parse(expr, "UTC").unwrap_err();
         assert!(matches!(err, Error::InvalidCron { .. }), "{expr}: {err}");
@@ -135,4 +145,143 @@ fn bad_expressions_and_zones_are_refused_with_clear_errors() {
     let tz = Schedule::parse("0 2 * * *", "Mars/Olympus").unwrap_err();
     assert!(matches!(tz, Error::InvalidTimeZone { .. }));
     assert!(tz.to_string().contains("IANA"), "{tz}");
+}
+
+#[test]
+fn errors_name_the_field() {
+    let e = Schedule::parse("0 25 * * *", "UTC")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hour field \"25\"") && e.contains("0-23"), "{e}");
+    let e = Schedule::parse("0 2 * 13 *", "UTC")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("month field \"13\""), "{e}");
+    // Names that contain L or W are not extensions.
+    assert!(Schedule::parse("0 2 * jul wed", "UTC").is_ok());
+}
+
+#[test]
+fn from_str_reads_utc_and_with_time_zone_moves_it() {
+    let s: Schedule = "0 2 * * *".parse().unwrap();
+    assert_eq!(s.time_zone().name(), "UTC");
+    let berlin = s.with_time_zone("Europe/Berlin".parse().unwrap());
+    assert_eq!(
+        berlin.next_after(utc(2024, 7, 1, 12, 0)),
+        Some(utc(2024, 7, 2, 0, 0))
+    );
+    assert!("0 2 * *".parse::<Schedule>().is_err());
+}
+
+#[test]
+fn systemd_on_calendar_has_the_same_times() {
+    let cal = |expr: &str| Schedule::parse(expr, "UTC").unwrap().on_calendar();
+    let cases: &[(&str, &[&str])] = &[
+        ("0 2 * * *", &["*-*-* 02:00:00 UTC"]),
+        ("@daily", &["*-*-* 00:00:00 UTC"]),
+        ("@hourly", &["*-*-* *:00:00 UTC"]),
+        ("@weekly", &["Sun *-*-* 00:00:00 UTC"]),
+        ("@monthly", &["*-*-01 00:00:00 UTC"]),
+        ("@yearly", &["*-01-01 00:00:00 UTC"]),
+        ("*/15 * * * *", &["*-*-* *:00/15:00 UTC"]),
+        ("5-59/20 * * * *", &["*-*-* *:05/20:00 UTC"]),
+        ("30 4 1 * *", &["*-*-01 04:30:00 UTC"]),
+        ("0 3 * * 0", &["Sun *-*-* 03:00:00 UTC"]),
+        ("0 3 * * 7", &["Sun *-*-* 03:00:00 UTC"]),
+        ("0 3 * * 1-5", &["Mon..Fri *-*-* 03:00:00 UTC"]),
+        ("0 3 * * MON-FRI", &["Mon..Fri *-*-* 03:00:00 UTC"]),
+        ("0 3 * * sat,sun", &["Sat,Sun *-*-* 03:00:00 UTC"]),
+        ("0 0-12/6 * jan *", &["*-01-* 00,06,12:00:00 UTC"]),
+        ("0,30 8-18 * */3 *", &["*-01/3-* 08..18:00,30:00 UTC"]),
+        (
+            "0 2 1 * 0",
+            &["*-*-01 02:00:00 UTC", "Sun *-*-* 02:00:00 UTC"],
+        ),
+        ("0 2 ? * 1", &["Mon *-*-* 02:00:00 UTC"]),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(cal(expr), *want, "{expr}");
+    }
+    assert_eq!(
+        Schedule::parse("0 2 * * *", "Europe/Berlin")
+            .unwrap()
+            .on_calendar(),
+        ["*-*-* 02:00:00 Europe/Berlin"]
+    );
+}
+
+/// The next `count` elapses of systemd `OnCalendar=` values after `base` (the union of all
+/// values), as `systemd-analyze calendar` computes them; `None` without systemd-analyze.
+fn systemd_elapses(
+    calendars: &[String],
+    base: DateTime<Utc>,
+    count: usize,
+) -> Option<Vec<DateTime<Utc>>> {
+    let mut all = Vec::new();
+    for cal in calendars {
+        let out = match std::process::Command::new("systemd-analyze")
+            .env("TZ", "UTC")
+            .arg("calendar")
+            .arg(format!("--iterations={count}"))
+            .arg(format!(
+                "--base-time={} UTC",
+                base.format("%Y-%m-%d %H:%M:%S")
+            ))
+            .arg(cal)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("systemd-analyze is needed under CI=true: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping the systemd-analyze comparison: {e}");
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "systemd rejects {cal}: {text}");
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with("Next elapse:") || line.starts_with("Iter. #") {
+                // "Next elapse: Tue 2024-07-02 03:00:00 UTC"
+                let stamp = line.split_whitespace().rev().take(3).collect::<Vec<_>>();
+                let at = format!("{} {}", stamp[2], stamp[1]);
+                all.push(
+                    chrono::NaiveDateTime::parse_from_str(&at, "%Y-%m-%d %H:%M:%S")
+                        .unwrap()
+                        .and_utc(),
+                );
+            }
+        }
+    }
+    all.sort();
+    all.dedup();
+    all.truncate(count);
+    Some(all)
+}
+
+/// `systemd-analyze` and the scheduler agree on the next runs of every translated expression.
+#[test]
+fn systemd_fires_when_the_scheduler_does() {
+    let base = utc(2024, 2, 27, 12, 7);
+    for (expr, tz) in [
+        ("0 2 * * *", "UTC"),
+        ("*/15 * * * *", "UTC"),
+        ("5-59/20 */7 * * *", "UTC"),
+        ("30 4 1,15 * *", "UTC"),
+        ("0 3 * * 1-5", "Europe/Berlin"),
+        ("0 3 * * sat,sun", "UTC"),
+        ("0 0-12/6 * jan,mar *", "UTC"),
+        // Not 02:00 here: in a spring-forward gap cron runs right after it, systemd skips it.
+        ("0 4 1 * 0", "America/New_York"),
+        ("0 2 */10 */2 0,3", "UTC"),
+        ("@monthly", "Asia/Kolkata"),
+    ] {
+        let schedule = Schedule::parse(expr, tz).unwrap();
+        let Some(systemd) = systemd_elapses(&schedule.on_calendar(), base, 12) else {
+            return;
+        };
+        assert_eq!(systemd, schedule.upcoming(base, 12), "{expr} ({tz})");
+    }
 }

@@ -10,11 +10,6 @@ pub(crate) async fn run(command: ConfigCommand) -> anyhow::Result<u8> {
 }
 
 fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
-    kars_backup::config::set_cron_validator(|expr| {
-        kars_backup::schedule::Schedule::parse(expr, "UTC")
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
     let options = kars_backup::config::LoadOptions { strict: a.strict };
     let config = match kars_backup::config::load_with(&a.config, &options) {
         Ok(c) => c,
@@ -49,8 +44,12 @@ fn check(a: ConfigCheckArgs) -> anyhow::Result<u8> {
         .iter()
         .filter_map(|j| {
             let s = j.schedule.as_ref()?;
-            let schedule = kars_backup::schedule::Schedule::new(&s.cron, s.timezone).ok()?;
-            Some((j.name.clone(), s.timezone, schedule.upcoming(now, 3)))
+            let schedule = &s.schedule;
+            Some((
+                j.name.clone(),
+                schedule.time_zone(),
+                schedule.upcoming(now, 3),
+            ))
         })
         .collect();
     if a.json {

@@ -53,15 +53,8 @@ pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    for p in &emitted.problems {
-        eprintln!("error: {p}");
-    }
-    if emitted.files.iter().all(|(_, c)| c.is_empty()) && emitted.problems.is_empty() {
+    if emitted.files.iter().all(|(_, c)| c.is_empty()) {
         eprintln!("note: no job has a [job.schedule]");
     }
-    Ok(if emitted.problems.is_empty() {
-        exit::OK
-    } else {
-        exit::USAGE
-    })
+    Ok(exit::OK)
 }
