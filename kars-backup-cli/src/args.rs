@@ -32,9 +32,10 @@ pub(crate) struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
-    pub(crate) log_format: LogFormat,
+    /// Log format on stderr [default: the --config file's `[daemon] log-format` (daemon,
+    /// `backup --config`), else human].
+    #[arg(long, value_enum, global = true)]
+    pub(crate) log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,17 +195,8 @@ pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub(crate) db: DbArg,
 
-    /// Destination holding the backup; repeat for several: --latest takes the newest committed
-    /// backup across them, reads a local copy first when copies are identical, and another copy
-    /// when one fails its checksum.
-    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
-    pub(crate) from: Vec<String>,
-
     #[command(flatten)]
-    pub(crate) job: JobArg,
-
-    #[command(flatten)]
-    pub(crate) which: Which,
+    pub(crate) read: ReadArgs,
 
     /// Replace an existing database without asking.
     #[arg(long)]
@@ -217,17 +209,7 @@ pub(crate) struct RestoreArgs {
     pub(crate) settings: RestoreSettings,
 
     #[command(flatten)]
-    pub(crate) decrypt: DecryptOptions,
-
-    #[command(flatten)]
     pub(crate) pg: PgRestoreOptions,
-
-    #[command(flatten)]
-    pub(crate) checks: CheckOptions,
-
-    /// Integrity check of the staged copy before the swap.
-    #[arg(long, value_enum, default_value_t = IntegrityLevel::Standard)]
-    pub(crate) integrity: IntegrityLevel,
 
     /// When the backup fails verification (checksum of every copy, integrity, row counts, test
     /// queries), try the next older committed backup; each attempt is reported. The live
@@ -238,6 +220,35 @@ pub(crate) struct RestoreArgs {
     /// With --fallback: at most this many different backups are tried.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "fallback")]
     pub(crate) max_attempts: usize,
+}
+
+/// What restore, verify and drill read (destinations, the backup, its keys) and how they check
+/// the restored copy.
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// Destination holding the backup; repeat for several: --latest takes the newest committed
+    /// backup across them, reads a local copy first when copies are identical, and another copy
+    /// when one fails its checksum.
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
+    pub(crate) from: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) job: JobArg,
+
+    #[command(flatten)]
+    pub(crate) which: Which,
+
+    #[command(flatten)]
+    pub(crate) decrypt: DecryptOptions,
+
+    #[command(flatten)]
+    pub(crate) checks: CheckOptions,
+
+    /// Integrity check of the restored copy (restore: the staged copy, before the swap; verify
+    /// and drill: the scratch copy) [default: the --config job's `[job.verify] integrity`, else
+    /// standard].
+    #[arg(long, value_enum)]
+    pub(crate) integrity: Option<IntegrityLevel>,
 
     #[command(flatten)]
     pub(crate) retry: RetryArgs,
@@ -285,36 +296,11 @@ impl RetryArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// Destination holding the backup; repeat for several (the newest committed backup across
-    /// them; a local copy first; another copy when one fails its checksum).
-    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
-    pub(crate) from: Vec<String>,
-
     #[command(flatten)]
-    pub(crate) job: JobArg,
-
-    #[command(flatten)]
-    pub(crate) which: Which,
-
-    #[command(flatten)]
-    pub(crate) decrypt: DecryptOptions,
+    pub(crate) read: ReadArgs,
 
     #[command(flatten)]
     pub(crate) pg: ScratchOptions,
-
-    #[command(flatten)]
-    pub(crate) checks: CheckOptions,
-
-    /// Integrity check of the scratch copy.
-    #[arg(long, value_enum, default_value_t = IntegrityLevel::Standard)]
-    pub(crate) integrity: IntegrityLevel,
-
-    #[command(flatten)]
-    pub(crate) retry: RetryArgs,
-
-    /// Print one JSON document instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::from(exit::USAGE);
     }
-    init_logging(cli.verbose, log_format(&cli, &matches));
+    init_logging(cli.verbose, log_format(&cli));
     let json = cli.command.wants_json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -107,21 +107,17 @@ fn flags_beside_config(matches: &clap::ArgMatches) -> Option<String> {
 
 /// The log format: `--log-format`, else (daemon, `backup --config`) the config's `[daemon]
 /// log-format`, else human.
-fn log_format(cli: &Cli, matches: &clap::ArgMatches) -> LogFormat {
-    let explicit = |m: &clap::ArgMatches| {
-        m.value_source("log_format") == Some(clap::parser::ValueSource::CommandLine)
-    };
-    if explicit(matches) || matches.subcommand().is_some_and(|(_, m)| explicit(m)) {
-        return cli.log_format;
-    }
+fn log_format(cli: &Cli) -> LogFormat {
     let path = match &cli.command {
         Command::Daemon(a) => Some(&a.config),
         Command::Backup(a) => a.config.as_ref(),
         _ => None,
     };
-    path.and_then(|p| kars_backup::config::load(p).ok())
-        .and_then(|c| c.daemon.log_format)
-        .unwrap_or(cli.log_format)
+    let file = || {
+        path.and_then(|p| kars_backup::config::load(p).ok())
+            .and_then(|c| c.daemon.log_format)
+    };
+    cli.log_format.or_else(file).unwrap_or(LogFormat::Human)
 }
 
 /// The error and its causes on one line, leaving out causes already quoted by their parent.
@@ -178,13 +174,13 @@ impl Command {
         match self {
             Command::Backup(a) => a.json,
             Command::List(a) => a.json,
-            Command::Restore(a) => a.json,
-            Command::Verify(a) => a.json,
+            Command::Restore(a) => a.read.json,
+            Command::Verify(a) => a.read.json,
             Command::Copy(a) => a.json,
             Command::Prune(a) => a.json,
             Command::Retention(_) => true,
             Command::Status(a) => a.json,
-            Command::Drill(a) => a.verify.json,
+            Command::Drill(a) => a.verify.read.json,
             Command::Inspect(a) => a.json,
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,

@@ -1227,3 +1227,79 @@ keep-previous = 0
         text(&o)
     );
 }
+
+/// A config with one SQLite job backing up to `backups/`, `daemon` and `verify` tables added.
+fn one_job_config(dir: &Path, daemon: &str, verify: &str) -> PathBuf {
+    let db = dir.join("assets.db");
+    make_db(&db);
+    let text = format!(
+        "[daemon]\nstate-dir = \"{state}\"\n{daemon}\n[[job]]\nname = \"kars-sqlite\"\nsource = \"{db}\"\n[[job.destination]]\nurl = \"{dest}\"\n{verify}\n",
+        state = s(&dir.join("state")),
+        db = s(&db),
+        dest = s(&dir.join("backups")),
+    );
+    write_config(dir, &text)
+}
+
+#[test]
+fn log_format_flag_wins_over_the_file_which_wins_over_human() {
+    let json_line = |o: &std::process::Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.contains("backup started"))
+            .map(|l| serde_json::from_str::<Value>(l).is_ok())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_job_config(dir.path(), "log-format = \"json\"", "");
+    let o = ok(run(&["-v", "backup", "--config", &s(&config)]));
+    assert_eq!(json_line(&o), Some(true), "{}", text(&o));
+    let o = ok(run(&[
+        "-v",
+        "backup",
+        "--config",
+        &s(&config),
+        "--log-format",
+        "human",
+    ]));
+    assert_eq!(json_line(&o), Some(false), "{}", text(&o));
+    let plain = tempfile::tempdir().unwrap();
+    let config = one_job_config(plain.path(), "", "");
+    let o = ok(run(&["-v", "backup", "--config", &s(&config)]));
+    assert_eq!(json_line(&o), Some(false), "{}", text(&o));
+    let o = ok(run(&[
+        "-v",
+        "--log-format",
+        "json",
+        "backup",
+        "--config",
+        &s(&config),
+    ]));
+    assert_eq!(json_line(&o), Some(true), "{}", text(&o));
+}
+
+#[test]
+fn integrity_flag_wins_over_the_job_verify_table_which_wins_over_standard() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_job_config(dir.path(), "", "[job.verify]\nintegrity = \"quick\"");
+    ok(run(&["backup", "--config", &s(&config)]));
+    let path = s(&config);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--config", path.as_str(), "--latest"];
+        args.extend_from_slice(extra);
+        stdout(&ok(run(&args)))
+    };
+    let file = verify(&[]);
+    assert!(file.contains("quick_check of assets.db: ok"), "{file}");
+    let flag = verify(&["--integrity", "standard"]);
+    assert!(flag.contains("integrity_check of assets.db: ok"), "{flag}");
+    assert!(!flag.contains("quick_check"), "{flag}");
+    let plain = tempfile::tempdir().unwrap();
+    let config = one_job_config(plain.path(), "", "");
+    ok(run(&["backup", "--config", &s(&config)]));
+    let o = ok(run(&["verify", "--config", &s(&config), "--latest"]));
+    assert!(
+        stdout(&o).contains("integrity_check of assets.db: ok"),
+        "{}",
+        text(&o)
+    );
+}

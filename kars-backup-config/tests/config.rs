@@ -196,6 +196,41 @@ fn destination_transfer_options_go_into_the_sink_url() {
     );
 }
 
+/// The transfer options an object-store builder reads from `url`'s query (in order: the last
+/// one wins, as the builders do).
+fn transfer_of(url: &str) -> kars_backup_storage::TransferOptions {
+    let mut t = kars_backup_storage::TransferOptions::default();
+    for (k, v) in url::Url::parse(url).unwrap().query_pairs() {
+        t.set_from_query(&k, &v).unwrap();
+    }
+    t
+}
+
+#[test]
+fn the_transfer_table_wins_over_the_url_query_which_wins_over_automatic() {
+    let text = GOOD.replace(
+        "source = \"sqlite:///app/data/assets.db\"",
+        "source = \"sqlite:///app/data/assets.db\"\nencryption = \"none\"",
+    );
+    let with_table = text.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"s3://b/kars?download_concurrency=2&upload_concurrency=3\"\n[job.destination.transfer]\ndownload-concurrency = 6",
+    );
+    let c = parse(&with_table).unwrap();
+    let t = transfer_of(&c.jobs[0].destinations[0].sink_url().unwrap());
+    assert_eq!(t.download_concurrency, Some(6), "the table wins");
+    assert_eq!(
+        t.upload_concurrency,
+        Some(3),
+        "the URL's where the table is silent"
+    );
+    assert_eq!(t.download_part_size, None, "chosen automatically");
+    let bare = text.replace("url = \"/var/backups/kars\"", "url = \"s3://b/kars\"");
+    let c = parse(&bare).unwrap();
+    let t = transfer_of(&c.jobs[0].destinations[0].sink_url().unwrap());
+    assert_eq!(t, kars_backup_storage::TransferOptions::default());
+}
+
 #[test]
 fn bad_transfer_options_are_placed() {
     let local = GOOD.replace(

@@ -158,7 +158,10 @@ pub struct CheckOptions {
 impl CheckOptions {
     /// Whether any check is given (beyond the RPO).
     pub fn any(&self) -> bool {
-        !self.queries.is_empty() || !self.min_rows.is_empty() || self.audit_log.is_some()
+        !self.queries.is_empty()
+            || !self.min_rows.is_empty()
+            || self.audit_log.is_some()
+            || self.checks.is_some()
     }
 
     /// The RPO (default 24 h).

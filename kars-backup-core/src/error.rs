@@ -101,15 +101,8 @@ pub enum Error {
         source: BoxError,
     },
     /// A local file-system operation failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("create directory", "write", …).
-        action: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(IoError),
     /// A storage backend failed.
     #[error("storage backend {backend}: {source}")]
     Generic {
@@ -160,8 +153,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Generic { source, .. } => io_is_transient(source.as_ref()),
-            Error::Io { source, .. } => matches!(
-                source.kind(),
+            Error::Io(e) => matches!(
+                e.source.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::ConnectionReset
@@ -201,7 +194,7 @@ impl Error {
             Error::RolledBack { cause, .. } => cause.category(),
             Error::NotFound { .. }
             | Error::AlreadyExists { .. }
-            | Error::Io { .. }
+            | Error::Io(_)
             | Error::Generic { .. } => ErrorCategory::Storage,
         }
     }
@@ -224,7 +217,27 @@ impl Error {
 
     /// Wraps a file-system failure with the path and action.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
+        Error::Io(IoError::new(action, path, source))
+    }
+}
+
+/// A file-system operation that failed: what was being done, on which path, and why. Every
+/// crate's error type carries it for its `Io` variant.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", path.display())]
+pub struct IoError {
+    /// What was being done ("create directory", "write", …).
+    pub action: &'static str,
+    /// The path involved.
+    pub path: PathBuf,
+    /// The underlying error.
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// The failure of `action` on `path`.
+    pub fn new(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        IoError {
             action,
             path: path.into(),
             source,

@@ -62,11 +62,7 @@ mod tests {
     use super::*;
 
     fn job(verify: &str) -> Job {
-        let text = format!(
-            "[[job]]\nname = \"j\"\nsource = \"/tmp/a.db\"\n[[job.destination]]\nurl = \"/tmp/kars-job-test\"\n{verify}"
-        );
-        let config = kars_backup_config::parse(&text, "k.toml".as_ref()).expect("config");
-        Job::from_config(&config.jobs[0]).expect("job")
+        crate::job::test_support::job("/tmp/a.db", verify)
     }
 
     #[test]

@@ -579,3 +579,16 @@ pub async fn find_backup(
     }
     .into())
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// The only job of a configuration file: `source`, one local destination, then `extra` (the
+    /// job's tables, e.g. `[job.verify]`).
+    pub(crate) fn job(source: &str, extra: &str) -> super::Job {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nsource = \"{source}\"\n[[job.destination]]\nurl = \"/tmp/kars-job-test\"\n{extra}"
+        );
+        let config = kars_backup_config::parse(&text, "k.toml".as_ref()).expect("config");
+        super::Job::from_config(&config.jobs[0]).expect("job")
+    }
+}

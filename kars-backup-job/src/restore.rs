@@ -60,7 +60,7 @@ impl Reading {
         }
         if job.checks.is_some() && checks.any() {
             return Err(Error::usage(format!(
-                "job {} has a [job.verify] plan: put the checks there instead of --verify-query/--min-rows/--audit-log",
+                "job {} has a [job.verify] plan: put the checks there instead of --verify-query/--min-rows/--audit-log/--checks",
                 job.name
             )));
         }
@@ -79,14 +79,22 @@ impl Reading {
         Ok(self.keys.apply_all(origins(&self.from)?)?)
     }
 
-    /// The checks: the job's, else `flags` with `integrity`.
+    /// The checks: the job's, else `flags`; at `integrity` when it is given (the flag wins over
+    /// the job's `[job.verify] integrity`), else the job's level, else the default (standard).
     ///
     /// # Errors
     /// Check options that do not parse.
-    pub fn checks(&self, flags: &CheckOptions, integrity: IntegrityLevel) -> Result<Checks> {
+    pub fn checks(
+        &self,
+        flags: &CheckOptions,
+        integrity: Option<IntegrityLevel>,
+    ) -> Result<Checks> {
         match &self.checks {
-            Some(c) => Ok(c.clone()),
-            None => Ok(flags.checks(integrity)?),
+            Some(c) => Ok(Checks {
+                integrity: integrity.unwrap_or(c.integrity),
+                ..c.clone()
+            }),
+            None => Ok(flags.checks(integrity.unwrap_or_default())?),
         }
     }
 }
@@ -198,14 +206,9 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kars_backup_config::parse;
 
     fn job(extra: &str) -> Job {
-        let text = format!(
-            "[[job]]\nname = \"j\"\nsource = \"postgres://u@localhost/db\"\n[[job.destination]]\nurl = \"/tmp/kars-job-test\"\n{extra}"
-        );
-        let config = parse(&text, "k.toml".as_ref()).expect("config");
-        Job::from_config(&config.jobs[0]).expect("job")
+        crate::job::test_support::job("postgres://u@localhost/db", extra)
     }
 
     #[test]
@@ -312,6 +315,30 @@ mod tests {
     }
 
     #[test]
+    fn the_integrity_flag_wins_over_the_job_plan_which_wins_over_the_default() {
+        let none = CheckOptions::default();
+        let keys = DecryptOptions::default();
+        let j = job("[job.verify]\nintegrity = \"full\"\nmin-rows = { users = 1 }\n");
+        let r = Reading::new(Some(&j), &[], &none, &keys).unwrap();
+        let flag = r.checks(&none, Some(IntegrityLevel::Quick)).unwrap();
+        assert_eq!(flag.integrity, IntegrityLevel::Quick);
+        assert_eq!(
+            flag.min_rows.len(),
+            1,
+            "the rest of the plan stays the job's"
+        );
+        assert_eq!(
+            r.checks(&none, None).unwrap().integrity,
+            IntegrityLevel::Full
+        );
+        let plain = Reading::new(Some(&job("")), &[], &none, &keys).unwrap();
+        let default = plain.checks(&none, None).unwrap();
+        assert_eq!(default.integrity, IntegrityLevel::Standard);
+        let off = plain.checks(&none, Some(IntegrityLevel::Off)).unwrap();
+        assert_eq!(off.integrity, IntegrityLevel::Off);
+    }
+
+    #[test]
     fn checks_next_to_a_job_plan_are_refused() {
         let j = job("[job.verify]\nmin-rows = { users = 1 }\n");
         let flags = CheckOptions {
@@ -320,6 +347,12 @@ mod tests {
         };
         let err = Reading::new(Some(&j), &[], &flags, &DecryptOptions::default()).unwrap_err();
         assert!(matches!(err, Error::Usage(_)), "{err}");
+        let preset = CheckOptions {
+            checks: Some(kars_backup_core::preset::CheckPreset::Kars),
+            ..CheckOptions::default()
+        };
+        let err = Reading::new(Some(&j), &[], &preset, &DecryptOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("--checks"), "{err}");
         let err = Reading::new(
             Some(&j),
             &["/elsewhere".into()],

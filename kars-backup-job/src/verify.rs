@@ -31,3 +31,46 @@ pub async fn verify(
 ) -> std::result::Result<Recovered, AttemptsFailed> {
     verify_with_fallback(candidates, scratch, checks, attempts, progress).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::job::test_support::job;
+
+    #[test]
+    fn scratch_flags_win_over_the_job_file_which_wins_over_the_defaults() {
+        let j = job(
+            "postgres://u@localhost/db",
+            "[job.verify]\nscratch-db = \"postgres://u@file-host/postgres\"\n[job.postgres]\nbin-dir = \"/file/bin\"\njobs = 3\n",
+        );
+        let flags = ScratchOptions {
+            pg_bin_dir: Some("/flag/bin".into()),
+            jobs: Some(4),
+            ..ScratchOptions::default()
+        };
+        let s = scratch_options(Some(&j), &flags);
+        assert_eq!(s.pg_bin_dir, Some(PathBuf::from("/flag/bin")));
+        assert_eq!(s.jobs, Some(4));
+        assert_eq!(
+            s.scratch_db.as_deref(),
+            Some("postgres://u@file-host/postgres")
+        );
+        let flags = ScratchOptions {
+            scratch_db: Some("postgres://u@flag-host/postgres".into()),
+            ..ScratchOptions::default()
+        };
+        let s = scratch_options(Some(&j), &flags);
+        assert_eq!(
+            s.scratch_db.as_deref(),
+            Some("postgres://u@flag-host/postgres")
+        );
+        assert_eq!(s.pg_bin_dir, Some(PathBuf::from("/file/bin")));
+        // `[job.postgres] jobs` are pg_dump's, not the scratch restore's
+        assert_eq!(s.jobs, None);
+        let none = ScratchOptions::default();
+        assert_eq!(scratch_options(None, &none), none);
+        assert_eq!(scratch_options(Some(&job("/tmp/a.db", "")), &none), none);
+    }
+}

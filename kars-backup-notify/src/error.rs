@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kars_backup_core::IoError;
+
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -46,16 +48,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A file operation failed (the metrics text file).
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot {0}")]
+    Io(#[source] IoError),
     /// Text that is not in the Prometheus text exposition format.
     #[error("invalid metrics text at line {line}: {reason}")]
     InvalidMetricsText {
@@ -69,18 +63,10 @@ pub enum Error {
 impl Error {
     /// True when trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Bind { .. } | Error::Io { .. })
+        matches!(self, Error::Bind { .. } | Error::Io(_))
     }
 
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        Error::Io(IoError::new(action, path, e))
     }
 }

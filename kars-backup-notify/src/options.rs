@@ -192,18 +192,15 @@ fn join(base: &str, leaf: &str) -> String {
     format!("{}/{leaf}", base.trim_end_matches('/'))
 }
 
-/// All notifications of one job.
+/// All notifications of one job (each list may be left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NotifyOptions {
     /// Webhooks.
-    #[serde(default)]
     pub webhooks: Vec<WebhookOptions>,
     /// Commands.
-    #[serde(default)]
     pub commands: Vec<CommandOptions>,
     /// Ping URL sets.
-    #[serde(default)]
     pub pings: Vec<PingOptions>,
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use kars_backup_core::Error as CoreError;
+use kars_backup_core::{Error as CoreError, IoError};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,16 +50,10 @@ pub enum Error {
         /// The server's message.
         reason: String,
     },
-    /// Sessions (or another restore) have the target database open.
-    #[error("{target} is in use by {holders}; {hint}")]
-    InUse {
-        /// The redacted target.
-        target: String,
-        /// Who has it open.
-        holders: String,
-        /// What to do.
-        hint: String,
-    },
+    /// A failure core already names, passed on as it is (another restore holds the target:
+    /// [`CoreError::InUse`]).
+    #[error(transparent)]
+    Core(CoreError),
     /// A PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`) was not found.
     #[error(
         "{tool} not found ({looked}); install the PostgreSQL client programs (Debian: apt-get install postgresql-client-{major}) or point --pg-bin-dir at their directory"
@@ -113,15 +107,8 @@ pub enum Error {
     #[error("writing the payload: {0}")]
     Pipeline(std::io::Error),
     /// A file-system operation failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(IoError),
     /// A background task died.
     #[error("{what} stopped unexpectedly: {reason}")]
     Task {
@@ -134,16 +121,8 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Io`].
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        Error::Io(IoError::new(action, path, e))
     }
 
     /// An [`Error::Query`] from a tokio-postgres error.
@@ -168,15 +147,7 @@ impl Error {
             e @ Error::VersionMismatch { .. } => CoreError::UnsupportedVersion {
                 what: e.to_string(),
             },
-            Error::InUse {
-                target,
-                holders,
-                hint,
-            } => CoreError::InUse {
-                target,
-                holders,
-                hint,
-            },
+            Error::Core(e) => e,
             Error::InvalidArchive {
                 ref archive,
                 ref reason,

@@ -138,11 +138,11 @@ pub(crate) async fn clean_leftovers(admin: &Client, db: &str, target: &str) -> R
             .map_err(|e| Error::query("check the staging database's lock", target, &e))?
             .get(0);
         if !free {
-            return Err(Error::InUse {
+            return Err(Error::Core(kars_backup_core::Error::InUse {
                 target: target.to_string(),
                 holders: format!("another kars-backup restore (staging database {name})"),
                 hint: "wait for it to end".into(),
-            });
+            }));
         }
         let _ = admin
             .query_one(

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use kars_backup_core::IoError;
+
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -52,17 +54,10 @@ pub enum Error {
         /// Who holds it, as written in the lock file (pid, run id, start time), or "unknown holder".
         holder: String,
     },
-    /// A file operation on the state directory failed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("create state directory", "write state file", …).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation on the state directory failed ("create state directory", "write state
+    /// file", …).
+    #[error("cannot {0}")]
+    Io(#[source] IoError),
     /// The job's state file is not what this crate wrote.
     #[error(
         "state file {} is not valid ({source}); delete it to reset the job's catch-up state",
@@ -83,18 +78,10 @@ pub enum Error {
 impl Error {
     /// True when trying again later may succeed (a held lock, a transient I/O error).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Locked { .. } | Error::Io { .. })
+        matches!(self, Error::Locked { .. } | Error::Io(_))
     }
 
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        Error::Io(IoError::new(action, path, e))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kars_backup_core::Error as CoreError;
+use kars_backup_core::{Error as CoreError, IoError};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,16 +47,9 @@ pub enum Error {
         /// How long the snapshot waited.
         seconds: u64,
     },
-    /// A file-system operation failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done (`read directory`, `rename`, …).
-        action: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// A file-system operation failed (`read directory`, `rename`, …).
+    #[error(transparent)]
+    Io(IoError),
     /// An archive entry that restoring would be unsafe to write (absolute path, `..`, link, device).
     #[error("entry {entry:?} is refused: {reason}")]
     UnsafeEntry {
@@ -134,16 +127,8 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Io`] with its action and path.
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        Error::Io(IoError::new(action, path, e))
     }
 
     /// An [`Error::Sqlite`] with its action and path.
@@ -170,7 +155,7 @@ impl Error {
             | Error::NotSqlite { path }
             | Error::Sqlite { path, .. }
             | Error::Busy { path, .. }
-            | Error::Io { path, .. }
+            | Error::Io(IoError { path, .. })
             | Error::AmbiguousDatabase { target: path, .. }
             | Error::RestoreRunning { target: path, .. }
             | Error::HalfSwapped { target: path, .. } => Some(path),
@@ -183,7 +168,7 @@ impl Error {
         match self {
             // The database side failed (reading the database, writing the staging copy): a
             // source error, so callers and exit codes tell it from a storage failure.
-            e @ Error::Io { .. } => CoreError::source(source_name, e),
+            e @ Error::Io(_) => CoreError::source(source_name, e),
             Error::UnsafeEntry { ref archive, .. }
             | Error::CorruptArchive { ref archive, .. }
             | Error::NoDatabase { ref archive, .. } => CoreError::InvalidArchive {

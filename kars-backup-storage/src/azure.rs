@@ -124,14 +124,13 @@ impl AzureBuilder {
                 "endpoint" => self.endpoint = Some(v),
                 "allow_http" => self.allow_http = Some(parse_bool(&k, &v)?),
                 "emulator" | "use_emulator" => self.emulator = parse_bool(&k, &v)?,
-                other => {
-                    if !self.transfer.set_from_query(other, &v)? {
-                        return Err(Error::InvalidInput(format!(
-                            "unknown parameter {other:?} in an Azure URL; known: account, endpoint, allow_http, emulator, {} (credentials come from AZURE_STORAGE_ACCOUNT_KEY and friends)",
-                            crate::transfer::QUERY_KEYS.join(", ")
-                        )));
-                    }
-                }
+                other => self.transfer.take_query(
+                    other,
+                    &v,
+                    "an Azure URL",
+                    "account, endpoint, allow_http, emulator",
+                    "credentials come from AZURE_STORAGE_ACCOUNT_KEY and friends",
+                )?,
             }
         }
         Ok(self)

@@ -85,14 +85,13 @@ impl GcsBuilder {
         for (k, v) in parsed.query {
             match k.as_str() {
                 "endpoint" => b.endpoint = Some(v),
-                other => {
-                    if !b.transfer.set_from_query(other, &v)? {
-                        return Err(Error::InvalidInput(format!(
-                            "unknown parameter {other:?} in a gs:// URL; known: endpoint, {} (or set STORAGE_EMULATOR_HOST; credentials come from GOOGLE_APPLICATION_CREDENTIALS)",
-                            crate::transfer::QUERY_KEYS.join(", ")
-                        )));
-                    }
-                }
+                other => b.transfer.take_query(
+                    other,
+                    &v,
+                    "a gs:// URL",
+                    "endpoint",
+                    "or set STORAGE_EMULATOR_HOST; credentials come from GOOGLE_APPLICATION_CREDENTIALS",
+                )?,
             }
         }
         b.check_transfer()?;

@@ -86,14 +86,13 @@ impl S3Builder {
                 "region" => b.region = Some(v),
                 "allow_http" => b.allow_http = Some(parse_bool(&k, &v)?),
                 "path_style" => b.path_style = Some(parse_bool(&k, &v)?),
-                other => {
-                    if !b.transfer.set_from_query(other, &v)? {
-                        return Err(Error::InvalidInput(format!(
-                            "unknown parameter {other:?} in an s3:// URL; known: endpoint, region, allow_http, path_style, {} (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-                            crate::transfer::QUERY_KEYS.join(", ")
-                        )));
-                    }
-                }
+                other => b.transfer.take_query(
+                    other,
+                    &v,
+                    "an s3:// URL",
+                    "endpoint, region, allow_http, path_style",
+                    "credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                )?,
             }
         }
         Ok(b)

@@ -175,6 +175,29 @@ impl TransferOptions {
         Ok(true)
     }
 
+    /// Takes a URL query key that is not the backend's own: a transfer option (see
+    /// [`Self::set_from_query`]), else an error naming `url_kind` (`an s3:// URL`) and every key
+    /// it knows (`own_keys`, then these), followed by `hint` (where credentials come from).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unknown key or a bad value.
+    pub(crate) fn take_query(
+        &mut self,
+        key: &str,
+        value: &str,
+        url_kind: &str,
+        own_keys: &str,
+        hint: &str,
+    ) -> Result<()> {
+        if self.set_from_query(key, value)? {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "unknown parameter {key:?} in {url_kind}; known: {own_keys}, {} ({hint})",
+            QUERY_KEYS.join(", ")
+        )))
+    }
+
     /// Options set here win over `base`'s.
     pub fn or(self, base: TransferOptions) -> TransferOptions {
         TransferOptions {

@@ -8,14 +8,14 @@ use crate::args::DrillArgs;
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
-    let v = &a.verify;
+    let v = &a.verify.read;
     // `--config`: destinations, checks, scratch server and targets of a config job.
     let job = crate::commands::config_job(&v.job)?;
     let reading = Reading::new(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
-    let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &v.pg);
+    let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.verify.pg);
     let origins = reading.origins()?;
     // Usage errors in the checks show before the drill starts.
-    v.checks.checks(v.integrity)?;
+    v.checks.checks(v.integrity.unwrap_or_default())?;
     let checks = reading.checks(&v.checks, v.integrity)?;
     let scratch = Scratch::new(scratch, "kars-drill-")?;
     let options = drill_options(

@@ -13,18 +13,18 @@ use crate::{exit, progress, render};
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys, hooks and settings of a config job; else the
     // flags'. A flag wins over the file, which wins over the default.
-    let job = crate::commands::config_job(&a.job)?;
-    let reading = Reading::new(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
+    let job = crate::commands::config_job(&a.read.job)?;
+    let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let restore = RestorePlan::new(job.as_ref(), reading, &a.hooks, &a.settings, &a.pg)?;
     let origins = restore.reading.origins()?;
-    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.which)).await?;
+    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.read.which)).await?;
     let entry = candidates
         .first()
         .expect("find returns at least one backup")
         .entry()
         .clone();
     // Usage errors in the checks show before anything else happens.
-    let checks = restore.reading.checks(&a.checks, a.integrity)?;
+    let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
     let plan = checks.plan_at(entry.time());
     let target = restore.target(&a.db.db, &entry, plan.integrity)?;
     let confirmed = if a.yes || !target.exists().await? {
@@ -55,7 +55,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let attempts = AttemptOptions {
         fallback: a.fallback,
         max_backups: a.max_attempts.max(1),
-        ..a.retry.attempts()
+        ..a.read.retry.attempts()
     };
     let result = kars_backup::job::restore::restore(
         &candidates,
@@ -63,20 +63,20 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         &options,
         &checks,
         &attempts,
-        progress::for_terminal(a.json),
+        progress::for_terminal(a.read.json),
     )
     .await;
     let recovered = match result {
         Ok(r) => r,
         Err(failed) => {
-            let result = render::attempts_failed(failed, &candidates.unavailable, a.json);
+            let result = render::attempts_failed(failed, &candidates.unavailable, a.read.json);
             return match signals.received() {
                 Some(signal) => interrupted(result, signal),
                 None => result,
             };
         }
     };
-    if a.json {
+    if a.read.json {
         render::print_json(&serde_json::json!({
             "ok": true,
             "restore": recovered.report,

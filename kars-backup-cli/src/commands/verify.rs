@@ -8,29 +8,31 @@ use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys and scratch server of a config job.
-    let job = crate::commands::config_job(&a.job)?;
-    let reading = Reading::new(job.as_ref(), &a.from, &a.checks, &a.decrypt)?;
+    let job = crate::commands::config_job(&a.read.job)?;
+    let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
     let origins = reading.origins()?;
-    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.which)).await?;
+    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.read.which)).await?;
     // Usage errors in the check flags show before anything is restored.
-    a.checks.checks(a.integrity)?;
-    let checks = reading.checks(&a.checks, a.integrity)?;
+    a.read.checks.checks(a.read.integrity.unwrap_or_default())?;
+    let checks = reading.checks(&a.read.checks, a.read.integrity)?;
     let scratch = Scratch::new(scratch, "kars-verify-")?;
     let result = kars_backup::job::verify::verify(
         &candidates,
         &scratch,
         &checks,
-        &a.retry.attempts(),
-        progress::for_terminal(a.json),
+        &a.read.retry.attempts(),
+        progress::for_terminal(a.read.json),
     )
     .await;
     let recovered = match result {
         Ok(r) => r,
-        Err(failed) => return render::attempts_failed(failed, &candidates.unavailable, a.json),
+        Err(failed) => {
+            return render::attempts_failed(failed, &candidates.unavailable, a.read.json);
+        }
     };
     let report = &recovered.report;
-    if a.json {
+    if a.read.json {
         render::print_json(&serde_json::json!({
             "ok": true,
             "verify": report,

@@ -168,7 +168,7 @@ pub(crate) async fn create_database(
 /// Renames databases in one transaction (`(from, to)` in order), so that a restore killed at
 /// any moment leaves either every rename or none: the live name always names a database. With
 /// `terminate`, the sessions on each renamed database are ended first (and again while they come
-/// back); without it, a database with sessions fails the rename with [`Error::InUse`].
+/// back); without it, a database with sessions fails the rename (core's `InUse` error).
 pub(crate) async fn rename_databases(
     admin: &mut Client,
     renames: &[(&str, &str)],
@@ -209,7 +209,7 @@ pub(crate) async fn rename_databases(
                 drop(tx);
                 if !terminate {
                     let scan = sessions::sessions_on(admin, &from, target).await?;
-                    return Err(Error::InUse {
+                    return Err(Error::Core(kars_backup_core::Error::InUse {
                         target: target.to_string(),
                         holders: if scan.holders.is_empty() {
                             "other sessions".into()
@@ -220,7 +220,7 @@ pub(crate) async fn rename_databases(
                             "PostgreSQL cannot rename {from} while they are connected; {}",
                             sessions::remedies()
                         ),
-                    });
+                    }));
                 }
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(250)).await;
