@@ -63,7 +63,8 @@ pub(crate) async fn main() -> Result<(), Error> {
     let textfile = std::env::var_os("METRICS_TEXTFILE").map(PathBuf::from);
     let state = var("STATE_DIR", "state");
     let (events, mut finished) = tokio::sync::mpsc::unbounded_channel();
-    let scheduler = scheduler_of(state, &[job.clone()], &metrics, textfile.as_deref())?;
+    let jobs = std::slice::from_ref(&job);
+    let scheduler = scheduler_of(state, jobs, &metrics, textfile.as_deref())?;
     let scheduler = scheduler.with_events(events);
     let scheduled = job.scheduled(&signals.forced(), &metrics)?;
     if let Ok(addr) = std::env::var("METRICS_ADDR") {

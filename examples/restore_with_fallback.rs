@@ -6,7 +6,7 @@
 
 #[allow(dead_code)] // the service's `main` is not used here
 #[path = "embed_in_service.rs"]
-mod service;
+pub(crate) mod service;
 
 use kars_backup::core::progress::no_progress;
 use kars_backup::core::recovery::AttemptOptions;
