@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chrono::Utc;
 use kars_backup_core::source::{PayloadFormat, SnapshotInfo, StageContext, StagedRestore};
-use kars_backup_core::testing::{SourceFixture, source_conformance};
+use kars_backup_core::testing::source::{SourceFixture, source_conformance};
 use kars_backup_core::verify::{check_min_rows, compare_counts};
 use kars_backup_core::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, DynProgress, Error, IntegrityLevel,

@@ -1,5 +1,5 @@
 //! For tests, ours and downstream: an in-memory sink, the sink conformance suite and the source
-//! conformance suite ([`source_conformance`] with a [`SourceFixture`]; see [`mod@source`]).
+//! conformance suite ([`source::source_conformance`] with a [`source::SourceFixture`]).
 //!
 //! Enable with the `testing` feature. A new backend passes when
 //! `kars_backup_core::testing::sink_conformance(&sink).await` returns `Ok(())`:
@@ -27,7 +27,6 @@ use crate::sink::{
 use crate::tier::Placement;
 
 pub mod source;
-pub use source::{SourceFixture, source_conformance};
 
 type Objects = Arc<Mutex<BTreeMap<String, (Bytes, chrono::DateTime<Utc>)>>>;
 

@@ -14,7 +14,8 @@ use kars_backup_schedule::{
 };
 
 use crate::backup::BackupRun;
-use crate::job::Job;
+use crate::config::state_dir;
+use crate::job::{Job, repository};
 use crate::{Error, Result, error_text};
 
 /// How the last run of a [`JobRunner`] went.
@@ -90,7 +91,7 @@ pub fn scheduler_for(config: &Config, metrics: &Metrics) -> Result<Scheduler> {
         .iter()
         .filter_map(|j| j.notify.as_ref().map(|n| (j.name.clone(), n.options())));
     scheduler(
-        crate::config::state_dir(config),
+        state_dir(config),
         default,
         jobs,
         metrics,
@@ -181,7 +182,7 @@ impl Job {
         let destinations: Vec<String> = self
             .destinations()
             .iter()
-            .filter_map(|d| crate::job::repository(&d.written).ok())
+            .filter_map(|d| repository(&d.written).ok())
             .map(|r| r.describe())
             .collect();
         metrics.register(self.name(), destinations);

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupJob, BackupOptions};
 use crate::error::{Error, ErrorCategory, Result};
@@ -34,6 +35,7 @@ use crate::pipeline::{PayloadReader, PayloadWriter};
 use crate::progress::{DynProgress, no_progress};
 use crate::repository::{BackupEntry, Repository};
 use crate::restore::{RestoreHooks, RestoreOptions, restore, verify_backup};
+use crate::run::new_run_id;
 use crate::sink::{BackupSink, SinkExt};
 use crate::source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
@@ -301,10 +303,8 @@ impl<F: SourceFixture> Suite<'_, F> {
 
         // Cancelled after the swap (while the start hook runs): rolled back. The hook waits
         // only the first time (the restart after the rollback returns at once).
-        let marker = std::env::temp_dir().join(format!(
-            "kars-conformance-{}.started",
-            crate::run::new_run_id()
-        ));
+        let marker =
+            std::env::temp_dir().join(format!("kars-conformance-{}.started", new_run_id()));
         let mut o = options(VerifyPlan::default(), true);
         o.hooks = RestoreHooks {
             start: Some(format!(
@@ -456,10 +456,7 @@ impl<F: SourceFixture> Suite<'_, F> {
 }
 
 /// Cancels `cancel` once `path` exists (a hook's sign that it is running).
-fn cancel_when_exists(
-    path: PathBuf,
-    cancel: crate::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+fn cancel_when_exists(path: PathBuf, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !path.exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;

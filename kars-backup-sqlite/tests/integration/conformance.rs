@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kars_backup_core::testing::{SourceFixture, source_conformance};
+use kars_backup_core::testing::source::{SourceFixture, source_conformance};
 use kars_backup_core::{DynDatabaseSource, Error, Result};
 use kars_backup_sqlite::SqliteSource;
 use rusqlite::Connection;
