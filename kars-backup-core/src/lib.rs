@@ -20,7 +20,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | [`testing::InMemorySink`], the public sink conformance suite, [`fault::FaultySink`] |
+//! | `testing` | [`testing::InMemorySink`], the public sink and source conformance suites, [`fault::FaultySink`] |
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

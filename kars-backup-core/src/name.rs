@@ -9,9 +9,12 @@ use crate::encrypt::{ENCRYPTION_SUFFIXES, EncryptionScheme};
 use crate::error::{Error, Result};
 use crate::layout;
 
-/// File-name endings of archives that kars-backup and the runbook write, longest first.
+/// File-name endings of archives that kars-backup and the runbook write, longest first. A
+/// source of another engine names its payload `dump` (compressed by the pipeline: `dump.gz`,
+/// `dump.zst`); its manifest's engine says what the payload is.
 pub const ARCHIVE_EXTENSIONS: &[&str] = &[
-    "tar.gz", "tar.zst", "dir.tar", "tar", "sql.gz", "sql.zst", "sql", "dump", "tgz",
+    "tar.gz", "tar.zst", "dir.tar", "tar", "sql.gz", "sql.zst", "sql", "dump.gz", "dump.zst",
+    "dump", "tgz",
 ];
 
 /// Whether `extension` is an archive extension, optionally followed by an encryption suffix

@@ -1,4 +1,5 @@
-//! For tests, ours and downstream: an in-memory sink and the sink conformance suite.
+//! For tests, ours and downstream: an in-memory sink, the sink conformance suite and the source
+//! conformance suite ([`source::source_conformance`] with a [`source::SourceFixture`]).
 //!
 //! Enable with the `testing` feature. A new backend passes when
 //! `kars_backup_core::testing::sink_conformance(&sink).await` returns `Ok(())`:
@@ -24,6 +25,8 @@ use crate::sink::{
     BackupSink, ByteStream, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload, validate_key,
 };
 use crate::tier::Placement;
+
+pub mod source;
 
 type Objects = Arc<Mutex<BTreeMap<String, (Bytes, chrono::DateTime<Utc>)>>>;
 

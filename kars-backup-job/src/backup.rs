@@ -69,7 +69,7 @@ impl Job {
     /// the tiers of today's date), the archive goes to all of them (encrypted as configured;
     /// unencrypted off-site copies are refused unless the job says so), then each destination
     /// that committed it is pruned with its retention policy. Notifications and metrics are
-    /// the scheduler's: see [`crate::JobRunner`] and [`Job::run_now`](crate::Job::run_now).
+    /// the scheduler's: see [`crate::JobRunner`], [`Job::scheduled`] and [`crate::run_once`].
     ///
     /// # Errors
     /// Tier rules that send the backup nowhere, bad keys, an off-site destination that would

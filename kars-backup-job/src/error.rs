@@ -26,6 +26,10 @@ pub enum Error {
     /// Notifications or metrics could not be set up.
     #[error(transparent)]
     Notify(#[from] kars_backup_notify::Error),
+    /// Every attempt of a restore failed (or one failed in a way that stops it): each attempt
+    /// and the last error.
+    #[error(transparent)]
+    Attempts(#[from] kars_backup_core::recovery::AttemptsFailed),
     /// A second shutdown signal aborted the backup before it was committed.
     #[error(
         "aborted by a second shutdown signal before the backup was committed; nothing was listed (leftovers are removed by a later prune)"
@@ -49,6 +53,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) => Some(ErrorCategory::Usage),
             Error::Core(e) => Some(e.category()),
+            Error::Attempts(failed) => Some(failed.error.category()),
             Error::Schedule(kars_backup_schedule::Error::InvalidCron { .. })
             | Error::Schedule(kars_backup_schedule::Error::InvalidTimeZone { .. })
             | Error::Schedule(kars_backup_schedule::Error::InvalidJobName { .. })

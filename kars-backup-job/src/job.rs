@@ -135,6 +135,15 @@ pub struct Encryption {
 }
 
 impl Encryption {
+    /// Archives encrypted to the recipient of the job's own age identity file, which also
+    /// opens them (see [`JobBuilder::encryption`]).
+    pub fn to_identity_file(identity_file: impl Into<PathBuf>) -> Self {
+        Encryption {
+            identity_file: Some(identity_file.into()),
+            ..Encryption::default()
+        }
+    }
+
     /// Whether archives are encrypted.
     pub fn encrypts(&self) -> bool {
         self.options.encrypts() || self.identity_file.is_some()
@@ -458,19 +467,27 @@ impl JobBuilder {
 
     /// Encryption of the archives. Without recipients, archives go unencrypted to local
     /// destinations only, unless `no_encrypt` says so on purpose.
+    /// The job's own identity file ([`Encryption::identity_file`]) also opens the archives
+    /// (restores, verifies, drills), as for a configuration file's job.
     pub fn encryption(mut self, encryption: Encryption) -> Self {
         self.job.options.plaintext = if encryption.options.no_encrypt {
             PlaintextPolicy::Anywhere
         } else {
             PlaintextPolicy::LocalOnly
         };
+        if let Some(file) = &encryption.identity_file
+            && !self.job.decrypt.identities.contains(file)
+        {
+            self.job.decrypt.identities.push(file.clone());
+        }
         self.job.encryption = encryption;
         self
     }
 
-    /// The keys that open the archives (restores, verifies, drills, status).
+    /// The keys that open the archives (restores, verifies, drills, status), besides the
+    /// identity file of [`encryption`](Self::encryption).
     pub fn decrypt(mut self, keys: DecryptOptions) -> Self {
-        self.job.decrypt = keys;
+        self.job.decrypt = keys.merge(self.job.decrypt);
         self
     }
 

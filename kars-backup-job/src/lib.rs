@@ -9,11 +9,13 @@
 //!   took it ([`BackupRun`]);
 //! - [`restore`]: [`Reading`] (where backups are read, with which keys and checks),
 //!   [`RestorePlan`] (hooks, in-use policy, previous copies, PostgreSQL options; a flag wins
-//!   over the file, which wins over the default) and [`restore::restore`];
+//!   over the file, which wins over the default), [`restore::restore`] and
+//!   [`Job::restore_latest`] (the newest backup, with fallback, in one call);
 //! - [`verify`] and [`drill`]: verification in [`Scratch`] targets (a directory per SQLite
 //!   attempt, a temporary database on a scratch server per PostgreSQL one);
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
-//! - [`runner`]: the scheduler's [`JobRunner`], [`scheduler_for`] a configuration (state,
+//! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
+//!   configuration or [`scheduler_of`] jobs built from code (state,
 //!   notifications, metrics textfiles), [`run_once`];
 //! - [`source_from_url`]: a database by URL (`sqlite:///…`, a path, `postgres://…`), next to
 //!   storage's `sink_from_url`.
@@ -72,7 +74,7 @@ pub use job::{
     Destination, Encryption, Job, JobBuilder, JobSchedule, find_backup, origins, repository,
 };
 pub use restore::{Reading, RestorePlan};
-pub use runner::{JobRunner, OneShot, run_once, scheduled_jobs, scheduler_for};
+pub use runner::{JobRunner, OneShot, run_once, scheduled_jobs, scheduler_for, scheduler_of};
 pub use scratch::{Scratch, ScratchOptions, scratch_source};
 pub use source::{
     SourceOptions, is_postgres_backup, is_postgres_url, postgres_dump_source, postgres_source,

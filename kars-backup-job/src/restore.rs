@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use kars_backup_core::checks::{CheckOptions, Checks};
 use kars_backup_core::merge::merge;
 use kars_backup_core::recovery::{
-    AttemptOptions, AttemptsFailed, Candidates, Origin, Recovered, restore_with_fallback,
+    AttemptOptions, AttemptsFailed, Candidates, Origin, Pick, Recovered, restore_with_fallback,
 };
 use kars_backup_core::settings::{HookOptions, RestoreSettings};
 use kars_backup_core::{
@@ -176,6 +176,62 @@ impl RestorePlan {
     /// The pg_bin_dir the restore uses (the caller's, else the job's).
     pub fn pg_bin_dir(&self) -> Option<&PathBuf> {
         self.postgres.bin_dir.as_ref()
+    }
+}
+
+impl Job {
+    /// Restores the job's newest committed backup (across its destinations; identical copies
+    /// are read locally first) into the database at `target` (a URL or path; the job's own
+    /// source when `None`), as `kars-backup restore --config` does: with the job's keys, checks,
+    /// hooks and restore settings, staged and verified before it replaces anything. With
+    /// `attempts.fallback`, a backup that fails its checksum or verification makes the next
+    /// older one be tried. An existing database is replaced: calling this is the confirmation.
+    /// Cancelling `cancel` interrupts the restore and rolls it back.
+    ///
+    /// # Errors
+    /// No target (a job whose source is not a URL); destinations or keys that do not open; no
+    /// committed backup; [`Error::Attempts`] with every attempt when none succeeded.
+    pub async fn restore_latest(
+        &self,
+        target: Option<&str>,
+        attempts: &AttemptOptions,
+        cancel: kars_backup_core::CancellationToken,
+        progress: DynProgress,
+    ) -> Result<Recovered> {
+        let url = target.or(self.source_url()).ok_or_else(|| {
+            Error::usage(format!(
+                "job {} has no source URL: give the database to restore into",
+                self.name
+            ))
+        })?;
+        let none = CheckOptions::default();
+        let reading = Reading::new(Some(self), &[], &none, &DecryptOptions::default())?;
+        let plan = RestorePlan::new(
+            Some(self),
+            reading,
+            &HookOptions::default(),
+            &RestoreSettings::default(),
+            &PgRestoreOptions::default(),
+        )?;
+        let candidates = Candidates::find(&plan.reading.origins()?, &Pick::Latest).await?;
+        let Some(first) = candidates.first() else {
+            return Err(kars_backup_core::Error::NotFound {
+                what: format!("no committed backup of job {}", self.name),
+            }
+            .into());
+        };
+        let checks = plan.reading.checks(&none, None)?;
+        let verify = checks.plan_at(first.entry().time());
+        let target = plan.target(url, first.entry(), verify.integrity)?;
+        let options = RestoreOptions {
+            plan: verify,
+            hooks: plan.hooks.clone(),
+            confirmed: true,
+            in_use: plan.in_use,
+            keep_previous: plan.keep_previous,
+            cancel,
+        };
+        Ok(restore(&candidates, &target, &options, &checks, attempts, progress).await?)
     }
 }
 

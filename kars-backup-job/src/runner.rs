@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kars_backup_config::{Config, JobConfig};
-use kars_backup_notify::{Alerts, Metrics, Notifier};
+use kars_backup_notify::{Alerts, Metrics, Notifier, NotifyOptions};
 use kars_backup_schedule::{
     CancellationToken, RunContext, RunObserver, RunOutcome, RunReport, RunStatus, ScheduledJob,
     Scheduler, SystemClock,
 };
 
 use crate::backup::BackupRun;
-use crate::job::Job;
+use crate::config::state_dir;
+use crate::job::{Job, repository};
 use crate::{Error, Result, error_text};
 
 /// How the last run of a [`JobRunner`] went.
@@ -84,7 +85,57 @@ pub fn outcome_of(run: &BackupRun) -> RunOutcome {
 /// # Errors
 /// A state directory that cannot be created; notifications that cannot be set up.
 pub fn scheduler_for(config: &Config, metrics: &Metrics) -> Result<Scheduler> {
-    let dir = crate::config::state_dir(config);
+    let default = config.notify.as_ref().map(|n| n.options());
+    let jobs = config
+        .jobs
+        .iter()
+        .filter_map(|j| j.notify.as_ref().map(|n| (j.name.clone(), n.options())));
+    scheduler(
+        state_dir(config),
+        default,
+        jobs,
+        metrics,
+        config.daemon.metrics_textfile.clone(),
+    )
+}
+
+/// The scheduler of jobs built from code, what [`scheduler_for`] is for a configuration: state
+/// and locks in `state_dir`, each job's own notifications ([`Job::notify`]), metrics recorded
+/// into `metrics` and, with `textfile`, rewritten into each job's textfile ([`textfile_for`])
+/// after every run. Counters go on from the textfiles that exist already.
+///
+/// # Errors
+/// A state directory that cannot be created; notifications that cannot be set up.
+pub fn scheduler_of(
+    state_dir: impl Into<PathBuf>,
+    jobs: &[Job],
+    metrics: &Metrics,
+    textfile: Option<&Path>,
+) -> Result<Scheduler> {
+    if let Some(template) = textfile {
+        for job in jobs {
+            load_textfile(metrics, template, job.name());
+        }
+    }
+    let notified = jobs
+        .iter()
+        .filter_map(|j| j.notify().map(|n| (j.name().to_string(), n.clone())));
+    scheduler(
+        state_dir.into(),
+        None,
+        notified,
+        metrics,
+        textfile.map(Path::to_path_buf),
+    )
+}
+
+fn scheduler(
+    dir: PathBuf,
+    default: Option<NotifyOptions>,
+    jobs: impl Iterator<Item = (String, NotifyOptions)>,
+    metrics: &Metrics,
+    textfile: Option<PathBuf>,
+) -> Result<Scheduler> {
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::usage(format!(
             "cannot create the state directory {} ({e}); set [daemon] state-dir in the config to a writable directory",
@@ -92,21 +143,51 @@ pub fn scheduler_for(config: &Config, metrics: &Metrics) -> Result<Scheduler> {
         ))
     })?;
     let mut alerts = Alerts::new().with_metrics(metrics.clone());
-    if let Some(n) = &config.notify {
-        alerts = alerts.with_default(Notifier::new(n.options())?);
+    if let Some(n) = default {
+        alerts = alerts.with_default(Notifier::new(n)?);
     }
-    for job in &config.jobs {
-        if let Some(n) = &job.notify {
-            alerts = alerts.with_job(&job.name, Notifier::new(n.options())?);
-        }
+    for (job, n) in jobs {
+        alerts = alerts.with_job(&job, Notifier::new(n)?);
     }
     let mut scheduler = Scheduler::new(dir).with_observer(Arc::new(alerts));
-    if let Some(path) = &config.daemon.metrics_textfile {
-        scheduler = scheduler.with_observer(Arc::new(Textfile {
-            template: path.clone(),
-        }));
+    if let Some(template) = textfile {
+        scheduler = scheduler.with_observer(Arc::new(Textfile { template }));
     }
     Ok(scheduler)
+}
+
+impl Job {
+    /// The job under the scheduler: its keys checked now (a job that cannot encrypt never runs
+    /// unencrypted), its metric series registered before its first run, a [`JobRunner`] that
+    /// `abort` aborts mid-run (a first shutdown signal lets a run finish), its schedule and
+    /// catch-up.
+    ///
+    /// # Errors
+    /// Bad keys; a job without schedule.
+    pub fn scheduled(&self, abort: &CancellationToken, metrics: &Metrics) -> Result<ScheduledJob> {
+        self.register(metrics)?;
+        let Some(s) = self.schedule().cloned() else {
+            return Err(Error::usage(format!(
+                "job {} has no schedule; the scheduler runs scheduled jobs only",
+                self.name()
+            )));
+        };
+        let runner = Arc::new(JobRunner::new(self.clone(), abort.clone()));
+        Ok(ScheduledJob::new(self.name(), s.schedule, runner).with_catch_up(s.catch_up))
+    }
+
+    /// Checks the keys and registers the job's metric series (one per destination).
+    fn register(&self, metrics: &Metrics) -> Result<()> {
+        self.encryptor()?;
+        let destinations: Vec<String> = self
+            .destinations()
+            .iter()
+            .filter_map(|d| repository(&d.written).ok())
+            .map(|r| r.describe())
+            .collect();
+        metrics.register(self.name(), destinations);
+        Ok(())
+    }
 }
 
 /// The daemon's jobs: each selected job with a schedule, its keys checked now (a job that
@@ -124,15 +205,8 @@ pub fn scheduled_jobs(
     let mut jobs = Vec::new();
     for config in selected {
         let job = Job::from_config(config)?;
-        job.encryptor()?;
-        let destinations: Vec<String> = job
-            .destinations()
-            .iter()
-            .filter_map(|d| crate::job::repository(&d.written).ok())
-            .map(|r| r.describe())
-            .collect();
-        metrics.register(&config.name, destinations);
-        let Some(s) = job.schedule().cloned() else {
+        if job.schedule().is_none() {
+            job.register(metrics)?;
             if named {
                 return Err(Error::usage(format!(
                     "job {} has no [job.schedule]; the daemon runs scheduled jobs only",
@@ -140,9 +214,8 @@ pub fn scheduled_jobs(
                 )));
             }
             continue;
-        };
-        let runner = Arc::new(JobRunner::new(job, abort.clone()));
-        jobs.push(ScheduledJob::new(&config.name, s.schedule, runner).with_catch_up(s.catch_up));
+        }
+        jobs.push(job.scheduled(abort, metrics)?);
     }
     if jobs.is_empty() {
         return Err(Error::usage(
@@ -159,9 +232,13 @@ pub fn load_textfiles(config: &Config, selected: &[&JobConfig], metrics: &Metric
         return;
     };
     for job in selected {
-        if let Err(e) = metrics.load_textfile(&textfile_for(template, &job.name)) {
-            tracing::warn!(job = %job.name, error = %e, "cannot read the previous metrics textfile; counting from zero");
-        }
+        load_textfile(metrics, template, &job.name);
+    }
+}
+
+fn load_textfile(metrics: &Metrics, template: &Path, job: &str) {
+    if let Err(e) = metrics.load_textfile(&textfile_for(template, job)) {
+        tracing::warn!(job = %job, error = %e, "cannot read the previous metrics textfile; counting from zero");
     }
 }
 

@@ -2,6 +2,7 @@
 //! in-memory sink.
 
 mod common;
+mod conformance;
 mod errors;
 mod restore_safety;
 mod round_trip;
