@@ -14,8 +14,9 @@ use kars_backup_schedule::{
 };
 
 use crate::backup::BackupRun;
-use crate::job::Job;
-use crate::{Error, Result, error_text};
+use crate::config::state_dir;
+use crate::error::{Error, Result, error_text};
+use crate::job::{Job, repository};
 
 /// How the last run of a [`JobRunner`] went.
 pub type LastRun = Arc<Mutex<Option<Result<BackupRun>>>>;
@@ -84,7 +85,7 @@ pub fn outcome_of(run: &BackupRun) -> RunOutcome {
 /// # Errors
 /// A state directory that cannot be created; notifications that cannot be set up.
 pub fn scheduler_for(config: &Config, metrics: &Metrics) -> Result<Scheduler> {
-    let dir = crate::config::state_dir(config);
+    let dir = state_dir(config);
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::usage(format!(
             "cannot create the state directory {} ({e}); set [daemon] state-dir in the config to a writable directory",
@@ -128,7 +129,7 @@ pub fn scheduled_jobs(
         let destinations: Vec<String> = job
             .destinations()
             .iter()
-            .filter_map(|d| crate::job::repository(&d.written).ok())
+            .filter_map(|d| repository(&d.written).ok())
             .map(|r| r.describe())
             .collect();
         metrics.register(&config.name, destinations);

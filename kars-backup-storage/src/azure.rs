@@ -21,7 +21,7 @@ use crate::bucket_url::{BucketUrl, parse_bool};
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 use crate::redact::redact;
 use crate::retry::default_retry;
-use crate::transfer::TransferOptions;
+use crate::transfer::{QUERY_KEYS, TransferOptions};
 
 /// Azurite's documented development account (public, the same in every installation).
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -128,7 +128,7 @@ impl AzureBuilder {
                     if !self.transfer.set_from_query(other, &v)? {
                         return Err(Error::InvalidInput(format!(
                             "unknown parameter {other:?} in an Azure URL; known: account, endpoint, allow_http, emulator, {} (credentials come from AZURE_STORAGE_ACCOUNT_KEY and friends)",
-                            crate::transfer::QUERY_KEYS.join(", ")
+                            QUERY_KEYS.join(", ")
                         )));
                     }
                 }

@@ -40,7 +40,8 @@ use kars_backup_core::sink::{GetOptions, PutOptions, validate_key};
 use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload};
 use tokio::sync::OnceCell;
 
-use crate::transfer::TransferOptions;
+use crate::ranged::get_in_parts;
+use crate::transfer::{QUERY_KEYS, TransferOptions};
 
 /// Size of one resumable-upload chunk (a multiple of 256 KiB, as the API requires).
 pub const CHUNK_SIZE: usize = 8 * 1024 * 1024;
@@ -89,7 +90,7 @@ impl GcsBuilder {
                     if !b.transfer.set_from_query(other, &v)? {
                         return Err(Error::InvalidInput(format!(
                             "unknown parameter {other:?} in a gs:// URL; known: endpoint, {} (or set STORAGE_EMULATOR_HOST; credentials come from GOOGLE_APPLICATION_CREDENTIALS)",
-                            crate::transfer::QUERY_KEYS.join(", ")
+                            QUERY_KEYS.join(", ")
                         )));
                     }
                 }
@@ -542,7 +543,7 @@ impl BackupSink for GcsSink {
         let object = self.object(key)?;
         let this: kars_backup_core::DynBackupSink = Arc::new(self.clone());
         let transfer = self.inner.transfer;
-        if let Some(s) = crate::ranged::get_in_parts(this, key, &options, &transfer).await? {
+        if let Some(s) = get_in_parts(this, key, &options, &transfer).await? {
             return Ok(s);
         }
         let client = self.client().await?;

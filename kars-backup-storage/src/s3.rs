@@ -18,7 +18,7 @@ use object_store::aws::AmazonS3Builder;
 use crate::bucket_url::{BucketUrl, parse_bool};
 use crate::object_store_sink::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, ObjectStoreSink};
 use crate::retry::default_retry;
-use crate::transfer::TransferOptions;
+use crate::transfer::{QUERY_KEYS, TransferOptions};
 
 /// S3's smallest part of a multipart upload (all but the last).
 const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -90,7 +90,7 @@ impl S3Builder {
                     if !b.transfer.set_from_query(other, &v)? {
                         return Err(Error::InvalidInput(format!(
                             "unknown parameter {other:?} in an s3:// URL; known: endpoint, region, allow_http, path_style, {} (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-                            crate::transfer::QUERY_KEYS.join(", ")
+                            QUERY_KEYS.join(", ")
                         )));
                     }
                 }
