@@ -28,7 +28,8 @@ impl DecryptionKeys {
     /// Adds an age identity file (`age-keygen -o key.txt`).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when it cannot be read or holds no identity.
+    /// [`Error::InvalidInput`](kars_backup_core::Error::InvalidInput) when it cannot be read or
+    /// holds no identity.
     pub fn with_identity_file(mut self, path: &Path) -> Result<Self> {
         self.age.add_identity_file(path)?;
         Ok(self)
@@ -43,7 +44,8 @@ impl DecryptionKeys {
     /// Sets the age passphrase from a file ([`read_passphrase_file`]).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when it cannot be read or is empty.
+    /// [`Error::InvalidInput`](kars_backup_core::Error::InvalidInput) when it cannot be read or
+    /// is empty.
     pub fn with_passphrase_file(self, path: &Path) -> Result<Self> {
         Ok(self.with_passphrase(read_passphrase_file(path)?))
     }
