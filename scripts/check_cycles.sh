@@ -117,7 +117,7 @@ check_crate() {
   if tsort "$work/$crate.edges" >/dev/null 2>"$work/$crate.loop"; then
     echo "no module cycle in $crate"
   else
-    echo "module cycle in $crate (each module imports or declares the next, the last the first):" >&2
+    echo "module cycle in $crate (each imports or declares the next, the last the first):" >&2
     sed -n 's/^tsort: \([A-Za-z_][A-Za-z0-9_:]*\)$/  \1/p' "$work/$crate.loop" >&2
     return 1
   fi
