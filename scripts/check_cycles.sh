@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# No import cycle between the modules of a library crate: a module never imports, directly or
-# through others, a module that imports it. Checked with cargo-modules (`dependencies --acyclic`,
-# module level), which CI installs here when it is missing.
+# No import cycle between the modules of a crate: a module never depends, directly or through
+# others, on a module that depends on it. A module depends on what it imports and on the
+# submodules it declares (`mod child;`, `mod child { … }`: it calls into them), so a submodule
+# never calls back into its parent. Checked with cargo-modules (`dependencies`, module level),
+# which CI installs here when it is missing.
 #
-# cargo-modules sees `use` declarations and item signatures, not paths written inside function
-# bodies, attributes or function-local `use`s. So first, a reference from one module to another
-# must go through a module-level `use` (lines in `#[cfg(test)] mod …` and `#[cfg(all(test, …))]
-# mod …` blocks are exempt, as test modules are not part of the graph); then the graph of those `use`s must be acyclic.
+# cargo-modules sees `use` declarations, item signatures and `mod` declarations, not paths written
+# inside function bodies, attributes or function-local `use`s. So first, a `crate::`, `super::` or
+# `self::` path must sit in a module-level `use` (lines in `#[cfg(test)] mod …` and
+# `#[cfg(all(test, …))] mod …` blocks are exempt: test modules are not part of the graph, which is
+# read without cfg(test)); a path into a submodule (`child::f()`) needs no `use`, as the `mod`
+# declaration is an edge already. Then the graph of those edges must be acyclic.
 #
-# Checked: every workspace member but the test crates tests/ and benches/.
+# Checked: every workspace member (libraries, and the CLI's binary) but the test crates tests/ and
+# benches/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kars-target}"
@@ -77,10 +82,10 @@ if ((status)); then
   exit 1
 fi
 
-# 2. The module graph of each crate, from its `use` declarations, is acyclic. cargo-modules'
-#    own `--acyclic` looks at items (a type and its methods) before the filters apply, so the
-#    module-level graph it prints is checked with tsort instead. Two crates at a time (each run
-#    loads the crate's dependencies, 10-20 s).
+# 2. The module graph of each crate, its `use` and `mod` edges ("uses" and "owns"), is acyclic.
+#    cargo-modules' own `--acyclic` looks at items (a type and its methods) before the filters
+#    apply, so the module-level graph it prints is checked with tsort instead. Two crates at a
+#    time (each run loads the workspace and its dependencies, 10-20 s).
 if ! command -v cargo-modules >/dev/null; then
   echo "installing cargo-modules $cargo_modules_version"
   cargo install cargo-modules --locked --version "$cargo_modules_version"
@@ -90,16 +95,21 @@ trap 'rm -rf "$work"' EXIT
 # Build scripts and proc macros once, so the parallel runs do not wait on each other's locks.
 cargo check -q --lib --all-features -p kars-backup
 check_crate() {
-  local crate="$1" work="$2"
-  if ! cargo modules dependencies --lib -p "$crate" --all-features \
-    --no-externs --no-sysroot --no-fns --no-traits --no-types --no-owns \
+  local crate="$1" work="$2" target=(--lib)
+  # A crate without a library (the CLI): its binary, the first `[[bin]]` of its manifest.
+  if [[ ! -f "$crate/src/lib.rs" ]]; then
+    target=(--bin "$(sed -n '/^\[\[bin\]\]/,/^name/s/^name = "\(.*\)"/\1/p' "$crate/Cargo.toml" | head -1)")
+  fi
+  if ! cargo modules dependencies "${target[@]}" -p "$crate" --all-features \
+    --no-externs --no-sysroot --no-fns --no-traits --no-types \
     >"$work/$crate.dot" 2>"$work/$crate.err"; then
     echo "cargo modules failed for $crate:" >&2
     cat "$work/$crate.err" >&2
     return 1
   fi
-  # "a" -> "b" [label="uses", …] → a b, for tsort; it fails on a loop and names its modules.
-  sed -n 's/^ *"\([^"]*\)" -> "\([^"]*\)" \[label="uses".*/\1 \2/p' "$work/$crate.dot" >"$work/$crate.edges"
+  # "a" -> "b" [label="uses"|"owns", …] → a b, for tsort; it fails on a loop and names its
+  # modules.
+  sed -n 's/^ *"\([^"]*\)" -> "\([^"]*\)" \[label="\(uses\|owns\)".*/\1 \2/p' "$work/$crate.dot" >"$work/$crate.edges"
   if ! [[ -s "$work/$crate.edges" ]] && grep -q -- ' -> ' "$work/$crate.dot"; then
     echo "no module edges read for $crate (has the output of cargo-modules changed?)" >&2
     return 1
@@ -107,8 +117,8 @@ check_crate() {
   if tsort "$work/$crate.edges" >/dev/null 2>"$work/$crate.loop"; then
     echo "no module cycle in $crate"
   else
-    echo "module cycle in $crate (each module imports the next, the last the first):" >&2
-    sed -n 's/^tsort: \([a-z_]*::.*\)$/  \1/p' "$work/$crate.loop" >&2
+    echo "module cycle in $crate (each imports or declares the next, the last the first):" >&2
+    sed -n 's/^tsort: \([A-Za-z_][A-Za-z0-9_:]*\)$/  \1/p' "$work/$crate.loop" >&2
     return 1
   fi
 }

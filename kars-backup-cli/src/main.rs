@@ -3,38 +3,16 @@
 
 mod args;
 mod commands;
+mod exit;
 mod progress;
 mod render;
 
 use std::process::ExitCode;
 
-use kars_backup::core::ErrorCategory;
-
 use kars_backup::config::LogFormat;
 
-use crate::args::{Cli, Command};
-
-/// Exit codes, documented in `--help` and docs/operators/exit-codes.md.
-pub(crate) mod exit {
-    /// Success.
-    pub(crate) const OK: u8 = 0;
-    /// An internal or unclassified error.
-    pub(crate) const INTERNAL: u8 = 1;
-    /// Bad flags or input, or a restore that was not confirmed.
-    pub(crate) const USAGE: u8 = 2;
-    /// The database (or a hook around it) failed.
-    pub(crate) const SOURCE: u8 = 3;
-    /// A storage destination failed (also a backup that failed at some destinations).
-    pub(crate) const STORAGE: u8 = 4;
-    /// Verification failed: checksum, integrity, row counts, test queries (also `status` when a
-    /// destination's last drill failed).
-    pub(crate) const VERIFICATION: u8 = 5;
-    /// `status`: a destination's newest backup is older than the RPO target (or missing);
-    /// `drill`: the RTO or RPO target was missed.
-    pub(crate) const RPO_MISSED: u8 = 6;
-    /// Interrupted (SIGINT; a restore stopped by SIGTERM exits with 143), after the rollback.
-    pub(crate) const INTERRUPTED: u8 = 130;
-}
+use crate::args::{Cli, Command, ConfigCommand, KeyCommand};
+use crate::exit::{code_of, error_text};
 
 fn main() -> ExitCode {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
@@ -61,7 +39,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let code = exit_code_of(&err);
+            let code = code_of(&err);
             if json {
                 println!(
                     "{}",
@@ -120,35 +98,6 @@ fn log_format(cli: &Cli) -> LogFormat {
     cli.log_format.or_else(file).unwrap_or(LogFormat::Human)
 }
 
-/// The error and its causes on one line, leaving out causes already quoted by their parent.
-pub(crate) fn error_text(err: &anyhow::Error) -> String {
-    kars_backup::job::error_text(err.as_ref())
-}
-
-/// Maps an error to its exit code through the library error's category.
-pub(crate) fn exit_code_of(err: &anyhow::Error) -> u8 {
-    let code = |category: Option<ErrorCategory>| match category {
-        Some(ErrorCategory::Usage) => exit::USAGE,
-        Some(ErrorCategory::Source) => exit::SOURCE,
-        Some(ErrorCategory::Storage) => exit::STORAGE,
-        Some(ErrorCategory::Verification) => exit::VERIFICATION,
-        Some(ErrorCategory::Interrupted) => exit::INTERRUPTED,
-        _ => exit::INTERNAL,
-    };
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<kars_backup::job::Error>() {
-            return code(e.category());
-        }
-        if let Some(e) = cause.downcast_ref::<kars_backup::core::Error>() {
-            return code(Some(e.category()));
-        }
-        if cause.downcast_ref::<commands::UsageError>().is_some() {
-            return exit::USAGE;
-        }
-    }
-    exit::INTERNAL
-}
-
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // Hook commands' output (stop/start/health check) is shown as it comes, also without -v.
@@ -184,9 +133,9 @@ impl Command {
             Command::Inspect(a) => a.json,
             Command::Demo(a) => a.json,
             Command::DemoDb(_) => false,
-            Command::Config(crate::args::ConfigCommand::Check(a)) => a.json,
-            Command::Key(crate::args::KeyCommand::Init(a)) => a.json,
-            Command::Key(crate::args::KeyCommand::Show(a)) => a.json,
+            Command::Config(ConfigCommand::Check(a)) => a.json,
+            Command::Key(KeyCommand::Init(a)) => a.json,
+            Command::Key(KeyCommand::Show(a)) => a.json,
             Command::Schedule(_) | Command::Daemon(_) => false,
         }
     }

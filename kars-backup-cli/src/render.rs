@@ -5,6 +5,8 @@ use kars_backup::core::{
 };
 use serde::Serialize;
 
+use crate::exit::{code_of, error_text};
+
 /// Prints a value as one pretty JSON document on stdout.
 pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -250,15 +252,15 @@ pub(crate) fn attempts_failed(
     let records = failed.attempts.clone();
     let err = anyhow::Error::new(failed);
     if json {
-        let code = crate::exit_code_of(&err);
+        let code = code_of(&err);
         print_json(&serde_json::json!({
             "ok": false,
-            "error": crate::error_text(&err),
+            "error": error_text(&err),
             "exit_code": code,
             "attempts": records,
             "unavailable": unavailable,
         }))?;
-        eprintln!("error: {}", crate::error_text(&err));
+        eprintln!("error: {}", error_text(&err));
         return Ok(code);
     }
     if records.len() > 1 || !unavailable.is_empty() {

@@ -19,9 +19,12 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::preset::CheckPreset;
-use crate::verify::TestQuery;
-use crate::{BackupEntry, DynDatabaseSource, IntegrityLevel, Result, TableInfo, VerifyPlan};
+use crate::error::{Error, Result};
+use crate::preset::{CheckPreset, add_preset};
+#[cfg(feature = "clap")]
+use crate::retention::parse_duration;
+use crate::verify::{Expectation, TestQuery};
+use crate::{BackupEntry, DynDatabaseSource, IntegrityLevel, TableInfo, VerifyPlan};
 
 /// The verification plan of each backup a restore, verification or drill tries (checks may
 /// depend on the backup's time, as the audit-log check does).
@@ -95,7 +98,7 @@ impl Checks {
             queries.push(TestQuery::audit_log(table, column, backup_time, self.rpo));
         }
         if let Some(preset) = self.preset {
-            crate::preset::add_preset(&mut queries, preset, backup_time, self.rpo);
+            add_preset(&mut queries, preset, backup_time, self.rpo);
         }
         VerifyPlan {
             integrity: self.integrity,
@@ -150,7 +153,7 @@ pub struct CheckOptions {
     /// [default: 24h].
     #[cfg_attr(
         feature = "clap",
-        arg(long, value_parser = crate::retention::parse_duration, requires = "rpo_window")
+        arg(long, value_parser = parse_duration, requires = "rpo_window")
     )]
     pub rpo: Option<chrono::Duration>,
 }
@@ -172,7 +175,7 @@ impl CheckOptions {
     /// These checks with the given integrity level.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidInput`] for an audit-log check that is not `TABLE.COLUMN`.
+    /// [`Error::InvalidInput`] for an audit-log check that is not `TABLE.COLUMN`.
     pub fn checks(&self, integrity: IntegrityLevel) -> Result<Checks> {
         let audit_log = match &self.audit_log {
             None => None,
@@ -181,7 +184,7 @@ impl CheckOptions {
                     .split_once('.')
                     .filter(|(t, c)| !t.is_empty() && !c.is_empty())
                     .ok_or_else(|| {
-                        crate::Error::InvalidInput(format!(
+                        Error::InvalidInput(format!(
                             "--audit-log {spec:?}: use TABLE.COLUMN, e.g. audit_logs.timestamp"
                         ))
                     })?;
@@ -197,7 +200,7 @@ impl CheckOptions {
                 .iter()
                 .map(|sql| TestQuery {
                     sql: sql.clone(),
-                    expect: crate::verify::Expectation::True,
+                    expect: Expectation::True,
                     label: None,
                 })
                 .collect(),

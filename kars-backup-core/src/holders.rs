@@ -65,7 +65,22 @@ impl Scan {
 pub fn scan(matches: &dyn Fn(&Path) -> bool) -> Scan {
     #[cfg(target_os = "linux")]
     {
-        linux::scan(matches)
+        let Some((found, unreadable)) = linux::open_files(matches) else {
+            return Scan::default();
+        };
+        let holders = found
+            .into_iter()
+            .map(|(pid, holds)| Holder {
+                pid,
+                command: shown_command(&linux::command_of(pid)),
+                holds,
+            })
+            .collect();
+        Scan {
+            holders,
+            unreadable,
+            supported: true,
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -91,6 +106,21 @@ pub fn canonical(path: &Path) -> PathBuf {
             .unwrap_or(absolute),
         _ => absolute,
     }
+}
+
+/// The longest command line shown.
+#[cfg(target_os = "linux")]
+const COMMAND_CHARS: usize = 200;
+
+/// A process's command line as a [`Holder`] shows it: secrets redacted, at most
+/// [`COMMAND_CHARS`] characters.
+#[cfg(target_os = "linux")]
+fn shown_command(line: &str) -> String {
+    let line = redact_command(line);
+    if line.chars().count() > COMMAND_CHARS {
+        return line.chars().take(COMMAND_CHARS).collect::<String>() + "…";
+    }
+    line
 }
 
 /// A command line with the passwords of URLs (`://user:secret@`) and `password=` values hidden.
@@ -122,21 +152,21 @@ pub fn redact_command(command: &str) -> String {
         .join(" ")
 }
 
+/// What `/proc` tells about other processes (`scan` makes holders of it).
 #[cfg(target_os = "linux")]
 mod linux {
     use std::collections::{BTreeMap, BTreeSet};
     use std::fs;
     use std::path::Path;
 
-    use super::{Holder, Scan, redact_command};
-
-    /// The longest command line shown.
-    const COMMAND_CHARS: usize = 200;
-
-    /// How many times the process list is read at most (see [`scan`]).
+    /// How many times the process list is read at most (see [`open_files`]).
     const MAX_LISTINGS: usize = 5;
 
-    pub(super) fn scan(matches: &dyn Fn(&Path) -> bool) -> Scan {
+    /// The files other processes have open for which `matches` is true, by pid, and how many
+    /// processes' files could not be read; `None` without a `/proc` to read.
+    pub(super) fn open_files(
+        matches: &dyn Fn(&Path) -> bool,
+    ) -> Option<(BTreeMap<u32, Vec<String>>, usize)> {
         let own = std::process::id();
         let mut found: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         let mut unreadable = 0;
@@ -148,7 +178,7 @@ mod linux {
         for listing in 0..MAX_LISTINGS {
             let Ok(procs) = fs::read_dir("/proc") else {
                 if listing == 0 {
-                    return Scan::default();
+                    return None;
                 }
                 break;
             };
@@ -170,19 +200,7 @@ mod linux {
                 }
             }
         }
-        let holders = found
-            .into_iter()
-            .map(|(pid, holds)| Holder {
-                pid,
-                command: command_of(pid),
-                holds,
-            })
-            .collect();
-        Scan {
-            holders,
-            unreadable,
-            supported: true,
-        }
+        Some((found, unreadable))
     }
 
     /// The files of process `pid` for which `matches` is true (none when it has ended);
@@ -209,7 +227,8 @@ mod linux {
         Ok(held)
     }
 
-    fn command_of(pid: u32) -> String {
+    /// The command line of process `pid` as the kernel has it (`[name]` when it has none).
+    pub(super) fn command_of(pid: u32) -> String {
         let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let mut line = raw
             .split(|b| *b == 0)
@@ -224,10 +243,6 @@ mod linux {
             line = fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|c| format!("[{}]", c.trim()))
                 .unwrap_or_else(|_| "?".into());
-        }
-        let mut line = redact_command(&line);
-        if line.chars().count() > COMMAND_CHARS {
-            line = line.chars().take(COMMAND_CHARS).collect::<String>() + "…";
         }
         line
     }

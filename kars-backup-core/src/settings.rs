@@ -21,6 +21,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::merge::Merge;
 use crate::restore::RestoreHooks;
+use crate::retention::parse_duration;
 use crate::source::InUsePolicy;
 
 /// Commands around a restore (run with `sh -c`) and their timing; what is not given takes
@@ -209,7 +210,7 @@ pub fn parse_seconds(s: &str) -> Result<u64, String> {
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
-    crate::retention::parse_duration(s).and_then(|d| {
+    parse_duration(s).and_then(|d| {
         u64::try_from(d.num_seconds()).map_err(|_| format!("duration {s:?} must not be negative"))
     })
 }
@@ -217,7 +218,7 @@ pub fn parse_seconds(s: &str) -> Result<u64, String> {
 /// A duration string of the file (`2s`, `5m`) as seconds.
 fn opt_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = String::deserialize(d)?;
-    let d = crate::retention::parse_duration(&s).map_err(serde::de::Error::custom)?;
+    let d = parse_duration(&s).map_err(serde::de::Error::custom)?;
     Ok(Some(d.num_seconds().max(0) as u64))
 }
 

@@ -9,12 +9,14 @@
 //! # public key: age1…
 //! AGE-SECRET-KEY-1…
 //! ```
+//!
+//! Also passphrase files ([`read_passphrase_file`]): the passphrase is their first line.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ::age::secrecy::ExposeSecret;
+use ::age::secrecy::{ExposeSecret, SecretString};
 use kars_backup_core::{Error, Result};
 
 /// Where `kars-backup key init` puts the identity without `--out`:
@@ -119,6 +121,34 @@ pub fn identity_file_recipients(path: &Path) -> Result<Vec<String>> {
     Ok(recipients)
 }
 
+/// Reads a passphrase file: its first line, without the line ending. The passphrase never
+/// appears in messages.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when the file cannot be read or its first line is empty.
+pub fn read_passphrase_file(path: &Path) -> Result<SecretString> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read the passphrase file {}: {e}",
+                path.display()
+            ))
+        })?;
+    let first = text.lines().next().unwrap_or("").to_string();
+    // Overwrite the copy that held the whole file.
+    text.clear();
+    text.shrink_to_fit();
+    if first.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the passphrase file {} is empty (its first line is the passphrase)",
+            path.display()
+        )));
+    }
+    Ok(SecretString::from(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +196,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("kars-backup key init"), "{missing}");
+    }
+
+    #[test]
+    fn passphrase_files_give_the_first_line_and_refuse_empty_ones() {
+        use ::age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        std::fs::write(&p, "correct horse\nsecond line\n").unwrap();
+        assert_eq!(
+            read_passphrase_file(&p).unwrap().expose_secret(),
+            "correct horse"
+        );
+        std::fs::write(&p, "\n").unwrap();
+        let err = read_passphrase_file(&p).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+        assert!(read_passphrase_file(&dir.path().join("missing")).is_err());
     }
 }

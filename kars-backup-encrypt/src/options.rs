@@ -7,7 +7,8 @@ use std::sync::Arc;
 use kars_backup_core::recovery::Origin;
 use kars_backup_core::{DynDecryptor, DynEncryptor, PlaintextPolicy, Result};
 
-use crate::DecryptionKeys;
+use crate::decryptor::DecryptionKeys;
+use crate::encryptor::encryptor;
 
 /// How a backup encrypts its archive: recipients or a passphrase file (one scheme per archive),
 /// or on purpose not at all.
@@ -41,9 +42,9 @@ impl EncryptOptions {
     /// The encryptor, if encryption was asked for (OpenPGP keys are looked up now).
     ///
     /// # Errors
-    /// As [`crate::encryptor`].
+    /// As [`encryptor()`].
     pub fn encryptor(&self) -> Result<Option<DynEncryptor>> {
-        crate::encryptor(&self.recipients, self.passphrase_file.as_deref())
+        encryptor(&self.recipients, self.passphrase_file.as_deref())
     }
 
     /// Where unencrypted archives may go: anywhere with `no_encrypt`, else local only.

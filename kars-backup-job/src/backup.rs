@@ -5,8 +5,8 @@ use kars_backup_core::{
     BackupJob, BackupReport, DynProgress, Placement, PruneOptions, PruneReport, Repository, Tier,
 };
 
+use crate::error::{Error, Result};
 use crate::job::{Destination, Job};
-use crate::{Error, Result};
 
 /// What one backup run of a job did.
 #[derive(Debug)]

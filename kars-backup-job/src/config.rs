@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kars_backup_config::{Config, JobConfig};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Loads and checks a configuration file ([`kars_backup_config::load`]).
 ///

@@ -18,9 +18,10 @@ use kars_backup_encrypt::{DecryptOptions, EncryptOptions};
 use kars_backup_notify::NotifyOptions;
 use kars_backup_schedule::Schedule;
 
+use crate::config::{load_config, one_job};
+use crate::error::{Error, Result};
 use crate::scratch::ScratchOptions;
 use crate::source::SourceOptions;
-use crate::{Error, Result};
 
 /// One destination of a job.
 #[derive(Debug, Clone)]
@@ -298,8 +299,8 @@ impl Job {
     /// # Errors
     /// A file that does not load; an unknown name, or none in a file with several jobs.
     pub fn from_file(path: &std::path::Path, name: Option<&str>) -> Result<Job> {
-        let config = crate::load_config(path)?;
-        Job::from_config(crate::one_job(&config, name)?)
+        let config = load_config(path)?;
+        Job::from_config(one_job(&config, name)?)
     }
 
     /// The job's name.

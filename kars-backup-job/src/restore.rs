@@ -17,9 +17,9 @@ use kars_backup_core::{
 use kars_backup_encrypt::DecryptOptions;
 use kars_backup_postgres::PgRestoreOptions;
 
+use crate::error::{Error, Result};
 use crate::job::{Job, origins};
 use crate::source::{is_postgres_url, postgres_source, sqlite_source};
-use crate::{Error, Result};
 
 /// What a command that reads backups (restore, verify, drill) works from: a job's
 /// destinations, keys and `[job.verify]` checks, else the caller's.

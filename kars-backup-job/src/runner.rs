@@ -15,8 +15,8 @@ use kars_backup_schedule::{
 
 use crate::backup::BackupRun;
 use crate::config::state_dir;
+use crate::error::{Error, Result, error_text};
 use crate::job::{Job, repository};
-use crate::{Error, Result, error_text};
 
 /// How the last run of a [`JobRunner`] went.
 pub type LastRun = Arc<Mutex<Option<Result<BackupRun>>>>;

@@ -12,6 +12,7 @@ use kars_backup_core::merge::Merge;
 use kars_backup_core::{BackupEntry, DynDatabaseSource, Error as CoreError};
 use kars_backup_sqlite::SqliteSource;
 
+use crate::error::into_core;
 use crate::source::{is_postgres_backup, is_postgres_url, postgres_source};
 
 /// Where PostgreSQL backups are verified: the scratch server, `pg_restore` jobs and programs.
@@ -119,8 +120,8 @@ impl Scratch {
                 "verifying a PostgreSQL backup restores it into a temporary database, and the backup's own server is not recorded (its URL is redacted): give --scratch-db postgres://user:password@host:port/postgres (a server where kars-backup may create and drop a database), or set DATABASE_URL".into(),
             ));
         };
-        let source = postgres_source(&url, self.options.pg_bin_dir.as_deref())
-            .map_err(crate::error::into_core)?;
+        let source =
+            postgres_source(&url, self.options.pg_bin_dir.as_deref()).map_err(into_core)?;
         let name = format!(
             "kars_verify_{}",
             kars_backup_core::new_run_id()

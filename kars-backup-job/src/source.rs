@@ -9,7 +9,7 @@ use kars_backup_core::{BackupEntry, DynDatabaseSource, IntegrityLevel};
 use kars_backup_postgres::{DumpFormat, DumpOptions, PostgresSource};
 use kars_backup_sqlite::SqliteSource;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Whether a database URL is a PostgreSQL one (`postgres://`, `postgresql://`).
 pub fn is_postgres_url(url: &str) -> bool {

@@ -6,8 +6,10 @@ use kars_backup_core::status::{DestinationStatus, check_keys};
 use kars_backup_core::{PreviousCopy, Tier};
 use kars_backup_encrypt::DecryptOptions;
 
+use crate::config::select_jobs;
+use crate::error::Result;
 use crate::job::{Job, repository};
-use crate::{Result, source_from_url};
+use crate::source::source_from_url;
 
 /// One destination `status` checks.
 #[derive(Debug, Clone)]
@@ -137,7 +139,7 @@ pub fn config_targets(
 ) -> Result<(Vec<StatusTarget>, Vec<String>)> {
     let mut targets = Vec::new();
     let mut sources = Vec::new();
-    for job in crate::select_jobs(config, names)? {
+    for job in select_jobs(config, names)? {
         let job = Job::from_config(job)?;
         targets.extend(job.status_targets(default_rpo, keys));
         sources.extend(job.source_url().map(str::to_string));

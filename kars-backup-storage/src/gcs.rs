@@ -40,6 +40,7 @@ use kars_backup_core::sink::{GetOptions, PutOptions, validate_key};
 use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload};
 use tokio::sync::OnceCell;
 
+use crate::ranged::get_in_parts;
 use crate::transfer::TransferOptions;
 
 /// Size of one resumable-upload chunk (a multiple of 256 KiB, as the API requires).
@@ -541,7 +542,7 @@ impl BackupSink for GcsSink {
         let object = self.object(key)?;
         let this: kars_backup_core::DynBackupSink = Arc::new(self.clone());
         let transfer = self.inner.transfer;
-        if let Some(s) = crate::ranged::get_in_parts(this, key, &options, &transfer).await? {
+        if let Some(s) = get_in_parts(this, key, &options, &transfer).await? {
             return Ok(s);
         }
         let client = self.client().await?;

@@ -23,6 +23,7 @@ use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use crate::ranged::get_in_parts;
 use crate::transfer::TransferOptions;
 
 /// Default size of one multipart part (S3 needs at least 5 MiB for all but the last).
@@ -358,7 +359,7 @@ impl BackupSink for ObjectStoreSink {
     async fn get(&self, key: &str, options: GetOptions) -> Result<ByteStream> {
         let location = self.location(key)?;
         let this: kars_backup_core::DynBackupSink = Arc::new(self.clone());
-        if let Some(s) = crate::ranged::get_in_parts(this, key, &options, &self.transfer).await? {
+        if let Some(s) = get_in_parts(this, key, &options, &self.transfer).await? {
             return Ok(s);
         }
         let mut opts = object_store::GetOptions::default();

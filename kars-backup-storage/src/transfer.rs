@@ -226,44 +226,6 @@ impl TransferOptions {
         out
     }
 
-    /// `url` with these options appended to its query, after the URL's own parameters, so that
-    /// they win over the URL's (the builders read parameters in order). Nothing else in the URL
-    /// changes (an Azure SAS signature stays byte for byte).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when options are set for a local directory, which has no parts.
-    pub fn apply_to_url(&self, url: &str) -> Result<String> {
-        let pairs = self.query_pairs();
-        if pairs.is_empty() {
-            return Ok(url.to_string());
-        }
-        if matches!(
-            crate::Destination::parse(url)?,
-            crate::Destination::Local(_) | crate::Destination::GitLfs(_)
-        ) {
-            return Err(Error::InvalidInput(format!(
-                "transfer options apply to s3://, gs:// and az:// destinations, not to {}",
-                crate::redact(url)
-            )));
-        }
-        let (base, fragment) = match url.split_once('#') {
-            Some((b, f)) => (b, Some(f)),
-            None => (url, None),
-        };
-        let mut out = base.to_string();
-        for (k, v) in pairs {
-            out.push(if out.contains('?') { '&' } else { '?' });
-            out.push_str(k);
-            out.push('=');
-            out.push_str(&v);
-        }
-        if let Some(f) = fragment {
-            out.push('#');
-            out.push_str(f);
-        }
-        Ok(out)
-    }
-
     /// Checks the ranges: concurrencies from 1 to 64, a download part of at least 1 MiB.
     ///
     /// # Errors
@@ -374,32 +336,6 @@ mod tests {
                 ("download_part_size", "16MiB".to_string()),
                 ("download_concurrency", "6".to_string())
             ]
-        );
-    }
-
-    #[test]
-    fn options_go_into_remote_urls_only() {
-        let t = TransferOptions {
-            download_concurrency: Some(4),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.apply_to_url("s3://b/p").unwrap(),
-            "s3://b/p?download_concurrency=4"
-        );
-        assert_eq!(
-            t.apply_to_url("s3://b/p?region=x&download_concurrency=2")
-                .unwrap(),
-            "s3://b/p?region=x&download_concurrency=2&download_concurrency=4"
-        );
-        let sas = "https://a.blob.core.windows.net/c/p?sv=2020&sig=a%2Bb%3D";
-        assert!(t.apply_to_url(sas).unwrap().starts_with(sas));
-        assert!(t.apply_to_url("/var/backups/kars").is_err());
-        assert_eq!(
-            TransferOptions::default()
-                .apply_to_url("/var/backups/kars")
-                .unwrap(),
-            "/var/backups/kars"
         );
     }
 

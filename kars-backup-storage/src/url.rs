@@ -1,7 +1,8 @@
 //! One URL entry point for destinations: `file:///dir` or a plain path, and (with features)
 //! `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` (or an Azure `https://` blob
 //! URL) and `git+file:///path/repo.git` (Git LFS). The backends parse their own URLs (with
-//! [`bucket_url`](crate::bucket_url)); this module only tells them apart and dispatches.
+//! [`bucket_url`](crate::bucket_url)); this module only tells them apart, dispatches, and adds
+//! [`TransferOptions`] to the URLs that take them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::local::LocalSink;
 use crate::redact::redact;
 #[cfg(feature = "s3")]
 use crate::s3::S3Builder;
+use crate::transfer::TransferOptions;
 
 /// A parsed destination URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,47 @@ impl Destination {
                 redact(url)
             ))),
         }
+    }
+}
+
+/// Transfer options in a destination URL: whether a URL takes them is this module's to say.
+impl TransferOptions {
+    /// `url` with these options appended to its query, after the URL's own parameters, so that
+    /// they win over the URL's (the builders read parameters in order). Nothing else in the URL
+    /// changes (an Azure SAS signature stays byte for byte).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when options are set for a local directory, which has no parts.
+    pub fn apply_to_url(&self, url: &str) -> Result<String> {
+        let pairs = self.query_pairs();
+        if pairs.is_empty() {
+            return Ok(url.to_string());
+        }
+        if matches!(
+            Destination::parse(url)?,
+            Destination::Local(_) | Destination::GitLfs(_)
+        ) {
+            return Err(Error::InvalidInput(format!(
+                "transfer options apply to s3://, gs:// and az:// destinations, not to {}",
+                redact(url)
+            )));
+        }
+        let (base, fragment) = match url.split_once('#') {
+            Some((b, f)) => (b, Some(f)),
+            None => (url, None),
+        };
+        let mut out = base.to_string();
+        for (k, v) in pairs {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&v);
+        }
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        Ok(out)
     }
 }
 
@@ -189,6 +232,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn options_go_into_remote_urls_only() {
+        let t = TransferOptions {
+            download_concurrency: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(
+            t.apply_to_url("s3://b/p").unwrap(),
+            "s3://b/p?download_concurrency=4"
+        );
+        assert_eq!(
+            t.apply_to_url("s3://b/p?region=x&download_concurrency=2")
+                .unwrap(),
+            "s3://b/p?region=x&download_concurrency=2&download_concurrency=4"
+        );
+        let sas = "https://a.blob.core.windows.net/c/p?sv=2020&sig=a%2Bb%3D";
+        assert!(t.apply_to_url(sas).unwrap().starts_with(sas));
+        assert!(t.apply_to_url("/var/backups/kars").is_err());
+        assert_eq!(
+            TransferOptions::default()
+                .apply_to_url("/var/backups/kars")
+                .unwrap(),
+            "/var/backups/kars"
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use kars_backup::job::{BackupRun, Destination, Job, SourceOptions};
 
 use crate::args::BackupArgs;
-use crate::commands::UsageError;
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: BackupArgs) -> anyhow::Result<u8> {
@@ -36,7 +35,7 @@ fn code_of(run: &BackupRun) -> u8 {
 /// The job the flags describe.
 fn job_from_args(a: BackupArgs) -> anyhow::Result<Job> {
     let db = a.db.clone().ok_or_else(|| {
-        UsageError("no database: give --db (or set DATABASE_URL), or --config FILE".into())
+        exit::UsageError("no database: give --db (or set DATABASE_URL), or --config FILE".into())
     })?;
     let mut builder = Job::builder("backup")
         .source_url(
@@ -100,7 +99,7 @@ async fn run_config(path: &std::path::Path, names: &[String], json: bool) -> any
                 let (c, text) = match other {
                     Some(Err(e)) => {
                         let e = anyhow::Error::from(e);
-                        (crate::exit_code_of(&e), crate::error_text(&e))
+                        (exit::code_of(&e), exit::error_text(&e))
                     }
                     _ => (
                         exit::INTERNAL,

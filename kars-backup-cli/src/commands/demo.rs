@@ -10,7 +10,6 @@ use kars_backup::sqlite::SqliteSource;
 use kars_backup::sqlite::sample::{SampleSize, create_kars_database};
 
 use crate::args::{DemoArgs, DemoDbArgs};
-use crate::commands::UsageError;
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<u8> {
@@ -144,7 +143,7 @@ fn remove_database(path: &Path) -> anyhow::Result<()> {
 
 pub(crate) async fn run_demo_db(a: DemoDbArgs) -> anyhow::Result<u8> {
     if a.path.exists() {
-        return Err(UsageError(format!(
+        return Err(exit::UsageError(format!(
             "{} exists already; give a new path",
             a.path.display()
         ))

@@ -5,12 +5,13 @@ use kars_backup::job::drill::drill_options;
 use kars_backup::job::{Reading, Scratch};
 
 use crate::args::DrillArgs;
+use crate::commands::shared::{config_job, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify.read;
     // `--config`: destinations, checks, scratch server and targets of a config job.
-    let job = crate::commands::config_job(&v.job)?;
+    let job = config_job(&v.job)?;
     let reading = Reading::new(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.verify.pg);
     let origins = reading.origins()?;
@@ -27,7 +28,7 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     );
     let report = kars_backup::job::drill::drill(
         &origins,
-        &crate::commands::pick(&v.which),
+        &pick(&v.which),
         &scratch,
         &checks,
         &options,

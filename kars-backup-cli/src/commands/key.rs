@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::args::{KeyCommand, KeyInitArgs, KeyShowArgs};
-use crate::commands::UsageError;
 use crate::{exit, render};
 
 pub(crate) async fn run(command: KeyCommand) -> anyhow::Result<u8> {
@@ -18,7 +17,7 @@ fn identity_path(given: Option<PathBuf>, flag: &str) -> anyhow::Result<PathBuf> 
     given
         .or_else(kars_backup::encrypt::default_identity_path)
         .ok_or_else(|| {
-            UsageError(format!(
+            exit::UsageError(format!(
                 "neither HOME nor XDG_CONFIG_HOME is set: name the identity file with {flag} FILE"
             ))
             .into()
@@ -30,7 +29,7 @@ fn init(a: KeyInitArgs) -> anyhow::Result<u8> {
     // An existing file is the operator's to keep: refusing it is a usage error (exit 2).
     let recipient = kars_backup::encrypt::generate_identity_file(&path).map_err(|e| match e {
         kars_backup::core::Error::AlreadyExists { what } => {
-            anyhow::Error::from(UsageError(format!("already exists: {what}")))
+            anyhow::Error::from(exit::UsageError(format!("already exists: {what}")))
         }
         e => e.into(),
     })?;

@@ -13,34 +13,11 @@ mod prune;
 mod restore;
 mod retention;
 mod schedule;
+mod shared;
 mod status;
 mod verify;
 
-use kars_backup::job::Job;
-
 use crate::args::Command;
-
-/// A usage error found by the CLI itself (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct UsageError(pub(crate) String);
-
-/// The config job `--config FILE [--job NAME]` names (the file's only job without `--job`).
-pub(crate) fn config_job(arg: &crate::args::JobArg) -> anyhow::Result<Option<Job>> {
-    let job = arg
-        .config
-        .as_ref()
-        .map(|p| Job::from_file(p, arg.job.as_deref()));
-    Ok(job.transpose()?)
-}
-
-/// `--latest` or `--backup NAME`.
-pub(crate) fn pick(which: &crate::args::Which) -> kars_backup::core::recovery::Pick {
-    match &which.backup {
-        Some(name) => kars_backup::core::recovery::Pick::Named(name.clone()),
-        None => kars_backup::core::recovery::Pick::Latest,
-    }
-}
 
 /// Runs a subcommand; returns the exit code.
 pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {

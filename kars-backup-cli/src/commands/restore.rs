@@ -7,17 +7,17 @@ use kars_backup::core::recovery::{AttemptOptions, Candidates};
 use kars_backup::job::{Reading, RestorePlan};
 
 use crate::args::RestoreArgs;
-use crate::commands::UsageError;
+use crate::commands::shared::{config_job, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys, hooks and settings of a config job; else the
     // flags'. A flag wins over the file, which wins over the default.
-    let job = crate::commands::config_job(&a.read.job)?;
+    let job = config_job(&a.read.job)?;
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let restore = RestorePlan::new(job.as_ref(), reading, &a.hooks, &a.settings, &a.pg)?;
     let origins = restore.reading.origins()?;
-    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.read.which)).await?;
+    let candidates = Candidates::find(&origins, &pick(&a.read.which)).await?;
     let entry = candidates
         .first()
         .expect("find returns at least one backup")
@@ -32,7 +32,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     } else if std::io::stdin().is_terminal() {
         ask(&entry.name.to_string(), &target.describe())?
     } else {
-        return Err(UsageError(format!(
+        return Err(exit::UsageError(format!(
             "refusing to replace {} without confirmation: there is no terminal to ask on; pass --yes",
             target.describe()
         ))
@@ -101,7 +101,7 @@ fn interrupted(result: anyhow::Result<u8>, signal: i32) -> anyhow::Result<u8> {
     match result {
         Ok(_) => Ok(code),
         Err(e) => {
-            eprintln!("error: {}", crate::error_text(&e));
+            eprintln!("error: {}", exit::error_text(&e));
             Ok(code)
         }
     }

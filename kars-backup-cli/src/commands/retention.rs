@@ -7,7 +7,6 @@ use kars_backup::core::RetentionPolicy;
 use kars_backup::core::retention::RetentionItem;
 
 use crate::args::{RetentionCommand, SimulateArgs};
-use crate::commands::UsageError;
 use crate::{exit, render};
 
 pub(crate) async fn run(command: RetentionCommand) -> anyhow::Result<u8> {
@@ -25,7 +24,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<u8> {
             continue;
         }
         let time = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
-            UsageError(format!(
+            exit::UsageError(format!(
                 "line {}: {text:?} is not an RFC 3339 time ({e}); give one time a line, e.g. 2024-12-18T02:00:00Z",
                 n + 1
             ))

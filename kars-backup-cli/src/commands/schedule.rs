@@ -3,7 +3,6 @@
 use kars_backup::config::emit::{self, EmitOptions};
 
 use crate::args::{EmitFormat, ScheduleArgs};
-use crate::commands::UsageError;
 use crate::exit;
 
 pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
@@ -42,7 +41,7 @@ pub(crate) async fn run(a: ScheduleArgs) -> anyhow::Result<u8> {
             }
         }
         (Some(_), EmitFormat::Cron) => {
-            return Err(UsageError("--output-dir is for --emit systemd; for cron, append the output to a crontab (crontab -e)".into()).into());
+            return Err(exit::UsageError("--output-dir is for --emit systemd; for cron, append the output to a crontab (crontab -e)".into()).into());
         }
         (None, _) => {
             for (i, (_, content)) in emitted.files.iter().enumerate() {

@@ -4,15 +4,16 @@ use kars_backup::core::recovery::Candidates;
 use kars_backup::job::{Reading, Scratch};
 
 use crate::args::VerifyArgs;
+use crate::commands::shared::{config_job, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     // `--config`: destinations, checks, keys and scratch server of a config job.
-    let job = crate::commands::config_job(&a.read.job)?;
+    let job = config_job(&a.read.job)?;
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
     let origins = reading.origins()?;
-    let candidates = Candidates::find(&origins, &crate::commands::pick(&a.read.which)).await?;
+    let candidates = Candidates::find(&origins, &pick(&a.read.which)).await?;
     // Usage errors in the check flags show before anything is restored.
     a.read.checks.checks(a.read.integrity.unwrap_or_default())?;
     let checks = reading.checks(&a.read.checks, a.read.integrity)?;

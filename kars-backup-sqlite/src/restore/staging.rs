@@ -64,7 +64,7 @@ pub(crate) fn remove_staging_dir(dir: &Path) -> Result<()> {
     let removing = if is_removing(dir) {
         dir.to_path_buf()
     } else {
-        let to = super::with_suffix(dir, REMOVING_SUFFIX);
+        let to = with_suffix(dir, REMOVING_SUFFIX);
         match fs::rename(dir, &to) {
             Ok(()) => to,
             Err(e) if gone(&e) => return Ok(()),

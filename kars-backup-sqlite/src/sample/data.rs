@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, params};
 
-use super::SampleSize;
+use super::size::SampleSize;
 
 /// xorshift64*: small, fast, deterministic.
 #[derive(Debug)]
