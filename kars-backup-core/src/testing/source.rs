@@ -41,7 +41,7 @@ use crate::source::{
     DatabaseInfo, DatabaseSource, DynDatabaseSource, PayloadFormat, SnapshotInfo, StageContext,
     StagedRestore,
 };
-use crate::testing::InMemorySink;
+use crate::testing::memory::InMemorySink;
 use crate::verify::VerifyPlan;
 
 /// What the suite needs to know about an engine: how to make a database with known content,
