@@ -181,6 +181,7 @@ impl TransferOptions {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown key or a bad value.
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     pub(crate) fn take_query(
         &mut self,
         key: &str,
