@@ -577,9 +577,19 @@ pub async fn open_download(
     if let (Some((scheme, info)), None) = (&options.encryption, &options.decryptor) {
         return Err(key_missing(&options.name, *scheme, info.as_ref()));
     }
+    let checked = options.expected.is_some();
     let (reader, ready, check) = spawn_download(stream, options, progress);
     match ready.await {
         Ok(Ok(())) => Ok((reader, check)),
+        Ok(Err(e @ Error::DecryptionFailed { .. })) if checked => {
+            // A header that does not open may be damaged bytes rather than a wrong key: the
+            // stored bytes' checksum tells which (the check reads the archive to its end).
+            drop(reader);
+            match check.await {
+                Ok(Err(damaged @ Error::ChecksumMismatch { .. })) => Err(damaged),
+                _ => Err(e),
+            }
+        }
         Ok(Err(e)) => {
             check.abort();
             Err(e)

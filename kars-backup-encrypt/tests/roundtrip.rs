@@ -394,6 +394,17 @@ async fn wrong_missing_keys_and_tampering_leave_the_live_database_alone() {
     assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
     untouched("tampered archive");
 
+    // A damaged header does not open either: the checksum says the bytes are damaged (so a
+    // restore with fallback tries another copy), not that the key is wrong.
+    let mut header_damaged = good.clone();
+    header_damaged[5] ^= 0xff;
+    std::fs::write(&archive, &header_damaged).unwrap();
+    let err = restore_into(&r, &m.name, &live).await.unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    untouched("damaged header");
+    std::fs::write(&archive, &good).unwrap();
+    flip_middle_byte(&archive);
+
     // Without a manifest, age's authentication catches it.
     let runbook = tmp.path().join("runbook");
     std::fs::create_dir_all(&runbook).unwrap();
