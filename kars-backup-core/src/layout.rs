@@ -6,6 +6,8 @@
 //! <prefix>/asset-data-20241218-020000.tar.gz.pending   marker of a run (or deletion) in progress
 //! <prefix>/.kars-prune.lock                            held while a prune runs
 //! <prefix>/.kars-drills/drill-<time>-<id>.json|.txt    restore drill reports
+//! <prefix>/.kars-chains/sqlite/<database>/…            continuous chain of a SQLite database
+//! <prefix>/.kars-chains/postgres/<system-id>/…         base backups' WAL archive of a cluster
 //! ```
 //!
 //! Archives are named by [`BackupName`](crate::BackupName); this module owns everything around
@@ -25,6 +27,26 @@ pub const PRUNE_LOCK: &str = ".kars-prune.lock";
 
 /// Where drill reports are kept at a destination (a directory boundary).
 pub const DRILL_PREFIX: &str = ".kars-drills/";
+
+/// Where continuous chains are kept at a destination (a directory boundary): a base followed by
+/// an unbroken sequence of change files, per database. See [`sqlite_chain_prefix`] and
+/// [`postgres_chain_prefix`].
+pub const CHAIN_PREFIX: &str = ".kars-chains/";
+
+/// The prefix of one SQLite database's continuous chain: `.kars-chains/sqlite/<database>/`.
+///
+/// ```
+/// assert_eq!(kars_backup_core::layout::sqlite_chain_prefix("asset-data"), ".kars-chains/sqlite/asset-data/");
+/// ```
+pub fn sqlite_chain_prefix(database: &str) -> String {
+    format!("{CHAIN_PREFIX}sqlite/{database}/")
+}
+
+/// The prefix of one PostgreSQL cluster's WAL archive, by its system identifier:
+/// `.kars-chains/postgres/<system-id>/`.
+pub fn postgres_chain_prefix(system_identifier: u64) -> String {
+    format!("{CHAIN_PREFIX}postgres/{system_identifier}/")
+}
 
 /// The manifest's key for an archive: the archive's name plus [`MANIFEST_SUFFIX`].
 pub fn manifest_key(archive: &str) -> String {
@@ -80,9 +102,10 @@ pub fn classify_key(key: &str) -> KeyRole<'_> {
     }
 }
 
-/// Whether a key is one of kars-backup's own files (the prune lock, drill reports).
+/// Whether a key is one of kars-backup's own files (the prune lock, drill reports, continuous
+/// chains).
 pub fn is_reserved(key: &str) -> bool {
-    key == PRUNE_LOCK || key.starts_with(DRILL_PREFIX)
+    key == PRUNE_LOCK || key.starts_with(DRILL_PREFIX) || key.starts_with(CHAIN_PREFIX)
 }
 
 #[cfg(test)]
@@ -101,5 +124,13 @@ mod tests {
             KeyRole::Reserved
         );
         assert_eq!(classify_key("kars-old/x.tar.gz"), KeyRole::Nested);
+        assert_eq!(
+            classify_key(&format!("{}0000000000000001.seg", sqlite_chain_prefix("a"))),
+            KeyRole::Reserved
+        );
+        assert_eq!(
+            classify_key(&postgres_chain_prefix(7_312_345_678_901_234_567)),
+            KeyRole::Reserved
+        );
     }
 }
