@@ -136,21 +136,19 @@ impl AzureBuilder {
         Ok(self)
     }
 
-    /// Stores under this prefix inside the container.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
+    builder_setters!(
+        prefix,
+        endpoint,
+        allow_http,
+        retry,
+        part_size(1),
+        max_concurrency,
+        transfer,
+    );
 
     /// The storage account.
     pub fn with_account(mut self, account: impl Into<String>) -> Self {
         self.account = Some(account.into());
-        self
-    }
-
-    /// The blob service URL (default `https://ACCOUNT.blob.core.windows.net`).
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
         self
     }
 
@@ -164,37 +162,6 @@ impl AzureBuilder {
     /// `AZURITE_BLOB_STORAGE_URL`, else `http://127.0.0.1:10000`).
     pub fn with_emulator(mut self, emulator: bool) -> Self {
         self.emulator = emulator;
-        self
-    }
-
-    /// Permits plain-HTTP endpoints.
-    pub fn with_allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = Some(allow);
-        self
-    }
-
-    /// Retries with backoff of transient failures (default: 5 retries within 2 minutes).
-    pub fn with_retry(mut self, retry: object_store::RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Block size of multipart uploads (default 8 MiB).
-    pub fn with_part_size(mut self, bytes: usize) -> Self {
-        self.part_size = Some(bytes);
-        self
-    }
-
-    /// Blocks in flight per upload (default 4).
-    pub fn with_max_concurrency(mut self, parts: usize) -> Self {
-        self.max_concurrency = Some(parts);
-        self
-    }
-
-    /// Part sizes and concurrency of uploads and ranged downloads; options set here win over
-    /// the URL's and over [`Self::with_part_size`]/[`Self::with_max_concurrency`].
-    pub fn with_transfer(mut self, transfer: TransferOptions) -> Self {
-        self.transfer = transfer.or(self.transfer);
         self
     }
 

@@ -99,17 +99,7 @@ impl GcsBuilder {
         Ok(b)
     }
 
-    /// Stores under this prefix inside the bucket.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// An emulator or private endpoint (`http://127.0.0.1:4443`); requests are then anonymous.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
+    builder_setters!(prefix, endpoint);
 
     /// Resumable-upload chunk size, rounded up to a multiple of 256 KiB (default 8 MiB).
     pub fn with_chunk_size(mut self, bytes: usize) -> Self {

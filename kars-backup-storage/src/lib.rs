@@ -38,6 +38,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+#[macro_use]
+mod setters;
+
 #[cfg(feature = "azure")]
 pub mod azure;
 mod bucket_url;

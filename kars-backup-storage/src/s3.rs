@@ -98,28 +98,19 @@ impl S3Builder {
         Ok(b)
     }
 
-    /// Stores under this key prefix inside the bucket.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// A custom endpoint (`http://127.0.0.1:9000` for MinIO or moto); path-style requests are then
-    /// the default.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
+    builder_setters!(
+        prefix,
+        endpoint,
+        allow_http,
+        retry,
+        part_size(MIN_S3_PART_SIZE),
+        max_concurrency,
+        transfer,
+    );
 
     /// The bucket's region.
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
-        self
-    }
-
-    /// Permits plain-HTTP endpoints.
-    pub fn with_allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = Some(allow);
         self
     }
 
@@ -136,31 +127,6 @@ impl S3Builder {
         secret_access_key: impl Into<String>,
     ) -> Self {
         self.credentials = Some((access_key_id.into(), secret_access_key.into()));
-        self
-    }
-
-    /// Retries with backoff of transient failures (default: 5 retries within 2 minutes).
-    pub fn with_retry(mut self, retry: object_store::RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Multipart part size (default 8 MiB, at least 5 MiB).
-    pub fn with_part_size(mut self, bytes: usize) -> Self {
-        self.part_size = Some(bytes.max(MIN_S3_PART_SIZE));
-        self
-    }
-
-    /// Parts in flight per upload (default 4).
-    pub fn with_max_concurrency(mut self, parts: usize) -> Self {
-        self.max_concurrency = Some(parts);
-        self
-    }
-
-    /// Part sizes and concurrency of uploads and ranged downloads; options set here win over
-    /// the URL's and over [`Self::with_part_size`]/[`Self::with_max_concurrency`].
-    pub fn with_transfer(mut self, transfer: TransferOptions) -> Self {
-        self.transfer = transfer.or(self.transfer);
         self
     }
 
