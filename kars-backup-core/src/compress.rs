@@ -542,44 +542,44 @@ impl Drop for ParallelGzipWriter {
 mod tests {
     use super::*;
 
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
     #[test]
-    fn zstd_parses_detects_and_round_trips() {
-        assert_eq!(
-            "zstd".parse::<Compression>(),
-            Ok(Compression::Zstd { level: 3 })
-        );
-        assert_eq!(
-            "zstd:19".parse::<Compression>(),
-            Ok(Compression::Zstd { level: 19 })
-        );
-        assert!("zstd:23".parse::<Compression>().is_err());
+    fn parses_codecs() {
+        for (text, parsed) in [
+            ("none", Ok(Compression::None)),
+            ("gzip", Ok(Compression::Gzip { level: 6 })),
+            ("gzip:1", Ok(Compression::Gzip { level: 1 })),
+            ("zstd", Ok(Compression::Zstd { level: 3 })),
+            ("zstd:19", Ok(Compression::Zstd { level: 19 })),
+        ] {
+            assert_eq!(text.parse::<Compression>(), parsed, "{text}");
+        }
+        for bad in ["gzip:0", "zstd:23", "lz4"] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zstd_detects_and_round_trips() {
         assert_eq!(Compression::Zstd { level: 5 }.to_string(), "zstd:5");
         assert_eq!(Compression::Zstd { level: 5 }.extension(), ".zst");
         let data: Vec<u8> = (0..4_000_000u32)
             .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
             .collect();
         for threads in [1, 2] {
-            let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-            impl Write for Shared {
-                fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                    self.0.lock().unwrap().extend_from_slice(b);
-                    Ok(b.len())
-                }
-                fn flush(&mut self) -> io::Result<()> {
-                    Ok(())
-                }
-            }
+            let out = Shared::default();
             let mut w = compressor(
                 Compression::Zstd { level: 3 },
                 threads,
-                Box::new(Shared(out.clone())),
+                Box::new(out.clone()),
             );
             for chunk in data.chunks(300_007) {
                 w.write_all(chunk).unwrap();
             }
             w.finish().unwrap();
-            let stored = out.lock().unwrap().clone();
+            let stored = out.bytes();
             assert!(stored.len() < data.len() / 2);
             assert_eq!(Compression::detect(&stored), Compression::Zstd { level: 3 });
             let mut back = Vec::new();
@@ -604,24 +604,6 @@ mod tests {
             );
         }
     }
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    #[test]
-    fn parses_codecs() {
-        assert_eq!("none".parse::<Compression>(), Ok(Compression::None));
-        assert_eq!(
-            "gzip".parse::<Compression>(),
-            Ok(Compression::Gzip { level: 6 })
-        );
-        assert_eq!(
-            "gzip:1".parse::<Compression>(),
-            Ok(Compression::Gzip { level: 1 })
-        );
-        assert!("gzip:0".parse::<Compression>().is_err());
-        assert!("lz4".parse::<Compression>().is_err());
-    }
-
     /// A writer into shared memory, so the test can read what the compressor wrote.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

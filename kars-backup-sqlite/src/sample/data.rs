@@ -175,54 +175,15 @@ const COMPANY_KINDS: &[&str] = &[
     "sp. z o.o.",
 ];
 /// `(name, display name, makes, models)`.
+#[rustfmt::skip]
 const ASSET_TYPES: &[(&str, &str, &[&str], &[&str])] = &[
-    (
-        "laptop",
-        "Laptop",
-        &["Lenovo", "Dell", "Apple", "HP"],
-        &[
-            "ThinkPad T14",
-            "Latitude 5440",
-            "MacBook Pro 14",
-            "EliteBook 840",
-        ],
-    ),
-    (
-        "desktop",
-        "Desktop",
-        &["Dell", "HP", "Apple"],
-        &["OptiPlex 7010", "ProDesk 600", "Mac mini"],
-    ),
-    (
-        "monitor",
-        "Monitor",
-        &["Dell", "LG", "Samsung"],
-        &["U2723QE", "27UL850", "ViewFinity S8"],
-    ),
-    (
-        "mobile_phone",
-        "Mobile phone",
-        &["Apple", "Samsung", "Google"],
-        &["iPhone 15", "Galaxy S24", "Pixel 8"],
-    ),
-    (
-        "tablet",
-        "Tablet",
-        &["Apple", "Samsung"],
-        &["iPad Air", "Galaxy Tab S9"],
-    ),
-    (
-        "headset",
-        "Headset",
-        &["Jabra", "Poly"],
-        &["Evolve2 65", "Voyager 4320"],
-    ),
-    (
-        "keyboard_mouse",
-        "Keyboard & mouse",
-        &["Logitech", "Microsoft"],
-        &["MX Keys", "Surface Keyboard"],
-    ),
+    ("laptop", "Laptop", &["Lenovo", "Dell", "Apple", "HP"], &["ThinkPad T14", "Latitude 5440", "MacBook Pro 14", "EliteBook 840"]),
+    ("desktop", "Desktop", &["Dell", "HP", "Apple"], &["OptiPlex 7010", "ProDesk 600", "Mac mini"]),
+    ("monitor", "Monitor", &["Dell", "LG", "Samsung"], &["U2723QE", "27UL850", "ViewFinity S8"]),
+    ("mobile_phone", "Mobile phone", &["Apple", "Samsung", "Google"], &["iPhone 15", "Galaxy S24", "Pixel 8"]),
+    ("tablet", "Tablet", &["Apple", "Samsung"], &["iPad Air", "Galaxy Tab S9"]),
+    ("headset", "Headset", &["Jabra", "Poly"], &["Evolve2 65", "Voyager 4320"]),
+    ("keyboard_mouse", "Keyboard & mouse", &["Logitech", "Microsoft"], &["MX Keys", "Surface Keyboard"]),
     ("other", "Other", &["Generic"], &["—"]),
 ];
 const STATUSES: &[&str] = &[
@@ -348,27 +309,45 @@ pub(super) fn insert_all(
     clock: &Clock,
     rows: SampleSize,
 ) -> rusqlite::Result<()> {
-    let derived = Derived::of(rows);
-    companies(tx, rng, clock, rows)?;
-    let people = users(tx, rng, clock, rows)?;
+    let f = &mut Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        derived: Derived::of(rows),
+    };
+    companies(f)?;
+    let people = users(f)?;
     asset_types(tx, clock)?;
-    assets(tx, rng, clock, rows, &people)?;
-    audit_logs(tx, rng, clock, rows, &people)?;
-    attestations(tx, rng, clock, rows, &derived)?;
-    settings(tx, rng, clock)?;
+    assets(f, &people)?;
+    audit_logs(f, &people)?;
+    attestations(f)?;
+    settings(f.tx, f.rng, clock)?;
     email_templates(tx, clock)?;
-    hubspot_sync_log(tx, rng, clock, &derived)?;
-    passkeys(tx, rng, clock, rows, &derived)?;
-    password_reset_tokens(tx, rng, clock, rows, &derived)?;
+    hubspot_sync_log(f)?;
+    passkeys(f)?;
+    password_reset_tokens(f)?;
     Ok(())
 }
 
-fn companies(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
+/// What every table's generator needs: the transaction, the random numbers, the clock and the
+/// sizes.
+struct Fill<'a> {
+    tx: &'a Connection,
+    rng: &'a mut XorShift,
+    clock: &'a Clock,
     rows: SampleSize,
-) -> rusqlite::Result<()> {
+    derived: Derived,
+}
+
+fn companies(f: &mut Fill) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO companies (id, name, description, created_date, hubspot_id, hubspot_synced_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -401,12 +380,14 @@ fn companies(
     Ok(())
 }
 
-fn users(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-) -> rusqlite::Result<Vec<User>> {
+fn users(f: &mut Fill) -> rusqlite::Result<Vec<User>> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        ..
+    } = f;
     let mut people = Vec::with_capacity(rows.users as usize);
     let mut stmt = tx.prepare(
         "INSERT INTO users (id, email, password_hash, name, role, created_at, last_login, \
@@ -498,13 +479,14 @@ fn user(people: &[User], id: i64) -> &User {
     &people[(id - 1) as usize]
 }
 
-fn assets(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-    people: &[User],
-) -> rusqlite::Result<()> {
+fn assets(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO assets (id, employee_first_name, employee_last_name, employee_email, owner_id, \
          manager_first_name, manager_last_name, manager_email, manager_id, company_id, asset_type, \
@@ -574,13 +556,14 @@ fn assets(
     Ok(())
 }
 
-fn audit_logs(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-    people: &[User],
-) -> rusqlite::Result<()> {
+fn audit_logs(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO audit_logs (id, action, entity_type, entity_id, entity_name, details, \
          timestamp, user_email) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -644,13 +627,15 @@ fn audit_logs(
     Ok(())
 }
 
-fn attestations(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-    d: &Derived,
-) -> rusqlite::Result<()> {
+fn attestations(f: &mut Fill) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        derived: d,
+        ..
+    } = f;
     let mut campaign = tx.prepare(
         "INSERT INTO attestation_campaigns (id, name, description, start_date, end_date, status, \
          reminder_days, escalation_days, target_type, target_user_ids, target_company_ids, \
@@ -924,12 +909,14 @@ fn email_templates(tx: &Connection, clock: &Clock) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn hubspot_sync_log(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    d: &Derived,
-) -> rusqlite::Result<()> {
+fn hubspot_sync_log(f: &mut Fill) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        derived: d,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO hubspot_sync_log (id, sync_started_at, sync_completed_at, status, \
          companies_found, companies_created, companies_updated, error_message) VALUES (?1, ?2, ?3, \
@@ -952,13 +939,15 @@ fn hubspot_sync_log(
     Ok(())
 }
 
-fn passkeys(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-    d: &Derived,
-) -> rusqlite::Result<()> {
+fn passkeys(f: &mut Fill) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        derived: d,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO passkeys (id, user_id, name, credential_id, public_key, counter, transports, \
          created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -986,13 +975,15 @@ fn passkeys(
     Ok(())
 }
 
-fn password_reset_tokens(
-    tx: &Connection,
-    rng: &mut XorShift,
-    clock: &Clock,
-    rows: SampleSize,
-    d: &Derived,
-) -> rusqlite::Result<()> {
+fn password_reset_tokens(f: &mut Fill) -> rusqlite::Result<()> {
+    let Fill {
+        tx,
+        rng,
+        clock,
+        rows,
+        derived: d,
+        ..
+    } = f;
     let mut stmt = tx.prepare(
         "INSERT INTO password_reset_tokens (id, user_id, token, expires_at, used, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
