@@ -24,8 +24,8 @@ use crate::layout::drill_report_key;
 use crate::objective::DEFAULT_RPO;
 use crate::progress::DynProgress;
 use crate::recovery::{
-    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Unavailable,
-    verify_with_fallback,
+    Attempt, AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Recovery, Unavailable,
+    recover,
 };
 use crate::repository::Repository;
 use crate::run::{host_label, new_run_id};
@@ -354,8 +354,14 @@ pub async fn run_drill(
                 let age = (started_at - first.time).num_milliseconds() as f64 / 1000.0;
                 report.rpo = Objective::of(options.rpo, Some(age));
             }
-            match verify_with_fallback(&candidates, scratch, plan, &options.attempts, progress)
-                .await
+            match recover(
+                &candidates,
+                Recovery::Verify { scratch },
+                plan,
+                &options.attempts,
+                progress,
+            )
+            .await
             {
                 Ok(recovered) => {
                     let rto = clock.elapsed().as_secs_f64();

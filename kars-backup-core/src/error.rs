@@ -245,6 +245,28 @@ impl IoError {
     }
 }
 
+/// A background task or child process that died or could not be driven (a panicked thread, a
+/// cancelled task, a child without its pipes): what it did and why it stopped. Every crate's
+/// error type carries it for its `Task` variant.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} stopped unexpectedly: {reason}")]
+pub struct TaskError {
+    /// What the task did.
+    pub what: &'static str,
+    /// Why it stopped (the join error, "it panicked", …).
+    pub reason: String,
+}
+
+impl TaskError {
+    /// The task doing `what` stopped because of `reason`.
+    pub fn new(what: &'static str, reason: impl Into<String>) -> Self {
+        TaskError {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
 fn io_is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {

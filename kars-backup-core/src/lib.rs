@@ -76,7 +76,7 @@ pub use encrypt::{
     Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor,
     RecipientInfo,
 };
-pub use error::{Error, ErrorCategory, IoError, Result};
+pub use error::{Error, ErrorCategory, IoError, Result, TaskError};
 pub use manifest::{DatabaseInfo, Manifest, TableInfo};
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};

@@ -3,7 +3,7 @@
 //! - [`Candidates::find`] looks at several destinations ([`Origin`]s) at once: the newest committed
 //!   backup across all of them (or a named one) comes first, then the older ones; identical copies
 //!   (same name and SHA-256) are one candidate whose local copies are read first.
-//! - [`restore_with_fallback`] and [`verify_with_fallback`] try the candidates in order and report
+//! - [`recover`] restores (or verifies, see [`Recovery`]) the candidates in order and reports
 //!   every [`Attempt`]:
 //!   - a **transient** failure (storage or network error, a database connection refused or reset:
 //!     [`Error::is_transient`]) retries the same copy, with exponential backoff, up to
@@ -392,63 +392,69 @@ fn after(attempts: &[Attempt]) -> String {
     }
 }
 
-enum Mode<'a> {
+/// What a recovery does with the candidate that works: restore it into a live target, or
+/// verify it in a scratch target.
+#[derive(Clone, Copy)]
+pub enum Recovery<'a> {
+    /// Restore into `target`, safely (see [`crate::restore()`]); `options.plan` is replaced by
+    /// the plan source given to [`recover`].
     Restore {
+        /// The database to restore into.
         target: &'a dyn DatabaseSource,
+        /// Confirmation, hooks, in-use policy, cancellation.
         options: &'a RestoreOptions,
     },
+    /// Verify in a scratch target made by `scratch` (see [`crate::verify_backup()`]): no live
+    /// database is touched.
     Verify {
+        /// Makes a new scratch target for each attempt.
         scratch: &'a dyn ScratchTargets,
     },
 }
 
-/// Restores the first candidate that works into `target`, safely (see [`crate::restore()`]),
-/// retrying transient failures, trying other copies and, with [`AttemptOptions::fallback`],
-/// older backups. `plan` gives each backup's verification plan (it replaces `options.plan`): a
-/// [`VerifyPlan`] for the same checks everywhere, [`Checks`](crate::checks::Checks) for
-/// time-dependent ones.
-///
-/// # Errors
-/// [`AttemptsFailed`] with every attempt and the last error.
-pub async fn restore_with_fallback(
-    candidates: &Candidates,
-    target: &dyn DatabaseSource,
-    options: &RestoreOptions,
-    plan: &dyn PlanSource,
-    attempts: &AttemptOptions,
-    progress: DynProgress,
-) -> std::result::Result<Recovered, AttemptsFailed> {
-    run(
-        candidates,
-        &Mode::Restore { target, options },
-        plan,
-        attempts,
-        progress,
-    )
-    .await
+impl std::fmt::Debug for Recovery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Restore { target, .. } => f
+                .debug_struct("Restore")
+                .field("target", &target.describe())
+                .finish_non_exhaustive(),
+            Recovery::Verify { .. } => f.write_str("Verify"),
+        }
+    }
 }
 
-/// Verifies the first candidate that works in a scratch target made by `scratch` (see
-/// [`crate::verify_backup()`]), with the same retries and fallbacks as
-/// [`restore_with_fallback`]. No live database is touched.
+/// Restores or verifies (see [`Recovery`]) the first candidate that works, retrying transient
+/// failures, trying other copies and, with [`AttemptOptions::fallback`], older backups. `plan`
+/// gives each backup's verification plan: a [`VerifyPlan`] for the same checks everywhere,
+/// [`Checks`](crate::checks::Checks) for time-dependent ones.
+///
+/// ```no_run
+/// # async fn f(candidates: kars_backup_core::recovery::Candidates, target: &dyn kars_backup_core::DatabaseSource) {
+/// use kars_backup_core::recovery::{AttemptOptions, Recovery, recover};
+/// use kars_backup_core::{NoProgress, RestoreOptions, VerifyPlan};
+/// let options = RestoreOptions { confirmed: true, ..Default::default() };
+/// let recovered = recover(
+///     &candidates,
+///     Recovery::Restore { target, options: &options },
+///     &VerifyPlan::default(),
+///     &AttemptOptions::default(),
+///     std::sync::Arc::new(NoProgress),
+/// )
+/// .await;
+/// # }
+/// ```
 ///
 /// # Errors
 /// [`AttemptsFailed`] with every attempt and the last error.
-pub async fn verify_with_fallback(
+pub async fn recover(
     candidates: &Candidates,
-    scratch: &dyn ScratchTargets,
+    what: Recovery<'_>,
     plan: &dyn PlanSource,
     attempts: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
-    run(
-        candidates,
-        &Mode::Verify { scratch },
-        plan,
-        attempts,
-        progress,
-    )
-    .await
+    run(candidates, &what, plan, attempts, progress).await
 }
 
 /// What to do after a failed attempt (once its retries are used up).
@@ -474,7 +480,7 @@ fn next_step(e: &Error) -> Next {
 
 async fn run(
     candidates: &Candidates,
-    mode: &Mode<'_>,
+    mode: &Recovery<'_>,
     plan: &dyn PlanSource,
     options: &AttemptOptions,
     progress: DynProgress,
@@ -554,7 +560,7 @@ async fn run(
                     let factor = 1u32 << (try_number - 1).min(5);
                     let wait = (options.backoff * factor).min(Duration::from_secs(30));
                     let cancel = match mode {
-                        Mode::Restore { options, .. } => options.cancel.clone(),
+                        Recovery::Restore { options, .. } => options.cancel.clone(),
                         _ => CancellationToken::new(),
                     };
                     tokio::select! {
@@ -587,20 +593,20 @@ async fn run(
 }
 
 async fn once(
-    mode: &Mode<'_>,
+    mode: &Recovery<'_>,
     copy: &BackupCopy,
     plan: VerifyPlan,
     progress: DynProgress,
 ) -> Result<RestoreReport> {
     match mode {
-        Mode::Restore { target, options } => {
+        Recovery::Restore { target, options } => {
             let options = RestoreOptions {
                 plan,
                 ..(*options).clone()
             };
             restore(&copy.repo, &copy.entry, *target, &options, progress).await
         }
-        Mode::Verify { scratch } => {
+        Recovery::Verify { scratch } => {
             let scratch = scratch.scratch_for(&copy.entry)?;
             verify_backup(&copy.repo, &copy.entry, scratch.as_ref(), &plan, progress).await
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use kars_backup_core::checks::{CheckOptions, Checks};
 use kars_backup_core::merge::merge;
 use kars_backup_core::recovery::{
-    AttemptOptions, AttemptsFailed, Candidates, Origin, Pick, Recovered, restore_with_fallback,
+    AttemptOptions, AttemptsFailed, Candidates, Origin, Pick, Recovered, Recovery, recover,
 };
 use kars_backup_core::settings::{HookOptions, RestoreSettings};
 use kars_backup_core::{
@@ -236,7 +236,7 @@ impl Job {
 }
 
 /// Restores the first candidate that works into `target`, safely, with the checks of
-/// `checks` for each backup (see core's `restore_with_fallback`).
+/// `checks` for each backup (see core's `recovery::recover`).
 ///
 /// # Errors
 /// [`AttemptsFailed`] with every attempt and the last error.
@@ -248,15 +248,11 @@ pub async fn restore(
     attempts: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
-    restore_with_fallback(
-        candidates,
-        target.as_ref(),
+    let what = Recovery::Restore {
+        target: target.as_ref(),
         options,
-        checks,
-        attempts,
-        progress,
-    )
-    .await
+    };
+    recover(candidates, what, checks, attempts, progress).await
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use kars_backup_core::DynProgress;
 use kars_backup_core::checks::Checks;
 use kars_backup_core::merge::merge;
 use kars_backup_core::recovery::{
-    AttemptOptions, AttemptsFailed, Candidates, Recovered, verify_with_fallback,
+    AttemptOptions, AttemptsFailed, Candidates, Recovered, Recovery, recover,
 };
 
 use crate::job::Job;
@@ -29,7 +29,14 @@ pub async fn verify(
     attempts: &AttemptOptions,
     progress: DynProgress,
 ) -> std::result::Result<Recovered, AttemptsFailed> {
-    verify_with_fallback(candidates, scratch, checks, attempts, progress).await
+    recover(
+        candidates,
+        Recovery::Verify { scratch },
+        checks,
+        attempts,
+        progress,
+    )
+    .await
 }
 
 #[cfg(test)]

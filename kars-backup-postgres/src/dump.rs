@@ -94,10 +94,7 @@ pub(crate) async fn write_payload(
                 tools::wait_checked("pg_dump", child, stderr).await?;
                 let result = tokio::task::spawn_blocking(move || tar_directory(&dir, out))
                     .await
-                    .map_err(|e| Error::Task {
-                        what: "packing the dump directory",
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| Error::task("packing the dump directory", e.to_string()))?;
                 drop(work);
                 result
             }
@@ -142,10 +139,10 @@ async fn stream(mut cmd: tokio::process::Command, mut out: PayloadWriter) -> Res
     cmd.stdout(Stdio::piped());
     let mut child = tools::spawn("pg_dump", &mut cmd)?;
     let stderr = tools::collect_stderr(child.stderr.take());
-    let mut stdout = child.stdout.take().ok_or_else(|| Error::Task {
-        what: "pg_dump",
-        reason: "no standard output".into(),
-    })?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::task("pg_dump", "no standard output"))?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match stdout.read(&mut buf).await {

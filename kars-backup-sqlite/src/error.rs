@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kars_backup_core::{Error as CoreError, IoError};
+use kars_backup_core::{Error as CoreError, IoError, TaskError};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -115,17 +115,17 @@ pub enum Error {
         /// Who has it open.
         holders: String,
     },
-    /// A blocking task died (panicked or was cancelled).
-    #[error("{what} stopped unexpectedly: {reason}")]
-    Task {
-        /// What the task did.
-        what: &'static str,
-        /// The join error.
-        reason: String,
-    },
+    /// A background task or child process died (panicked, was cancelled, lost its pipes).
+    #[error(transparent)]
+    Task(TaskError),
 }
 
 impl Error {
+    /// An [`Error::Task`]: the task doing `what` stopped because of `reason`.
+    pub(crate) fn task(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Task(TaskError::new(what, reason))
+    }
+
     /// An [`Error::Io`] with its action and path.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
         Error::Io(IoError::new(action, path, e))

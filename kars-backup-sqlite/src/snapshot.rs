@@ -219,12 +219,9 @@ fn archive_snapshot<W: Write>(
         let describer =
             scope.spawn(|| inspect::describe_private(snapshot, &name, config.integrity));
         let appended = archive.append_file(rel, snapshot, live_meta, size);
-        let described = describer.join().unwrap_or_else(|_| {
-            Err(Error::Task {
-                what: "the snapshot check",
-                reason: "it panicked".into(),
-            })
-        });
+        let described = describer
+            .join()
+            .unwrap_or_else(|_| Err(Error::task("the snapshot check", "it panicked")));
         (appended, described)
     });
     appended?;

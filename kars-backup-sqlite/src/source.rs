@@ -190,10 +190,7 @@ impl SqliteSource {
     ) -> kars_backup_core::Result<T> {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| Error::Task {
-                what,
-                reason: e.to_string(),
-            })
+            .map_err(|e| Error::task(what, e.to_string()))
             .and_then(|r| r)
             .map_err(|e| self.core_error(e))
     }

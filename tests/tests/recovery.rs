@@ -9,7 +9,7 @@ use kars_backup_core::drill::{self, DrillOptions, DrillOutcome, run_drill};
 use kars_backup_core::fault::{FaultySink, Op};
 use kars_backup_core::progress::no_progress;
 use kars_backup_core::recovery::{
-    AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, restore_with_fallback,
+    AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Recovery, recover,
 };
 use kars_backup_core::testing::InMemorySink;
 use kars_backup_core::{
@@ -155,9 +155,18 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         backoff: Duration::from_millis(10),
         ..Default::default()
     };
-    let ok = restore_with_fallback(&c, &target, &options, &plan, &attempts, no_progress())
-        .await
-        .unwrap();
+    let ok = recover(
+        &c,
+        Recovery::Restore {
+            target: &target,
+            options: &options,
+        },
+        &plan,
+        &attempts,
+        no_progress(),
+    )
+    .await
+    .unwrap();
     let outcomes: Vec<_> = ok.attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
@@ -179,9 +188,18 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         retries: 0,
         ..attempts.clone()
     };
-    let ok = restore_with_fallback(&c, &target, &options, &plan, &no_retry, no_progress())
-        .await
-        .unwrap();
+    let ok = recover(
+        &c,
+        Recovery::Restore {
+            target: &target,
+            options: &options,
+        },
+        &plan,
+        &no_retry,
+        no_progress(),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.attempts.len(), 2);
     assert_eq!(ok.attempts[0].outcome, AttemptOutcome::Failed);
     assert_eq!(ok.attempts[0].destination, "s3://flaky/kars");
@@ -197,9 +215,18 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         ..VerifyPlan::default()
     });
     let target = SqliteSource::new(dir.path().join("restored3.db"));
-    let err = restore_with_fallback(&c, &target, &options, &failing, &attempts, no_progress())
-        .await
-        .unwrap_err();
+    let err = recover(
+        &c,
+        Recovery::Restore {
+            target: &target,
+            options: &options,
+        },
+        &failing,
+        &attempts,
+        no_progress(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.attempts.len(), 1, "{:?}", err.attempts);
     assert_eq!(
         err.error.category(),

@@ -203,10 +203,10 @@ impl InPlaceStaged {
         let mut psql_cmd = psql(&self.tools, major, &self.target, true)?;
         let mut psql_child = tools::spawn("psql", &mut psql_cmd)?;
         let psql_err = tools::collect_stderr(psql_child.stderr.take());
-        let mut stdin = psql_child.stdin.take().ok_or_else(|| Error::Task {
-            what: "psql",
-            reason: "no standard input".into(),
-        })?;
+        let mut stdin = psql_child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::task("psql", "no standard input"))?;
         let feed = async {
             stdin
                 .write_all(prefix.as_bytes())
@@ -230,10 +230,10 @@ impl InPlaceStaged {
                         .stdout(Stdio::piped());
                     let mut child = tools::spawn("pg_restore", &mut cmd)?;
                     let err = tools::collect_stderr(child.stderr.take());
-                    let mut out = child.stdout.take().ok_or_else(|| Error::Task {
-                        what: "pg_restore",
-                        reason: "no standard output".into(),
-                    })?;
+                    let mut out = child
+                        .stdout
+                        .take()
+                        .ok_or_else(|| Error::task("pg_restore", "no standard output"))?;
                     let copied = tokio::io::copy(&mut out, &mut stdin).await;
                     tools::wait_checked("pg_restore", child, err).await?;
                     copied.map_err(|e| Error::io("write to psql", "psql", e))?;

@@ -162,10 +162,10 @@ async fn load_streaming(
     };
     let mut child = tools::spawn(tool, &mut cmd)?;
     let stderr = tools::collect_stderr(child.stderr.take());
-    let mut stdin = child.stdin.take().ok_or_else(|| Error::Task {
-        what: "the restore",
-        reason: "no standard input".into(),
-    })?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::task("the restore", "no standard input"))?;
     let fed = async {
         if !o.prefix.is_empty() && stdin.write_all(o.prefix.as_bytes()).await.is_err() {
             return Ok(false);
@@ -273,10 +273,10 @@ pub(crate) async fn load(
         };
         let mut child = tools::spawn("pg_restore", &mut cmd)?;
         let stderr = tools::collect_stderr(child.stderr.take());
-        let out = child.stdout.take().ok_or_else(|| Error::Task {
-            what: "pg_restore",
-            reason: "no standard output".into(),
-        })?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::task("pg_restore", "no standard output"))?;
         let loading = load_plain(&p, Source::Program(out));
         let loaded = match (to_feed, child.stdin.take()) {
             (Some(payload), Some(mut stdin)) => {

@@ -160,10 +160,7 @@ impl Payload {
                 extract_flat_tar(std::io::Cursor::new(head).chain(rest), &t, &archive_name)
             })
             .await
-            .map_err(|e| Error::Task {
-                what: "extracting the dump directory",
-                reason: e.to_string(),
-            })??;
+            .map_err(|e| Error::task("extracting the dump directory", e.to_string()))??;
             return Ok((target, kind));
         }
         let path = dir.join(match kind {

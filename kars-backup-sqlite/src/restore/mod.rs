@@ -57,10 +57,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::Task {
-            what,
-            reason: e.to_string(),
-        })
+        .map_err(|e| Error::task(what, e.to_string()))
 }
 
 /// Extracts `payload` into a new staging directory beside `target` and finds the database(s).

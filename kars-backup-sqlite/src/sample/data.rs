@@ -341,13 +341,7 @@ struct Fill<'a> {
 }
 
 fn companies(f: &mut Fill) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        ..
-    } = f;
+    let (tx, rng, clock, rows) = (f.tx, &mut *f.rng, f.clock, f.rows);
     let mut stmt = tx.prepare(
         "INSERT INTO companies (id, name, description, created_date, hubspot_id, hubspot_synced_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -381,13 +375,7 @@ fn companies(f: &mut Fill) -> rusqlite::Result<()> {
 }
 
 fn users(f: &mut Fill) -> rusqlite::Result<Vec<User>> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        ..
-    } = f;
+    let (tx, rng, clock, rows) = (f.tx, &mut *f.rng, f.clock, f.rows);
     let mut people = Vec::with_capacity(rows.users as usize);
     let mut stmt = tx.prepare(
         "INSERT INTO users (id, email, password_hash, name, role, created_at, last_login, \
@@ -480,13 +468,7 @@ fn user(people: &[User], id: i64) -> &User {
 }
 
 fn assets(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        ..
-    } = f;
+    let (tx, rng, clock, rows) = (f.tx, &mut *f.rng, f.clock, f.rows);
     let mut stmt = tx.prepare(
         "INSERT INTO assets (id, employee_first_name, employee_last_name, employee_email, owner_id, \
          manager_first_name, manager_last_name, manager_email, manager_id, company_id, asset_type, \
@@ -557,13 +539,7 @@ fn assets(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
 }
 
 fn audit_logs(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        ..
-    } = f;
+    let (tx, rng, clock, rows) = (f.tx, &mut *f.rng, f.clock, f.rows);
     let mut stmt = tx.prepare(
         "INSERT INTO audit_logs (id, action, entity_type, entity_id, entity_name, details, \
          timestamp, user_email) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -628,14 +604,7 @@ fn audit_logs(f: &mut Fill, people: &[User]) -> rusqlite::Result<()> {
 }
 
 fn attestations(f: &mut Fill) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        derived: d,
-        ..
-    } = f;
+    let (tx, rng, clock, rows, d) = (f.tx, &mut *f.rng, f.clock, f.rows, &f.derived);
     let mut campaign = tx.prepare(
         "INSERT INTO attestation_campaigns (id, name, description, start_date, end_date, status, \
          reminder_days, escalation_days, target_type, target_user_ids, target_company_ids, \
@@ -910,13 +879,7 @@ fn email_templates(tx: &Connection, clock: &Clock) -> rusqlite::Result<()> {
 }
 
 fn hubspot_sync_log(f: &mut Fill) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        derived: d,
-        ..
-    } = f;
+    let (tx, rng, clock, d) = (f.tx, &mut *f.rng, f.clock, &f.derived);
     let mut stmt = tx.prepare(
         "INSERT INTO hubspot_sync_log (id, sync_started_at, sync_completed_at, status, \
          companies_found, companies_created, companies_updated, error_message) VALUES (?1, ?2, ?3, \
@@ -940,14 +903,7 @@ fn hubspot_sync_log(f: &mut Fill) -> rusqlite::Result<()> {
 }
 
 fn passkeys(f: &mut Fill) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        derived: d,
-        ..
-    } = f;
+    let (tx, rng, clock, rows, d) = (f.tx, &mut *f.rng, f.clock, f.rows, &f.derived);
     let mut stmt = tx.prepare(
         "INSERT INTO passkeys (id, user_id, name, credential_id, public_key, counter, transports, \
          created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -976,14 +932,7 @@ fn passkeys(f: &mut Fill) -> rusqlite::Result<()> {
 }
 
 fn password_reset_tokens(f: &mut Fill) -> rusqlite::Result<()> {
-    let Fill {
-        tx,
-        rng,
-        clock,
-        rows,
-        derived: d,
-        ..
-    } = f;
+    let (tx, rng, clock, rows, d) = (f.tx, &mut *f.rng, f.clock, f.rows, &f.derived);
     let mut stmt = tx.prepare(
         "INSERT INTO password_reset_tokens (id, user_id, token, expires_at, used, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

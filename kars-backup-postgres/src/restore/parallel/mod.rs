@@ -109,10 +109,7 @@ pub(crate) async fn load_plain(
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(Error::Task {
-                        what: "the parallel load",
-                        reason: e.to_string(),
-                    });
+                    first_error.get_or_insert(Error::task("the parallel load", e.to_string()));
                 }
             }
         }

@@ -19,10 +19,10 @@ pub(crate) async fn run_psql(
     let mut cmd = (load.psql)()?;
     let mut child = tools::spawn("psql", &mut cmd)?;
     let stderr = tools::collect_stderr(child.stderr.take());
-    let mut stdin = child.stdin.take().ok_or_else(|| Error::Task {
-        what,
-        reason: "no standard input".into(),
-    })?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::task(what, "no standard input"))?;
     let fed = async {
         stdin.write_all(header).await?;
         if let Some(f) = file {

@@ -279,10 +279,10 @@ impl<'a> Reader<'a> {
                     });
                 });
                 if failed {
-                    return Err(Error::Task {
-                        what: "the parallel load",
-                        reason: "a loading connection stopped".into(),
-                    });
+                    return Err(Error::task(
+                        "the parallel load",
+                        "a loading connection stopped",
+                    ));
                 }
                 self.copy = Some(tx);
                 self.in_copy = true;
@@ -320,10 +320,10 @@ impl<'a> Reader<'a> {
         match &self.copy {
             Some(tx) if tx.send(piece).is_ok() => Ok(()),
             // The connection failed: its error is reported when the workers are joined.
-            _ => Err(Error::Task {
-                what: "the parallel load",
-                reason: "a loading connection stopped".into(),
-            }),
+            _ => Err(Error::task(
+                "the parallel load",
+                "a loading connection stopped",
+            )),
         }
     }
 }

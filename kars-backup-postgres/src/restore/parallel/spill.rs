@@ -65,10 +65,7 @@ impl Spiller {
             .clone()
             .acquire_many_owned(need)
             .await
-            .map_err(|e| Error::Task {
-                what: "spilling table data",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::task("spilling table data", e.to_string()))?;
         if self.current.as_ref().is_none_or(|(_, len)| *len >= SEGMENT) {
             let path = self.dir.join(format!("table-data-{}.spill", self.next_id));
             self.next_id += 1;
