@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::metadata::{self, Selection};
 use crate::options::{DumpFormat, DumpOptions};
 use crate::tools;
+use kars_backup_core::TaskError;
 
 /// Runs one backup of the database `db` into `out`, as `format` with `options`.
 pub(crate) async fn write_payload(
@@ -94,7 +95,9 @@ pub(crate) async fn write_payload(
                 tools::wait_checked("pg_dump", child, stderr).await?;
                 let result = tokio::task::spawn_blocking(move || tar_directory(&dir, out))
                     .await
-                    .map_err(|e| Error::task("packing the dump directory", e.to_string()))?;
+                    .map_err(|e| {
+                        Error::Task(TaskError::new("packing the dump directory", e.to_string()))
+                    })?;
                 drop(work);
                 result
             }
@@ -142,7 +145,7 @@ async fn stream(mut cmd: tokio::process::Command, mut out: PayloadWriter) -> Res
     let mut stdout = child
         .stdout
         .take()
-        .ok_or_else(|| Error::task("pg_dump", "no standard output"))?;
+        .ok_or_else(|| Error::Task(TaskError::new("pg_dump", "no standard output")))?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match stdout.read(&mut buf).await {

@@ -115,11 +115,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Task`]: the task doing `what` stopped because of `reason`.
-    pub(crate) fn task(what: &'static str, reason: impl Into<String>) -> Self {
-        Error::Task(TaskError::new(what, reason))
-    }
-
     /// An [`Error::Io`].
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
         Error::Io(IoError::new(action, path, e))

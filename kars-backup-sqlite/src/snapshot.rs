@@ -22,6 +22,7 @@ use crate::archive::ArchiveWriter;
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::volume::{self, Item};
+use kars_backup_core::TaskError;
 
 /// The first pause after a backup step found the database busy (its busy handler already waited
 /// about 5 s); it doubles up to [`MAX_PAUSE`].
@@ -219,9 +220,12 @@ fn archive_snapshot<W: Write>(
         let describer =
             scope.spawn(|| inspect::describe_private(snapshot, &name, config.integrity));
         let appended = archive.append_file(rel, snapshot, live_meta, size);
-        let described = describer
-            .join()
-            .unwrap_or_else(|_| Err(Error::task("the snapshot check", "it panicked")));
+        let described = describer.join().unwrap_or_else(|_| {
+            Err(Error::Task(TaskError::new(
+                "the snapshot check",
+                "it panicked",
+            )))
+        });
         (appended, described)
     });
     appended?;

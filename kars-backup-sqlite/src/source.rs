@@ -17,6 +17,7 @@ use crate::inspect;
 use crate::restore::{self, Layout};
 use crate::snapshot::{self, SnapshotConfig};
 use crate::volume::{self, Item};
+use kars_backup_core::TaskError;
 
 /// The engine name of this source.
 pub const ENGINE: &str = "sqlite";
@@ -190,7 +191,7 @@ impl SqliteSource {
     ) -> kars_backup_core::Result<T> {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| Error::task(what, e.to_string()))
+            .map_err(|e| Error::Task(TaskError::new(what, e.to_string())))
             .and_then(|r| r)
             .map_err(|e| self.core_error(e))
     }

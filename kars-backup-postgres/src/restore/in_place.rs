@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::options::PgRestoreOptions;
 use crate::sessions;
 use crate::tools::{self, Tools};
+use kars_backup_core::TaskError;
 
 /// An in-place restore: the payload spooled to a private file, loaded into the live database in
 /// one transaction at `swap_in`.
@@ -206,7 +207,7 @@ impl InPlaceStaged {
         let mut stdin = psql_child
             .stdin
             .take()
-            .ok_or_else(|| Error::task("psql", "no standard input"))?;
+            .ok_or_else(|| Error::Task(TaskError::new("psql", "no standard input")))?;
         let feed = async {
             stdin
                 .write_all(prefix.as_bytes())
@@ -230,10 +231,9 @@ impl InPlaceStaged {
                         .stdout(Stdio::piped());
                     let mut child = tools::spawn("pg_restore", &mut cmd)?;
                     let err = tools::collect_stderr(child.stderr.take());
-                    let mut out = child
-                        .stdout
-                        .take()
-                        .ok_or_else(|| Error::task("pg_restore", "no standard output"))?;
+                    let mut out = child.stdout.take().ok_or_else(|| {
+                        Error::Task(TaskError::new("pg_restore", "no standard output"))
+                    })?;
                     let copied = tokio::io::copy(&mut out, &mut stdin).await;
                     tools::wait_checked("pg_restore", child, err).await?;
                     copied.map_err(|e| Error::io("write to psql", "psql", e))?;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::freeze::FreezeCopies;
 use crate::loaded::LoadedCounts;
 use crate::tools::{self, Tools};
+use kars_backup_core::TaskError;
 
 /// A `--dbname` value that names exactly this database (a conninfo string, so a name holding `=`
 /// is not read as one).
@@ -165,7 +166,7 @@ async fn load_streaming(
     let mut stdin = child
         .stdin
         .take()
-        .ok_or_else(|| Error::task("the restore", "no standard input"))?;
+        .ok_or_else(|| Error::Task(TaskError::new("the restore", "no standard input")))?;
     let fed = async {
         if !o.prefix.is_empty() && stdin.write_all(o.prefix.as_bytes()).await.is_err() {
             return Ok(false);
@@ -276,7 +277,7 @@ pub(crate) async fn load(
         let out = child
             .stdout
             .take()
-            .ok_or_else(|| Error::task("pg_restore", "no standard output"))?;
+            .ok_or_else(|| Error::Task(TaskError::new("pg_restore", "no standard output")))?;
         let loading = load_plain(&p, Source::Program(out));
         let loaded = match (to_feed, child.stdin.take()) {
             (Some(payload), Some(mut stdin)) => {

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::freeze::FreezeCopies;
+use kars_backup_core::TaskError;
 
 /// What the payload is, recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +161,12 @@ impl Payload {
                 extract_flat_tar(std::io::Cursor::new(head).chain(rest), &t, &archive_name)
             })
             .await
-            .map_err(|e| Error::task("extracting the dump directory", e.to_string()))??;
+            .map_err(|e| {
+                Error::Task(TaskError::new(
+                    "extracting the dump directory",
+                    e.to_string(),
+                ))
+            })??;
             return Ok((target, kind));
         }
         let path = dir.join(match kind {

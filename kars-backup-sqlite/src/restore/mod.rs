@@ -21,6 +21,7 @@ use kars_backup_core::{
 
 use crate::error::{Error, Result};
 use crate::volume::{self, SIDE_SUFFIXES};
+use kars_backup_core::TaskError;
 
 mod checks;
 mod journal;
@@ -57,7 +58,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::task(what, e.to_string()))
+        .map_err(|e| Error::Task(TaskError::new(what, e.to_string())))
 }
 
 /// Extracts `payload` into a new staging directory beside `target` and finds the database(s).

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::loaded::LoadedCounts;
+use kars_backup_core::TaskError;
 
 mod dump_text;
 mod psql;
@@ -109,7 +110,10 @@ pub(crate) async fn load_plain(
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(Error::task("the parallel load", e.to_string()));
+                    first_error.get_or_insert(Error::Task(TaskError::new(
+                        "the parallel load",
+                        e.to_string(),
+                    )));
                 }
             }
         }

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use super::setup::ParallelLoad;
 use crate::error::{Error, Result};
 use crate::tools;
+use kars_backup_core::TaskError;
 
 /// Runs `psql` on `input` (header first, then the file's contents when given).
 pub(crate) async fn run_psql(
@@ -22,7 +23,7 @@ pub(crate) async fn run_psql(
     let mut stdin = child
         .stdin
         .take()
-        .ok_or_else(|| Error::task(what, "no standard input"))?;
+        .ok_or_else(|| Error::Task(TaskError::new(what, "no standard input")))?;
     let fed = async {
         stdin.write_all(header).await?;
         if let Some(f) = file {

@@ -19,6 +19,7 @@ use super::worker::{Worker, work};
 use crate::amcheck::{amcheck_setup, check_sql};
 use crate::error::{Error, Result};
 use crate::loaded::EarlyChecks;
+use kars_backup_core::TaskError;
 
 /// The largest post-data entry built on the parallel connections (larger ones stay in order).
 const MAX_DIVERTED_ENTRY: usize = 1 << 20;
@@ -279,10 +280,10 @@ impl<'a> Reader<'a> {
                     });
                 });
                 if failed {
-                    return Err(Error::task(
+                    return Err(Error::Task(TaskError::new(
                         "the parallel load",
                         "a loading connection stopped",
-                    ));
+                    )));
                 }
                 self.copy = Some(tx);
                 self.in_copy = true;
@@ -320,10 +321,10 @@ impl<'a> Reader<'a> {
         match &self.copy {
             Some(tx) if tx.send(piece).is_ok() => Ok(()),
             // The connection failed: its error is reported when the workers are joined.
-            _ => Err(Error::task(
+            _ => Err(Error::Task(TaskError::new(
                 "the parallel load",
                 "a loading connection stopped",
-            )),
+            ))),
         }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
+use kars_backup_core::TaskError;
 
 /// Table data held in memory, over all tables waiting to be loaded.
 pub(crate) const MEMORY_BUDGET: usize = 32 << 20;
@@ -65,7 +66,7 @@ impl Spiller {
             .clone()
             .acquire_many_owned(need)
             .await
-            .map_err(|e| Error::task("spilling table data", e.to_string()))?;
+            .map_err(|e| Error::Task(TaskError::new("spilling table data", e.to_string())))?;
         if self.current.as_ref().is_none_or(|(_, len)| *len >= SEGMENT) {
             let path = self.dir.join(format!("table-data-{}.spill", self.next_id));
             self.next_id += 1;
