@@ -183,18 +183,26 @@ pub type DynEncryptor = Arc<dyn Encryptor>;
 /// - The returned reader streams; it returns an error, never a clean end, when any part of
 ///   the ciphertext fails authentication (including the end: a truncated stream is an error).
 pub trait Decryptor: Send + Sync + fmt::Debug {
-    /// Opens the encrypted stream `input` of the archive `name`. `info` is the manifest's
-    /// record, when there is a manifest.
+    /// Opens the encrypted stream `input` of `archive`.
     ///
     /// # Errors
     /// See the trait's contract.
     fn decrypt(
         &self,
-        name: &str,
-        scheme: EncryptionScheme,
-        info: Option<&EncryptionInfo>,
+        archive: Sealed<'_>,
         input: Box<dyn Read + Send>,
     ) -> Result<Box<dyn Read + Send>>;
+}
+
+/// An encrypted archive as a [`Decryptor`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealed<'a> {
+    /// The archive's name (for messages).
+    pub name: &'a str,
+    /// How it is encrypted (detected from its first bytes).
+    pub scheme: EncryptionScheme,
+    /// The manifest's record of its recipients, when there is a manifest.
+    pub info: Option<&'a EncryptionInfo>,
 }
 
 /// A shared [`Decryptor`].

@@ -74,7 +74,7 @@ pub use compress::Compression;
 pub use copy::{CopyOptions, CopyReport};
 pub use encrypt::{
     Decryptor, DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Encryptor,
-    RecipientInfo,
+    RecipientInfo, Sealed,
 };
 pub use error::{Error, ErrorCategory, IoError, Result, TaskError};
 pub use manifest::{DatabaseInfo, Manifest, TableInfo};

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::compress::{self, Compression, FinishWrite};
-use crate::encrypt::{DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme};
+use crate::encrypt::{DynDecryptor, DynEncryptor, EncryptionInfo, EncryptionScheme, Sealed};
 use crate::error::{Error, Result};
 use crate::progress::DynProgress;
 use crate::sink::ByteStream;
@@ -649,7 +649,14 @@ fn spawn_download(
             None => (input, None),
             Some((scheme, info)) => {
                 let opened = match &decryptor {
-                    Some(d) => d.decrypt(&stage_name, scheme, info.as_ref(), input),
+                    Some(d) => {
+                        let archive = Sealed {
+                            name: &stage_name,
+                            scheme,
+                            info: info.as_ref(),
+                        };
+                        d.decrypt(archive, input)
+                    }
                     None => Err(key_missing(&stage_name, scheme, info.as_ref())),
                 };
                 match opened {

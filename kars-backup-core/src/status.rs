@@ -5,7 +5,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::drill::{DrillReport, DrillSummary};
-use crate::encrypt::EncryptionScheme;
+use crate::encrypt::{EncryptionScheme, Sealed};
 use crate::error::{Error, Result};
 use crate::repository::{BackupEntry, EntryKind, Listing, Repository};
 use crate::sink::GetOptions;
@@ -107,13 +107,13 @@ pub async fn check_keys(repo: &Repository, entry: &BackupEntry) -> Result<KeyChe
     }
     let name = backup.clone();
     let opened = tokio::task::spawn_blocking(move || {
+        let archive = Sealed {
+            name: &name,
+            scheme,
+            info: info.as_ref(),
+        };
         decryptor
-            .decrypt(
-                &name,
-                scheme,
-                info.as_ref(),
-                Box::new(std::io::Cursor::new(head)),
-            )
+            .decrypt(archive, Box::new(std::io::Cursor::new(head)))
             .map(drop)
     })
     .await

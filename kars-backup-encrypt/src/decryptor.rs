@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use ::age::secrecy::SecretString;
-use kars_backup_core::{Decryptor, EncryptionInfo, EncryptionScheme, Result};
+use kars_backup_core::{Decryptor, EncryptionScheme, Result, Sealed};
 
 use crate::age::AgeKeys;
 use crate::gpg::Gpg;
@@ -60,11 +60,10 @@ impl DecryptionKeys {
 impl Decryptor for DecryptionKeys {
     fn decrypt(
         &self,
-        name: &str,
-        scheme: EncryptionScheme,
-        info: Option<&EncryptionInfo>,
+        archive: Sealed<'_>,
         input: Box<dyn Read + Send>,
     ) -> Result<Box<dyn Read + Send>> {
+        let Sealed { name, scheme, info } = archive;
         match scheme {
             EncryptionScheme::Age => self.age.decrypt(name, info, input),
             EncryptionScheme::OpenPgp => self.gpg.decrypt(name, info, input),
