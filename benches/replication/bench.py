@@ -465,6 +465,40 @@ def table(results, unavailable):
     return "\n".join(lines)
 
 
+def targets(results):
+    """The issue's targets for kars-backup, checked against Litestream's and the baseline's rows
+    of the same run: (description, met) pairs; none when the kars side did not run."""
+    checks = []
+    for rate, by_tool in results.items():
+        kars, lite, base = (by_tool.get(n, {}).get("summary") for n in ("kars", "litestream",
+                                                                         "baseline"))
+        if not kars:
+            continue
+        i = kars["instants"]
+        if kars["rpo_s"]:
+            checks.append((f"{rate} tx/s: RPO {kars['rpo_s'][0]:.2f} s <= 1 s",
+                           kars["rpo_s"][0] <= 1.0))
+        checks.append((f"{rate} tx/s: latest restore intact in every run"
+                       f" ({kars['latest_damaged']} damaged)", kars["latest_damaged"] == 0))
+        checks.append((f"{rate} tx/s: every restore to an instant within 50 ms, none with a later"
+                       f" commit ({i['within_50ms']} of {i['total']}, {i['extra']} extra)",
+                       i["total"] > 0 and i["within_50ms"] == i["total"] and i["extra"] == 0))
+        if base:
+            over = kars["p99_ms"][0] / base["p99_ms"][0] - 1
+            checks.append((f"{rate} tx/s: p99 commit latency overhead {over:+.0%} <= 10%"
+                           f" ({kars['p99_ms'][0]:.3f} vs {base['p99_ms'][0]:.3f} ms)", over <= 0.10))
+        if lite:
+            checks.append((f"{rate} tx/s: CPU {kars['cpu_s'][0]:.2f} s <= 1.5 x Litestream's"
+                           f" {lite['cpu_s'][0]:.2f} s", kars["cpu_s"][0] <= 1.5 * lite["cpu_s"][0]))
+            checks.append((f"{rate} tx/s: replica {kars['replica_mb'][0]:.1f} MB <= Litestream's"
+                           f" {lite['replica_mb'][0]:.1f} MB",
+                           kars["replica_mb"][0] <= lite["replica_mb"][0]))
+            checks.append((f"{rate} tx/s: restore {kars['restore_s'][0]:.2f} s <= Litestream's"
+                           f" {lite['restore_s'][0]:.2f} s",
+                           kars["restore_s"][0] <= lite["restore_s"][0]))
+    return checks
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--litestream", required=True, help="path of the litestream binary")
@@ -551,13 +585,19 @@ def main():
     print(table(results, unavailable))
     with open(args.json, "w") as f:
         json.dump({"header": header, "args": vars(args), "load_start": load_start,
+                   "targets": [{"target": w, "met": m} for w, m in targets(results)],
                    "load_end": load_end, "unavailable": unavailable,
                    "results": {str(k): v for k, v in results.items()}}, f, indent=1)
     say(f"JSON: {args.json}")
     if not args.keep and not args.work:
         shutil.rmtree(work, ignore_errors=True)
+    checks = targets(results)
+    if checks:
+        print()
+        for what, met in checks:
+            print(f"{'target met:   ' if met else 'TARGET MISSED:'} {what}")
     failed = any("error" in e for by_tool in results.values() for e in by_tool.values())
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if failed or not all(met for _, met in checks) else 0)
 
 
 if __name__ == "__main__":
