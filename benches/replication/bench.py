@@ -248,6 +248,20 @@ class WalSampler(threading.Thread):
 
 
 def run_once(tool, seed, seed_max, rate, args, work, rng):
+    """One run of one tool; whatever fails (or an interrupt), no process of it outlives it."""
+    groups = []
+    try:
+        return _run_once(tool, seed, seed_max, rate, args, work, rng, groups)
+    except BaseException:
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
+
+
+def _run_once(tool, seed, seed_max, rate, args, work, rng, groups):
     os.makedirs(work)
     db, replica, log = (os.path.join(work, n) for n in ("assets.db", "replica", "commits.log"))
     shutil.copyfile(seed, db)
@@ -259,6 +273,7 @@ def run_once(tool, seed, seed_max, rate, args, work, rng):
         with open(rep_log, "wb") as f:
             rep = subprocess.Popen(tool.replicate(db, replica), stdout=f, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, process_group=0)
+        groups.append(rep.pid)
         deadline = time.monotonic() + 30
         while not has_file(replica):
             if rep.poll() is not None:
@@ -284,6 +299,7 @@ def run_once(tool, seed, seed_max, rate, args, work, rng):
         else:
             writer = subprocess.Popen(writer_cmd, stderr=f, stdin=subprocess.DEVNULL,
                                       process_group=0)
+            groups.append(writer.pid)
     group = rep.pid if rep else writer.pid
     # A random extra fraction of a second, so the kill falls at a random phase of the
     # replicators' 1 s cycles (otherwise it would land at the same point of every cycle).
@@ -516,6 +532,13 @@ def main():
     p.add_argument("--json", default="/tmp/kars-replication-bench.json")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # An interrupted bench kills its writer and replicator (run_once) before it exits.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
 
     tools, unavailable = [], []
     names = args.tools.split()
