@@ -71,6 +71,7 @@ pub use kars_backup_storage as storage;
 #[doc = include_str!("../../docs/operators/restore.md")]
 #[doc = include_str!("../../docs/operators/retention.md")]
 #[doc = include_str!("../../docs/operators/storage.md")]
+#[doc = include_str!("../../docs/operators/wal-archive.md")]
 #[doc = include_str!("../../docs/library/custom-source.md")]
 #[doc = include_str!("../../docs/library/embedding.md")]
 #[doc = include_str!("../../docs/library/job-layer.md")]
