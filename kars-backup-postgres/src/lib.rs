@@ -60,6 +60,7 @@ mod source;
 pub mod testing;
 mod tools;
 mod verify;
+pub mod wal;
 
 pub use conn::{ConnInfo, redact_url};
 pub use error::{Error, Result};

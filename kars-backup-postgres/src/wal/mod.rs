@@ -1,0 +1,34 @@
+//! The WAL archive of a PostgreSQL cluster: continuous archiving for point-in-time recovery.
+//!
+//! - [`archive_wal`] stores one WAL file (PostgreSQL's `archive_command`): compressed (zstd),
+//!   optionally encrypted, with the SHA-256 of the file in its key, atomically and durably at
+//!   every destination; the same file again succeeds, other content under the same name fails.
+//! - [`fetch_wal`] restores one (PostgreSQL's `restore_command`): checked, decrypted,
+//!   decompressed into a temporary file and renamed; a missing file is
+//!   [`FetchOutcome::NotFound`], never an error, and a failing destination is never taken for
+//!   a missing file. A segment only shipped as `.partial` is served under its plain name.
+//! - `receive_wal` (coming) streams the WAL with `pg_receivewal` and ships completed segments and the
+//!   current `.partial` every second or two.
+//! - [`list_chains`] tells, per cluster and timeline, the window of archived segments and the
+//!   gaps in it.
+//!
+//! Keys are made and parsed in one place, [`StoredWal`]; the layout is described in
+//! `docs/operators/wal-archive.md`.
+
+mod archive;
+mod chain;
+mod fetch;
+mod header;
+mod io;
+mod keys;
+
+pub use archive::{
+    ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_WAL_ZSTD_LEVEL, archive_wal,
+};
+pub use chain::{
+    HistoryEntry, TimelineWindow, WalChain, WalGap, chains_from_listing, list_chains,
+    parse_history, system_identifiers,
+};
+pub use fetch::{FetchOptions, FetchOutcome, FetchedWal, SPOOL_DIR, fetch_wal, find_stored};
+pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
+pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
