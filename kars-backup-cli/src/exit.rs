@@ -18,6 +18,9 @@ pub(crate) const VERIFICATION: u8 = 5;
 /// `status`: a destination's newest backup is older than the RPO target (or missing);
 /// `drill`: the RTO or RPO target was missed.
 pub(crate) const RPO_MISSED: u8 = 6;
+/// `pg fetch-wal`: the WAL file asked for is not in the archive (PostgreSQL's restore_command
+/// then ends recovery or tries another timeline; any code up to 125 is "not available").
+pub(crate) const WAL_MISSING: u8 = 7;
 /// Interrupted (SIGINT; a restore stopped by SIGTERM exits with 143), after the rollback.
 pub(crate) const INTERRUPTED: u8 = 130;
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kars_backup_core::compress::FinishWrite;
 use kars_backup_core::sink::PutOptions;
-use kars_backup_core::{DynBackupSink, DynEncryptor, Error, Result, Upload};
+use kars_backup_core::{DynBackupSink, DynEncryptor, Error, PlaintextPolicy, Result, Upload};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -31,6 +31,8 @@ pub struct ArchiveOptions {
     pub pgdata: Option<PathBuf>,
     /// zstd level, 1 to 19.
     pub zstd_level: i32,
+    /// Where unencrypted WAL may be stored: by default only at local destinations.
+    pub plaintext: PlaintextPolicy,
 }
 
 impl Default for ArchiveOptions {
@@ -40,12 +42,14 @@ impl Default for ArchiveOptions {
             system_identifier: None,
             pgdata: None,
             zstd_level: DEFAULT_WAL_ZSTD_LEVEL,
+            plaintext: PlaintextPolicy::default(),
         }
     }
 }
 
 /// What happened at one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum ArchiveOutcome {
     /// Stored now; the stored (compressed, encrypted) size.
     Stored {
@@ -57,18 +61,19 @@ pub enum ArchiveOutcome {
 }
 
 /// One destination's result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchivedTo {
     /// The destination, redacted.
     pub destination: String,
     /// The key it is stored under.
     pub key: String,
     /// What happened.
+    #[serde(flatten)]
     pub outcome: ArchiveOutcome,
 }
 
 /// What [`archive_wal`] did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchiveReport {
     /// The WAL file.
     pub wal: WalName,
@@ -192,6 +197,8 @@ async fn already_stored(sink: &DynBackupSink, target: &StoredWal) -> Result<bool
 /// the same file already is left alone.
 ///
 /// # Errors
+/// [`Error::PlaintextRefused`] without an encryptor when a destination is off-site and
+/// [`ArchiveOptions::plaintext`] does not allow it (before anything is read);
 /// [`Error::InvalidInput`] for a file that is not a WAL file or whose cluster cannot be told;
 /// [`Error::VerificationFailed`] when a destination holds the same name with other content;
 /// storage errors of any destination (the uploads are then aborted: nothing is left under the
@@ -214,6 +221,13 @@ pub async fn archive_wal(
     if sinks.is_empty() {
         return Err(Error::InvalidInput("no destination given".into()));
     }
+    let placements: Vec<_> = sinks
+        .iter()
+        .map(|s| (s.describe(), s.placement()))
+        .collect();
+    options
+        .plaintext
+        .check_placements(&wal.name, options.encryptor.is_some(), &placements)?;
     let hash = wal.has_checksum();
     let scanned = {
         let path = path.to_path_buf();

@@ -48,7 +48,8 @@ impl Default for FetchOptions {
 }
 
 /// What [`fetch_wal`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum FetchOutcome {
     /// The file is at the destination path.
     Fetched(FetchedWal),
@@ -57,7 +58,7 @@ pub enum FetchOutcome {
 }
 
 /// A fetched file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FetchedWal {
     /// Where it came from (redacted), or the spool directory.
     pub from: String,

@@ -19,7 +19,8 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 const ZSTD_SUFFIX: &str = ".zst";
 
 /// What a WAL file is, by its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WalKind {
     /// A complete segment: `000000010000000000000003`.
     Segment,
@@ -33,7 +34,7 @@ pub enum WalKind {
 }
 
 /// A PostgreSQL WAL file name, parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct WalName {
     /// The timeline.
     pub timeline: u32,

@@ -7,7 +7,7 @@
 //!   decompressed into a temporary file and renamed; a missing file is
 //!   [`FetchOutcome::NotFound`], never an error, and a failing destination is never taken for
 //!   a missing file. A segment only shipped as `.partial` is served under its plain name.
-//! - `receive_wal` (coming) streams the WAL with `pg_receivewal` and ships completed segments and the
+//! - [`receive_wal`] streams the WAL with `pg_receivewal` and ships completed segments and the
 //!   current `.partial` every second or two.
 //! - [`list_chains`] tells, per cluster and timeline, the window of archived segments and the
 //!   gaps in it.
@@ -21,6 +21,7 @@ mod fetch;
 mod header;
 mod io;
 mod keys;
+mod receive;
 
 pub use archive::{
     ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_WAL_ZSTD_LEVEL, archive_wal,
@@ -32,3 +33,4 @@ pub use chain::{
 pub use fetch::{FetchOptions, FetchOutcome, FetchedWal, SPOOL_DIR, fetch_wal, find_stored};
 pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
 pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
+pub use receive::{ReceiveOptions, ReceiveReport, default_spool_dir, receive_wal};
