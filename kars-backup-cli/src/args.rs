@@ -614,7 +614,8 @@ pub(crate) enum PgCommand {
     /// archive_command cannot be set.
     ReceiveWal(ReceiveWalArgs),
     /// The archived WAL per cluster and timeline: window (first..last segment), gaps, history
-    /// files; exit 5 when a segment is missing.
+    /// files, and with --db the server's archiver (lag, failures, settings to change); exit 5
+    /// when a segment is missing or the server does not archive.
     WalStatus(WalStatusArgs),
 }
 
@@ -732,6 +733,11 @@ pub(crate) struct WalStatusArgs {
     /// Destination to inspect.
     #[arg(long, value_name = "DEST")]
     pub(crate) from: String,
+
+    /// Also ask this server how its archiving goes (settings, the last file archived and the
+    /// archive's lag behind the current one, failures); exit 5 when it does not archive.
+    #[arg(long, value_name = "DB")]
+    pub(crate) db: Option<String>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]

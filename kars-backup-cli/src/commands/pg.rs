@@ -125,43 +125,84 @@ async fn receive(a: ReceiveWalArgs) -> anyhow::Result<u8> {
 async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
     let sink = kars_backup::job::repository(&a.from)?.sink().clone();
     let chains = wal::list_chains(&sink, DEFAULT_SEGMENT_SIZE).await?;
+    let server = match &a.db {
+        Some(url) => Some(wal::archiver_state(url).await?),
+        None => None,
+    };
     let broken = chains
         .iter()
-        .any(|c| c.gaps().next().is_some() || !c.missing_history().is_empty());
+        .any(|c| c.gaps().next().is_some() || !c.missing_history().is_empty())
+        || server.as_ref().is_some_and(|s| !s.problems.is_empty());
     if a.json {
-        render::print_json(&serde_json::json!({ "ok": !broken, "clusters": chains }))?;
-    } else if chains.is_empty() {
-        println!("No PostgreSQL WAL archived at {}.", sink.describe());
+        render::print_json(&serde_json::json!({
+            "ok": !broken,
+            "clusters": chains,
+            "server": server,
+        }))?;
     } else {
-        for chain in &chains {
-            println!("cluster {}", chain.system_identifier);
-            for t in &chain.timelines {
-                let window = match (&t.first, &t.last) {
-                    (Some(f), Some(l)) => format!("{f} .. {l} ({} segments)", t.segments),
-                    _ => "no complete segment".into(),
-                };
-                println!(
-                    "  timeline {}: {window}{}{}, {}",
-                    t.timeline,
-                    t.partial
-                        .as_deref()
-                        .map(|p| format!(", then {p}"))
-                        .unwrap_or_default(),
-                    if t.timeline > 1 && !t.history {
-                        ", HISTORY FILE MISSING"
-                    } else {
-                        ""
-                    },
-                    render::bytes(t.stored_bytes)
-                );
-                for g in &t.gaps {
-                    println!(
-                        "    GAP: {} segment(s) missing, {} .. {}",
-                        g.count, g.first, g.last
-                    );
-                }
-            }
+        print_chains(&sink.describe(), &chains);
+        if let Some(s) = &server {
+            print_server(s);
         }
     }
     Ok(if broken { exit::VERIFICATION } else { exit::OK })
+}
+
+fn print_chains(destination: &str, chains: &[wal::WalChain]) {
+    if chains.is_empty() {
+        println!("No PostgreSQL WAL archived at {destination}.");
+    }
+    for chain in chains {
+        println!("cluster {}", chain.system_identifier);
+        for t in &chain.timelines {
+            let window = match (&t.first, &t.last) {
+                (Some(f), Some(l)) => format!("{f} .. {l} ({} segments)", t.segments),
+                _ => "no complete segment".into(),
+            };
+            let partial = t
+                .partial
+                .as_deref()
+                .map(|p| format!(", then {p}"))
+                .unwrap_or_default();
+            let history = if t.timeline > 1 && !t.history {
+                ", HISTORY FILE MISSING"
+            } else {
+                ""
+            };
+            let newest = t
+                .newest
+                .map(|n| {
+                    format!(
+                        ", newest stored {}",
+                        render::duration((chrono::Utc::now() - n).num_seconds())
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "  timeline {}: {window}{partial}{history}, {}{newest}",
+                t.timeline,
+                render::bytes(t.stored_bytes)
+            );
+            for g in &t.gaps {
+                println!(
+                    "    GAP: {} segment(s) missing, {} .. {}",
+                    g.count, g.first, g.last
+                );
+            }
+        }
+    }
+}
+
+fn print_server(s: &wal::ArchiverState) {
+    let last = match (&s.last_archived_wal, s.last_archived_time) {
+        (Some(w), Some(t)) => format!(
+            "{w}, {} ago",
+            render::duration((chrono::Utc::now() - t).num_seconds())
+        ),
+        _ => "nothing yet".into(),
+    };
+    println!("server: writing {}, last archived {last}", s.current_wal);
+    for p in &s.problems {
+        println!("  PROBLEM: {p}");
+    }
 }

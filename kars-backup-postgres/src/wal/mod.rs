@@ -10,7 +10,8 @@
 //! - [`receive_wal`] streams the WAL with `pg_receivewal` and ships completed segments and the
 //!   current `.partial` every second or two.
 //! - [`list_chains`] tells, per cluster and timeline, the window of archived segments and the
-//!   gaps in it.
+//!   gaps in it; [`archiver_state`] what the server says (settings to change, the last file
+//!   archived, failures).
 //!
 //! Keys are made and parsed in one place, [`StoredWal`]; the layout is described in
 //! `docs/operators/wal-archive.md`.
@@ -22,6 +23,7 @@ mod header;
 mod io;
 mod keys;
 mod receive;
+mod server;
 
 pub use archive::{
     ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_WAL_ZSTD_LEVEL, archive_wal,
@@ -34,3 +36,4 @@ pub use fetch::{FetchOptions, FetchOutcome, FetchedWal, SPOOL_DIR, fetch_wal, fi
 pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
 pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
 pub use receive::{ReceiveOptions, ReceiveReport, default_spool_dir, receive_wal};
+pub use server::{ArchiverState, archiver_state, require_archiving};
