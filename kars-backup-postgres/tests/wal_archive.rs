@@ -326,3 +326,107 @@ async fn history_files_take_the_cluster_from_pg_control_and_gaps_are_listed() {
     assert!(std::fs::read(&dest).unwrap() == segment_bytes(2));
     assert!(!spool.join("000000010000000000000002").exists());
 }
+
+#[tokio::test]
+async fn the_path_follows_timeline_switches_and_stops_at_the_first_gap() {
+    use kars_backup_postgres::wal::wal_path;
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = local(&tmp.path().join("a"));
+    let sinks = vec![sink.clone()];
+    let with_id = ArchiveOptions {
+        system_identifier: Some(SYSID),
+        ..opts()
+    };
+    let push = |name: String, seed: u8| {
+        let p = write(tmp.path(), &name, &segment_bytes(seed));
+        let sinks = sinks.clone();
+        let o = with_id.clone();
+        async move { archive_wal(&sinks, &p, &o).await.unwrap() }
+    };
+    // Timeline 1: 1, 2, and 3 only as the .partial PostgreSQL archives at a promotion.
+    for seg in [1u64, 2] {
+        push(
+            WalName::segment(1, seg, DEFAULT_SEGMENT_SIZE).name,
+            seg as u8,
+        )
+        .await;
+    }
+    push("000000010000000000000003.partial".into(), 3).await;
+    let history = write(
+        tmp.path(),
+        "00000002.history",
+        b"1\t0/3000148\tno recovery target specified\n",
+    );
+    archive_wal(&sinks, &history, &with_id).await.unwrap();
+    // Timeline 2 from the switch's segment: 3, 4, then 6 (5 lost).
+    for seg in [3u64, 4, 6] {
+        push(
+            WalName::segment(2, seg, DEFAULT_SEGMENT_SIZE).name,
+            10 + seg as u8,
+        )
+        .await;
+    }
+    let path = wal_path(
+        &sink,
+        SYSID,
+        "000000010000000000000001",
+        None,
+        None,
+        DEFAULT_SEGMENT_SIZE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(path.timeline, 2);
+    let steps: Vec<(u32, &str, Option<&str>)> = path
+        .steps
+        .iter()
+        .map(|s| (s.timeline, s.first.as_str(), s.last.as_deref()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (
+                1,
+                "000000010000000000000001",
+                Some("000000010000000000000002")
+            ),
+            (
+                2,
+                "000000020000000000000003",
+                Some("000000020000000000000004")
+            ),
+        ]
+    );
+    assert_eq!(
+        path.first_missing.as_deref(),
+        Some("000000020000000000000005")
+    );
+
+    // Once 5 is there, the path reaches the end; staying on timeline 1 ends at its .partial.
+    push(WalName::segment(2, 5, DEFAULT_SEGMENT_SIZE).name, 15).await;
+    let path = wal_path(
+        &sink,
+        SYSID,
+        "000000010000000000000002",
+        None,
+        None,
+        DEFAULT_SEGMENT_SIZE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(path.first_missing, None);
+    assert_eq!(path.last.as_deref(), Some("000000020000000000000006"));
+    let t1 = wal_path(
+        &sink,
+        SYSID,
+        "000000010000000000000001",
+        Some(1),
+        None,
+        DEFAULT_SEGMENT_SIZE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(t1.last.as_deref(), Some("000000010000000000000003"));
+    assert!(t1.last_is_partial);
+    assert_eq!(t1.first_missing, None);
+}
