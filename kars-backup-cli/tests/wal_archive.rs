@@ -514,3 +514,78 @@ fn receive_wal_ships_the_partial_segment_within_seconds() {
     a.cluster
         .psql("postgres", "SELECT pg_drop_replication_slot('kars_test')");
 }
+
+#[test]
+fn segments_round_trip_through_the_s3_emulator() {
+    let Some(a) = archiving() else { return };
+    let (Some(endpoint), Some(bucket)) = (
+        kars_backup::core::testing::service_var("KARS_TEST_S3_ENDPOINT"),
+        kars_backup::core::testing::service_var("KARS_TEST_S3_BUCKET"),
+    ) else {
+        return;
+    };
+    let sysid = system_id(a);
+    let name = switch(a, "s3");
+    wait_archived(a, &name);
+    let segment = pg_wal(a, &name);
+    let run = TestCluster::unique_name("wal");
+    let url = format!("s3://{bucket}/{run}?endpoint={endpoint}&allow_http=true");
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("key.txt");
+    let recipient = kars_backup::encrypt::generate_identity_file(&identity).unwrap();
+    let push = |path: &Path| {
+        common::bin_s3()
+            .args(["pg", "archive-wal", "--to", &url, "--encrypt-to", &recipient])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let pull = |name: &str, dest: &Path| {
+        common::bin_s3()
+            .args(["pg", "fetch-wal", "--from", &url, "--system-id", &sysid])
+            .args(["--identity", &s(&identity)])
+            .arg(name)
+            .arg(dest)
+            .output()
+            .unwrap()
+    };
+    // Killed at several instants of its upload: nothing half-stored is ever fetched.
+    for delay_ms in [5u64, 20, 40, 80] {
+        let mut child = common::bin_s3()
+            .args(["pg", "archive-wal", "--to", &url, "--encrypt-to", &recipient])
+            .arg(&segment)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let dest = tmp.path().join(format!("after-kill-{delay_ms}"));
+        let got = pull(&name, &dest);
+        match code(&got) {
+            7 => assert!(!dest.exists()),
+            0 => assert!(std::fs::read(&dest).unwrap() == std::fs::read(&segment).unwrap()),
+            _ => panic!("after a kill at {delay_ms} ms: {}", text(&got)),
+        }
+    }
+    ok(push(&segment));
+    ok(push(&segment));
+    let dest = tmp.path().join("RECOVERYXLOG");
+    ok(pull(&name, &dest));
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(&segment).unwrap());
+    let missing = pull("0000000100000000000000FD", &dest);
+    assert_eq!(code(&missing), 7, "{}", text(&missing));
+    let other = tmp.path().join(&name);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[200_000] ^= 0xff;
+    std::fs::write(&other, bytes).unwrap();
+    let refused = push(&other);
+    assert_eq!(code(&refused), 5, "{}", text(&refused));
+    let status = common::bin_s3()
+        .args(["pg", "wal-status", "--from", &url, "--json"])
+        .output()
+        .unwrap();
+    let json = common::json(&ok(status));
+    assert_eq!(json["clusters"][0]["timelines"][0]["segments"], 1, "{json}");
+}
