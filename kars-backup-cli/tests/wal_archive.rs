@@ -533,13 +533,20 @@ fn segments_round_trip_through_the_s3_emulator() {
     let tmp = tempfile::tempdir().unwrap();
     let identity = tmp.path().join("key.txt");
     let recipient = kars_backup::encrypt::generate_identity_file(&identity).unwrap();
-    let push = |path: &Path| {
-        common::bin_s3()
-            .args(["pg", "archive-wal", "--to", &url, "--encrypt-to", &recipient])
-            .arg(path)
-            .output()
-            .unwrap()
+    let archive_cmd = |path: &Path| {
+        let mut c = common::bin_s3();
+        c.args([
+            "pg",
+            "archive-wal",
+            "--to",
+            &url,
+            "--encrypt-to",
+            &recipient,
+        ])
+        .arg(path);
+        c
     };
+    let push = |path: &Path| archive_cmd(path).output().unwrap();
     let pull = |name: &str, dest: &Path| {
         common::bin_s3()
             .args(["pg", "fetch-wal", "--from", &url, "--system-id", &sysid])
@@ -551,9 +558,7 @@ fn segments_round_trip_through_the_s3_emulator() {
     };
     // Killed at several instants of its upload: nothing half-stored is ever fetched.
     for delay_ms in [5u64, 20, 40, 80] {
-        let mut child = common::bin_s3()
-            .args(["pg", "archive-wal", "--to", &url, "--encrypt-to", &recipient])
-            .arg(&segment)
+        let mut child = archive_cmd(&segment)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

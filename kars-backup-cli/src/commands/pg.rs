@@ -140,57 +140,15 @@ async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
             "server": server,
         }))?;
     } else {
-        print_chains(&sink.describe(), &chains);
+        if chains.is_empty() {
+            println!("No PostgreSQL WAL archived at {}.", sink.describe());
+        }
+        print!("{}", render::wal_chains(&chains));
         if let Some(s) = &server {
             print_server(s);
         }
     }
     Ok(if broken { exit::VERIFICATION } else { exit::OK })
-}
-
-fn print_chains(destination: &str, chains: &[wal::WalChain]) {
-    if chains.is_empty() {
-        println!("No PostgreSQL WAL archived at {destination}.");
-    }
-    for chain in chains {
-        println!("cluster {}", chain.system_identifier);
-        for t in &chain.timelines {
-            let window = match (&t.first, &t.last) {
-                (Some(f), Some(l)) => format!("{f} .. {l} ({} segments)", t.segments),
-                _ => "no complete segment".into(),
-            };
-            let partial = t
-                .partial
-                .as_deref()
-                .map(|p| format!(", then {p}"))
-                .unwrap_or_default();
-            let history = if t.timeline > 1 && !t.history {
-                ", HISTORY FILE MISSING"
-            } else {
-                ""
-            };
-            let newest = t
-                .newest
-                .map(|n| {
-                    format!(
-                        ", newest stored {}",
-                        render::duration((chrono::Utc::now() - n).num_seconds())
-                    )
-                })
-                .unwrap_or_default();
-            println!(
-                "  timeline {}: {window}{partial}{history}, {}{newest}",
-                t.timeline,
-                render::bytes(t.stored_bytes)
-            );
-            for g in &t.gaps {
-                println!(
-                    "    GAP: {} segment(s) missing, {} .. {}",
-                    g.count, g.first, g.last
-                );
-            }
-        }
-    }
 }
 
 fn print_server(s: &wal::ArchiverState) {
