@@ -183,7 +183,7 @@ fn switched_segments_are_archived_and_fetch_back_identical() {
     wait_archived(a, names.last().unwrap());
     let out = tempfile::tempdir().unwrap();
     for name in &names {
-        let keys = stored(&a.archive, name);
+        let keys = stored(&a.archive, &format!("{name}-"));
         assert_eq!(keys.len(), 1, "{name}: {keys:?}");
         assert!(keys[0].starts_with(&format!(
             ".kars-chains/postgres/{sysid}/wal/00000001/{name}-"
@@ -228,7 +228,7 @@ fn switched_segments_are_archived_and_fetch_back_identical() {
         "{}",
         text(&refused)
     );
-    assert_eq!(stored(&a.archive, &names[0]).len(), 1);
+    assert_eq!(stored(&a.archive, &format!("{}-", names[0])).len(), 1);
 
     // A file the archive does not have: exit 7, nothing on either stream.
     let missing = fetch(&a.archive, &sysid, "0000000100000000000000FE", &dest, &[]);
@@ -264,7 +264,7 @@ fn encrypted_segments_fetch_back_with_the_identity_only() {
         .arg(pg_wal(a, &name))
         .output()
         .unwrap());
-    let keys = stored(&enc, &name);
+    let keys = stored(&enc, &format!("{name}-"));
     assert!(keys.len() == 1 && keys[0].ends_with(".zst.age"), "{keys:?}");
     let raw = std::fs::read(enc.join(&keys[0])).unwrap();
     assert!(raw.starts_with(b"age-encryption.org/v1"));
@@ -319,7 +319,7 @@ fn a_killed_upload_leaves_nothing_used_and_postgres_retries() {
         .parse()
         .unwrap();
     assert!(failed >= 1);
-    assert_eq!(stored(&a.archive, &name).len(), 1);
+    assert_eq!(stored(&a.archive, &format!("{name}-")).len(), 1);
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("RECOVERYXLOG");
     ok(fetch(&a.archive, &sysid, &name, &dest, &[]));
@@ -593,4 +593,142 @@ fn segments_round_trip_through_the_s3_emulator() {
         .unwrap();
     let json = common::json(&ok(status));
     assert_eq!(json["clusters"][0]["timelines"][0]["segments"], 1, "{json}");
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
+    let Some(a) = archiving() else { return };
+    let bin_dir = a.cluster.bin_dir().to_path_buf();
+    let tmp = tempfile::Builder::new()
+        .prefix("kars-wal-restore-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    chown_to_server(tmp.path());
+    let data = tmp.path().join("data");
+    // A base backup without WAL: everything after its start comes from the archive.
+    let basebackup = Command::new(bin_dir.join("pg_basebackup"))
+        .arg(format!("--dbname={}", a.cluster.server_url()))
+        .arg(format!("--pgdata={}", data.display()))
+        .args(["--wal-method=none", "--checkpoint=fast", "--no-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        basebackup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&basebackup.stderr)
+    );
+    a.cluster.psql(
+        "postgres",
+        "CREATE TABLE after_base (v int); INSERT INTO after_base SELECT generate_series(1, 500);",
+    );
+    let last = switch(a, "after_base_pad");
+    wait_archived(a, &last);
+
+    let restore_command = format!(
+        "{} pg fetch-wal --from {} %f %p",
+        a.dir.join("kars-backup").display(),
+        a.archive.display()
+    );
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    let sock = tmp.path().join("sock");
+    std::fs::create_dir(&sock).unwrap();
+    if let Some((uid, gid)) = TestCluster::server_owner() {
+        for p in [&data, &sock] {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let port = free_port();
+    let mut server = match TestCluster::server_owner() {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(bin_dir.join("postgres"));
+            c
+        }
+        None => Command::new(bin_dir.join("postgres")),
+    };
+    let log = std::fs::File::create(tmp.path().join("server.log")).unwrap();
+    let mut server = server
+        .arg("-D")
+        .arg(&data)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(&sock)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "archive_mode=off"])
+        .args(["-c", &format!("restore_command={restore_command}")])
+        .args(["-c", "recovery_target_action=promote"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url = a.cluster.server_url().replace(
+        &format!(":{}/", url_port(&a.cluster.server_url())),
+        &format!(":{port}/"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let done = Command::new(bin_dir.join("psql"))
+            .args(["--no-psqlrc", "-tA", "-c"])
+            .arg("SELECT NOT pg_is_in_recovery() AND (SELECT count(*) FROM after_base) = 500")
+            .arg(&url)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&done.stdout).trim() == "t" {
+            break true;
+        }
+        if server.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap_or_default();
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(server.id().to_string())
+        .status();
+    let _ = server.wait();
+    assert!(
+        rows,
+        "the recovered cluster lacks the rows written after the base backup:\n{log}"
+    );
+    // The end of recovery asked for files the archive does not have (exit 7): no failure.
+    assert!(log.contains("archive recovery complete"), "{log}");
+    assert!(log.contains("restored log file"), "{log}");
+    // (FATAL lines of the polling connections while the server starts are no failure.)
+    let failures = log.lines().filter(|l| {
+        (l.contains("FATAL") || l.contains("PANIC"))
+            && !l.contains("starting up")
+            && !l.contains("not yet accepting connections")
+    });
+    assert_eq!(failures.count(), 0, "{log}");
+}
+
+/// The port of a `postgres://…@host:port/db` URL.
+fn url_port(url: &str) -> u16 {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, r)| r);
+    let host_port = after_at.split('/').next().unwrap();
+    host_port.rsplit_once(':').unwrap().1.parse().unwrap()
 }
