@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{bin, code, ok, s, stderr, text};
+use common::{bin, code, free_port, ok, s, stderr, text};
 use kars_backup::postgres::testing::TestCluster;
 
 /// The cluster of this test binary and the places its archive_command uses.
@@ -593,15 +593,6 @@ fn segments_round_trip_through_the_s3_emulator() {
         .unwrap();
     let json = common::json(&ok(status));
     assert_eq!(json["clusters"][0]["timelines"][0]["segments"], 1, "{json}");
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
