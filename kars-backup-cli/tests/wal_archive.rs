@@ -282,6 +282,42 @@ fn encrypted_segments_fetch_back_with_the_identity_only() {
     ));
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(pg_wal(a, &name)).unwrap());
 
+    // From a job of the configuration file: its destination and its identity file, which
+    // encrypts the WAL and opens it again (no URL or key on the command line).
+    let job_dir = tmp.path().join("job-archive");
+    let config = tmp.path().join("kars.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"pg\"\nsource = \"{}\"\n\n[[job.destination]]\nurl = \"{}\"\n\n[job.encryption]\nidentity-file = \"{}\"\n",
+            a.cluster.server_url(),
+            job_dir.display(),
+            identity.display()
+        ),
+    )
+    .unwrap();
+    ok(bin()
+        .args(["pg", "archive-wal", "--config", &s(&config)])
+        .arg(pg_wal(a, &name))
+        .output()
+        .unwrap());
+    assert!(stored(&job_dir, &format!("{name}-"))[0].ends_with(".zst.age"));
+    let from_job = tmp.path().join("from-job");
+    ok(bin()
+        .args([
+            "pg",
+            "fetch-wal",
+            "--config",
+            &s(&config),
+            "--system-id",
+            &sysid,
+        ])
+        .arg(&name)
+        .arg(&from_job)
+        .output()
+        .unwrap());
+    assert!(std::fs::read(&from_job).unwrap() == std::fs::read(pg_wal(a, &name)).unwrap());
+
     // Off-site destinations refuse plaintext before reading anything.
     let refused = bin()
         .env("AWS_ACCESS_KEY_ID", "x")
