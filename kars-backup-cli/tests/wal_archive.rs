@@ -667,6 +667,16 @@ fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
         a.archive.display()
     );
     std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    // The promoted cluster archives its new timeline elsewhere: the history file's cluster
+    // comes from global/pg_control (archive_command runs in the data directory).
+    let new_archive = tmp.path().join("new-archive");
+    std::fs::create_dir(&new_archive).unwrap();
+    chown_to_server(&new_archive);
+    let archive_command = format!(
+        "{} pg archive-wal --to {} %p",
+        a.dir.join("kars-backup").display(),
+        new_archive.display()
+    );
     let sock = tmp.path().join("sock");
     std::fs::create_dir(&sock).unwrap();
     if let Some((uid, gid)) = TestCluster::server_owner() {
@@ -704,7 +714,8 @@ fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
         .arg(port.to_string())
         .arg("-k")
         .arg(&sock)
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "archive_mode=off"])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "archive_mode=on"])
+        .args(["-c", &format!("archive_command={archive_command}")])
         .args(["-c", &format!("restore_command={restore_command}")])
         .args(["-c", "recovery_target_action=promote"])
         .stdout(Stdio::null())
@@ -731,6 +742,21 @@ fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let sysid = system_id(a);
+    let history = format!(".kars-chains/postgres/{sysid}/wal/00000002/00000002.history-");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history_archived = loop {
+        if stored(&new_archive, "00000002.history-")
+            .iter()
+            .any(|k| k.starts_with(&history))
+        {
+            break true;
+        }
+        if !rows || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap_or_default();
     let _ = Command::new("kill")
         .arg("-INT")
@@ -744,6 +770,10 @@ fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
     // The end of recovery asked for files the archive does not have (exit 7): no failure.
     assert!(log.contains("archive recovery complete"), "{log}");
     assert!(log.contains("restored log file"), "{log}");
+    assert!(
+        history_archived,
+        "00000002.history was not archived under {history}: {log}"
+    );
     // (FATAL lines of the polling connections while the server starts are no failure.)
     let failures = log.lines().filter(|l| {
         (l.contains("FATAL") || l.contains("PANIC"))
