@@ -221,7 +221,11 @@ pub async fn receive_wal(
     let exited = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                shipper.ship(sinks, &mut report).await?;
+                // A destination failing now is retried at the next tick: the spool keeps the
+                // WAL meanwhile (and with a slot, so does the server).
+                if let Err(e) = shipper.ship(sinks, &mut report).await {
+                    tracing::warn!(error = %e, "shipping WAL failed; retrying");
+                }
             }
             status = child.wait() => break Some(status),
             () = stop.cancelled() => break None,
