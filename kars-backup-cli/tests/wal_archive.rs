@@ -662,7 +662,7 @@ fn a_base_backup_recovers_through_fetch_wal_as_restore_command() {
     wait_archived(a, &last);
 
     let restore_command = format!(
-        "{} pg fetch-wal --from {} %f %p",
+        "{} pg fetch-wal --from {} --read-ahead 2 %f %p",
         a.dir.join("kars-backup").display(),
         a.archive.display()
     );
