@@ -48,6 +48,23 @@ fn opts() -> ArchiveOptions {
     ArchiveOptions::default()
 }
 
+/// A temporary directory, a local sink in it (alone and as a list), and options naming the
+/// cluster.
+fn archive_with_id() -> (
+    tempfile::TempDir,
+    DynBackupSink,
+    Vec<DynBackupSink>,
+    ArchiveOptions,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = local(&tmp.path().join("a"));
+    let with_id = ArchiveOptions {
+        system_identifier: Some(SYSID),
+        ..opts()
+    };
+    (tmp, sink.clone(), vec![sink], with_id)
+}
+
 fn fetch_opts() -> FetchOptions {
     FetchOptions {
         system_identifier: Some(SYSID),
@@ -330,13 +347,7 @@ async fn history_files_take_the_cluster_from_pg_control_and_gaps_are_listed() {
 #[tokio::test]
 async fn the_path_follows_timeline_switches_and_stops_at_the_first_gap() {
     use kars_backup_postgres::wal::wal_path;
-    let tmp = tempfile::tempdir().unwrap();
-    let sink = local(&tmp.path().join("a"));
-    let sinks = vec![sink.clone()];
-    let with_id = ArchiveOptions {
-        system_identifier: Some(SYSID),
-        ..opts()
-    };
+    let (tmp, sink, sinks, with_id) = archive_with_id();
     let push = |name: String, seed: u8| {
         let p = write(tmp.path(), &name, &segment_bytes(seed));
         let sinks = sinks.clone();
@@ -429,4 +440,76 @@ async fn the_path_follows_timeline_switches_and_stops_at_the_first_gap() {
     assert_eq!(t1.last.as_deref(), Some("000000010000000000000003"));
     assert!(t1.last_is_partial);
     assert_eq!(t1.first_missing, None);
+}
+
+#[tokio::test]
+async fn pruning_keeps_what_the_oldest_base_backup_needs_and_every_history_file() {
+    use kars_backup_postgres::wal::prune_wal;
+    let (tmp, sink, sinks, with_id) = archive_with_id();
+    for (tli, seg) in [(1u32, 1u64), (1, 2), (1, 3), (2, 3), (2, 4), (2, 5)] {
+        let name = WalName::segment(tli, seg, DEFAULT_SEGMENT_SIZE).name;
+        let p = write(tmp.path(), &name, &segment_bytes(seg as u8));
+        archive_wal(&sinks, &p, &with_id).await.unwrap();
+    }
+    let history = write(tmp.path(), "00000002.history", b"1\t0/3000000\tx\n");
+    archive_wal(&sinks, &history, &with_id).await.unwrap();
+    let label = write(
+        tmp.path(),
+        "000000010000000000000002.00000028.backup",
+        b"START WAL LOCATION: 0/2000028\n",
+    );
+    archive_wal(&sinks, &label, &with_id).await.unwrap();
+
+    let plan = prune_wal(
+        &sink,
+        SYSID,
+        "000000020000000000000004",
+        DEFAULT_SEGMENT_SIZE,
+        true,
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = plan
+        .removed
+        .iter()
+        .map(|k| StoredWal::parse(k).unwrap().wal.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000002.00000028.backup",
+            "000000010000000000000003",
+            "000000020000000000000003",
+        ]
+    );
+    assert_eq!(plan.kept, 3);
+    // A dry run deleted nothing; the real one deletes exactly the plan.
+    assert_eq!(sink.list(None).await.unwrap().len(), 8);
+    let done = prune_wal(
+        &sink,
+        SYSID,
+        "000000020000000000000004",
+        DEFAULT_SEGMENT_SIZE,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, plan);
+    let left: Vec<String> = sink
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| StoredWal::parse(&m.key).unwrap().wal.name)
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            "00000002.history",
+            "000000020000000000000004",
+            "000000020000000000000005"
+        ]
+    );
 }

@@ -12,7 +12,8 @@
 //! - [`list_chains`] tells, per cluster and timeline, the window of archived segments and the
 //!   gaps in it; [`archiver_state`] what the server says (settings to change, the last file
 //!   archived, failures); [`wal_path`] the WAL a restore from a base backup replays, across
-//!   timelines, and the first segment missing on the way.
+//!   timelines, and the first segment missing on the way; [`prune_wal`] removes the WAL older
+//!   than the oldest kept base backup.
 //!
 //! Keys are made and parsed in one place, [`StoredWal`]; the layout is described in
 //! `docs/operators/wal-archive.md`.
@@ -24,6 +25,7 @@ mod header;
 mod io;
 mod keys;
 mod path;
+mod prune;
 mod receive;
 mod server;
 
@@ -38,5 +40,6 @@ pub use fetch::{FetchOptions, FetchOutcome, FetchedWal, SPOOL_DIR, fetch_wal, fi
 pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
 pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
 pub use path::{PathStep, WalPath, wal_path};
+pub use prune::{WalPruneReport, prune_wal};
 pub use receive::{ReceiveOptions, ReceiveReport, default_spool_dir, receive_wal};
 pub use server::{ArchiverState, archiver_state, require_archiving};
