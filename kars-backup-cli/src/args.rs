@@ -22,7 +22,8 @@ destination without --no-encrypt, a missing decryption key), 3 database source e
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
 whose backup failed; status: a destination's last drill failed, or the keys given do not open its \
 newest backup), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
-missed, 7 pg fetch-wal: the WAL file is not in the archive."
+missed, 7 pg fetch-wal: the WAL file is not in the archive, 126 pg fetch-wal failed (PostgreSQL \
+then stops the recovery)."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -607,7 +608,8 @@ pub(crate) enum PgCommand {
     /// of that name is.
     ArchiveWal(ArchiveWalArgs),
     /// Restore one WAL file (PostgreSQL's restore_command: `kars-backup pg fetch-wal --from URL
-    /// %f %p`); exits 7, quietly, when the archive does not have it.
+    /// %f %p`); exits 7, quietly, when the archive does not have it, and 126 on any other
+    /// failure (so that PostgreSQL stops the recovery rather than ending it early).
     FetchWal(FetchWalArgs),
     /// Stream the WAL over a replication connection (pg_receivewal) and ship completed segments
     /// and the current .partial every few seconds, until SIGTERM/SIGINT: for servers where

@@ -271,7 +271,9 @@ fn encrypted_segments_fetch_back_with_the_identity_only() {
 
     let dest = tmp.path().join("RECOVERYXLOG");
     let no_key = fetch(&enc, &sysid, &name, &dest, &[]);
-    assert_eq!(code(&no_key), 2, "{}", text(&no_key));
+    // A missing key stops the recovery (126), unlike a missing file (7).
+    assert_eq!(code(&no_key), 126, "{}", text(&no_key));
+    assert!(stderr(&no_key).contains("--identity"), "{}", text(&no_key));
     assert!(!dest.exists());
     ok(fetch(
         &enc,
@@ -427,6 +429,17 @@ fn a_removed_segment_is_reported_as_a_gap() {
     for key in stored(&copy, &names[1]) {
         std::fs::remove_file(copy.join(key)).unwrap();
     }
+    // A damaged file: fetch-wal exits 126 (PostgreSQL stops the recovery) and writes nothing.
+    let damaged = copy.join(&stored(&copy, &format!("{}-", names[2]))[0]);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&damaged, bytes).unwrap();
+    let dest = tmp.path().join("RECOVERYXLOG");
+    let sysid = system_id(a);
+    let got = fetch(&copy, &sysid, &names[2], &dest, &[]);
+    assert_eq!(code(&got), 126, "{}", text(&got));
+    assert!(!dest.exists());
     let report = bin()
         .args(["pg", "wal-status", "--from", &s(&copy)])
         .output()

@@ -73,7 +73,28 @@ async fn archive(a: ArchiveWalArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// `fetch-wal`: a failure exits [`exit::WAL_FETCH_FAILED`], so that PostgreSQL stops the
+/// recovery instead of ending it early as for a missing file.
 async fn fetch(a: FetchWalArgs) -> anyhow::Result<u8> {
+    let json = a.places.json;
+    match fetch_file(a).await {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            let text = exit::error_text(&err);
+            if json {
+                render::print_json(&serde_json::json!({
+                    "ok": false,
+                    "error": text,
+                    "exit_code": exit::WAL_FETCH_FAILED,
+                }))?;
+            }
+            eprintln!("error: {text}");
+            Ok(exit::WAL_FETCH_FAILED)
+        }
+    }
+}
+
+async fn fetch_file(a: FetchWalArgs) -> anyhow::Result<u8> {
     let job = config_job(&a.places)?;
     let sinks = sinks(&a.from, job.as_ref())?;
     let keys = match &job {
