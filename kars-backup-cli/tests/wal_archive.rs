@@ -550,6 +550,34 @@ fn receive_wal_ships_the_partial_segment_within_seconds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A role without REPLICATION is told what to change, before anything starts.
+    a.cluster.psql(
+        "postgres",
+        "DO $$ BEGIN CREATE ROLE wal_norepl LOGIN PASSWORD 'norepl-secret'; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+    );
+    let url = a.cluster.server_url();
+    let norepl = url.replace(
+        &url[url.find("://").unwrap() + 3..url.rfind('@').unwrap()],
+        "wal_norepl:norepl-secret",
+    );
+    let refused = bin()
+        .args(["pg", "receive-wal", "--to", &s(&to), "--spool-dir"])
+        .arg(tmp.path().join("spool2"))
+        .env("DATABASE_URL", &norepl)
+        .output()
+        .unwrap();
+    assert_eq!(code(&refused), 2, "{}", text(&refused));
+    assert!(
+        stderr(&refused).contains("ALTER ROLE wal_norepl REPLICATION"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        !text(&refused).contains("norepl-secret"),
+        "{}",
+        text(&refused)
+    );
+
     // SIGTERM: a clean stop.
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
