@@ -34,6 +34,28 @@ fn shared_binary(dir: &Path) -> PathBuf {
     to
 }
 
+/// Removes `dir` when the test process ends, as the cluster's supervisor does with its own: a
+/// child with `--pdeathsig`, spawned from a thread that lives as long as the process (the
+/// signal follows the spawning thread).
+fn remove_at_exit(dir: &Path) {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let watchdog = Command::new("setpriv")
+            .args(["--pdeathsig", "TERM", "--", "sh", "-c"])
+            .arg("trap 'rm -rf \"$0\"; exit 0' TERM; while :; do sleep 1; done")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if watchdog.is_ok() {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+}
+
 fn chown_to_server(path: &Path) {
     if let Some((uid, gid)) = TestCluster::server_owner() {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
@@ -62,6 +84,7 @@ fn archiving() -> Option<&'static Archiving> {
             .unwrap()
             .keep();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        remove_at_exit(&dir);
         shared_binary(&dir);
         let wrapper = dir.join("archive.sh");
         std::fs::write(&wrapper, WRAPPER).unwrap();
