@@ -27,51 +27,16 @@ set -euo pipefail
 
 size_mb="${SIZE_MB:-400}"
 repeat="${REPEAT:-3}"
-keep_workdir="${KEEP_WORKDIR:-0}"
 compression="${KARS_BENCH_COMPRESSION:-gzip}"
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-kars="${KARS_BIN:-$target_dir/release/kars-backup}"
 
 die() { echo "compare_postgres: $*" >&2; exit 2; }
 
-bin="$(pg_config --bindir 2>/dev/null || true)"
-[[ -x "$bin/initdb" ]] || bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-[[ -x "$bin/initdb" ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
-
-if [[ -z "${KARS_BIN:-}" ]]; then
-    echo "building kars-backup (release)…"
-    (cd "$repo" && cargo build --release --locked -q -p kars-backup-cli)
-fi
-[[ -x "$kars" ]] || die "no kars-backup binary at $kars"
-
-work="$(mktemp -d /tmp/kars-compare-pg.XXXXXX)"
-chmod 755 "$work"
-run_as=()
-if [[ "$(id -u)" -eq 0 ]]; then
-    run_as=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
-    chown postgres:postgres "$work"
-fi
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-pid=""
-cleanup() {
-    if [[ -n "$pid" ]]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    if [[ "$keep_workdir" == 1 ]]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-echo "starting a throwaway PostgreSQL ($("$bin/postgres" --version)) on port $port"
-"${run_as[@]}" "$bin/initdb" -D "$work/data" -U kars --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
-mkdir -p "$work/sock" "$work/out" && chown -R --reference="$work" "$work/sock"
-"${run_as[@]}" "$bin/postgres" -D "$work/data" -p "$port" -k "$work/sock" -c listen_addresses=127.0.0.1 \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB \
-    -c shared_buffers=256MB -c maintenance_work_mem=256MB >"$work/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
-"$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || die "server did not start: $(tail "$work/server.log")"
+# shellcheck source=pg_cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pg_cluster.sh"
+pg_cluster_start compare-pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+    -c max_wal_size=4GB -c shared_buffers=256MB -c maintenance_work_mem=256MB
 
 url() { echo "postgres://kars@127.0.0.1:$port/$1"; }
-export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=kars
 psql_q() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "generating a ~${size_mb} MB database…"

@@ -22,7 +22,8 @@ destination without --no-encrypt, a missing decryption key), 3 database source e
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
 whose backup failed; status: a destination's last drill failed, or the keys given do not open its \
 newest backup), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
-missed."
+missed, 7 pg fetch-wal: the WAL file is not in the archive, 126 pg fetch-wal failed (PostgreSQL \
+then stops the recovery)."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -87,6 +88,10 @@ pub(crate) enum Command {
     /// Run the config's jobs on their cron schedules (locks, catch-up, notifications, metrics)
     /// until SIGTERM/SIGINT.
     Daemon(DaemonArgs),
+    /// PostgreSQL continuous archiving: the WAL archive (archive_command, restore_command,
+    /// streaming) and its state.
+    #[command(subcommand)]
+    Pg(PgCommand),
 }
 
 /// Which database (the source of a backup, the target of a restore).
@@ -588,6 +593,153 @@ pub(crate) struct KeyShowArgs {
     /// The identity file (default: as for `key init`).
     #[arg(long, value_name = "FILE")]
     pub(crate) identity: Option<PathBuf>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kars-backup pg …`: the WAL archive of PostgreSQL clusters (docs/operators/wal-archive.md).
+#[derive(Debug, Subcommand)]
+pub(crate) enum PgCommand {
+    /// Store one WAL file (PostgreSQL's archive_command: `kars-backup pg archive-wal --to URL
+    /// %p`), compressed and optionally encrypted; exits 0 once it is durably stored at every
+    /// destination (also when the same file is stored already), non-zero when a different file
+    /// of that name is.
+    ArchiveWal(ArchiveWalArgs),
+    /// Restore one WAL file (PostgreSQL's restore_command: `kars-backup pg fetch-wal --from URL
+    /// %f %p`); exits 7, quietly, when the archive does not have it, and 126 on any other
+    /// failure (so that PostgreSQL stops the recovery rather than ending it early).
+    FetchWal(FetchWalArgs),
+    /// Stream the WAL over a replication connection (pg_receivewal) and ship completed segments
+    /// and the current .partial every few seconds, until SIGTERM/SIGINT: for servers where
+    /// archive_command cannot be set.
+    ReceiveWal(ReceiveWalArgs),
+    /// The archived WAL per cluster and timeline: window (first..last segment), gaps, history
+    /// files, and with --db the server's archiver (lag, failures, settings to change); exit 5
+    /// when a segment is missing or the server does not archive.
+    WalStatus(WalStatusArgs),
+}
+
+/// Where the WAL goes or comes from: URLs, or a job of the configuration file.
+#[derive(Debug, Args)]
+pub(crate) struct WalPlaces {
+    /// Take the destinations (and encryption) from this configuration file's job; credentials
+    /// stay in the environment or the file, never on the command line (archive_command lines
+    /// are visible in pg_settings and ps).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: the job (default: the file's only job).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(crate) job: Option<String>,
+
+    /// The cluster's system identifier (default: from the WAL file's header, else from
+    /// global/pg_control of --pgdata or the current directory).
+    #[arg(long, value_name = "ID")]
+    pub(crate) system_id: Option<u64>,
+
+    /// The data directory whose global/pg_control names the cluster (default: the current
+    /// directory, where PostgreSQL runs archive_command and restore_command).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pgdata: Option<PathBuf>,
+
+    /// Print one JSON document instead of nothing.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveWalArgs {
+    /// Destination (repeatable): a directory, `file:///dir`, `s3://bucket/prefix`, `gs://…`,
+    /// `az://…`.
+    #[arg(long = "to", value_name = "DEST", required_unless_present = "config")]
+    pub(crate) to: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) places: WalPlaces,
+
+    #[command(flatten)]
+    pub(crate) encryption: EncryptOptions,
+
+    /// The WAL file (`%p`): a segment, `.partial`, `.history` or `.backup` file.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FetchWalArgs {
+    /// Where to fetch from (repeatable: tried in order).
+    #[arg(long = "from", value_name = "DEST", required_unless_present = "config")]
+    pub(crate) from: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) places: WalPlaces,
+
+    #[command(flatten)]
+    pub(crate) decryption: DecryptOptions,
+
+    /// Fetch this many following segments at the same time into a spool directory beside
+    /// PATH (pg_wal/.kars-wal-spool), for stores with high latency.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) read_ahead: usize,
+
+    /// The WAL file PostgreSQL asks for (`%f`).
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+
+    /// Where PostgreSQL wants it (`%p`).
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReceiveWalArgs {
+    /// The server, as a user with the REPLICATION attribute: `postgres://user@host:port/db`
+    /// (default: DATABASE_URL; the password goes to pg_receivewal through PGPASSWORD).
+    #[arg(long, value_name = "DB", env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) db: String,
+
+    /// Destination (repeatable).
+    #[arg(long = "to", value_name = "DEST", required = true)]
+    pub(crate) to: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) encryption: EncryptOptions,
+
+    /// Where pg_receivewal writes (kept across restarts; default:
+    /// $XDG_STATE_HOME/kars-backup/receive-wal/<host-port>, else ~/.local/state/…).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spool_dir: Option<PathBuf>,
+
+    /// Stream through this replication slot (the server keeps the WAL the receiver has not
+    /// had yet).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) slot: Option<String>,
+
+    /// Create --slot if it does not exist.
+    #[arg(long, requires = "slot")]
+    pub(crate) create_slot: bool,
+
+    /// Seconds between shipments of the current .partial.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub(crate) ship_interval: f64,
+
+    /// Directory of pg_receivewal (default: the server version's Debian directory, else PATH).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WalStatusArgs {
+    /// Destination to inspect.
+    #[arg(long, value_name = "DEST")]
+    pub(crate) from: String,
+
+    /// Also ask this server how its archiving goes (settings, the last file archived and the
+    /// archive's lag behind the current one, failures); exit 5 when it does not archive.
+    #[arg(long, value_name = "DB")]
+    pub(crate) db: Option<String>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]

@@ -18,6 +18,13 @@ pub(crate) const VERIFICATION: u8 = 5;
 /// `status`: a destination's newest backup is older than the RPO target (or missing);
 /// `drill`: the RTO or RPO target was missed.
 pub(crate) const RPO_MISSED: u8 = 6;
+/// `pg fetch-wal`: the WAL file asked for is not in the archive (PostgreSQL's restore_command
+/// then ends recovery or tries another timeline; any code up to 125 is "not available").
+pub(crate) const WAL_MISSING: u8 = 7;
+/// `pg fetch-wal`: any failure other than a missing file (storage, checksum, key, usage).
+/// PostgreSQL takes a `restore_command` exit code up to 125 for "file not there" and ends the
+/// recovery early (a promotion short of the archive's end); above 125 it stops the recovery.
+pub(crate) const WAL_FETCH_FAILED: u8 = 126;
 /// Interrupted (SIGINT; a restore stopped by SIGTERM exits with 143), after the rollback.
 pub(crate) const INTERRUPTED: u8 = 130;
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use kars_backup::config::LogFormat;
 
-use crate::args::{Cli, Command, ConfigCommand, KeyCommand};
+use crate::args::{Cli, Command, ConfigCommand, KeyCommand, PgCommand};
 use crate::exit::{code_of, error_text};
 
 fn main() -> ExitCode {
@@ -137,6 +137,10 @@ impl Command {
             Command::Key(KeyCommand::Init(a)) => a.json,
             Command::Key(KeyCommand::Show(a)) => a.json,
             Command::Schedule(_) | Command::Daemon(_) => false,
+            Command::Pg(PgCommand::ArchiveWal(a)) => a.places.json,
+            Command::Pg(PgCommand::FetchWal(a)) => a.places.json,
+            Command::Pg(PgCommand::ReceiveWal(_)) => false,
+            Command::Pg(PgCommand::WalStatus(a)) => a.json,
         }
     }
 }

@@ -269,6 +269,59 @@ pub(crate) fn attempts_failed(
     Err(err)
 }
 
+/// The WAL chains of a destination, per cluster and timeline: window, `.partial`, missing
+/// history files, size, age of the newest file, and every gap (`pg wal-status`, `list`).
+pub(crate) fn wal_chains(chains: &[kars_backup::postgres::wal::WalChain]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for chain in chains {
+        let _ = writeln!(
+            out,
+            "PostgreSQL WAL of cluster {}:",
+            chain.system_identifier
+        );
+        for t in &chain.timelines {
+            let window = match (&t.first, &t.last) {
+                (Some(f), Some(l)) => format!("{f} .. {l} ({} segments)", t.segments),
+                _ => "no complete segment".into(),
+            };
+            let partial = t
+                .partial
+                .as_deref()
+                .map(|p| format!(", then {p}"))
+                .unwrap_or_default();
+            let history = if t.timeline > 1 && !t.history {
+                ", HISTORY FILE MISSING"
+            } else {
+                ""
+            };
+            let newest = t
+                .newest
+                .map(|n| {
+                    format!(
+                        ", newest stored {} ago",
+                        duration((chrono::Utc::now() - n).num_seconds())
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  timeline {}: {window}{partial}{history}, {}{newest}",
+                t.timeline,
+                bytes(t.stored_bytes)
+            );
+            for g in &t.gaps {
+                let _ = writeln!(
+                    out,
+                    "    GAP: {} segment(s) missing, {} .. {}",
+                    g.count, g.first, g.last
+                );
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -599,14 +599,6 @@ fn http_get(addr: &str, path: &str) -> String {
     text
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_failed_one_shot_run_alerts_the_webhook_with_its_run_id() {
     let dir = tempfile::tempdir().unwrap();

@@ -641,10 +641,7 @@ fn spawn_download(
     let decompress_tx = payload_tx.clone();
     let stage_name = name.clone();
     let stage = tokio::task::spawn_blocking(move || -> Option<String> {
-        let input: Box<dyn Read + Send> = Box::new(ChannelReader {
-            rx: stored_rx,
-            current: Bytes::new(),
-        });
+        let input: Box<dyn Read + Send> = Box::new(ChannelReader::new(stored_rx));
         let (plain, failure) = match encryption {
             None => (input, None),
             Some((scheme, info)) => {
@@ -900,9 +897,28 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-struct ChannelReader {
+/// A blocking reader over chunks received from a channel (for codecs running on a blocking
+/// thread behind an async download): an error sent through the channel is returned from
+/// `read`, and the end of the channel is the end of the data.
+pub struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+}
+
+impl ChannelReader {
+    /// Reads what arrives through `rx`.
+    pub fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ChannelReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelReader").finish_non_exhaustive()
+    }
 }
 
 impl Read for ChannelReader {

@@ -313,6 +313,11 @@ impl Job {
         &self.destinations
     }
 
+    /// Where its unencrypted archives may go (`encryption = "none"` allows off-site).
+    pub fn plaintext(&self) -> kars_backup_core::PlaintextPolicy {
+        self.options.plaintext
+    }
+
     /// Its schedule, if it has one.
     pub fn schedule(&self) -> Option<&JobSchedule> {
         self.schedule.as_ref()

@@ -19,6 +19,9 @@
 //!   database as `<db>_pre_restore_<time>` and renaming it back on any failure;
 //!   [`RestoreMode::InPlace`] replaces the live database's schemas in one transaction, as the
 //!   runbook does. The runbook's own files (`pg_dump | gzip`, `pg_dump -Fc`) restore too.
+//! - **The WAL archive** ([`wal`]): `archive_command` and `restore_command` for continuous
+//!   archiving and point-in-time recovery, streaming with `pg_receivewal`, the chain's windows
+//!   and gaps per cluster and timeline.
 //! - Passwords reach the client programs only through `PGPASSWORD`; URLs are redacted in
 //!   descriptions, manifests, errors and logs.
 //!
@@ -60,6 +63,7 @@ mod source;
 pub mod testing;
 mod tools;
 mod verify;
+pub mod wal;
 
 pub use conn::{ConnInfo, redact_url};
 pub use error::{Error, Result};

@@ -83,6 +83,15 @@ impl TestCluster {
     /// # Errors
     /// What failed: no binaries, `initdb` or the server failed.
     pub fn start() -> Result<TestCluster, String> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with these server settings added to `postgresql.conf` (values
+    /// quoted as given: `("archive_mode", "on")`), for settings that need a restart.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<TestCluster, String> {
         let bin_dir = find_bin_dir()?;
         let runas = run_as_user()?;
         let dir = tempfile::Builder::new()
@@ -144,6 +153,19 @@ impl TestCluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        if !settings.is_empty() {
+            use std::io::Write;
+            let conf = dir.join("data").join("postgresql.conf");
+            let lines: String = settings
+                .iter()
+                .map(|(k, v)| format!("{k} = '{}'\n", v.replace('\'', "''")))
+                .collect();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&conf)
+                .and_then(|mut f| f.write_all(lines.as_bytes()))
+                .map_err(|e| cleanup(format!("cannot write {}: {e}", conf.display())))?;
+        }
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port().map_err(&cleanup)?;
@@ -172,6 +194,18 @@ impl TestCluster {
     /// A URL for the maintenance database `postgres`.
     pub fn server_url(&self) -> String {
         self.url("postgres")
+    }
+
+    /// The data directory of a cluster this process started (`None` for an external one).
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("data"))
+    }
+
+    /// The uid and gid the server runs as when the tests run as root (`None` otherwise: it
+    /// runs as the test process's user). Files the server's programs (`archive_command`) write
+    /// must be writable by them.
+    pub fn server_owner() -> Option<(u32, u32)> {
+        run_as_user().ok().flatten().map(|(_, uid, gid)| (uid, gid))
     }
 
     /// The directory of the client and server programs.

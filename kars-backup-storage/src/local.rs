@@ -327,7 +327,22 @@ impl BackupSink for LocalSink {
         let prefix = prefix.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root, "", &mut out)?;
+            // Walk only the directory the prefix names (a WAL archive lists one timeline's
+            // directory per segment, not the whole destination).
+            let dir = prefix
+                .as_deref()
+                .and_then(|p| p.rsplit_once('/'))
+                .map(|(d, _)| d)
+                .filter(|d| validate_key(d).is_ok());
+            match dir {
+                Some(d) => match std::fs::metadata(root.join(d)) {
+                    Ok(m) if m.is_dir() => walk(&root.join(d), d, &mut out)?,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("list", root.join(d), e)),
+                },
+                None => walk(&root, "", &mut out)?,
+            }
             out.retain(|o: &ObjectMeta| prefix.as_deref().is_none_or(|p| o.key.starts_with(p)));
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)

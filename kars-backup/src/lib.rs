@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | (always) | [`core`] | traits, manifests, the pipeline, backup and restore jobs |
 //! | `sqlite` (default) | [`sqlite`] | consistent snapshots of live SQLite databases, staged restore |
-//! | `postgres` | `postgres` | PostgreSQL: pg_dump with same-snapshot metadata, staged restore with database swap |
+//! | `postgres` | `postgres` | PostgreSQL: pg_dump with same-snapshot metadata, staged restore with database swap; the WAL archive (`postgres::wal`: archive_command, restore_command, streaming, the chain's gaps) |
 //! | `storage` (default) | [`storage`] | destinations: local disk; one URL entry point |
 //! | `s3` | [`storage`]`::s3` | Amazon S3 and S3-compatible stores (`s3://bucket/prefix`) |
 //! | `gcs` | [`storage`]`::gcs` | Google Cloud Storage (`gs://bucket/prefix`) |
@@ -71,6 +71,7 @@ pub use kars_backup_storage as storage;
 #[doc = include_str!("../../docs/operators/restore.md")]
 #[doc = include_str!("../../docs/operators/retention.md")]
 #[doc = include_str!("../../docs/operators/storage.md")]
+#[doc = include_str!("../../docs/operators/wal-archive.md")]
 #[doc = include_str!("../../docs/library/custom-source.md")]
 #[doc = include_str!("../../docs/library/embedding.md")]
 #[doc = include_str!("../../docs/library/job-layer.md")]

@@ -8,6 +8,11 @@ use crate::{exit, render};
 pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
     let repo = kars_backup::job::repository(&a.from)?;
     let listing = repo.list().await?;
+    let wal = kars_backup::postgres::wal::list_chains(
+        repo.sink(),
+        kars_backup::postgres::wal::DEFAULT_SEGMENT_SIZE,
+    )
+    .await?;
     let shown: Vec<_> = listing
         .entries
         .iter()
@@ -34,6 +39,9 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
             "backups": entries,
             "latest": listing.latest().map(|e| e.name.to_string()),
         });
+        if !wal.is_empty() {
+            doc["wal"] = serde_json::to_value(&wal)?;
+        }
         if a.all {
             doc["foreign"] = listing.foreign.iter().map(|o| o.key.clone()).collect();
             doc["drill_reports"] = kars_backup::core::drill::report_keys(&repo).await?.into();
@@ -52,6 +60,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    print!("{}", render::wal_chains(&wal));
     let hidden = listing.entries.len() - shown.len();
     if hidden > 0 {
         println!("({hidden} incomplete upload(s) hidden; --all shows them)");

@@ -9,6 +9,7 @@ mod drill;
 mod inspect;
 mod key;
 mod list;
+mod pg;
 mod prune;
 mod restore;
 mod retention;
@@ -38,5 +39,6 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Key(c) => key::run(c).await,
         Command::Schedule(a) => schedule::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
+        Command::Pg(c) => pg::run(c).await,
     }
 }

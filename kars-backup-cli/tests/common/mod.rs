@@ -87,6 +87,15 @@ pub(crate) fn ok_pg(o: Output) -> Output {
     no_leak(ok(o))
 }
 
+/// A free TCP port on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A path as a command-line argument.
 pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()
