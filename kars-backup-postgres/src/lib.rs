@@ -53,6 +53,7 @@ mod freeze;
 mod loaded;
 mod metadata;
 mod options;
+pub mod physical;
 mod restore;
 mod sessions;
 mod source;

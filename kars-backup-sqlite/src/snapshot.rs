@@ -153,6 +153,7 @@ pub(crate) fn write_file_payload(
     Ok(SnapshotInfo {
         taken_at,
         databases: vec![info],
+        physical: None,
     })
 }
 
@@ -195,6 +196,7 @@ pub(crate) fn write_volume_payload(
     Ok(SnapshotInfo {
         taken_at,
         databases,
+        physical: None,
     })
 }
 
