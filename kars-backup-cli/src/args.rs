@@ -157,6 +157,12 @@ pub(crate) struct BackupArgs {
     #[command(flatten)]
     pub(crate) pg: DumpOptions,
 
+    /// PostgreSQL: a physical base backup of the whole cluster (`pg_basebackup`, fast
+    /// checkpoint, with its backup manifest) instead of a dump; the WAL comes from the
+    /// cluster's WAL archive (`archive_command`). Restore it with `restore --physical`.
+    #[arg(long)]
+    pub(crate) physical: bool,
+
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -192,8 +198,20 @@ pub(crate) struct Which {
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, a
+    /// directory (volume mode: every SQLite database and file in it), or
+    /// `postgres://user:password@host:port/db` (default: DATABASE_URL). Not with --physical.
+    #[arg(
+        long,
+        value_name = "DB",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "physical"
+    )]
+    pub(crate) db: Option<String>,
+
     #[command(flatten)]
-    pub(crate) db: DbArg,
+    pub(crate) physical: PhysicalRestoreArgs,
 
     #[command(flatten)]
     pub(crate) read: ReadArgs,
@@ -220,6 +238,46 @@ pub(crate) struct RestoreArgs {
     /// With --fallback: at most this many different backups are tried.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "fallback")]
     pub(crate) max_attempts: usize,
+}
+
+/// A physical restore of a PostgreSQL cluster into a new data directory.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Physical restore (PostgreSQL)")]
+pub(crate) struct PhysicalRestoreArgs {
+    /// Restore a physical base backup of a whole PostgreSQL cluster and replay its archived WAL
+    /// into a new data directory (--pgdata), to --to-time or --latest; the cluster is verified
+    /// while paused at the target, promoted, and left stopped, ready for `pg_ctl start`.
+    #[arg(long, requires = "pgdata", conflicts_with = "backup")]
+    pub(crate) physical: bool,
+
+    /// The new data directory; it must not exist, or be empty (a live cluster is never touched).
+    #[arg(long, value_name = "DIR", requires = "physical")]
+    pub(crate) pgdata: Option<PathBuf>,
+
+    /// The instant to restore to (`2026-12-05 14:03:07.250`, UTC unless an offset is given):
+    /// every transaction committed at or before it, none after.
+    #[arg(long, value_name = "TIME", requires = "physical", group = "Which")]
+    pub(crate) to_time: Option<String>,
+
+    /// PostgreSQL's `restore_command` that fetches archived WAL (`%f` the file name, `%p` the
+    /// path to write) [default: kars-backup pg fetch-wal --from DEST %f %p].
+    #[arg(long, value_name = "CMD", requires = "physical")]
+    pub(crate) restore_command: Option<String>,
+
+    /// Running as root: the OS user the restored cluster belongs to and runs as (PostgreSQL
+    /// refuses root) [default: postgres].
+    #[arg(long, value_name = "USER", requires = "physical")]
+    pub(crate) run_as: Option<String>,
+
+    /// Only base backups of the cluster with this system identifier (when a destination holds
+    /// several clusters').
+    #[arg(long, value_name = "ID", requires = "physical")]
+    pub(crate) system_identifier: Option<String>,
+
+    /// Keep the backup's `archive_mode` [default: off, so the restored cluster cannot push a new
+    /// timeline into the archive it came from].
+    #[arg(long, requires = "physical")]
+    pub(crate) keep_archiving: bool,
 }
 
 /// What restore, verify and drill read (destinations, the backup, its keys) and how they check

@@ -257,6 +257,7 @@ impl Job {
                     integrity: job.integrity,
                     snapshot_dir: job.snapshot_dir.clone(),
                     postgres: postgres.clone(),
+                    physical: false,
                 },
             }),
             destinations,

@@ -34,6 +34,7 @@ pub struct TestCluster {
 }
 
 static SHARED: OnceLock<Option<TestCluster>> = OnceLock::new();
+static SHARED_ARCHIVING: OnceLock<Option<TestCluster>> = OnceLock::new();
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -61,6 +62,28 @@ impl TestCluster {
                         eprintln!("SKIPPING PostgreSQL tests: {why}");
                         None
                     }
+                }
+            })
+            .as_ref()
+    }
+
+    /// A cluster shared by the tests of this process that archives its WAL (see
+    /// [`start_archiving`](Self::start_archiving); `KARS_TEST_PG_URL` is not used: the tests
+    /// need its archive directory); `None` (after printing why) when no PostgreSQL is available
+    /// outside CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` when no server can be had.
+    pub fn shared_archiving() -> Option<&'static TestCluster> {
+        SHARED_ARCHIVING
+            .get_or_init(|| match Self::start_archiving() {
+                Ok(c) => Some(c),
+                Err(why) if in_ci() => panic!(
+                    "PostgreSQL tests need a server and CI=true forbids skipping them: {why}"
+                ),
+                Err(why) => {
+                    eprintln!("SKIPPING PostgreSQL archiving tests: {why}");
+                    None
                 }
             })
             .as_ref()

@@ -8,7 +8,7 @@
 //! must hold exactly the rows whose commit time is at or before T.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,19 +26,7 @@ use kars_backup_postgres::physical::{
 use kars_backup_postgres::testing::TestCluster;
 
 fn cluster() -> Option<&'static TestCluster> {
-    static CLUSTER: OnceLock<Option<TestCluster>> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| match TestCluster::start_archiving() {
-            Ok(c) => Some(c),
-            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-                panic!("PostgreSQL tests need a server and CI=true forbids skipping them: {why}")
-            }
-            Err(why) => {
-                eprintln!("SKIPPING physical PostgreSQL tests: {why}");
-                None
-            }
-        })
-        .as_ref()
+    TestCluster::shared_archiving()
 }
 
 fn repo(dir: &Path) -> Repository {

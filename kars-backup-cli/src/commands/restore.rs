@@ -4,13 +4,22 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use kars_backup::core::RestoreOptions;
 use kars_backup::core::recovery::{AttemptOptions, Candidates};
+use kars_backup::core::verify::parse_db_time;
 use kars_backup::job::{Reading, RestorePlan};
+use kars_backup::postgres::physical::{PhysicalRestoreOptions, RecoveryTarget};
 
 use crate::args::RestoreArgs;
 use crate::commands::shared::{config_job, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.physical.physical {
+        return run_physical(a).await;
+    }
+    let db = a
+        .db
+        .clone()
+        .ok_or_else(|| exit::UsageError("no database: give --db (or set DATABASE_URL)".into()))?;
     // `--config`: destinations, checks, keys, hooks and settings of a config job; else the
     // flags'. A flag wins over the file, which wins over the default.
     let job = config_job(&a.read.job)?;
@@ -26,7 +35,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // Usage errors in the checks show before anything else happens.
     let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
     let plan = checks.plan_at(entry.time());
-    let target = restore.target(&a.db.db, &entry, plan.integrity)?;
+    let target = restore.target(&db, &entry, plan.integrity)?;
     let confirmed = if a.yes || !target.exists().await? {
         true
     } else if std::io::stdin().is_terminal() {
@@ -89,6 +98,61 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
             "{}",
             render::attempts(&recovered.attempts, &candidates.unavailable)
         );
+        println!("Restore completed successfully.");
+    }
+    Ok(exit::OK)
+}
+
+/// `restore --physical`: a base backup and its WAL into a new data directory.
+async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
+    let p = &a.physical;
+    if a.db.is_some() && std::env::var_os("DATABASE_URL").is_none() {
+        return Err(exit::UsageError(
+            "--physical restores a whole cluster into --pgdata, not into --db".into(),
+        )
+        .into());
+    }
+    let target = match (&p.to_time, a.read.which.latest) {
+        (Some(t), false) => RecoveryTarget::Time(parse_db_time(t).ok_or_else(|| {
+            exit::UsageError(format!(
+                "--to-time {t:?} is not a time: write 2026-12-05 14:03:07.250 (UTC) or 2026-12-05T14:03:07.250+01:00"
+            ))
+        })?),
+        (None, true) => RecoveryTarget::Latest,
+        _ => {
+            return Err(exit::UsageError(
+                "--physical needs --to-time TIME or --latest".into(),
+            )
+            .into());
+        }
+    };
+    let job = config_job(&a.read.job)?;
+    let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
+    let checks = reading.checks(&a.read.checks, a.read.integrity)?;
+    let pgdata = p.pgdata.clone().expect("clap requires --pgdata");
+    let mut options = PhysicalRestoreOptions::new(
+        pgdata,
+        target,
+        p.restore_command.clone().unwrap_or_default(),
+    );
+    options.plan = checks.plan_at(match target {
+        RecoveryTarget::Time(t) => t,
+        RecoveryTarget::Latest => chrono::Utc::now(),
+    });
+    options.run_as = p.run_as.clone();
+    options.system_identifier = p.system_identifier.clone();
+    options.keep_archiving = p.keep_archiving;
+    options.bin_dir = a.pg.bin_dir.clone();
+    let report = kars_backup::job::physical::restore_physical(
+        &reading,
+        &options,
+        progress::for_terminal(a.read.json),
+    )
+    .await?;
+    if a.read.json {
+        render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
+    } else {
+        print!("{}", render::physical_restore(&report));
         println!("Restore completed successfully.");
     }
     Ok(exit::OK)
