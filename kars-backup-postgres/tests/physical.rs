@@ -130,24 +130,56 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Starts a restored cluster with `pg_ctl` (as it is left: ready for it), runs a query and
-/// stops it again.
-fn start_and_query(pg: &TestCluster, pgdata: &Path, sql: &str) -> String {
-    let sock = tempdir(pg);
-    let run = |args: &[String]| {
-        let mut cmd = match pg.os_user() {
+/// A restored cluster started with `pg_ctl` (as it is left: ready for it), on a unix socket.
+struct Started<'a> {
+    pg: &'a TestCluster,
+    pgdata: PathBuf,
+    sock: tempfile::TempDir,
+    port: u16,
+}
+
+impl<'a> Started<'a> {
+    fn start(pg: &'a TestCluster, pgdata: &Path) -> Self {
+        let sock = tempdir(pg);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = Started {
+            pg,
+            pgdata: pgdata.to_path_buf(),
+            sock,
+            port,
+        };
+        let s = started.sock.path().display().to_string();
+        started.run(&[
+            "pg_ctl",
+            "-D",
+            &pgdata.display().to_string(),
+            "-l",
+            &format!("{s}/log"),
+            "-w",
+            "-o",
+            &format!("-p {port} -k {s} -c listen_addresses=''"),
+            "start",
+        ]);
+        started
+    }
+
+    /// Runs a program of the server's as the cluster's OS user; its output.
+    fn run(&self, args: &[&str]) -> String {
+        let program = self.pg.bin_dir().join(args[0]);
+        let mut cmd = match self.pg.os_user() {
             Some(u) => {
                 let mut c = std::process::Command::new("setpriv");
-                c.args([
-                    format!("--reuid={u}"),
-                    format!("--regid={u}"),
-                    "--clear-groups".into(),
-                    "--".into(),
-                ]);
-                c.arg(pg.bin_dir().join(&args[0]));
+                c.arg(format!("--reuid={u}"))
+                    .arg(format!("--regid={u}"))
+                    .args(["--clear-groups", "--"])
+                    .arg(program);
                 c
             }
-            None => std::process::Command::new(pg.bin_dir().join(&args[0])),
+            None => std::process::Command::new(program),
         };
         let out = cmd.args(&args[1..]).output().unwrap();
         assert!(
@@ -157,47 +189,44 @@ fn start_and_query(pg: &TestCluster, pgdata: &Path, sql: &str) -> String {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let s = sock.path().display().to_string();
-    let log = sock.path().join("log").display().to_string();
-    run(&[
-        "pg_ctl".into(),
-        "-D".into(),
-        pgdata.display().to_string(),
-        "-l".into(),
-        log,
-        "-w".into(),
-        "-o".into(),
-        format!("-p {port} -k {s} -c listen_addresses=''"),
-        "start".into(),
-    ]);
-    let out = run(&[
-        "psql".into(),
-        "-h".into(),
-        s.clone(),
-        "-p".into(),
-        port.to_string(),
-        "-U".into(),
-        kars_backup_postgres::testing::TEST_USER.into(),
-        "-d".into(),
-        "pitr".into(),
-        "-Atc".into(),
-        sql.into(),
-    ]);
-    run(&[
-        "pg_ctl".into(),
-        "-D".into(),
-        pgdata.display().to_string(),
-        "-m".into(),
-        "fast".into(),
-        "-w".into(),
-        "stop".into(),
-    ]);
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        self.run(&[
+            "psql",
+            "-h",
+            &self.sock.path().display().to_string(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            kars_backup_postgres::testing::TEST_USER,
+            "-d",
+            "pitr",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
+        ])
+    }
+
+    fn stop(self) {
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &self.pgdata.display().to_string(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
+    }
+}
+
+/// Starts a restored cluster, runs a query and stops it again.
+fn start_and_query(pg: &TestCluster, pgdata: &Path, sql: &str) -> String {
+    let started = Started::start(pg, pgdata);
+    let out = started.psql(sql);
+    started.stop();
     out
 }
 
@@ -431,4 +460,97 @@ async fn encrypted_base_backups_round_trip() {
     assert_eq!(r.backup, name);
     assert!(r.verification.passed());
     assert!(pgdata.join("PG_VERSION").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_after_a_promotion_follows_the_new_timeline() {
+    // A cluster of its own: the new timeline goes into its archive only.
+    if cluster().is_none() {
+        return;
+    }
+    let pg = TestCluster::start_archiving().unwrap();
+    let pg = &pg;
+    let archive = pg.archive_dir().unwrap();
+    // The archiving settings go into postgresql.auto.conf, so the restored cluster has them.
+    let command = pg.psql("postgres", "SHOW archive_command");
+    pg.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ),
+    );
+    pg.psql("postgres", "ALTER SYSTEM SET archive_mode = on");
+    pg.psql("postgres", "ALTER SYSTEM SET track_commit_timestamp = on");
+    pg.create_database("pitr");
+    pg.psql("pitr", "CREATE TABLE pitr_log (n int PRIMARY KEY)");
+    let client = connect(&pg.url("pitr")).await;
+    write_rows(&client, 1, 5).await;
+    let work = tempdir(pg);
+    let repo = repo(&work.path().join("backups"));
+    base_backup(pg, "pitr", &repo, None).await;
+    write_rows(&client, 6, 20).await;
+    switch_and_archive(&client, &archive).await;
+    let t10: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::int8 FROM pitr_log WHERE n = 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let t10 = DateTime::from_timestamp_micros(t10).unwrap();
+
+    // Back to row 10, keeping archiving on: the promotion writes timeline 2 into the archive.
+    let first = work.path().join("first");
+    let mut options = restore_options(pg, first.clone(), RecoveryTarget::Time(t10), &archive);
+    options.keep_archiving = true;
+    options.plan = expect_rows(10);
+    let r = restore(&repo, &options).await.unwrap();
+    assert_eq!(r.timeline, Some(2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !archive.join("00000002.history").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "00000002.history was not archived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Life goes on on timeline 2.
+    let started = Started::start(pg, &first);
+    started.psql("INSERT INTO pitr_log SELECT generate_series(101, 103)");
+    std::thread::sleep(Duration::from_millis(20));
+    started.psql("INSERT INTO pitr_log VALUES (104)");
+    let t103: i64 = started
+        .psql("SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::int8 FROM pitr_log WHERE n = 103")
+        .parse()
+        .unwrap();
+    let seg = started.psql("SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(seg.starts_with("00000002"), "{seg}");
+    while !archive.join(&seg).exists() {
+        assert!(Instant::now() < deadline, "{seg} was not archived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.stop();
+
+    // From the same base backup (timeline 1), to an instant on timeline 2: rows 1..10 and
+    // 101..103, none of timeline 1's 11..20, not 104.
+    let second = work.path().join("second");
+    let mut options = restore_options(
+        pg,
+        second.clone(),
+        RecoveryTarget::Time(DateTime::from_timestamp_micros(t103).unwrap()),
+        &archive,
+    );
+    options.plan = VerifyPlan {
+        queries: vec![TestQuery {
+            sql: "SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_log".into(),
+            expect: Expectation::Value("1,2,3,4,5,6,7,8,9,10,101,102,103".into()),
+            label: Some("timeline 2's rows".into()),
+        }],
+        ..VerifyPlan::default()
+    };
+    let r = restore(&repo, &options).await.unwrap();
+    assert_eq!(r.timeline, Some(3), "promoted after timeline 2");
+    assert!(r.verification.passed());
 }
