@@ -211,7 +211,7 @@ pub(crate) struct RestoreArgs {
     pub(crate) db: Option<String>,
 
     #[command(flatten)]
-    pub(crate) physical: PhysicalRestoreArgs,
+    pub(crate) physical: PhysicalArgs,
 
     #[command(flatten)]
     pub(crate) read: ReadArgs,
@@ -240,17 +240,20 @@ pub(crate) struct RestoreArgs {
     pub(crate) max_attempts: usize,
 }
 
-/// A physical restore of a PostgreSQL cluster into a new data directory.
+/// Physical restores (and their verification) of a PostgreSQL cluster.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Physical restore (PostgreSQL)")]
-pub(crate) struct PhysicalRestoreArgs {
-    /// Restore a physical base backup of a whole PostgreSQL cluster and replay its archived WAL
-    /// into a new data directory (--pgdata), to --to-time or --latest; the cluster is verified
-    /// while paused at the target, promoted, and left stopped, ready for `pg_ctl start`.
-    #[arg(long, requires = "pgdata", conflicts_with = "backup")]
+#[command(next_help_heading = "Physical (PostgreSQL)")]
+pub(crate) struct PhysicalArgs {
+    /// A physical base backup of a whole PostgreSQL cluster and its archived WAL, replayed to
+    /// --to-time or --latest, verified while paused at the target, promoted (restore: into
+    /// --pgdata, left stopped and ready for `pg_ctl start`; verify and drill: into a scratch
+    /// directory, removed afterwards).
+    #[arg(long, conflicts_with = "backup")]
     pub(crate) physical: bool,
 
-    /// The new data directory; it must not exist, or be empty (a live cluster is never touched).
+    /// Restore: the new data directory; it must not exist, or be empty (a live cluster is never
+    /// touched). Verify and drill: where the scratch directory goes [default: the system's
+    /// temporary directory].
     #[arg(long, value_name = "DIR", requires = "physical")]
     pub(crate) pgdata: Option<PathBuf>,
 
@@ -274,8 +277,8 @@ pub(crate) struct PhysicalRestoreArgs {
     #[arg(long, value_name = "ID", requires = "physical")]
     pub(crate) system_identifier: Option<String>,
 
-    /// Keep the backup's `archive_mode` [default: off, so the restored cluster cannot push a new
-    /// timeline into the archive it came from].
+    /// Restore: keep the backup's `archive_mode` [default: off, so the restored cluster cannot
+    /// push a new timeline into the archive it came from].
     #[arg(long, requires = "physical")]
     pub(crate) keep_archiving: bool,
 }
@@ -359,6 +362,9 @@ pub(crate) struct VerifyArgs {
 
     #[command(flatten)]
     pub(crate) pg: ScratchOptions,
+
+    #[command(flatten)]
+    pub(crate) physical: PhysicalArgs,
 }
 
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the

@@ -154,6 +154,57 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
     assert!(out.contains("Restore completed successfully."), "{out}");
     assert!(out.contains("end of the archive"), "{out}");
 
+    // verify and drill: the same path into a scratch directory, removed afterwards.
+    let scratch = workdir(pg);
+    let scratch_dir = s(scratch.path());
+    let check = |command: &str, which: &[&str], query: &str, extra: &[&str]| {
+        let mut args = vec![command, "--physical", "--from"];
+        let from = s(&store);
+        args.push(&from);
+        args.extend_from_slice(which);
+        args.extend_from_slice(&[
+            "--pgdata",
+            &scratch_dir,
+            "--restore-command",
+            &restore_command,
+            "--pg-bin-dir",
+            &bin,
+            "--verify-query",
+            query,
+        ]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = ok_pg(check(
+        "verify",
+        &["--latest"],
+        "SELECT count(*) = 10 FROM pitr_log",
+        &[],
+    ));
+    assert!(text(&o).contains("is good"), "{}", text(&o));
+    let doc = json(&ok_pg(check(
+        "drill",
+        &["--to-time", &t],
+        "SELECT count(*) = 8 FROM pitr_log",
+        &["--rto", "10m", "--json"],
+    )));
+    assert_eq!(doc["rto"]["met"], true);
+    assert_eq!(doc["drill"]["timeline"], 2);
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "the scratch copies are removed"
+    );
+    // A failing check fails the verification (exit 5) and leaves nothing behind.
+    let o = check(
+        "verify",
+        &["--to-time", &t],
+        "SELECT count(*) = 9 FROM pitr_log",
+        &[],
+    );
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
     // Usage errors.
     let o = restore(&store, &dir.path().join("x"), &[]);
     assert_eq!(code(&o), 2, "{}", text(&o));

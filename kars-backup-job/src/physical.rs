@@ -46,3 +46,36 @@ pub async fn restore_physical(
     let reason = first_reason.expect("at least one origin was tried");
     Err(Error::Core(reason.into_core("the physical restore")))
 }
+
+/// Verifies a physical backup as [`restore_physical`] restores it, into a scratch data
+/// directory that is removed afterwards: a new directory inside `options.pgdata` when it is
+/// set, else inside the system's temporary directory. Archiving stays off.
+///
+/// # Errors
+/// As [`restore_physical`]; a scratch directory that cannot be made.
+pub async fn verify_physical(
+    reading: &Reading,
+    options: &PhysicalRestoreOptions,
+    progress: DynProgress,
+) -> Result<PhysicalRestoreReport> {
+    let parent = if options.pgdata.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        options.pgdata.clone()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("kars-verify-physical-")
+        .tempdir_in(&parent)
+        .map_err(|e| kars_backup_core::Error::io("create a scratch directory in", &parent, e))?;
+    // The cluster's OS user (run as root: another one) must reach the data directory inside.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711));
+    }
+    let mut scratch = options.clone();
+    scratch.pgdata = dir.path().join("pgdata");
+    scratch.keep_archiving = false;
+    let report = restore_physical(reading, &scratch, progress).await;
+    drop(dir);
+    report
+}

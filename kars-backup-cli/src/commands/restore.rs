@@ -4,12 +4,10 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use kars_backup::core::RestoreOptions;
 use kars_backup::core::recovery::{AttemptOptions, Candidates};
-use kars_backup::core::verify::parse_db_time;
 use kars_backup::job::{Reading, RestorePlan};
-use kars_backup::postgres::physical::{PhysicalRestoreOptions, RecoveryTarget};
 
 use crate::args::RestoreArgs;
-use crate::commands::shared::{config_job, pick};
+use crate::commands::shared::{config_job, physical_options, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
@@ -105,44 +103,19 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
 
 /// `restore --physical`: a base backup and its WAL into a new data directory.
 async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
-    let p = &a.physical;
     if a.db.is_some() && std::env::var_os("DATABASE_URL").is_none() {
         return Err(exit::UsageError(
             "--physical restores a whole cluster into --pgdata, not into --db".into(),
         )
         .into());
     }
-    let target = match (&p.to_time, a.read.which.latest) {
-        (Some(t), false) => RecoveryTarget::Time(parse_db_time(t).ok_or_else(|| {
-            exit::UsageError(format!(
-                "--to-time {t:?} is not a time: write 2026-12-05 14:03:07.250 (UTC) or 2026-12-05T14:03:07.250+01:00"
-            ))
-        })?),
-        (None, true) => RecoveryTarget::Latest,
-        _ => {
-            return Err(exit::UsageError(
-                "--physical needs --to-time TIME or --latest".into(),
-            )
-            .into());
-        }
-    };
-    let job = config_job(&a.read.job)?;
-    let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
-    let checks = reading.checks(&a.read.checks, a.read.integrity)?;
-    let pgdata = p.pgdata.clone().expect("clap requires --pgdata");
-    let mut options = PhysicalRestoreOptions::new(
-        pgdata,
-        target,
-        p.restore_command.clone().unwrap_or_default(),
-    );
-    options.plan = checks.plan_at(match target {
-        RecoveryTarget::Time(t) => t,
-        RecoveryTarget::Latest => chrono::Utc::now(),
-    });
-    options.run_as = p.run_as.clone();
-    options.system_identifier = p.system_identifier.clone();
-    options.keep_archiving = p.keep_archiving;
-    options.bin_dir = a.pg.bin_dir.clone();
+    if a.physical.pgdata.is_none() {
+        return Err(exit::UsageError(
+            "restore --physical needs --pgdata DIR: a new or empty data directory".into(),
+        )
+        .into());
+    }
+    let (reading, options) = physical_options(&a.physical, &a.read, a.pg.bin_dir.clone())?;
     let report = kars_backup::job::physical::restore_physical(
         &reading,
         &options,
