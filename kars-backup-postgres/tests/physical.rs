@@ -416,6 +416,29 @@ async fn restores_to_instants_exactly_and_refuses_gaps() {
     let mut options = restore_options(pg, before, RecoveryTarget::Time(at(30)), &damaged);
     options.plan = expect_rows(30);
     restore(&repo, &options).await.unwrap();
+
+    // Interrupted at any point: the scratch server is gone and nothing is left behind.
+    for after_ms in [150, 600] {
+        let cut = work.path().join(format!("interrupted-{after_ms}"));
+        let options = restore_options(pg, cut.clone(), RecoveryTarget::Time(at(79)), &archive);
+        let cancel = options.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            cancel.cancel();
+        });
+        match restore(&repo, &options).await {
+            Err(kars_backup_core::Error::Interrupted { .. }) => {}
+            other => panic!("not interrupted after {after_ms} ms: {other:?}"),
+        }
+        assert!(!cut.exists(), "a cancelled restore leaves nothing");
+        let cut = cut.display().to_string();
+        let running = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| String::from_utf8_lossy(&c).contains(&cut));
+        assert!(!running, "a postmaster of {cut} is still running");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,13 +115,21 @@ async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
-    let (reading, options) = physical_options(&a.physical, &a.read, a.pg.bin_dir.clone())?;
-    let report = kars_backup::job::physical::restore_physical(
+    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.bin_dir.clone())?;
+    // SIGINT/SIGTERM stop the scratch server and leave --pgdata as it was found.
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    options.cancel = signals.graceful();
+    let result = kars_backup::job::physical::restore_physical(
         &reading,
         &options,
         progress::for_terminal(a.read.json),
     )
-    .await?;
+    .await;
+    let report = match (result, signals.received()) {
+        (Ok(r), _) => r,
+        (Err(e), Some(signal)) => return interrupted(Err(e.into()), signal),
+        (Err(e), None) => return Err(e.into()),
+    };
     if a.read.json {
         render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
     } else {

@@ -83,7 +83,10 @@ pub(crate) async fn physical(
         ))
         .into());
     }
-    let (reading, options) = physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone())?;
+    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone())?;
+    // SIGINT/SIGTERM stop the scratch server and remove the scratch copy.
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    options.cancel = signals.graceful();
     Ok(kars_backup::job::physical::verify_physical(
         &reading,
         &options,

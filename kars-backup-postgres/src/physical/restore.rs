@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use kars_backup_core::verify::IntegrityLevel;
 use kars_backup_core::{
-    BackupEntry, DynProgress, PhysicalInfo, Repository, VerifyPlan, VerifyReport,
+    BackupEntry, CancellationToken, DynProgress, PhysicalInfo, Repository, VerifyPlan, VerifyReport,
 };
 use serde::Serialize;
 
@@ -90,6 +90,9 @@ pub struct PhysicalRestoreOptions {
     pub keep_archiving: bool,
     /// How long replay may take before the restore gives up.
     pub timeout: Duration,
+    /// Cancelling it interrupts the restore: the scratch server is stopped and the data
+    /// directory left as it was found ([`kars_backup_core::Error::Interrupted`]).
+    pub cancel: CancellationToken,
 }
 
 impl PhysicalRestoreOptions {
@@ -110,6 +113,7 @@ impl PhysicalRestoreOptions {
             database: None,
             keep_archiving: false,
             timeout: Duration::from_secs(24 * 3600),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -269,8 +273,9 @@ async fn run(
     // Extract, then trust nothing before the checksum is known good.
     let (reader, check) = repo.open_payload(&entry, progress.clone()).await?;
     let dir = options.pgdata.clone();
+    let cancel = options.cancel.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
-        let mut archive = tar::Archive::new(reader);
+        let mut archive = tar::Archive::new(reader.with_cancel(cancel));
         archive.set_preserve_permissions(true);
         archive.set_overwrite(false);
         archive.unpack(&dir)
@@ -280,6 +285,7 @@ async fn run(
     let check = check
         .await
         .map_err(|e| kars_backup_core::Error::generic("download", e))?;
+    interrupted_during(&options.cancel, "the download of the base backup").map_err(core)?;
     let check = check?;
     match unpacked {
         Ok(Ok(())) => {}
@@ -352,6 +358,8 @@ async fn run(
         }
     };
     scratch.stop(true).await.map_err(core)?;
+    // A restore interrupted before it reported success does not count, however far it got.
+    interrupted_during(&options.cancel, "the end of the restore").map_err(core)?;
     push_step(&mut steps, "stopped cleanly; ready for pg_ctl start");
     tracing::info!(
         pgdata = %pgdata_s,
@@ -434,6 +442,7 @@ async fn recover(
 
     let deadline = Instant::now() + options.timeout;
     let (conn, superuser) = loop {
+        interrupted_during(&options.cancel, "the WAL replay")?;
         if let Some(status) = scratch.exited() {
             return Err(failed_replay(scratch, &pgdata, options.target, &status));
         }
@@ -457,6 +466,7 @@ async fn recover(
     let client = su.connect().await?;
     // Wait for the target: paused there, or (latest) recovery finished.
     loop {
+        interrupted_during(&options.cancel, "the WAL replay")?;
         if let Some(status) = scratch.exited() {
             return Err(failed_replay(scratch, &pgdata, options.target, &status));
         }
@@ -533,6 +543,7 @@ async fn recover(
     }
 
     // The checks, before the promotion.
+    interrupted_during(&options.cancel, "the verification")?;
     let plan = VerifyPlan {
         check_counts: false,
         ..options.plan.clone()
@@ -560,6 +571,7 @@ async fn recover(
         ),
     );
 
+    interrupted_during(&options.cancel, "the verification")?;
     if matches!(options.target, RecoveryTarget::Time(_)) {
         // Paused at the target, resuming ends recovery and promotes (at once, where
         // pg_promote() waits for the paused startup process's next one-second wake-up).
@@ -815,6 +827,16 @@ async fn resolve_run_as(run_as: Option<&str>) -> Result<Option<String>> {
         )));
     }
     Ok(Some(user.to_string()))
+}
+
+/// Fails with [`kars_backup_core::Error::Interrupted`] once `cancel` is cancelled.
+fn interrupted_during(cancel: &CancellationToken, during: &str) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Error::Core(kars_backup_core::Error::Interrupted {
+            during: during.to_string(),
+        }));
+    }
+    Ok(())
 }
 
 /// Adds a step to the report, and to the log.
