@@ -157,12 +157,6 @@ pub(crate) struct BackupArgs {
     #[command(flatten)]
     pub(crate) pg: DumpOptions,
 
-    /// PostgreSQL: a physical base backup of the whole cluster (`pg_basebackup`, fast
-    /// checkpoint, with its backup manifest) instead of a dump; the WAL comes from the
-    /// cluster's WAL archive (`archive_command`). Restore it with `restore --physical`.
-    #[arg(long)]
-    pub(crate) physical: bool,
-
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub(crate) json: bool,

@@ -205,6 +205,24 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 
+    // A configuration file's job takes base backups too.
+    let config = dir.path().join("kars.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"pg-base\"\nsource = \"{url}\"\ncompression = \"zstd\"\n\n[job.postgres]\nphysical = true\nbin-dir = \"{bin}\"\n\n[[job.destination]]\nurl = \"{}\"\n",
+            s(&dir.path().join("from-config"))
+        ),
+    )
+    .unwrap();
+    let o = ok_pg(run(&["backup", "--config", &s(&config)]));
+    assert!(text(&o).contains("kars-pgbase-"), "{}", text(&o));
+    assert!(
+        text(&o).contains("physical base backup of cluster"),
+        "{}",
+        text(&o)
+    );
+
     // Usage errors.
     let o = restore(&store, &dir.path().join("x"), &[]);
     assert_eq!(code(&o), 2, "{}", text(&o));

@@ -257,7 +257,6 @@ impl Job {
                     integrity: job.integrity,
                     snapshot_dir: job.snapshot_dir.clone(),
                     postgres: postgres.clone(),
-                    physical: false,
                 },
             }),
             destinations,

@@ -36,11 +36,9 @@ pub struct SourceOptions {
     pub integrity: IntegrityLevel,
     /// SQLite: the directory of the temporary snapshot file (default: the system's).
     pub snapshot_dir: Option<PathBuf>,
-    /// PostgreSQL: what `pg_dump` writes and includes.
+    /// PostgreSQL: what `pg_dump` writes and includes, or a physical base backup
+    /// ([`DumpOptions::physical`]).
     pub postgres: DumpOptions,
-    /// PostgreSQL: a physical base backup of the whole cluster (`pg_basebackup`) instead of a
-    /// dump; only `postgres.bin_dir` of the dump options applies.
-    pub physical: bool,
 }
 
 impl Default for SourceOptions {
@@ -49,7 +47,6 @@ impl Default for SourceOptions {
             integrity: IntegrityLevel::Quick,
             snapshot_dir: None,
             postgres: DumpOptions::default(),
-            physical: false,
         }
     }
 }
@@ -60,7 +57,7 @@ impl SourceOptions {
     /// # Errors
     /// As [`source_from_url`]; a parallel dump in a format other than directory.
     pub fn open(&self, url: &str) -> Result<DynDatabaseSource> {
-        if self.physical {
+        if self.postgres.physical {
             return Ok(Arc::new(physical_source(url, &self.postgres)?));
         }
         if is_postgres_url(url) {
@@ -160,6 +157,7 @@ pub fn physical_source(url: &str, pg: &DumpOptions) -> Result<PhysicalSource> {
     }
     let only_bin_dir = DumpOptions {
         bin_dir: pg.bin_dir.clone(),
+        physical: pg.physical,
         ..DumpOptions::default()
     };
     if *pg != only_bin_dir {

@@ -44,7 +44,6 @@ fn job_from_args(a: BackupArgs) -> anyhow::Result<Job> {
                 integrity: a.integrity,
                 snapshot_dir: a.snapshot_dir.clone(),
                 postgres: a.pg.clone(),
-                physical: a.physical,
             },
         )
         .options(a.options)
