@@ -19,6 +19,10 @@
 //!   database as `<db>_pre_restore_<time>` and renaming it back on any failure;
 //!   [`RestoreMode::InPlace`] replaces the live database's schemas in one transaction, as the
 //!   runbook does. The runbook's own files (`pg_dump | gzip`, `pg_dump -Fc`) restore too.
+//! - **Physical** ([`physical`]): base backups of the whole cluster with `pg_basebackup`
+//!   ([`physical::PhysicalSource`]) and restores to any instant into a new data directory with
+//!   the archived WAL ([`physical::restore_to_instant`]), verified while replay is paused at the
+//!   target, then promoted.
 //! - Passwords reach the client programs only through `PGPASSWORD`; URLs are redacted in
 //!   descriptions, manifests, errors and logs.
 //!
