@@ -409,6 +409,15 @@ async fn restores_to_instants_exactly_and_refuses_gaps() {
         "{e}"
     );
     assert!(!gap.exists(), "a failed restore leaves nothing");
+    // --latest too: the archive holds WAL after the gap, so replay stopping there is refused.
+    let options = restore_options(pg, gap.clone(), RecoveryTarget::Latest, &damaged);
+    let e = restore(&repo, &options).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("WAL segment {middle} is missing")),
+        "{e}"
+    );
+    assert!(e.contains("the archive holds WAL after it"), "{e}");
+    assert!(!gap.exists());
     // Before the gap the same damaged archive still serves.
     let before = work.path().join("restored-before-gap");
     // (A target is reached only once replay sees the next commit after it: row 41's, in the

@@ -16,7 +16,7 @@ use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
 use crate::loaded::LoadedCounts;
 use crate::physical::scratch::{Scratch, chown, running_as_root};
-use crate::physical::wal::recovery_target_time;
+use crate::physical::wal::{next_segment_name, recovery_target_time};
 use crate::tools::{self, Tools};
 use crate::verify::verify_database;
 
@@ -531,6 +531,24 @@ async fn recover(
         ),
         RecoveryTarget::Latest => {
             let end = scratch.missing_segments().pop();
+            // Replay ends at the first segment the archive lacks: when the archive holds the
+            // one after it, that is a gap, not the end.
+            if let Some(missing) = &end {
+                let next = next_segment_name(missing, manifest_segment_size(manifest));
+                if let Some(next) = next {
+                    // (A live archive may have received both since: then it is no gap.)
+                    if scratch.fetches(&options.restore_command, &next).await
+                        && !scratch.fetches(&options.restore_command, missing).await
+                    {
+                        return Err(Error::WalGap {
+                            segment: missing.clone(),
+                            detail: format!(
+                                "stopped there, but the archive holds WAL after it ({next}): the latest state is beyond the gap"
+                            ),
+                        });
+                    }
+                }
+            }
             push_step(
                 steps,
                 format!(
@@ -678,6 +696,14 @@ async fn recover(
         timeline,
         verification,
     })
+}
+
+/// The WAL segment size of the backup's cluster.
+fn manifest_segment_size(manifest: &kars_backup_core::Manifest) -> u64 {
+    manifest
+        .physical
+        .as_ref()
+        .map_or(16 * 1024 * 1024, |p| p.wal_segment_size)
 }
 
 /// Connects as the first of `users` the cluster has; returns the connection for the checks and

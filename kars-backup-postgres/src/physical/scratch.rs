@@ -160,6 +160,40 @@ impl Scratch {
         ))
     }
 
+    /// Runs PostgreSQL's `restore_command` for the file `name` as the server would (as its OS
+    /// user, through `sh`), into a scratch file that is removed again; whether it fetched it.
+    pub(crate) async fn fetches(&self, restore_command: &str, name: &str) -> bool {
+        let probe = self.dir.path().join("probe");
+        let command = restore_command
+            .replace("%%", "\u{0}")
+            .replace("%f", name)
+            .replace("%p", &probe.display().to_string())
+            .replace("%r", name)
+            .replace('\u{0}', "%");
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .args(["--clear-groups", "--", "sh", "-c"]);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.arg("-c");
+                c
+            }
+        };
+        cmd.arg(&command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let fetched = cmd.status().await.is_ok_and(|s| s.success()) && probe.exists();
+        let _ = std::fs::remove_file(&probe);
+        fetched
+    }
+
     /// How the postmaster ended, if it has.
     pub(crate) fn exited(&mut self) -> Option<String> {
         let child = self.child.as_mut()?;

@@ -49,6 +49,18 @@ fn segment_file(timeline: u32, segno: u64, segment_size: u64) -> String {
     )
 }
 
+/// The name of the segment after `name` on the same timeline.
+pub fn next_segment_name(name: &str, segment_size: u64) -> Option<String> {
+    if !is_segment_name(name) {
+        return None;
+    }
+    let field = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).ok();
+    let timeline = field(0..8)? as u32;
+    let per_id = 0x1_0000_0000u64 / segment_size.max(1);
+    let segno = field(8..16)? * per_id + field(16..24)?;
+    Some(segment_file(timeline, segno + 1, segment_size))
+}
+
 /// Whether `name` is a WAL segment file name (24 hexadecimal digits).
 pub fn is_segment_name(name: &str) -> bool {
     name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -87,6 +99,14 @@ mod tests {
             "000000010000000000000000"
         );
         assert!(is_segment_name("000000010000000000000002"));
+        assert_eq!(
+            next_segment_name("0000000100000000000000FF", mb16).as_deref(),
+            Some("000000010000000100000000")
+        );
+        assert_eq!(
+            next_segment_name("000000020000000000000007", mb16).as_deref(),
+            Some("000000020000000000000008")
+        );
         assert!(!is_segment_name("00000002.history"));
         assert!(Lsn::parse("nope").is_none());
     }
