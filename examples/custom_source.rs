@@ -114,6 +114,7 @@ impl DatabaseSource for KvSource {
         Ok(SnapshotInfo {
             taken_at: Utc::now(),
             databases,
+            physical: None,
         })
     }
 

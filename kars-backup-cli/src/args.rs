@@ -197,8 +197,20 @@ pub(crate) struct Which {
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
+    /// The database: `sqlite:///path/to/assets.db`, a plain path to an SQLite file, a
+    /// directory (volume mode: every SQLite database and file in it), or
+    /// `postgres://user:password@host:port/db` (default: DATABASE_URL). Not with --physical.
+    #[arg(
+        long,
+        value_name = "DB",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "physical"
+    )]
+    pub(crate) db: Option<String>,
+
     #[command(flatten)]
-    pub(crate) db: DbArg,
+    pub(crate) physical: PhysicalArgs,
 
     #[command(flatten)]
     pub(crate) read: ReadArgs,
@@ -225,6 +237,49 @@ pub(crate) struct RestoreArgs {
     /// With --fallback: at most this many different backups are tried.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "fallback")]
     pub(crate) max_attempts: usize,
+}
+
+/// Physical restores (and their verification) of a PostgreSQL cluster.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Physical (PostgreSQL)")]
+pub(crate) struct PhysicalArgs {
+    /// A physical base backup of a whole PostgreSQL cluster and its archived WAL, replayed to
+    /// --to-time or --latest, verified while paused at the target, promoted (restore: into
+    /// --pgdata, left stopped and ready for `pg_ctl start`; verify and drill: into a scratch
+    /// directory, removed afterwards).
+    #[arg(long, conflicts_with = "backup")]
+    pub(crate) physical: bool,
+
+    /// Restore: the new data directory; it must not exist, or be empty (a live cluster is never
+    /// touched). Verify and drill: where the scratch directory goes [default: the system's
+    /// temporary directory].
+    #[arg(long, value_name = "DIR", requires = "physical")]
+    pub(crate) pgdata: Option<PathBuf>,
+
+    /// The instant to restore to (`2026-12-05 14:03:07.250`, UTC unless an offset is given):
+    /// every transaction committed at or before it, none after.
+    #[arg(long, value_name = "TIME", requires = "physical", group = "Which")]
+    pub(crate) to_time: Option<String>,
+
+    /// PostgreSQL's `restore_command` that fetches archived WAL (`%f` the file name, `%p` the
+    /// path to write) [default: kars-backup pg fetch-wal --from DEST %f %p].
+    #[arg(long, value_name = "CMD", requires = "physical")]
+    pub(crate) restore_command: Option<String>,
+
+    /// Running as root: the OS user the restored cluster belongs to and runs as (PostgreSQL
+    /// refuses root) [default: postgres].
+    #[arg(long, value_name = "USER", requires = "physical")]
+    pub(crate) run_as: Option<String>,
+
+    /// Only base backups of the cluster with this system identifier (when a destination holds
+    /// several clusters').
+    #[arg(long, value_name = "ID", requires = "physical")]
+    pub(crate) system_identifier: Option<String>,
+
+    /// Restore: keep the backup's `archive_mode` [default: off, so the restored cluster cannot
+    /// push a new timeline into the archive it came from].
+    #[arg(long, requires = "physical")]
+    pub(crate) keep_archiving: bool,
 }
 
 /// What restore, verify and drill read (destinations, the backup, its keys) and how they check
@@ -306,6 +361,9 @@ pub(crate) struct VerifyArgs {
 
     #[command(flatten)]
     pub(crate) pg: ScratchOptions,
+
+    #[command(flatten)]
+    pub(crate) physical: PhysicalArgs,
 }
 
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the

@@ -84,6 +84,18 @@ pub(crate) fn manifest(m: &Manifest) -> String {
             e.describe_recipients()
         ));
     }
+    if let Some(p) = &m.physical {
+        out.push_str(&format!(
+            "  physical base backup of cluster {} (timeline {}): WAL {}..{} ({}..{}), restorable to instants from {}\n",
+            p.system_identifier,
+            p.timeline,
+            p.start_wal,
+            p.stop_wal,
+            p.start_lsn,
+            p.stop_lsn,
+            p.end_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ));
+    }
     for db in &m.databases {
         out.push_str(&database(&m.engine, db));
     }
@@ -164,6 +176,36 @@ pub(crate) fn restore(r: &RestoreReport) -> String {
         "  checksum: {}\n",
         checksum(r.checksum_verified, &r.sha256)
     ));
+    out.push_str(&verification(&r.verification));
+    for s in &r.steps {
+        out.push_str(&format!("  - {s}\n"));
+    }
+    out
+}
+
+/// The report of `restore --physical`.
+pub(crate) fn physical_restore(
+    r: &kars_backup::postgres::physical::PhysicalRestoreReport,
+) -> String {
+    let mut out = format!(
+        "Restored the cluster {} from {} ({}) into {} in {:.1}s\n",
+        r.base.system_identifier,
+        r.backup,
+        r.destination,
+        r.pgdata,
+        r.duration.as_secs_f64()
+    );
+    out.push_str(&format!("  checksum: {}\n", checksum(true, &r.sha256)));
+    out.push_str(&format!("  target: {}\n", r.target));
+    if let Some(t) = r.replayed_to {
+        out.push_str(&format!(
+            "  last transaction replayed: committed {}\n",
+            kars_backup::postgres::physical::wal::recovery_target_time(t)
+        ));
+    }
+    if let Some(t) = r.timeline {
+        out.push_str(&format!("  opened on timeline {t}\n"));
+    }
     out.push_str(&verification(&r.verification));
     for s in &r.steps {
         out.push_str(&format!("  - {s}\n"));

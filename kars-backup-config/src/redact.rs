@@ -183,6 +183,7 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "schema-only": p.schema_only,
                 "data-only": p.data_only,
                 "bin-dir": p.bin_dir.as_ref().map(|p| p.display().to_string()),
+                "physical": p.physical,
             }),
         );
     }

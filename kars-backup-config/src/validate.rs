@@ -350,6 +350,18 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
                 "schema-only and data-only exclude each other".into(),
             ));
         }
+        let dump_options = pg.format.is_some()
+            || pg.jobs.is_some()
+            || !pg.tables.is_empty()
+            || !pg.exclude_tables.is_empty()
+            || pg.schema_only
+            || pg.data_only;
+        if pg.physical && dump_options {
+            errors.push(at(
+                &[Key("postgres"), Key("physical")],
+                "physical = true takes a base backup of the whole cluster: format, jobs, tables, exclude-tables, schema-only and data-only do not apply".into(),
+            ));
+        }
     }
 }
 

@@ -359,6 +359,7 @@ impl BackupJob {
                 encryption,
             },
             tiers: self.options.tiers.clone(),
+            physical: snapshot.physical,
         };
 
         let commits = join_all(uploads.into_iter().enumerate().map(|(i, u)| {

@@ -79,6 +79,7 @@ mod tests {
                 encryption: None,
             },
             tiers: Vec::new(),
+            physical: None,
         };
         repo.commit(up, &manifest).await.unwrap();
         repo.latest().await.unwrap().unwrap()

@@ -77,7 +77,7 @@ pub use encrypt::{
     RecipientInfo, Sealed,
 };
 pub use error::{Error, ErrorCategory, IoError, Result, TaskError};
-pub use manifest::{DatabaseInfo, Manifest, TableInfo};
+pub use manifest::{DatabaseInfo, Manifest, PhysicalInfo, TableInfo};
 pub use name::BackupName;
 pub use pipeline::{PayloadReader, PayloadWriter};
 pub use plaintext::PlaintextPolicy;

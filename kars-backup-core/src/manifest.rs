@@ -55,6 +55,39 @@ pub struct Manifest {
     /// Tier tags (`daily`, `weekly`, …), for retention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<String>,
+    /// For a physical base backup (PostgreSQL `pg_basebackup`): where it sits in the cluster's
+    /// WAL, so a restore to an instant can pick it and the WAL that follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalInfo>,
+}
+
+/// Where a physical base backup sits in its cluster's write-ahead log: the cluster (system
+/// identifier), the timeline, the WAL range the backup needs, and when it became consistent.
+///
+/// A restore to an instant `T` picks the newest base backup whose [`end_time`](Self::end_time)
+/// is at or before `T` and replays the archived WAL from [`start_wal`](Self::start_wal) on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalInfo {
+    /// The cluster's system identifier (`pg_control_system()`), in decimal: WAL of another
+    /// cluster never fits this backup.
+    pub system_identifier: String,
+    /// The timeline the backup was taken on.
+    pub timeline: u32,
+    /// The LSN where the backup starts (its checkpoint's redo point), `0/2000028`.
+    pub start_lsn: String,
+    /// The LSN where the backup ends: replay must reach it before the copy is consistent.
+    pub stop_lsn: String,
+    /// The first WAL segment the backup needs (`000000010000000000000002`).
+    pub start_wal: String,
+    /// The last WAL segment the backup needs (the one holding `stop_lsn`).
+    pub stop_wal: String,
+    /// The WAL segment size in bytes (16 MiB unless the cluster was made otherwise).
+    pub wal_segment_size: u64,
+    /// When the backup started (the server's clock).
+    pub start_time: DateTime<Utc>,
+    /// When the backup had ended (the server's clock, read after `pg_basebackup` returned): the
+    /// earliest instant this backup can be restored to.
+    pub end_time: DateTime<Utc>,
 }
 
 /// One table and its row count.

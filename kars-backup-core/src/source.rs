@@ -16,7 +16,7 @@ use crate::verify::{VerifyPlan, VerifyReport};
 
 /// The plain data a source describes itself with; they live with the [`Manifest`] that stores
 /// them.
-pub use crate::manifest::{DatabaseInfo, TableInfo};
+pub use crate::manifest::{DatabaseInfo, PhysicalInfo, TableInfo};
 
 /// A shared, type-erased source.
 pub type DynDatabaseSource = Arc<dyn DatabaseSource>;
@@ -48,6 +48,8 @@ pub struct SnapshotInfo {
     pub taken_at: DateTime<Utc>,
     /// Each database in the payload, described from the snapshot itself.
     pub databases: Vec<DatabaseInfo>,
+    /// For a physical base backup: its place in the WAL (stored as [`Manifest::physical`]).
+    pub physical: Option<PhysicalInfo>,
 }
 
 /// What a restore does about processes (or database sessions) that have the target open.

@@ -36,6 +36,7 @@ fn manifest(name: &BackupName) -> Manifest {
             encryption: None,
         },
         tiers: vec![],
+        physical: None,
     }
 }
 

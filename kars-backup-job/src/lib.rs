@@ -60,6 +60,7 @@ mod config;
 pub mod drill;
 mod error;
 mod job;
+pub mod physical;
 pub mod restore;
 pub mod runner;
 mod scratch;
@@ -77,6 +78,6 @@ pub use restore::{Reading, RestorePlan};
 pub use runner::{JobRunner, OneShot, run_once, scheduled_jobs, scheduler_for, scheduler_of};
 pub use scratch::{Scratch, ScratchOptions, scratch_source};
 pub use source::{
-    SourceOptions, is_postgres_backup, is_postgres_url, postgres_dump_source, postgres_source,
-    source_from_url, sqlite_path, sqlite_source,
+    SourceOptions, is_postgres_backup, is_postgres_url, physical_source, postgres_dump_source,
+    postgres_source, source_from_url, sqlite_path, sqlite_source,
 };

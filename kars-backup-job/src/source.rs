@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kars_backup_core::{BackupEntry, DynDatabaseSource, IntegrityLevel};
+use kars_backup_postgres::physical::PhysicalSource;
 use kars_backup_postgres::{DumpFormat, DumpOptions, PostgresSource};
 use kars_backup_sqlite::SqliteSource;
 
@@ -35,7 +36,8 @@ pub struct SourceOptions {
     pub integrity: IntegrityLevel,
     /// SQLite: the directory of the temporary snapshot file (default: the system's).
     pub snapshot_dir: Option<PathBuf>,
-    /// PostgreSQL: what `pg_dump` writes and includes.
+    /// PostgreSQL: what `pg_dump` writes and includes, or a physical base backup
+    /// ([`DumpOptions::physical`]).
     pub postgres: DumpOptions,
 }
 
@@ -55,6 +57,9 @@ impl SourceOptions {
     /// # Errors
     /// As [`source_from_url`]; a parallel dump in a format other than directory.
     pub fn open(&self, url: &str) -> Result<DynDatabaseSource> {
+        if self.postgres.physical {
+            return Ok(Arc::new(physical_source(url, &self.postgres)?));
+        }
         if is_postgres_url(url) {
             return Ok(Arc::new(postgres_dump_source(url, &self.postgres)?));
         }
@@ -136,6 +141,36 @@ pub fn postgres_dump_source(url: &str, pg: &DumpOptions) -> Result<PostgresSourc
             jobs: Some(jobs),
             ..pg.clone()
         }))
+}
+
+/// The PostgreSQL cluster at `url` for a physical base backup, its programs from
+/// `pg.bin_dir`.
+///
+/// # Errors
+/// A URL that is not PostgreSQL's or does not parse; dump options (format, jobs, tables, …),
+/// which a base backup of the whole cluster cannot honour.
+pub fn physical_source(url: &str, pg: &DumpOptions) -> Result<PhysicalSource> {
+    if !is_postgres_url(url) {
+        return Err(Error::usage(
+            "--physical backs up PostgreSQL clusters: give a postgres:// URL",
+        ));
+    }
+    let only_bin_dir = DumpOptions {
+        bin_dir: pg.bin_dir.clone(),
+        physical: pg.physical,
+        ..DumpOptions::default()
+    };
+    if *pg != only_bin_dir {
+        return Err(Error::usage(
+            "--physical takes a base backup of the whole cluster: the dump options (--format, --jobs, --table, --exclude-table, --schema-only, --data-only) do not apply",
+        ));
+    }
+    let mut source = PhysicalSource::from_url(url)
+        .map_err(|e| e.into_core(&kars_backup_postgres::redact_url(url)))?;
+    if let Some(dir) = &pg.bin_dir {
+        source = source.with_pg_bin_dir(dir);
+    }
+    Ok(source)
 }
 
 /// Whether a backup is a PostgreSQL one: its manifest says so, or (runbook archives) its name

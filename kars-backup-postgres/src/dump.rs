@@ -6,7 +6,6 @@ use std::process::Stdio;
 
 use chrono::Utc;
 use kars_backup_core::{DynProgress, PayloadWriter, SnapshotInfo, TableInfo};
-use tokio::io::AsyncReadExt;
 
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -133,6 +132,7 @@ pub(crate) async fn write_payload(
     Ok(SnapshotInfo {
         taken_at,
         databases: vec![info],
+        physical: None,
     })
 }
 
@@ -142,31 +142,7 @@ async fn stream(mut cmd: tokio::process::Command, mut out: PayloadWriter) -> Res
     cmd.stdout(Stdio::piped());
     let mut child = tools::spawn("pg_dump", &mut cmd)?;
     let stderr = tools::collect_stderr(child.stderr.take());
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::Task(TaskError::new("pg_dump", "no standard output")))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match stdout.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = child.kill().await;
-                return Err(Error::ToolFailed {
-                    tool: "pg_dump".into(),
-                    status: "reading its output failed".into(),
-                    stderr: e.to_string(),
-                });
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        if let Err(e) = out.write_all(&buf[..n]).await {
-            let _ = child.kill().await;
-            return Err(Error::Pipeline(e));
-        }
-    }
+    tools::pipe_stdout("pg_dump", &mut child, &mut out, |_| {}).await?;
     let bytes = out.bytes_written();
     tools::wait_checked("pg_dump", child, stderr).await?;
     out.finish().await.map_err(Error::Pipeline)?;

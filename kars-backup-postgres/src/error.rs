@@ -109,6 +109,28 @@ pub enum Error {
     /// A file-system operation failed.
     #[error(transparent)]
     Io(IoError),
+    /// A server setting (or role attribute) that a physical backup needs is missing; the
+    /// message says what to change.
+    #[error("{0}")]
+    Settings(String),
+    /// A WAL segment that replay needs before the target is not in the archive.
+    #[error(
+        "WAL segment {segment} is missing from the archive: recovery {detail}; the restore stops before this gap (restore to an earlier instant, or put the segment back into the archive)"
+    )]
+    WalGap {
+        /// The segment's file name.
+        segment: String,
+        /// How far recovery got.
+        detail: String,
+    },
+    /// The restored cluster did not recover, open or stop as it should.
+    #[error("recovery of {pgdata} failed: {reason}")]
+    Recovery {
+        /// The restored data directory.
+        pgdata: String,
+        /// What happened (with the end of the server's log).
+        reason: String,
+    },
     /// A background task or child process died (panicked, was cancelled, lost its pipes).
     #[error(transparent)]
     Task(TaskError),
@@ -136,7 +158,7 @@ impl Error {
     /// Converts into the core error; `source_name` is the source's redacted description.
     pub fn into_core(self, source_name: &str) -> CoreError {
         match self {
-            e @ (Error::InvalidUrl { .. } | Error::Unsupported(_)) => {
+            e @ (Error::InvalidUrl { .. } | Error::Unsupported(_) | Error::Settings(_)) => {
                 CoreError::InvalidInput(e.to_string())
             }
             e @ Error::VersionMismatch { .. } => CoreError::UnsupportedVersion {

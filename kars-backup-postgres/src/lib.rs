@@ -22,6 +22,10 @@
 //! - **The WAL archive** ([`wal`]): `archive_command` and `restore_command` for continuous
 //!   archiving and point-in-time recovery, streaming with `pg_receivewal`, the chain's windows
 //!   and gaps per cluster and timeline.
+//! - **Physical** ([`physical`]): base backups of the whole cluster with `pg_basebackup`
+//!   ([`physical::PhysicalSource`]) and restores to any instant into a new data directory with
+//!   the archived WAL ([`physical::restore_to_instant`]), verified while replay is paused at the
+//!   target, then promoted.
 //! - Passwords reach the client programs only through `PGPASSWORD`; URLs are redacted in
 //!   descriptions, manifests, errors and logs.
 //!
@@ -56,6 +60,7 @@ mod freeze;
 mod loaded;
 mod metadata;
 mod options;
+pub mod physical;
 mod restore;
 mod sessions;
 mod source;

@@ -113,6 +113,14 @@ pub struct DumpOptions {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
     pub bin_dir: Option<PathBuf>,
+
+    /// A physical base backup of the whole cluster (`pg_basebackup`, fast checkpoint, with its
+    /// backup manifest) instead of a dump; the WAL comes from the cluster's WAL archive
+    /// (`archive_command`). Restore it with `restore --physical`. The other dump options do
+    /// not apply.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub physical: bool,
 }
 
 impl DumpOptions {

@@ -259,6 +259,16 @@ impl DatabaseSource for PostgresSource {
         payload: PayloadReader,
         context: &StageContext,
     ) -> kars_backup_core::Result<Box<dyn StagedRestore>> {
+        if context
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.physical.is_some())
+        {
+            return Err(self.core_error(Error::Unsupported(format!(
+                "{} is a physical base backup of a whole cluster, not a dump: restore it into a new data directory with `kars-backup restore --physical --pgdata NEWDIR`",
+                context.archive_name
+            ))));
+        }
         restore::stage(
             &self.db,
             &self.restore,

@@ -30,9 +30,11 @@ pub struct TestCluster {
     bin_dir: PathBuf,
     supervisor: Option<u32>,
     dir: Option<PathBuf>,
+    os_user: Option<String>,
 }
 
 static SHARED: OnceLock<Option<TestCluster>> = OnceLock::new();
+static SHARED_ARCHIVING: OnceLock<Option<TestCluster>> = OnceLock::new();
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -65,6 +67,28 @@ impl TestCluster {
             .as_ref()
     }
 
+    /// A cluster shared by the tests of this process that archives its WAL (see
+    /// [`start_archiving`](Self::start_archiving); `KARS_TEST_PG_URL` is not used: the tests
+    /// need its archive directory); `None` (after printing why) when no PostgreSQL is available
+    /// outside CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` when no server can be had.
+    pub fn shared_archiving() -> Option<&'static TestCluster> {
+        SHARED_ARCHIVING
+            .get_or_init(|| match Self::start_archiving() {
+                Ok(c) => Some(c),
+                Err(why) if in_ci() => panic!(
+                    "PostgreSQL tests need a server and CI=true forbids skipping them: {why}"
+                ),
+                Err(why) => {
+                    eprintln!("SKIPPING PostgreSQL archiving tests: {why}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
     /// Uses an existing server (a URL whose user may create databases).
     ///
     /// # Errors
@@ -75,6 +99,7 @@ impl TestCluster {
             bin_dir: find_bin_dir()?,
             supervisor: None,
             dir: None,
+            os_user: None,
         })
     }
 
@@ -86,8 +111,40 @@ impl TestCluster {
         Self::start_with(&[])
     }
 
-    /// [`start`](Self::start) with these server settings added to `postgresql.conf` (values
-    /// quoted as given: `("archive_mode", "on")`), for settings that need a restart.
+    /// Starts a new cluster that archives its WAL (`wal_level = replica`, `archive_mode = on`)
+    /// by copying each file into [`archive_dir`](Self::archive_dir), as a plain
+    /// `archive_command` does (`test ! -f … && cp %p …`), with commit timestamps tracked
+    /// (`pg_xact_commit_timestamp`, the time a restore to an instant compares with).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_archiving() -> Result<TestCluster, String> {
+        // The archive directory is made by the supervisor's user inside the cluster directory.
+        Self::start_with(&[
+            ("wal_level", "replica"),
+            ("archive_mode", "on"),
+            (
+                "archive_command",
+                "test ! -f ARCHIVE/%f && cp %p ARCHIVE/%f.tmp && mv ARCHIVE/%f.tmp ARCHIVE/%f",
+            ),
+            ("track_commit_timestamp", "on"),
+            ("max_wal_senders", "4"),
+        ])
+    }
+
+    /// The directory [`start_archiving`](Self::start_archiving) archives WAL into.
+    pub fn archive_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("archive"))
+    }
+
+    /// The OS user the server runs as, when it is not this process's (running as root).
+    pub fn os_user(&self) -> Option<&str> {
+        self.os_user.as_deref()
+    }
+
+    /// Starts a new cluster in a temporary directory with extra settings, written to
+    /// `postgresql.conf` (values quoted as given: `("archive_mode", "on")`) and passed as `-c
+    /// name=value` (where the text `ARCHIVE` is the cluster's [`archive_dir`](Self::archive_dir)).
     ///
     /// # Errors
     /// As [`start`](Self::start).
@@ -104,10 +161,25 @@ impl TestCluster {
             e
         };
         std::fs::create_dir(dir.join("sock")).map_err(|e| cleanup(e.to_string()))?;
+        std::fs::create_dir(dir.join("archive")).map_err(|e| cleanup(e.to_string()))?;
+        let extra: Vec<String> = settings
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.replace("ARCHIVE", &dir.join("archive").display().to_string())
+                )
+            })
+            .collect();
         let pwfile = dir.join("pw");
         std::fs::write(&pwfile, TEST_PASSWORD).map_err(|e| cleanup(e.to_string()))?;
         if let Some((_, uid, gid)) = &runas {
-            for p in [dir.as_path(), &dir.join("sock"), &pwfile] {
+            for p in [
+                dir.as_path(),
+                &dir.join("sock"),
+                &dir.join("archive"),
+                &pwfile,
+            ] {
                 std::os::unix::fs::chown(p, Some(*uid), Some(*gid))
                     .map_err(|e| cleanup(format!("chown {}: {e}", p.display())))?;
             }
@@ -169,7 +241,7 @@ impl TestCluster {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port().map_err(&cleanup)?;
-            match launch(&dir, port, &bin_dir, &prefix) {
+            match launch(&dir, port, &bin_dir, &prefix, &extra) {
                 Ok(pid) => {
                     return Ok(TestCluster {
                         base_url: format!(
@@ -178,6 +250,7 @@ impl TestCluster {
                         bin_dir,
                         supervisor: Some(pid),
                         dir: Some(dir),
+                        os_user: runas.map(|(name, _, _)| name),
                     });
                 }
                 Err(e) => last = e,
@@ -394,10 +467,12 @@ impl Drop for TestCluster {
 /// test process dies: `setpriv --pdeathsig`) stops it fast and removes the directory.
 const SUPERVISOR: &str = r#"
 dir=$1; port=$2; bin=$3; shift 3
+extra=()
+while IFS= read -r line; do [ -n "$line" ] && extra+=(-c "$line"); done <<<"${KARS_PG_EXTRA:-}"
 "$@" "$bin/postgres" -D "$dir/data" -p "$port" -k "$dir/sock" \
   -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
   -c full_page_writes=off -c max_connections=100 -c shared_buffers=128MB \
-  -c max_wal_size=2GB >"$dir/server.log" 2>&1 &
+  -c max_wal_size=2GB "${extra[@]}" >"$dir/server.log" 2>&1 &
 pid=$!
 stop() { kill -INT "$pid" 2>/dev/null; wait "$pid"; rm -rf "$dir"; exit 0; }
 trap stop TERM INT HUP
@@ -406,7 +481,14 @@ echo "postgres exited: $(tail -n 5 "$dir/server.log" 2>/dev/null)" >&2
 exit 1
 "#;
 
-fn launch(dir: &Path, port: u16, bin_dir: &Path, prefix: &[String]) -> Result<u32, String> {
+fn launch(
+    dir: &Path,
+    port: u16,
+    bin_dir: &Path,
+    prefix: &[String],
+    extra: &[String],
+) -> Result<u32, String> {
+    let extra = extra.join("\n");
     let (tx, rx) = std::sync::mpsc::channel();
     let dir_s = dir.display().to_string();
     let bin_s = bin_dir.display().to_string();
@@ -430,6 +512,7 @@ fn launch(dir: &Path, port: u16, bin_dir: &Path, prefix: &[String]) -> Result<u3
                 .arg(port.to_string())
                 .arg(&bin_s)
                 .args(&prefix)
+                .env("KARS_PG_EXTRA", &extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn();

@@ -242,6 +242,42 @@ pub(crate) async fn wait_checked(
     }
 }
 
+/// Streams a started program's standard output into the payload, showing each piece to
+/// `inspect` first; kills the program when reading or writing fails. The caller waits for the
+/// program and ends the payload.
+pub(crate) async fn pipe_stdout(
+    tool: &str,
+    child: &mut Child,
+    out: &mut kars_backup_core::PayloadWriter,
+    mut inspect: impl FnMut(&[u8]),
+) -> Result<()> {
+    let mut stdout = child.stdout.take().ok_or_else(|| Error::ToolFailed {
+        tool: tool.to_string(),
+        status: "no standard output".into(),
+        stderr: String::new(),
+    })?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(Error::ToolFailed {
+                    tool: tool.to_string(),
+                    status: "reading its output failed".into(),
+                    stderr: e.to_string(),
+                });
+            }
+        };
+        inspect(&buf[..n]);
+        if let Err(e) = out.write_all(&buf[..n]).await {
+            let _ = child.kill().await;
+            return Err(Error::Pipeline(e));
+        }
+    }
+}
+
 /// Spawns a command, naming the program when it cannot start.
 pub(crate) fn spawn(tool: &str, cmd: &mut Command) -> Result<Child> {
     cmd.spawn().map_err(|e| Error::ToolFailed {

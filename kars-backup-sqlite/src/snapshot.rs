@@ -154,6 +154,7 @@ pub(crate) fn write_file_payload(
     Ok(SnapshotInfo {
         taken_at,
         databases: vec![info],
+        physical: None,
     })
 }
 
@@ -196,6 +197,7 @@ pub(crate) fn write_volume_payload(
     Ok(SnapshotInfo {
         taken_at,
         databases,
+        physical: None,
     })
 }
 

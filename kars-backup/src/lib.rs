@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | (always) | [`core`] | traits, manifests, the pipeline, backup and restore jobs |
 //! | `sqlite` (default) | [`sqlite`] | consistent snapshots of live SQLite databases, staged restore |
-//! | `postgres` | `postgres` | PostgreSQL: pg_dump with same-snapshot metadata, staged restore with database swap; the WAL archive (`postgres::wal`: archive_command, restore_command, streaming, the chain's gaps) |
+//! | `postgres` | `postgres` | PostgreSQL: pg_dump with same-snapshot metadata, staged restore with database swap; physical base backups and restores to an instant (`postgres::physical`); the WAL archive (`postgres::wal`: archive_command, restore_command, streaming, the chain's gaps) |
 //! | `storage` (default) | [`storage`] | destinations: local disk; one URL entry point |
 //! | `s3` | [`storage`]`::s3` | Amazon S3 and S3-compatible stores (`s3://bucket/prefix`) |
 //! | `gcs` | [`storage`]`::gcs` | Google Cloud Storage (`gs://bucket/prefix`) |

@@ -44,6 +44,7 @@ async fn committed(sink: &DynBackupSink, t: DateTime<Utc>) -> String {
             encryption: None,
         },
         tiers: vec!["daily".into()],
+        physical: None,
     };
     sink.put_bytes(&name.to_string(), Bytes::from_static(b"data"))
         .await

@@ -9,6 +9,9 @@ use crate::commands::shared::{config_job, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
+    if a.verify.physical.physical {
+        return physical(a).await;
+    }
     let v = &a.verify.read;
     // `--config`: destinations, checks, scratch server and targets of a config job.
     let job = config_job(&v.job)?;
@@ -73,4 +76,30 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(code)
+}
+
+/// `drill --physical`: `verify --physical`, timed against the RTO (default 1h).
+async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
+    let report = crate::commands::verify::physical(&a.verify, "drill").await?;
+    let rto = a.rto.unwrap_or_else(|| chrono::Duration::hours(1));
+    let took = chrono::Duration::from_std(report.duration).unwrap_or(chrono::Duration::MAX);
+    let met = took <= rto;
+    if a.verify.read.json {
+        render::print_json(&serde_json::json!({
+            "ok": met,
+            "exit_code": if met { exit::OK } else { exit::RPO_MISSED },
+            "drill": report,
+            "rto": { "target_secs": rto.num_seconds(), "met": met },
+        }))?;
+    } else {
+        print!("{}", render::physical_restore(&report));
+        println!(
+            "Drill {}: a verified, promoted copy of the cluster in {:.1}s (RTO {}: {})",
+            if met { "passed" } else { "MISSED ITS TARGET" },
+            report.duration.as_secs_f64(),
+            render::duration(rto.num_seconds()),
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    Ok(if met { exit::OK } else { exit::RPO_MISSED })
 }

@@ -7,10 +7,17 @@ use kars_backup::core::recovery::{AttemptOptions, Candidates};
 use kars_backup::job::{Reading, RestorePlan};
 
 use crate::args::RestoreArgs;
-use crate::commands::shared::{config_job, pick};
+use crate::commands::shared::{config_job, physical_options, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.physical.physical {
+        return run_physical(a).await;
+    }
+    let db = a
+        .db
+        .clone()
+        .ok_or_else(|| exit::UsageError("no database: give --db (or set DATABASE_URL)".into()))?;
     // `--config`: destinations, checks, keys, hooks and settings of a config job; else the
     // flags'. A flag wins over the file, which wins over the default.
     let job = config_job(&a.read.job)?;
@@ -26,7 +33,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // Usage errors in the checks show before anything else happens.
     let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
     let plan = checks.plan_at(entry.time());
-    let target = restore.target(&a.db.db, &entry, plan.integrity)?;
+    let target = restore.target(&db, &entry, plan.integrity)?;
     let confirmed = if a.yes || !target.exists().await? {
         true
     } else if std::io::stdin().is_terminal() {
@@ -89,6 +96,44 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
             "{}",
             render::attempts(&recovered.attempts, &candidates.unavailable)
         );
+        println!("Restore completed successfully.");
+    }
+    Ok(exit::OK)
+}
+
+/// `restore --physical`: a base backup and its WAL into a new data directory.
+async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.db.is_some() && std::env::var_os("DATABASE_URL").is_none() {
+        return Err(exit::UsageError(
+            "--physical restores a whole cluster into --pgdata, not into --db".into(),
+        )
+        .into());
+    }
+    if a.physical.pgdata.is_none() {
+        return Err(exit::UsageError(
+            "restore --physical needs --pgdata DIR: a new or empty data directory".into(),
+        )
+        .into());
+    }
+    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.bin_dir.clone())?;
+    // SIGINT/SIGTERM stop the scratch server and leave --pgdata as it was found.
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    options.cancel = signals.graceful();
+    let result = kars_backup::job::physical::restore_physical(
+        &reading,
+        &options,
+        progress::for_terminal(a.read.json),
+    )
+    .await;
+    let report = match (result, signals.received()) {
+        (Ok(r), _) => r,
+        (Err(e), Some(signal)) => return interrupted(Err(e.into()), signal),
+        (Err(e), None) => return Err(e.into()),
+    };
+    if a.read.json {
+        render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
+    } else {
+        print!("{}", render::physical_restore(&report));
         println!("Restore completed successfully.");
     }
     Ok(exit::OK)

@@ -4,10 +4,23 @@ use kars_backup::core::recovery::Candidates;
 use kars_backup::job::{Reading, Scratch};
 
 use crate::args::VerifyArgs;
-use crate::commands::shared::{config_job, pick};
+use crate::commands::shared::{config_job, physical_options, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
+    if a.physical.physical {
+        let report = physical(&a, "verify").await?;
+        if a.read.json {
+            render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
+        } else {
+            print!("{}", render::physical_restore(&report));
+            println!(
+                "Backup {} in {} is good.",
+                report.backup, report.destination
+            );
+        }
+        return Ok(exit::OK);
+    }
     // `--config`: destinations, checks, keys and scratch server of a config job.
     let job = config_job(&a.read.job)?;
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
@@ -56,4 +69,28 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// `verify --physical` (and `drill --physical`): the base backup and its WAL replayed into a
+/// scratch data directory, verified, and removed.
+pub(crate) async fn physical(
+    a: &VerifyArgs,
+    what: &str,
+) -> anyhow::Result<kars_backup::postgres::physical::PhysicalRestoreReport> {
+    if a.physical.keep_archiving {
+        return Err(exit::UsageError(format!(
+            "--keep-archiving is for restores: {what} removes its scratch copy"
+        ))
+        .into());
+    }
+    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone())?;
+    // SIGINT/SIGTERM stop the scratch server and remove the scratch copy.
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    options.cancel = signals.graceful();
+    Ok(kars_backup::job::physical::verify_physical(
+        &reading,
+        &options,
+        progress::for_terminal(a.read.json),
+    )
+    .await?)
 }

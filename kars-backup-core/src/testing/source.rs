@@ -526,6 +526,7 @@ impl DatabaseSource for Foreign {
         Ok(SnapshotInfo {
             taken_at: Utc::now(),
             databases: Vec::new(),
+            physical: None,
         })
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use futures::future::join_all;
 use kars_backup_core::sink::GetOptions;
-use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result};
+use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result, Sealed};
 use tokio::sync::mpsc;
 
 use super::header::pg_control_system_identifier;
@@ -319,7 +319,14 @@ fn restore_file(
                     "it is encrypted ({scheme}): give the identity file (--identity) or the passphrase file"
                 ),
             })?;
-            keys.decrypt(&stored.key, scheme, None, Box::new(input))?
+            keys.decrypt(
+                Sealed {
+                    name: &stored.key,
+                    scheme,
+                    info: None,
+                },
+                Box::new(input),
+            )?
         }
     };
     let bad = |reason: String| Error::InvalidArchive {
