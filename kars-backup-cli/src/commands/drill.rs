@@ -6,6 +6,7 @@ use kars_backup::job::{Reading, Scratch};
 
 use crate::args::DrillArgs;
 use crate::commands::shared::{config_job, pick};
+use crate::commands::verify;
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
@@ -80,7 +81,7 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
 
 /// `drill --physical`: `verify --physical`, timed against the RTO (default 1h).
 async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
-    let report = crate::commands::verify::physical(&a.verify, "drill").await?;
+    let report = verify::physical(&a.verify, "drill").await?;
     let rto = a.rto.unwrap_or_else(|| chrono::Duration::hours(1));
     let took = chrono::Duration::from_std(report.duration).unwrap_or(chrono::Duration::MAX);
     let met = took <= rto;

@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result};
+use crate::physical::wal::is_segment_name;
 use crate::tools;
 
 /// The file the wrapped `restore_command` appends the names it could not fetch to.
@@ -223,7 +224,7 @@ impl Scratch {
             .unwrap_or_default()
             .lines()
             .map(str::trim)
-            .filter(|l| crate::physical::wal::is_segment_name(l))
+            .filter(|l| is_segment_name(l))
             .map(str::to_string)
             .collect()
     }

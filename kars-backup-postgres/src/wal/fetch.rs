@@ -9,6 +9,7 @@ use kars_backup_core::sink::GetOptions;
 use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result, Sealed};
 use tokio::sync::mpsc;
 
+use super::chain::system_identifiers;
 use super::header::pg_control_system_identifier;
 use kars_backup_core::pipeline::ChannelReader;
 
@@ -82,7 +83,7 @@ async fn resolve_system_identifier(sinks: &[DynBackupSink], options: &FetchOptio
     let sink = sinks
         .first()
         .ok_or_else(|| Error::InvalidInput("no destination given".into()))?;
-    let ids = super::chain::system_identifiers(sink).await?;
+    let ids = system_identifiers(sink).await?;
     match ids.as_slice() {
         [id] => Ok(*id),
         [] => Err(Error::NotFound {

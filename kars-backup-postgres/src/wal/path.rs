@@ -3,7 +3,7 @@
 
 use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result};
 
-use super::chain::{HistoryEntry, parse_history};
+use super::chain::{HistoryEntry, list_chains, parse_history};
 use super::fetch::{FetchOptions, FetchOutcome, fetch_wal, find_stored};
 use super::keys::{WalKind, WalName};
 
@@ -60,7 +60,7 @@ pub async fn wal_path(
     let start = WalName::parse(start)
         .filter(|w| w.kind == WalKind::Segment)
         .ok_or_else(|| Error::InvalidInput(format!("{start:?} is not a WAL segment name")))?;
-    let chains = super::chain::list_chains(sink, segment_size).await?;
+    let chains = list_chains(sink, segment_size).await?;
     let chain = chains
         .iter()
         .find(|c| c.system_identifier == system_identifier);

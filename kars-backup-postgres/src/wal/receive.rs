@@ -8,7 +8,8 @@ use kars_backup_core::{CancellationToken, DynBackupSink, Error, Result};
 
 use super::archive::{ArchiveOptions, archive_wal};
 use super::keys::{WalKind, WalName};
-use crate::conn::ConnInfo;
+use crate::conn::{ConnInfo, quote_ident};
+use crate::error::Error as PgError;
 use crate::tools::{self, Tools};
 
 /// How [`receive_wal`] streams and ships.
@@ -92,7 +93,7 @@ async fn check_streaming(conn: &ConnInfo) -> Result<(Option<u64>, u32)> {
                 .await
                 .map(|r| r.get::<_, String>(0))
                 .map_err(|e| {
-                    crate::Error::query(format!("SHOW {name}"), conn.redacted(), &e)
+                    PgError::query(format!("SHOW {name}"), conn.redacted(), &e)
                         .into_core(&conn.redacted())
                 })
         }
@@ -123,7 +124,7 @@ async fn check_streaming(conn: &ConnInfo) -> Result<(Option<u64>, u32)> {
         problems.push(format!(
             "the role {} may not replicate: ALTER ROLE {} REPLICATION (and allow it in pg_hba.conf: host replication {} <address> scram-sha-256)",
             conn.user(),
-            crate::conn::quote_ident(conn.user()),
+            quote_ident(conn.user()),
             conn.user()
         ));
     }
@@ -236,7 +237,7 @@ pub async fn receive_wal(
             let err = stderr.await.unwrap_or_default();
             Some(Error::source(
                 conn.redacted(),
-                crate::Error::ToolFailed {
+                PgError::ToolFailed {
                     tool: "pg_receivewal".into(),
                     status: status
                         .map(tools::describe_status)

@@ -4,6 +4,7 @@
 use kars_backup_core::{Error, Result};
 
 use crate::conn::ConnInfo;
+use crate::error::Error as PgError;
 
 /// The archiver of a server, as `pg_stat_archiver` and its settings tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -44,7 +45,7 @@ pub async fn archiver_state(url: &str) -> Result<ArchiverState> {
     let target = conn.redacted();
     let client = conn.connect().await.map_err(|e| e.into_core(&target))?;
     let query = |e: tokio_postgres::Error| {
-        crate::Error::query("read the archiver's state", target.clone(), &e).into_core(&target)
+        PgError::query("read the archiver's state", target.clone(), &e).into_core(&target)
     };
     let settings = client
         .query_one(
