@@ -51,6 +51,7 @@
 mod archive;
 pub mod error;
 mod inspect;
+pub mod replicate;
 mod restore;
 pub mod sample;
 mod snapshot;

@@ -1,0 +1,3 @@
+//! Continuous replication of an SQLite database in WAL mode, and restores to any instant.
+
+pub mod wal;
