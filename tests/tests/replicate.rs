@@ -262,3 +262,290 @@ async fn a_writer_truncating_the_wal_forces_new_generations_and_loses_nothing() 
     let max = check_prefix(&out);
     assert!(max >= commits.last().unwrap().id);
 }
+
+/// A small pseudo-random sequence (no dependency), seeded from the clock and printed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("seed {seed}");
+        Lcg(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_replicator_at_random_points_never_loses_a_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let dest = tmp.path().join("replica");
+    let writer = start_writer(&db, &log, &["--rate", "300"]);
+    let mut rng = Lcg::new();
+    let started = Instant::now();
+    let mut trials = 0;
+    let mut last_max = 0;
+    while trials < 20 && started.elapsed() < Duration::from_secs(40) {
+        let replicator = start_replicator(&db, &dest);
+        tokio::time::sleep(Duration::from_millis(80 + rng.below(700))).await;
+        replicator.kill9();
+        trials += 1;
+        // Whatever was stored is a committed prefix, never torn, and never shrinks.
+        if let Ok((out, _keep)) = restore_to(&dest, RestorePoint::Latest, None).await {
+            let max = check_prefix(&out);
+            assert!(max >= last_max, "trial {trials}: {max} < {last_max}");
+            last_max = max;
+        }
+    }
+    assert!(trials >= 10, "only {trials} trials");
+    // A last replicator stops cleanly after the writer is gone: everything committed is there.
+    let replicator = start_replicator(&db, &dest);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    writer.kill9();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(replicator.term().success());
+    let commits = read_log(&log);
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    let max = check_prefix(&out);
+    assert!(max >= commits.last().unwrap().id, "{max}");
+    // Every generation restores at its own end too (a chain without gaps).
+    let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    for g in &generations {
+        let end = g.end().unwrap();
+        let (out, _keep) = restore_to(&dest, RestorePoint::Time(end), None)
+            .await
+            .unwrap();
+        check_prefix(&out);
+    }
+}
+
+/// Replicates a writer for a while into `dest`; returns the commit log.
+async fn replicate_for(
+    tmp: &Path,
+    dest: &Path,
+    options: ReplicateOptions,
+    run: Duration,
+) -> (Vec<Logged>, ReplicationStatus) {
+    let db = tmp.join(DB_NAME);
+    let log = tmp.join("commits.log");
+    let writer = start_writer(&db, &log, &["--rate", "300"]);
+    let (stop, handle) = spawn_replicator(&db, dest, options);
+    tokio::time::sleep(run).await;
+    writer.kill9();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    let status = handle.await.unwrap().unwrap();
+    (read_log(&log), status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_missing_segment_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("replica");
+    replicate_for(tmp.path(), &dest, options(), Duration::from_secs(2)).await;
+    let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let segments = &generations.last().unwrap().segments;
+    assert!(segments.len() >= 4, "{segments:?}");
+    let victim = &segments[segments.len() / 2];
+    let path = dest.join(&victim.key);
+    let good = std::fs::read(&path).unwrap();
+
+    // Damaged: one flipped bit.
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x10;
+    std::fs::write(&path, &bad).unwrap();
+    let err = restore_to(&dest, RestorePoint::Latest, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&victim.key), "{err}");
+    // Before it, the chain still restores.
+    let before = segments[segments.len() / 2 - 1].time;
+    let (out, _keep) = restore_to(&dest, RestorePoint::Time(before), None)
+        .await
+        .unwrap();
+    check_prefix(&out);
+
+    // Missing: the next segment is named, with the transactions that are gone.
+    std::fs::remove_file(&path).unwrap();
+    let err = restore_to(&dest, RestorePoint::Latest, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    let next = &segments[segments.len() / 2 + 1];
+    assert!(err.contains(&next.key) && err.contains("missing"), "{err}");
+    std::fs::write(&path, &good).unwrap();
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    check_prefix(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_replica_needs_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("replica");
+    let identity = tmp.path().join("key.txt");
+    let recipient = kars_backup_encrypt::generate_identity_file(&identity).unwrap();
+    let mut o = options();
+    o.encryptor = kars_backup_encrypt::encryptor(&[recipient], None).unwrap();
+    let (commits, _) = replicate_for(tmp.path(), &dest, o, Duration::from_secs(2)).await;
+    let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let g = generations.last().unwrap();
+    for key in g
+        .snapshots
+        .iter()
+        .map(|s| &s.key)
+        .chain(g.segments.iter().map(|s| &s.key))
+    {
+        let bytes = std::fs::read(dest.join(key)).unwrap();
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1"),
+            "{key} is not encrypted"
+        );
+    }
+    let err = restore_to(&dest, RestorePoint::Latest, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("decryption keys"), "{err}");
+    let keys: DynDecryptor = Arc::new(
+        kars_backup_encrypt::DecryptionKeys::new()
+            .with_identity_file(&identity)
+            .unwrap(),
+    );
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, Some(keys))
+        .await
+        .unwrap();
+    assert!(check_prefix(&out) >= commits.last().unwrap().id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replicator_on_the_same_destination_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let dest = tmp.path().join("replica");
+    let _writer = start_writer(&db, &log, &["--rate", "100"]);
+    let (stop, handle) = spawn_replicator(&db, &dest, options());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = start_replicator_output(&db, &dest);
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another replicator"), "{stderr}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    // Stopped cleanly, it let go: the next one starts.
+    let (stop, handle) = spawn_replicator(&db, &dest, options());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+fn start_replicator_output(db: &Path, dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kars-test-replicator"))
+        .arg(db)
+        .arg(dir)
+        .output()
+        .expect("run the replicator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_a_steady_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let dest = tmp.path().join("replica");
+    let writer = start_writer(&db, &log, &["--rate", "600"]);
+    let (stop, handle) = spawn_replicator(&db, &dest, options());
+    let wal = tmp.path().join(format!("{DB_NAME}-wal"));
+    let mut max = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        max = max.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let status = handle.await.unwrap().unwrap();
+    let commits = read_log(&log);
+    assert!(commits.len() > 2000, "{}", commits.len());
+    // 6 s of a writer without the replicator's checkpoints would be ~10,000 frames (40 MB).
+    assert!(max < 16 << 20, "the WAL grew to {max} bytes");
+    assert_eq!(status.generations_started, 1, "{status:?}");
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    assert!(check_prefix(&out) >= commits.last().unwrap().id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_journal_database_is_refused_or_switched_while_another_process_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let dest = tmp.path().join("replica");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kars-test-writer"))
+        .arg(&db)
+        .arg("delete")
+        .arg("--log")
+        .arg(&log)
+        .args(["--rate", "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let writer = Proc(child);
+    let err = Replicator::new(&db, options(), vec![sink(&dest)])
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--enable-wal") && err.contains("delete"),
+        "{err}"
+    );
+
+    let mut o = options();
+    o.enable_wal = true;
+    let (stop, handle) = spawn_replicator(&db, &dest, o);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_log(&log).len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        read_log(&log).len() > before,
+        "the writer stopped writing after the switch"
+    );
+    let mut w = writer;
+    assert!(w.0.try_wait().unwrap().is_none(), "the writer died");
+    let mode: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    w.kill9();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let commits = read_log(&log);
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    assert!(check_prefix(&out) >= commits.last().unwrap().id);
+}

@@ -124,3 +124,23 @@ pub async fn generations(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Vec<G
     out.retain(|g| !g.snapshots.is_empty());
     Ok(out)
 }
+
+/// The databases that have a chain at `sink` (their names, as in [`ChainKeys::new`]).
+///
+/// # Errors
+/// Storage errors.
+pub async fn databases(sink: &DynBackupSink) -> Result<Vec<String>> {
+    let root = kars_backup_core::layout::sqlite_chain_prefix("");
+    let mut names: Vec<String> = sink
+        .list(Some(&root))
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let rest = m.key.strip_prefix(&root)?;
+            let (name, rest) = rest.split_once('/')?;
+            rest.starts_with("generations/").then(|| name.to_string())
+        })
+        .collect();
+    names.dedup();
+    Ok(names)
+}

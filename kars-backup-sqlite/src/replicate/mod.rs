@@ -11,7 +11,8 @@ pub mod wal;
 pub use lease::LeaseInfo;
 pub use replicator::{
     DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
+    parse_interval,
 };
 mod restore;
 
-pub use restore::{RebuildReport, RestorePoint, rebuild};
+pub use restore::{RebuildReport, ReplicaRestoreReport, RestorePoint, rebuild, restore_replica};

@@ -1021,3 +1021,29 @@ async fn upload_file(sink: &DynBackupSink, key: &str, path: &Path) -> Result<()>
     upload.complete().await?;
     Ok(())
 }
+
+/// Parses an interval such as `250ms`, `1s`, `90m`, `24h` or `7d`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad interval {s:?}: use a number and a unit, e.g. 250ms, 1s, 24h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("bad interval unit in {s:?}: use ms, s, m, h or d")),
+    };
+    let d = Duration::from_millis(n.saturating_mul(ms));
+    if d.is_zero() {
+        return Err(format!("interval {s:?} must be more than zero"));
+    }
+    Ok(d)
+}

@@ -255,3 +255,83 @@ fn write_snapshot(
         time,
     ))
 }
+
+/// What [`restore_replica`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaRestoreReport {
+    /// The rebuild: generation, snapshot, segments, the state reached.
+    pub rebuild: RebuildReport,
+    /// The target.
+    pub target: String,
+    /// The verification of the staged copy.
+    pub verification: kars_backup_core::VerifyReport,
+    /// Where the previous database was kept.
+    pub previous_kept_at: Option<String>,
+    /// The steps taken.
+    pub steps: Vec<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Restores the replicated database `database` stored at `sink` into `target` at `point`,
+/// through the staged, verified restore ([`kars_backup_core::restore_staged`]): the rebuild
+/// is written into a staging directory beside the target, verified with `options.plan`, then
+/// swapped in between the hooks, and rolled back on any failure.
+///
+/// # Errors
+/// The rebuild's errors ([`Error::Chain`] naming a missing or damaged object) as
+/// [`kars_backup_core::Error::InvalidArchive`], and those of
+/// [`kars_backup_core::restore_staged`].
+pub async fn restore_replica(
+    target: &crate::SqliteSource,
+    sink: &DynBackupSink,
+    database: &str,
+    point: RestorePoint,
+    decryptor: Option<DynDecryptor>,
+    options: &kars_backup_core::RestoreOptions,
+) -> kars_backup_core::Result<ReplicaRestoreReport> {
+    let started = std::time::Instant::now();
+    let what = match point {
+        RestorePoint::Latest => format!("the latest replicated state of {database}"),
+        RestorePoint::Time(t) => format!("{database} as of {}", t.to_rfc3339()),
+    };
+    let mut rebuilt = None;
+    let done = kars_backup_core::restore_staged(&what, target, options, |_cancel| {
+        let rebuilt = &mut rebuilt;
+        let what = what.clone();
+        async move {
+            let staged = target
+                .stage_built(options.in_use, |path| async move {
+                    *rebuilt = Some(rebuild(sink, database, point, decryptor, &path).await?);
+                    Ok(())
+                })
+                .await?;
+            let context = kars_backup_core::StageContext {
+                archive_name: what,
+                manifest: None,
+                in_use: options.in_use,
+            };
+            Ok((staged, context))
+        }
+    })
+    .await?;
+    let rebuild = rebuilt
+        .ok_or_else(|| kars_backup_core::Error::generic("restore", "the rebuild did not report"))?;
+    let mut steps = vec![format!(
+        "rebuilt from {} ({} segments, transaction {} of generation {}, state of {})",
+        rebuild.snapshot,
+        rebuild.segments,
+        rebuild.txid,
+        rebuild.generation,
+        rebuild.state_time.to_rfc3339()
+    )];
+    steps.extend(done.steps);
+    Ok(ReplicaRestoreReport {
+        rebuild,
+        target: kars_backup_core::DatabaseSource::describe(target),
+        verification: done.verification,
+        previous_kept_at: done.previous_kept_at,
+        steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
