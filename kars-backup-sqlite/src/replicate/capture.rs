@@ -398,7 +398,8 @@ impl Capture {
 
     /// The replicator's own checkpoint: takes the write lock (skipping the round, `Ok(false)`,
     /// when the application holds it), lets `ship` read everything to the WAL's end, ends the
-    /// pin, runs a PASSIVE checkpoint, pins again and releases the write lock.
+    /// pin, runs a PASSIVE checkpoint, pins again and releases the write lock. `Ok(true)` when
+    /// every frame was checkpointed (the WAL restarts at the next write).
     ///
     /// # Errors
     /// SQLite errors and `ship`'s.
@@ -425,7 +426,7 @@ impl Capture {
             }
             Err(e) => return Err(Error::sqlite("lock for a checkpoint", &self.db, e)),
         }
-        let result = (|| {
+        let result: Result<bool> = (|| {
             ship(self)?;
             self.end_read(self.pinned)?;
             let checkpoint = self.conns[self.pinned]
@@ -441,12 +442,16 @@ impl Capture {
             self.begin_read(self.pinned)?;
             let (busy, log, done) = checkpoint?;
             tracing::debug!(db = %self.db.display(), busy, log, done, "checkpoint");
-            Ok(())
+            // Busy (another checkpoint ran) or partial (an application reader on an older
+            // mark): the WAL will not restart; the next round tries again.
+            Ok(busy == 0 && log == done)
         })();
         let rollback = self.conns[w]
             .execute_batch("ROLLBACK")
             .map_err(|e| Error::sqlite("end the checkpoint's transaction on", &self.db, e));
-        result.and(rollback).map(|()| true)
+        let complete = result?;
+        rollback?;
+        Ok(complete)
     }
 }
 

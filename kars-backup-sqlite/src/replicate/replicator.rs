@@ -436,6 +436,7 @@ impl CaptureLoop {
         let mut last_flush = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut last_snapshot = Instant::now();
+        let mut checkpointed = None;
         loop {
             let stopping = self.shutdown.is_cancelled();
             let stat = capture.wal_stat();
@@ -460,7 +461,11 @@ impl CaptureLoop {
                 return Ok(());
             }
             let frames = chain.position.map_or(0, |p| p.frames);
-            if frames >= opts.checkpoint_pages
+            let cycle = chain.position.map(|p| (p.header.salt1, p.header.salt2));
+            // After a checkpoint the WAL restarts at the application's next write: until then
+            // (same cycle) there is nothing more to checkpoint.
+            let fresh = cycle != checkpointed;
+            if (fresh && frames >= opts.checkpoint_pages)
                 || (frames > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval)
             {
                 let mut reset = false;
@@ -476,6 +481,7 @@ impl CaptureLoop {
                     continue;
                 }
                 if done {
+                    checkpointed = cycle;
                     last_flush = Instant::now();
                     last_checkpoint = Instant::now();
                     self.with_status(|s| s.checkpoints += 1);

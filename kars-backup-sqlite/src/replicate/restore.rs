@@ -125,6 +125,13 @@ pub async fn rebuild(
                 ),
             ));
         }
+        // One observed time never spans two segments: past the instant, nothing later counts.
+        if let RestorePoint::Time(t) = point
+            && txid > start_txid
+            && state_time >= t
+        {
+            break;
+        }
         let bytes = sink.get_bytes(&seg.key).await?;
         let key = seg.key.clone();
         let dec = decryptor.clone();
