@@ -130,7 +130,7 @@ pub async fn generations(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Vec<G
 /// # Errors
 /// Storage errors.
 pub async fn databases(sink: &DynBackupSink) -> Result<Vec<String>> {
-    let root = kars_backup_core::layout::sqlite_chain_prefix("");
+    let root = format!("{}sqlite/", kars_backup_core::layout::CHAIN_PREFIX);
     let mut names: Vec<String> = sink
         .list(Some(&root))
         .await?
