@@ -61,6 +61,7 @@ pub async fn rebuild(
     decryptor: Option<DynDecryptor>,
     out: &Path,
 ) -> Result<RebuildReport> {
+    let started = std::time::Instant::now();
     let keys = ChainKeys::new(database);
     let destination = sink.describe();
     let chain_err = |key: &str, reason: String| Error::Chain {
@@ -109,11 +110,12 @@ pub async fn rebuild(
                 reason: e.to_string(),
             })?
             .map_err(|reason| chain_err(&snapshot.key, reason))?;
+    tracing::debug!(key = %snapshot.key, seconds = started.elapsed().as_secs_f64(), "snapshot written");
     let mut state_time = snap_time;
     let mut txid = snapshot.txid;
     let mut used = 0;
     let start_txid = txid;
-    'segments: for seg in generation.segments.iter().filter(|s| s.last > start_txid) {
+    for seg in generation.segments.iter().filter(|s| s.last > start_txid) {
         if seg.first > txid + 1 {
             return Err(chain_err(
                 &seg.key,
@@ -159,14 +161,20 @@ pub async fn rebuild(
             ));
         }
         used += 1;
+        // The commits to apply from this segment, in order; each page is written once, in its
+        // last image (the checksum after the last commit applied covers them all).
+        let mut last: Option<&format::Commit> = None;
+        let mut images: std::collections::BTreeMap<u32, &[u8]> = std::collections::BTreeMap::new();
+        let mut past_point = false;
         for commit in &segment.commits {
             if commit.txid <= txid {
                 continue;
             }
-            if commit.txid != txid + 1 {
+            let expected = last.map_or(txid, |c| c.txid) + 1;
+            if commit.txid != expected {
                 return Err(chain_err(
                     &seg.key,
-                    format!("transaction {} follows {txid}", commit.txid),
+                    format!("transaction {} follows {}", commit.txid, expected - 1),
                 ));
             }
             if commit.txid == segment.first() && segment.checksum_before != checksum.value() {
@@ -178,9 +186,16 @@ pub async fn rebuild(
             if let RestorePoint::Time(t) = point
                 && commit.observed_us > t.timestamp_micros()
             {
-                break 'segments;
+                past_point = true;
+                break;
             }
             for (pgno, page) in &commit.pages {
+                images.insert(*pgno, page);
+            }
+            last = Some(commit);
+        }
+        if let Some(commit) = last {
+            for (pgno, page) in &images {
                 file.write_all_at(page, u64::from(pgno - 1) * u64::from(page_size))
                     .map_err(|e| Error::io("write", out, e))?;
                 checksum.set_page(*pgno, page);
@@ -199,10 +214,19 @@ pub async fn rebuild(
             txid = commit.txid;
             state_time = DateTime::from_timestamp_micros(commit.observed_us).unwrap_or(state_time);
         }
+        if past_point {
+            break;
+        }
     }
     file.set_len(u64::from(db_size) * u64::from(page_size))
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("write", out, e))?;
+    tracing::info!(
+        txid,
+        segments = used,
+        seconds = started.elapsed().as_secs_f64(),
+        "replica rebuilt"
+    );
     Ok(RebuildReport {
         destination,
         generation: generation.id.clone(),
