@@ -561,3 +561,52 @@ async fn a_rollback_journal_database_is_refused_or_switched_while_another_proces
     let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
     assert!(check_prefix(&out) >= commits.last().unwrap().id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_to_s3_and_a_local_directory_at_once() {
+    use kars_backup_core::testing::service_var;
+    let (Some(endpoint), Some(bucket)) = (
+        service_var("KARS_TEST_S3_ENDPOINT"),
+        service_var("KARS_TEST_S3_BUCKET"),
+    ) else {
+        return;
+    };
+    let prefix = format!("replica-{}", kars_backup_core::new_run_id());
+    let s3: DynBackupSink = Arc::new(
+        kars_backup_storage::s3::S3Builder::new(&bucket)
+            .with_prefix(&prefix)
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_credentials("test", "test")
+            .build()
+            .unwrap(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let dest = tmp.path().join("replica");
+    let writer = start_writer(&db, &log, &["--rate", "200"]);
+    let r = Replicator::new(&db, options(), vec![sink(&dest), s3.clone()]);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(r.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writer.kill9();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.cancel();
+    let status = handle.await.unwrap().unwrap();
+    let last = read_log(&log).last().unwrap().id;
+    assert_eq!(status.destinations.len(), 2);
+    for d in &status.destinations {
+        assert_eq!(d.queued_bytes, 0, "{d:?}");
+        assert!(d.last_error.is_none(), "{d:?}");
+    }
+    for from in [sink(&dest), s3] {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("restored.db");
+        rebuild(&from, DB_NAME, RestorePoint::Latest, None, &out)
+            .await
+            .unwrap();
+        assert!(check_prefix(&out) >= last, "{}", from.describe());
+    }
+}
