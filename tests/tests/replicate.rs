@@ -564,24 +564,10 @@ async fn a_rollback_journal_database_is_refused_or_switched_while_another_proces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_to_s3_and_a_local_directory_at_once() {
-    use kars_backup_core::testing::service_var;
-    let (Some(endpoint), Some(bucket)) = (
-        service_var("KARS_TEST_S3_ENDPOINT"),
-        service_var("KARS_TEST_S3_BUCKET"),
-    ) else {
+    let prefix = format!("replica-{}", kars_backup_core::new_run_id());
+    let Some(s3) = kars_backup_tests::emulator_s3(&prefix) else {
         return;
     };
-    let prefix = format!("replica-{}", kars_backup_core::new_run_id());
-    let s3: DynBackupSink = Arc::new(
-        kars_backup_storage::s3::S3Builder::new(&bucket)
-            .with_prefix(&prefix)
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_credentials("test", "test")
-            .build()
-            .unwrap(),
-    );
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join(DB_NAME);
     let log = tmp.path().join("commits.log");
