@@ -538,8 +538,19 @@ async fn a_rollback_journal_database_is_refused_or_switched_while_another_proces
 
     let mut o = options();
     o.enable_wal = true;
-    let (stop, handle) = spawn_replicator(&db, &dest, o);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let replicator = Replicator::new(&db, o, vec![sink(&dest)]);
+    let status = replicator.status();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(replicator.run(stop.clone()));
+    // The switch waits for the writer's locks; then the first snapshot is taken.
+    let started = Instant::now();
+    while status.lock().unwrap().generation.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the replicator did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = read_log(&log).len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

@@ -469,11 +469,10 @@ impl CaptureLoop {
                 || (frames > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval)
             {
                 let mut reset = false;
+                // Only reading happens under the write lock: the commits read are held in
+                // memory and sealed after the application may write again.
                 let done = capture.checkpoint(&mut |c| {
                     reset = !self.scan(c, &mut chain)?;
-                    if !reset {
-                        self.flush(&mut chain)?;
-                    }
                     Ok(())
                 })?;
                 if reset {
@@ -482,7 +481,6 @@ impl CaptureLoop {
                 }
                 if done {
                     checkpointed = cycle;
-                    last_flush = Instant::now();
                     last_checkpoint = Instant::now();
                     self.with_status(|s| s.checkpoints += 1);
                 }
