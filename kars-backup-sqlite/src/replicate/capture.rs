@@ -36,6 +36,8 @@ use crate::error::{Error, Result};
 
 /// How long the replicator's own checkpoint waits for the write lock before skipping a round.
 const CHECKPOINT_LOCK_WAIT: Duration = Duration::from_millis(50);
+/// How long `--enable-wal` tries to get the exclusive lock the switch needs.
+const ENABLE_WAL_WAIT: Duration = Duration::from_secs(60);
 /// The busy timeout of the replicator's connections otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -76,7 +78,7 @@ pub(crate) struct Capture {
 }
 
 /// Checks that `db` is in WAL mode, switching it when `enable_wal` (persistent, waiting for the
-/// other connections' locks up to `BUSY_TIMEOUT` several times).
+/// other connections' locks up to `ENABLE_WAL_WAIT`).
 ///
 /// # Errors
 /// [`Error::NotWal`] when it is not in WAL mode and `enable_wal` is false, or the switch failed.
@@ -95,10 +97,15 @@ pub(crate) fn ensure_wal(db: &Path, enable_wal: bool) -> Result<()> {
             mode,
         });
     }
-    conn.busy_timeout(Duration::from_secs(30))
+    // The switch needs the exclusive lock. A writer in rollback-journal mode holds a lock
+    // nearly all the time while it is busy, and SQLite's busy handler retries at growing
+    // intervals that can keep missing the gaps between its transactions: retry at once, for
+    // up to `ENABLE_WAL_WAIT`.
+    conn.busy_timeout(Duration::ZERO)
         .map_err(|e| Error::sqlite("set the busy timeout of", db, e))?;
+    let deadline = std::time::Instant::now() + ENABLE_WAL_WAIT;
     let mut last = String::new();
-    for _ in 0..5 {
+    while std::time::Instant::now() < deadline {
         match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
             Ok(m) if m.eq_ignore_ascii_case("wal") => {
                 tracing::info!(db = %db.display(), from = %mode, "switched the database to WAL mode");
@@ -107,7 +114,7 @@ pub(crate) fn ensure_wal(db: &Path, enable_wal: bool) -> Result<()> {
             Ok(m) => last = m,
             Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_micros(500));
     }
     Err(Error::NotWal {
         path: db.to_path_buf(),
