@@ -213,12 +213,16 @@ async fn latest_and_instants_match_the_commit_log() {
             .await
             .unwrap();
         let max = check_prefix(&out);
-        let must = commits
-            .iter()
-            .filter(|c| c.end_us <= t - 50_000)
-            .map(|c| c.id)
-            .max()
-            .unwrap_or(0);
+        // The last commit that had returned by `us`.
+        let returned_by = |us: i64| {
+            commits
+                .iter()
+                .filter(|c| c.end_us <= us)
+                .map(|c| c.id)
+                .max()
+                .unwrap_or(0)
+        };
+        let must = returned_by(t - 50_000);
         let must_not = commits
             .iter()
             .filter(|c| c.begin_us > t)
@@ -227,12 +231,7 @@ async fn latest_and_instants_match_the_commit_log() {
             .unwrap_or(i64::MAX);
         if max < must {
             late += 1;
-            let within = commits
-                .iter()
-                .filter(|c| c.end_us <= t - 500_000)
-                .map(|c| c.id)
-                .max()
-                .unwrap_or(0);
+            let within = returned_by(t - 500_000);
             assert!(
                 max >= within,
                 "at {t}: restored up to {max}, but {within} had committed 500 ms before"
