@@ -47,6 +47,10 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Restore a backup into a database (staged, verified, swapped in; rolled back on failure).
     Restore(RestoreArgs),
+    /// Replicate an SQLite database continuously: ship every committed transaction to the
+    /// destinations (snapshot, then segments of page images with each commit's time), in the
+    /// foreground until SIGTERM/SIGINT. Restore with `restore --latest` or `--to-time`.
+    Replicate(ReplicateArgs),
     /// Check a backup: checksum, then a restore into a scratch file, integrity and row counts.
     Verify(VerifyArgs),
     /// Copy committed backups from one destination to another (archive first, checksum
@@ -193,6 +197,40 @@ pub(crate) struct Which {
     /// A backup by name (`asset-data-20241218-020000.tar.gz`); also runbook archives.
     #[arg(long, value_name = "NAME")]
     pub(crate) backup: Option<String>,
+
+    /// restore: the replicated database as it was at this instant (RFC 3339, e.g.
+    /// 2026-12-05T10:00:00.250Z): every transaction committed by then, none after.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) to_time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplicateArgs {
+    /// The SQLite database (`sqlite:///path/app.db` or a path), in WAL mode (see --enable-wal).
+    #[arg(long, value_name = "DB")]
+    pub(crate) db: String,
+
+    /// Destination (`file:///dir`, `s3://bucket/prefix`, …); repeat for several at once, each
+    /// retried on its own.
+    #[arg(long = "to", value_name = "DEST", required = true)]
+    pub(crate) to: Vec<String>,
+
+    /// How often the commits seen are uploaded as one segment (each commit keeps its own
+    /// time): 250ms, 1s, 5s.
+    #[arg(long, value_name = "INTERVAL", default_value = "1s")]
+    pub(crate) sync_interval: String,
+
+    /// How often a new snapshot is taken.
+    #[arg(long, value_name = "INTERVAL", default_value = "24h")]
+    pub(crate) snapshot_interval: String,
+
+    /// Switch a rollback-journal database to WAL mode first (persistent; safe while the
+    /// application runs).
+    #[arg(long)]
+    pub(crate) enable_wal: bool,
+
+    #[command(flatten)]
+    pub(crate) encryption: EncryptOptions,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +265,11 @@ pub(crate) struct RestoreArgs {
 
     #[command(flatten)]
     pub(crate) pg: PgRestoreOptions,
+
+    /// With --to-time or --latest on a replication destination: the replicated database's name
+    /// (its file name, `app.db`) when the destination holds several.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) replica: Option<String>,
 
     /// When the backup fails verification (checksum of every copy, integrity, row counts, test
     /// queries), try the next older committed backup; each attempt is reported. The live

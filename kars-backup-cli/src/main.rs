@@ -136,7 +136,7 @@ impl Command {
             Command::Config(ConfigCommand::Check(a)) => a.json,
             Command::Key(KeyCommand::Init(a)) => a.json,
             Command::Key(KeyCommand::Show(a)) => a.json,
-            Command::Schedule(_) | Command::Daemon(_) => false,
+            Command::Schedule(_) | Command::Daemon(_) | Command::Replicate(_) => false,
             Command::Pg(PgCommand::ArchiveWal(a)) => a.places.json,
             Command::Pg(PgCommand::FetchWal(a)) => a.places.json,
             Command::Pg(PgCommand::ReceiveWal(_)) => false,

@@ -84,7 +84,10 @@ pub use plaintext::PlaintextPolicy;
 pub use progress::{DynProgress, NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use repository::{BackupEntry, EntryKind, Listing, Repository};
-pub use restore::{RestoreHooks, RestoreOptions, RestoreReport, restore, verify_backup};
+pub use restore::{
+    RestoreHooks, RestoreOptions, RestoreReport, StagedRestoreOutcome, restore, restore_staged,
+    verify_backup,
+};
 pub use retention::{KeepRules, KeepWithin, RetentionPlan, RetentionPolicy};
 pub use run::{host_label, new_run_id};
 pub use sink::{BackupSink, ByteStream, DynBackupSink, ObjectMeta, SinkExt, Upload};

@@ -171,16 +171,77 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     check_engine(entry, target)?;
+    let span = tracing::info_span!("restore", backup = %entry.name, target = %target.describe());
+    let _enter = span.enter();
+    let mut check = None;
+    let done = restore_staged(&entry.name.to_string(), target, options, |cancel| {
+        let check = &mut check;
+        async move {
+            let (staged, context, c) =
+                stage(repo, entry, target, options.in_use, &cancel, progress).await?;
+            *check = Some(c);
+            Ok((staged, context))
+        }
+    })
+    .await?;
+    let check = check.ok_or_else(|| Error::generic("restore", "the download was not checked"))?;
+    Ok(RestoreReport {
+        backup: entry.name.to_string(),
+        destination: repo.describe(),
+        kind: entry.kind,
+        target: target.describe(),
+        sha256: check.stored.sha256,
+        checksum_verified: entry.manifest.is_some(),
+        verification: done.verification,
+        previous_kept_at: done.previous_kept_at,
+        previous_removed: done.previous_removed,
+        leftovers_removed: done.leftovers_removed,
+        steps: done.steps,
+        duration: started.elapsed(),
+    })
+}
+
+/// What [`restore_staged`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StagedRestoreOutcome {
+    /// The verification of the staging copy.
+    pub verification: VerifyReport,
+    /// Where the previous database was kept.
+    pub previous_kept_at: Option<String>,
+    /// Older previous copies removed.
+    pub previous_removed: Vec<String>,
+    /// What an interrupted earlier restore had left behind and this one cleaned up.
+    pub leftovers_removed: Vec<String>,
+    /// The steps taken, in order (the staging's first).
+    pub steps: Vec<String>,
+}
+
+/// The safe restore around a staging copy that `stage` makes (from a backup's archive in
+/// [`restore`]; from a replication chain in the SQLite source): confirmation, leftovers of
+/// interrupted restores, the in-use check, then verification → stop hook → in-use check → swap
+/// → start hook → health check, rolling back on any failure or interruption. `what` names the
+/// backup or state restored, for messages; `stage` gets the cancellation token.
+///
+/// # Errors
+/// As [`restore`], and `stage`'s errors.
+pub async fn restore_staged<F, Fut>(
+    what: &str,
+    target: &dyn DatabaseSource,
+    options: &RestoreOptions,
+    stage: F,
+) -> Result<StagedRestoreOutcome>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(Box<dyn StagedRestore>, StageContext)>>,
+{
     target.check_in_use_policy(options.in_use)?;
     if target.exists().await? && !options.confirmed {
         return Err(Error::NotConfirmed(format!(
-            "restoring {} replaces the existing database {}; confirm it (CLI: type yes, or pass --yes)",
-            entry.name,
+            "restoring {what} replaces the existing database {}; confirm it (CLI: type yes, or pass --yes)",
             target.describe()
         )));
     }
-    let span = tracing::info_span!("restore", backup = %entry.name, target = %target.describe());
-    let _enter = span.enter();
     let cancel = &options.cancel;
     let hooks = Hooks::new(&options.hooks, target);
     let mut steps = Vec::new();
@@ -197,8 +258,7 @@ pub async fn restore(
         return Err(interrupted("the start of the restore"));
     }
 
-    let (mut staged, context, check) =
-        stage(repo, entry, target, options.in_use, cancel, progress).await?;
+    let (mut staged, context) = stage(cancel.clone()).await?;
     steps.push(staged.staged_step());
     let verified = tokio::select! {
         r = staged.verify(&options.plan, &context) => r,
@@ -308,23 +368,13 @@ pub async fn restore(
             previous_kept_at = None;
         }
     }
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        "restore complete"
-    );
-    Ok(RestoreReport {
-        backup: entry.name.to_string(),
-        destination: repo.describe(),
-        kind: entry.kind,
-        target: target.describe(),
-        sha256: check.stored.sha256,
-        checksum_verified: entry.manifest.is_some(),
+    tracing::info!("restore complete");
+    Ok(StagedRestoreOutcome {
         verification,
         previous_kept_at,
         previous_removed,
         leftovers_removed,
         steps,
-        duration: started.elapsed(),
     })
 }
 

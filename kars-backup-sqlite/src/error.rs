@@ -115,6 +115,40 @@ pub enum Error {
         /// Who has it open.
         holders: String,
     },
+    /// Continuous replication needs WAL mode and the database is in another journal mode.
+    #[error("{} is in {mode} journal mode; continuous replication needs WAL mode: run replicate with --enable-wal to switch it once (persistent, safe while the application runs)", path.display())]
+    NotWal {
+        /// The database file.
+        path: PathBuf,
+        /// Its journal mode (`delete`, `truncate`, `persist`, …).
+        mode: String,
+    },
+    /// A replication chain cannot be used: an object is missing, damaged, or does not follow
+    /// the one before it.
+    #[error("replication chain at {destination}: {key}: {reason}")]
+    Chain {
+        /// The destination.
+        destination: String,
+        /// The key involved (or the range of keys missing).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another replicator holds the lease of a destination.
+    #[error(
+        "another replicator writes to {destination}: {holder}; stop it first (its lease expires {expires} if it died)"
+    )]
+    LeaseHeld {
+        /// The destination.
+        destination: String,
+        /// Who holds the lease.
+        holder: String,
+        /// When the lease expires unless renewed.
+        expires: String,
+    },
+    /// Storage or another core operation failed.
+    #[error(transparent)]
+    Core(#[from] kars_backup_core::Error),
     /// A background task or child process died (panicked, was cancelled, lost its pipes).
     #[error(transparent)]
     Task(TaskError),
@@ -153,7 +187,8 @@ impl Error {
             | Error::Io(IoError { path, .. })
             | Error::AmbiguousDatabase { target: path, .. }
             | Error::RestoreRunning { target: path, .. }
-            | Error::HalfSwapped { target: path, .. } => Some(path),
+            | Error::HalfSwapped { target: path, .. }
+            | Error::NotWal { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -170,7 +205,18 @@ impl Error {
                 name: archive.clone(),
                 reason: self.to_string(),
             },
-            e @ (Error::AmbiguousDatabase { .. } | Error::InvalidUrl { .. }) => {
+            Error::Core(e) => e,
+            Error::Chain { key, reason, .. } => CoreError::InvalidArchive { name: key, reason },
+            Error::LeaseHeld {
+                destination,
+                holder,
+                expires,
+            } => CoreError::InUse {
+                target: destination,
+                holders: holder,
+                hint: format!("stop the other replicator first (its lease expires {expires} if it died)"),
+            },
+            e @ (Error::AmbiguousDatabase { .. } | Error::InvalidUrl { .. } | Error::NotWal { .. }) => {
                 CoreError::InvalidInput(e.to_string())
             }
             Error::RestoreRunning { target, pid } => CoreError::InUse {

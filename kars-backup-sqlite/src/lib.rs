@@ -14,6 +14,10 @@
 //!   previous database as `<db>.pre-restore-<UTC time>` (with its own `-wal`), and rolled back
 //!   exactly when something fails afterwards. Runbook archives (`tar czf X -C /data .`, no
 //!   manifest) restore too.
+//! - **Continuous replication** ([`replicate`]): a [`replicate::Replicator`] ships every
+//!   committed transaction of a database in WAL mode to its destinations, each commit with the
+//!   time it was seen; [`replicate::rebuild`] and [`replicate::restore_replica`] restore the
+//!   latest state or the state at any instant.
 //! - [`sample::create_kars_database`] makes a KARS database of any size for tests, the demo and
 //!   benchmarks: the application's 20 tables and constraints in its rollback-journal mode, with
 //!   plausible data and fake secrets.
@@ -51,6 +55,7 @@
 mod archive;
 pub mod error;
 mod inspect;
+pub mod replicate;
 mod restore;
 pub mod sample;
 mod snapshot;

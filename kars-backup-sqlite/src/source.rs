@@ -147,6 +147,34 @@ impl SqliteSource {
         self
     }
 
+    /// Stages a database file that `build` writes at the path it is given (in a staging
+    /// directory beside the target), for [`kars_backup_core::restore_staged`]: a restore whose
+    /// data does not come from an archive (a replication chain's rebuild). File targets only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a volume target; file-system errors and `build`'s.
+    pub async fn stage_built<F, Fut>(
+        &self,
+        in_use: InUsePolicy,
+        build: F,
+    ) -> kars_backup_core::Result<Box<dyn StagedRestore>>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        if self.is_volume() {
+            return Err(self.core_error(Error::InvalidUrl {
+                url: self.path.display().to_string(),
+                reason: "a replicated database restores into a database file, not a directory"
+                    .into(),
+            }));
+        }
+        let staged = restore::stage_built(self.path.clone(), in_use, build)
+            .await
+            .map_err(|e| self.core_error(e))?;
+        Ok(Box::new(staged))
+    }
+
     /// The database file or volume directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -68,6 +68,7 @@ pub use kars_backup_storage as storage;
 #[doc = include_str!("../../docs/operators/encryption.md")]
 #[doc = include_str!("../../docs/operators/exit-codes.md")]
 #[doc = include_str!("../../docs/operators/postgresql.md")]
+#[doc = include_str!("../../docs/operators/replication.md")]
 #[doc = include_str!("../../docs/operators/restore.md")]
 #[doc = include_str!("../../docs/operators/retention.md")]
 #[doc = include_str!("../../docs/operators/storage.md")]

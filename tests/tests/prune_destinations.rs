@@ -154,29 +154,12 @@ async fn prune_on_local_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_on_the_s3_emulator() {
-    use kars_backup_core::testing::service_var;
-    let (Some(endpoint), Some(bucket)) = (
-        service_var("KARS_TEST_S3_ENDPOINT"),
-        service_var("KARS_TEST_S3_BUCKET"),
+    let run = kars_backup_core::new_run_id();
+    let (Some(kars), Some(old)) = (
+        kars_backup_tests::emulator_s3(&format!("prune-{run}/kars")),
+        kars_backup_tests::emulator_s3(&format!("prune-{run}/kars-old")),
     ) else {
         return;
     };
-    let run = kars_backup_core::new_run_id();
-    let s3 = |prefix: String| -> DynBackupSink {
-        Arc::new(
-            kars_backup_storage::s3::S3Builder::new(&bucket)
-                .with_prefix(&prefix)
-                .with_endpoint(&endpoint)
-                .with_allow_http(true)
-                .with_region("us-east-1")
-                .with_credentials("test", "test")
-                .build()
-                .unwrap(),
-        )
-    };
-    prune_keeps_the_plan_and_the_foreign_files(
-        s3(format!("prune-{run}/kars")),
-        s3(format!("prune-{run}/kars-old")),
-    )
-    .await;
+    prune_keeps_the_plan_and_the_foreign_files(kars, old).await;
 }

@@ -7,7 +7,7 @@ use crate::{exit, render};
 pub(crate) async fn run(a: CopyArgs) -> anyhow::Result<u8> {
     let from = kars_backup::job::repository(&a.from)?;
     let to = kars_backup::job::repository(&a.to)?;
-    let entry = kars_backup::job::find_backup(&from, &pick(&a.which)).await?;
+    let entry = kars_backup::job::find_backup(&from, &pick(&a.which)?).await?;
     let options = kars_backup::storage::CopyOptions {
         plaintext: kars_backup::encrypt::plaintext_policy(a.no_encrypt),
     };

@@ -32,7 +32,7 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     );
     let report = kars_backup::job::drill::drill(
         &origins,
-        &pick(&v.which),
+        &pick(&v.which)?,
         &scratch,
         &checks,
         &options,

@@ -11,6 +11,7 @@ mod key;
 mod list;
 mod pg;
 mod prune;
+mod replicate;
 mod restore;
 mod retention;
 mod schedule;
@@ -26,6 +27,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Backup(a) => backup::run(a).await,
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,
+        Command::Replicate(a) => replicate::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Copy(a) => copy::run(a).await,
         Command::Prune(a) => prune::run(a).await,

@@ -23,8 +23,11 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let job = config_job(&a.read.job)?;
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let restore = RestorePlan::new(job.as_ref(), reading, &a.hooks, &a.settings, &a.pg)?;
+    if let Some(code) = from_replica(&a, &db, &restore).await? {
+        return Ok(code);
+    }
     let origins = restore.reading.origins()?;
-    let candidates = Candidates::find(&origins, &pick(&a.read.which)).await?;
+    let candidates = Candidates::find(&origins, &pick(&a.read.which)?).await?;
     let entry = candidates
         .first()
         .expect("find returns at least one backup")
@@ -137,6 +140,128 @@ async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
         println!("Restore completed successfully.");
     }
     Ok(exit::OK)
+}
+
+/// `--to-time`, or `--latest` from a destination that holds a replicated database and no
+/// backups: the rebuild of the replica goes through the same staged, verified restore.
+/// `None` when this is an ordinary backup restore.
+async fn from_replica(
+    a: &RestoreArgs,
+    db: &str,
+    restore: &RestorePlan,
+) -> anyhow::Result<Option<u8>> {
+    use kars_backup::sqlite::replicate::{RestorePoint, catalog, restore_replica};
+    let usage = |m: String| anyhow::Error::from(exit::UsageError(m));
+    let to_time = match a.read.which.to_time.as_deref() {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    usage(format!(
+                        "--to-time {t:?}: {e}; use RFC 3339, e.g. 2026-12-05T10:00:00.250Z"
+                    ))
+                })?
+                .to_utc(),
+        ),
+        None => None,
+    };
+    if to_time.is_none() && (!a.read.which.latest || a.read.from.len() != 1) {
+        return Ok(None);
+    }
+    let [from] = restore.reading.from.as_slice() else {
+        return Err(usage(
+            "--to-time reads one destination: give one --from".into(),
+        ));
+    };
+    let sink = kars_backup::storage::sink_from_url(from)?;
+    let names = catalog::databases(&sink).await?;
+    if to_time.is_none() {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let repo = kars_backup::core::Repository::new(sink.clone());
+        if a.replica.is_none() && repo.list().await?.latest().is_some() {
+            // Backups and a replica side by side: --latest means the newest backup, unless
+            // --replica says otherwise.
+            return Ok(None);
+        }
+    }
+    let target =
+        kars_backup::sqlite::SqliteSource::from_url(db).map_err(|e| usage(e.to_string()))?;
+    let target_name = target
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let name = match (&a.replica, names.as_slice()) {
+        (Some(r), _) if names.contains(r) => r.clone(),
+        (Some(r), _) => {
+            return Err(usage(format!(
+                "{from} holds no replica of {r} (it holds: {})",
+                names.join(", ")
+            )));
+        }
+        (None, [only]) => only.clone(),
+        (None, []) => return Err(usage(format!("{from} holds no replicated database"))),
+        (None, several) => match target_name.filter(|t| several.contains(t)) {
+            Some(t) => t,
+            None => {
+                return Err(usage(format!(
+                    "{from} holds replicas of several databases ({}): choose one with --replica",
+                    several.join(", ")
+                )));
+            }
+        },
+    };
+    let point = to_time.map_or(RestorePoint::Latest, RestorePoint::Time);
+    let what = match to_time {
+        Some(t) => format!("{name} as of {}", t.to_rfc3339()),
+        None => format!("the latest replicated state of {name}"),
+    };
+    let exists = kars_backup::core::DatabaseSource::exists(&target).await?;
+    let confirmed = if a.yes || !exists {
+        true
+    } else if std::io::stdin().is_terminal() {
+        ask(&what, &target.path().display().to_string())?
+    } else {
+        return Err(usage(format!(
+            "refusing to replace {} without confirmation: there is no terminal to ask on; pass --yes",
+            target.path().display()
+        )));
+    };
+    if !confirmed {
+        println!("Restore cancelled; nothing was changed.");
+        return Ok(Some(exit::OK));
+    }
+    let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
+    let decryptor = if restore.reading.keys.any() {
+        Some(restore.reading.keys.decryptor()?)
+    } else {
+        None
+    };
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    let options = RestoreOptions {
+        plan: checks.plan_at(to_time.unwrap_or_else(chrono::Utc::now)),
+        hooks: restore.hooks.clone(),
+        confirmed: true,
+        in_use: restore.in_use,
+        keep_previous: restore.keep_previous,
+        cancel: signals.graceful(),
+    };
+    let result = restore_replica(&target, &sink, &name, point, decryptor, &options).await;
+    let report = match (result, signals.received()) {
+        (Ok(r), _) => r,
+        (Err(e), Some(signal)) => return interrupted(Err(e.into()), signal).map(Some),
+        (Err(e), None) => return Err(e.into()),
+    };
+    if a.read.json {
+        render::print_json(&serde_json::json!({ "ok": true, "restore": report }))?;
+    } else {
+        println!("Restored {what} into {}", report.target);
+        for step in &report.steps {
+            println!("  {step}");
+        }
+        println!("Restore completed successfully.");
+    }
+    Ok(Some(exit::OK))
 }
 
 /// A restore stopped by a signal exits with 128 plus its number, as shells expect (130 for

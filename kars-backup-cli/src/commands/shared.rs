@@ -14,9 +14,15 @@ pub(crate) fn config_job(arg: &JobArg) -> anyhow::Result<Option<Job>> {
     Ok(arg.config.as_deref().map(load).transpose()?)
 }
 
-/// `--latest` or `--backup NAME`.
-pub(crate) fn pick(which: &Which) -> Pick {
-    which.backup.clone().map_or(Pick::Latest, Pick::Named)
+/// `--latest` or `--backup NAME` (`--to-time` is restore's, for replicated databases).
+pub(crate) fn pick(which: &Which) -> anyhow::Result<Pick> {
+    if which.to_time.is_some() {
+        return Err(crate::exit::UsageError(
+            "--to-time restores a replicated database: use it with restore".into(),
+        )
+        .into());
+    }
+    Ok(which.backup.clone().map_or(Pick::Latest, Pick::Named))
 }
 
 /// What a physical restore, verify or drill reads and how: the destinations and keys, and the

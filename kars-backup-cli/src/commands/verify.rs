@@ -26,7 +26,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
     let origins = reading.origins()?;
-    let candidates = Candidates::find(&origins, &pick(&a.read.which)).await?;
+    let candidates = Candidates::find(&origins, &pick(&a.read.which)?).await?;
     // Usage errors in the check flags show before anything is restored.
     a.read.checks.checks(a.read.integrity.unwrap_or_default())?;
     let checks = reading.checks(&a.read.checks, a.read.integrity)?;

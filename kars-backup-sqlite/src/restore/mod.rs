@@ -120,6 +120,62 @@ fn stage_blocking(
     }
 }
 
+/// Stages a database file that `build` writes (given its path in a new staging directory beside
+/// `target`), for a restore that does not come from an archive (a replication chain's rebuild).
+///
+/// # Errors
+/// File-system errors and `build`'s. Nothing is left behind on error.
+pub(crate) async fn stage_built<F, Fut>(
+    target: PathBuf,
+    in_use: InUsePolicy,
+    build: F,
+) -> Result<SqliteStaged>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let base = parent_dir(&target);
+    let (created_dirs, staging) = {
+        let (base, target) = (base.clone(), target.clone());
+        blocking("the restore staging", move || {
+            let created = staging::create_missing_dirs(&base)?;
+            match staging::create_staging(&base, &target) {
+                Ok(s) => Ok((created, s)),
+                Err(e) => {
+                    staging::remove_created_dirs(&created);
+                    Err(e)
+                }
+            }
+        })
+        .await??
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "database.db".into());
+    let path = staging.dir.path().join(&name);
+    match build(path.clone()).await {
+        Ok(()) => Ok(SqliteStaged {
+            target,
+            layout: Layout::File,
+            staging: Some(staging),
+            databases: vec![StagedDatabase { name, path }],
+            created_dirs,
+            swap: Swap::default(),
+            in_use,
+            wrote_live: false,
+        }),
+        Err(e) => {
+            let _ = blocking("removing the staging directory", move || {
+                let _ = staging.remove();
+                staging::remove_created_dirs(&created_dirs);
+            })
+            .await;
+            Err(e)
+        }
+    }
+}
+
 /// The processes other than this one that have `target` open: the database file and its side
 /// files, or (volume) anything in the directory but kars-backup's own artefacts.
 pub(crate) fn holders_of(target: &Path, layout: Layout) -> Scan {

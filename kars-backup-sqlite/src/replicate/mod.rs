@@ -1,0 +1,32 @@
+//! Continuous replication of an SQLite database in WAL mode, and restores to any instant.
+//!
+//! - [`Replicator`] ships every committed transaction of a database to one or more
+//!   destinations ([`kars_backup_core::DynBackupSink`]): a snapshot, then segments of page
+//!   images with each commit's observed time and database checksums. A service runs it in its
+//!   own tokio runtime until a cancellation token fires; [`Replicator::status`] gives the lag
+//!   and position. The WAL is read directly ([`wal`]) while the replicator's own read
+//!   transaction holds it (see `docs/operators/replication.md`); the stored layout is
+//!   [`keys`], the encoding [`format`](mod@format).
+//! - [`rebuild`] rebuilds the database at [`RestorePoint::Latest`] or an instant into a new
+//!   file, verifying the chain; [`restore_replica`] does it through the staged, verified
+//!   restore (hooks, swap, rollback) of [`kars_backup_core::restore_staged`].
+//! - [`catalog`] lists what a destination holds (generations, snapshots, segments).
+//!
+//! Operators' documentation: `docs/operators/replication.md`.
+
+pub(crate) mod capture;
+pub mod catalog;
+pub mod format;
+pub mod keys;
+mod lease;
+mod replicator;
+pub mod wal;
+
+pub use lease::LeaseInfo;
+pub use replicator::{
+    DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
+    parse_interval,
+};
+mod restore;
+
+pub use restore::{RebuildReport, ReplicaRestoreReport, RestorePoint, rebuild, restore_replica};
