@@ -8,6 +8,7 @@ use kars_backup_postgres::physical::{
 
 use crate::error::{Error, Result};
 use crate::restore::Reading;
+use crate::wal::{WalCheck, check_wal};
 
 /// Restores the cluster into a new data directory as [`restore_to_instant`] does, from the
 /// first of the reading's destinations that holds a fitting base backup (its keys decrypt
@@ -51,13 +52,32 @@ pub async fn restore_physical(
 /// directory that is removed afterwards: a new directory inside `options.pgdata` when it is
 /// set, else inside the system's temporary directory. Archiving stays off.
 ///
+/// First the WAL chain of every destination read ([`check_chains`]): a segment missing on the
+/// way from any retained base backup to the newest archived one fails the verification,
+/// naming it, before anything is restored.
+///
 /// # Errors
-/// As [`restore_physical`]; a scratch directory that cannot be made.
+/// A broken WAL chain ([`kars_backup_core::Error::VerificationFailed`]); as
+/// [`restore_physical`]; a scratch directory that cannot be made.
 pub async fn verify_physical(
     reading: &Reading,
     options: &PhysicalRestoreOptions,
     progress: DynProgress,
 ) -> Result<PhysicalRestoreReport> {
+    let problems: Vec<String> = check_chains(reading)
+        .await?
+        .iter()
+        .flat_map(|c| {
+            c.problems()
+                .into_iter()
+                .map(move |p| format!("{}: {p}", c.destination))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(Error::Core(kars_backup_core::Error::VerificationFailed(
+            format!("the WAL chain is broken: {}", problems.join("; ")),
+        )));
+    }
     let parent = if options.pgdata.as_os_str().is_empty() {
         std::env::temp_dir()
     } else {
@@ -78,4 +98,21 @@ pub async fn verify_physical(
     let report = restore_physical(reading, &scratch, progress).await;
     drop(dir);
     report
+}
+
+/// The WAL archive of every destination `reading` reads, checked against its base backups
+/// ([`check_wal`]; the reading's keys open encrypted history files). Destinations without WAL
+/// are left out.
+///
+/// # Errors
+/// A destination that cannot be opened or listed.
+pub async fn check_chains(reading: &Reading) -> Result<Vec<WalCheck>> {
+    let mut checks = Vec::new();
+    for origin in reading.origins()? {
+        let check = check_wal(&origin.repo, origin.repo.decryptor().cloned()).await?;
+        if !check.is_empty() {
+            checks.push(check);
+        }
+    }
+    Ok(checks)
 }
