@@ -386,6 +386,11 @@ pub(crate) struct DrillArgs {
     /// Do not store the report at the destinations (e.g. a read-only destination).
     #[arg(long, help_heading = "Drill")]
     pub(crate) no_store: bool,
+
+    /// With --physical: restore to an instant drawn at random between the end of the oldest
+    /// retained base backup and the end of the newest, instead of --to-time or --latest.
+    #[arg(long, requires = "physical", group = "Which", help_heading = "Drill")]
+    pub(crate) random_instant: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,19 @@
 //! Physical restores of PostgreSQL clusters from the destinations a command reads: the base
 //! backup and WAL replay of [`kars_backup_postgres::physical`], with the reading's keys.
 
-use kars_backup_core::DynProgress;
+use chrono::{DateTime, Utc};
+use kars_backup_core::checks::Checks;
+use kars_backup_core::drill::{DrillOptions, DrillOutcome, DrillReport};
+use kars_backup_core::objective::Objective;
+use kars_backup_core::recovery::Origin;
+use kars_backup_core::{DynProgress, EntryKind};
 use kars_backup_postgres::physical::{
-    PhysicalRestoreOptions, PhysicalRestoreReport, fetch_wal_command, pick_base, restore_to_instant,
+    PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget, fetch_wal_command, pick_base,
+    restore_to_instant,
 };
+use kars_backup_postgres::wal::{DEFAULT_SEGMENT_SIZE, list_chains};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, into_core};
 use crate::restore::Reading;
 use crate::wal::{WalCheck, check_wal};
 
@@ -115,4 +122,139 @@ pub async fn check_chains(reading: &Reading) -> Result<Vec<WalCheck>> {
         }
     }
     Ok(checks)
+}
+
+/// A physical drill: [`verify_physical`] timed and measured like every drill, its report stored
+/// under `.kars-drills/` at the destinations read (unless `drill.store` is off), so `status`
+/// shows it as the last drill. Never fails: every failure is in the report.
+///
+/// - RTO: from the start of the drill to a verified, promoted copy (download and replay
+///   included).
+/// - RPO: the age at the drill's start of the newest WAL archived (else of the newest base
+///   backup's end): what a restore right now would lose.
+/// - `random`: the checks of the drill; the instant restored to is drawn at random between the
+///   end of the oldest retained base backup and the end of the newest (with one base backup:
+///   the latest state), and the checks are planned for it.
+///
+/// Returns the report and, when the restore ran, its own report.
+pub async fn drill_physical(
+    reading: &Reading,
+    options: &PhysicalRestoreOptions,
+    drill: &DrillOptions,
+    random: Option<&Checks>,
+    progress: DynProgress,
+) -> (DrillReport, Option<PhysicalRestoreReport>) {
+    let clock = std::time::Instant::now();
+    let origins = reading.origins();
+    let labels = origins
+        .as_ref()
+        .map(|o| o.iter().map(|o| o.label.clone()).collect())
+        .unwrap_or_default();
+    let mut report = DrillReport::begin(labels, drill);
+    report.engine = Some(kars_backup_postgres::ENGINE.to_string());
+    let origins = match origins {
+        Ok(o) => o,
+        Err(e) => {
+            report.fail(&into_core(e));
+            report.conclude();
+            return (report, None);
+        }
+    };
+    let mut options = options.clone();
+    match window(&origins, options.system_identifier.as_deref()).await {
+        Ok(Some(w)) => {
+            let newest = w.newest_wal.map_or(w.last_base, |n| n.max(w.last_base));
+            let age = (report.started_at - newest).num_milliseconds() as f64 / 1000.0;
+            report.rpo = Objective::of(drill.rpo, Some(age.max(0.0)));
+            if let Some(checks) = random {
+                let span = (w.last_base - w.first_base).num_milliseconds();
+                if span > 0 {
+                    let offset = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=span);
+                    let t = w.first_base + chrono::Duration::milliseconds(offset);
+                    options.target = RecoveryTarget::Time(t);
+                    options.plan = checks.plan_at(t);
+                } else {
+                    options.target = RecoveryTarget::Latest;
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            report.fail(&into_core(e));
+            report.conclude();
+            return (report, None);
+        }
+    }
+    if let RecoveryTarget::Time(t) = options.target {
+        report.restored_to = Some(t);
+    }
+    let restored = match verify_physical(reading, &options, progress).await {
+        Ok(r) => {
+            report.backup = Some(r.backup.clone());
+            report.backup_time = Some(r.base.end_time);
+            report.restored_from = Some(r.destination.clone());
+            report.scratch_target = Some(r.pgdata.clone());
+            report.verification = Some(r.verification.clone());
+            report.rto = Objective::of(drill.rto, Some(clock.elapsed().as_secs_f64()));
+            report.outcome = if report.rto.met && report.rpo.met {
+                DrillOutcome::Passed
+            } else {
+                DrillOutcome::TargetMissed
+            };
+            Some(r)
+        }
+        Err(e) => {
+            report.fail(&into_core(e));
+            None
+        }
+    };
+    report.conclude();
+    if drill.store {
+        report
+            .store_at(origins.iter().map(|o| (o.label.as_str(), &o.repo)))
+            .await;
+    }
+    (report, restored)
+}
+
+/// The instants the base backups at some destinations cover, and the newest WAL there.
+struct Window {
+    first_base: DateTime<Utc>,
+    last_base: DateTime<Utc>,
+    newest_wal: Option<DateTime<Utc>>,
+}
+
+/// The ends of the oldest and newest committed base backups (of cluster `system_identifier`,
+/// when given) across `origins`, and when the newest WAL of their cluster was stored.
+async fn window(origins: &[Origin], system_identifier: Option<&str>) -> Result<Option<Window>> {
+    let mut ends: Vec<DateTime<Utc>> = Vec::new();
+    let mut clusters: Vec<String> = Vec::new();
+    let mut newest_wal: Option<DateTime<Utc>> = None;
+    for origin in origins {
+        let listing = origin.repo.list().await?;
+        for info in listing
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Committed)
+            .filter_map(|e| e.manifest.as_ref()?.physical.as_ref())
+            .filter(|p| system_identifier.is_none_or(|s| s == p.system_identifier))
+        {
+            ends.push(info.end_time);
+            clusters.push(info.system_identifier.clone());
+        }
+        for chain in list_chains(origin.repo.sink(), DEFAULT_SEGMENT_SIZE).await? {
+            if clusters.contains(&chain.system_identifier.to_string()) {
+                let newest = chain.timelines.iter().filter_map(|t| t.newest).max();
+                newest_wal = newest_wal.max(newest);
+            }
+        }
+    }
+    Ok(match (ends.iter().min(), ends.iter().max()) {
+        (Some(first), Some(last)) => Some(Window {
+            first_base: *first,
+            last_base: *last,
+            newest_wal,
+        }),
+        _ => None,
+    })
 }
