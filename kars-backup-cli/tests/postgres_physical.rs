@@ -137,19 +137,13 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
 
     // The latest state, in text.
     let pgdata = dir.path().join("latest");
-    let o = ok_pg(restore(
-        &store,
-        &pgdata,
-        &[
-            "--latest",
-            "--restore-command",
-            &restore_command,
-            "--pg-bin-dir",
-            &bin,
-            "--verify-query",
-            "SELECT count(*) = 10 FROM pitr_log",
-        ],
-    ));
+    let latest = |pgdata: &Path, query: &str, extra: &[&str]| {
+        let mut args = vec!["--latest", "--restore-command", &restore_command];
+        args.extend_from_slice(&["--pg-bin-dir", &bin, "--verify-query", query]);
+        args.extend_from_slice(extra);
+        ok_pg(restore(&store, pgdata, &args))
+    };
+    let o = latest(&pgdata, "SELECT count(*) = 10 FROM pitr_log", &[]);
     let out = text(&o);
     assert!(out.contains("Restore completed successfully."), "{out}");
     assert!(out.contains("end of the archive"), "{out}");
@@ -253,6 +247,27 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
         &[],
     );
     assert_eq!(code(&o), 2, "{}", text(&o));
+
+    // The newest base backup's stored copy damaged: the restore falls back to the older one,
+    // which replays more WAL to the same state, and says so.
+    let damaged = store.join(second["backup"].as_str().unwrap());
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&damaged, bytes).unwrap();
+    let doc = json(&latest(
+        &dir.path().join("fallback"),
+        "SELECT count(*) = 12 FROM pitr_log",
+        &["--json"],
+    ));
+    assert_eq!(doc["restore"]["backup"], name.as_str(), "{doc}");
+    assert!(
+        doc["restore"]["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("is damaged"),
+        "{doc}"
+    );
 
     // A configuration file's job takes base backups too.
     let config = dir.path().join("kars.toml");

@@ -22,9 +22,14 @@ use crate::wal::{WalCheck, check_wal};
 /// it). An empty `options.restore_command` fetches WAL from that destination's archive
 /// ([`fetch_wal_command`]).
 ///
+/// A base backup whose stored copy is damaged (checksum mismatch, unreadable or undecryptable
+/// archive) is not the end: the same backup at the other destinations is tried, then the next
+/// older base backup that fits the target (it replays more WAL). Each fallback is the first of
+/// the report's `steps`.
+///
 /// # Errors
 /// No destination; none with a base backup for the target (the first one's reason); the
-/// restore's errors.
+/// restore's errors (with every damaged copy, the last one's).
 pub async fn restore_physical(
     reading: &Reading,
     options: &PhysicalRestoreOptions,
@@ -34,25 +39,79 @@ pub async fn restore_physical(
     if origins.is_empty() {
         return Err(Error::usage("a physical restore needs --from DEST"));
     }
+    // Per destination, the base backups whose copy there is damaged.
+    let mut damaged: Vec<Vec<String>> = vec![Vec::new(); origins.len()];
+    let mut fallbacks: Vec<String> = Vec::new();
     let mut first_reason = None;
-    for (origin, url) in origins.iter().zip(&reading.from) {
-        let listing = origin.repo.list().await?;
-        if let Err(e) = pick_base(
-            listing.entries.iter(),
-            options.target,
-            options.system_identifier.as_deref(),
-        ) {
-            first_reason.get_or_insert(e);
-            continue;
+    let mut last_error = None;
+    // A round tries each destination's best base backup; a damaged copy moves on to the
+    // next destination (the same backup, another copy), and, once every copy of it is
+    // damaged, to an older one.
+    loop {
+        let mut tried = false;
+        let mut best: Vec<(usize, String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+        for (i, origin) in origins.iter().enumerate() {
+            let listing = origin.repo.list().await?;
+            match pick_base(
+                listing
+                    .entries
+                    .iter()
+                    .filter(|e| !damaged[i].contains(&e.name.to_string())),
+                options.target,
+                options.system_identifier.as_deref(),
+            ) {
+                Ok(e) => best.push((i, e.name.to_string(), e.time())),
+                Err(e) => {
+                    first_reason.get_or_insert(e);
+                }
+            }
         }
-        let mut options = options.clone();
-        if options.restore_command.trim().is_empty() {
-            options.restore_command = fetch_wal_command(url);
+        // The newest base backup first, at the first destination that has it.
+        best.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        if let Some((i, name, _)) = best.first().cloned() {
+            let mut options = options.clone();
+            options.skip = damaged[i].clone();
+            if options.restore_command.trim().is_empty() {
+                options.restore_command = fetch_wal_command(&reading.from[i]);
+            }
+            tried = true;
+            match restore_to_instant(&origins[i].repo, &options, progress.clone()).await {
+                Ok(mut report) => {
+                    report.steps.splice(0..0, fallbacks);
+                    return Ok(report);
+                }
+                Err(e) if damaged_copy(&e) => {
+                    tracing::warn!(backup = %name, destination = %origins[i].label, error = %e, "damaged base backup copy; trying another");
+                    fallbacks.push(format!(
+                        "base backup {name} at {} is damaged ({e}); next: another copy, else an older base backup",
+                        origins[i].label
+                    ));
+                    damaged[i].push(name);
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(Error::Core(e)),
+            }
         }
-        return Ok(restore_to_instant(&origin.repo, &options, progress).await?);
+        if !tried {
+            break;
+        }
+    }
+    if let Some(e) = last_error {
+        return Err(Error::Core(e));
     }
     let reason = first_reason.expect("at least one origin was tried");
     Err(Error::Core(reason.into_core("the physical restore")))
+}
+
+/// Whether a restore failed on the stored copy of its base backup itself (another copy, or an
+/// older base backup, may work).
+fn damaged_copy(e: &kars_backup_core::Error) -> bool {
+    matches!(
+        e,
+        kars_backup_core::Error::ChecksumMismatch { .. }
+            | kars_backup_core::Error::InvalidArchive { .. }
+            | kars_backup_core::Error::DecryptionFailed { .. }
+    )
 }
 
 /// Verifies a physical backup as [`restore_physical`] restores it, into a scratch data
