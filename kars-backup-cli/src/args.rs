@@ -198,8 +198,10 @@ pub(crate) struct Which {
     #[arg(long, value_name = "NAME")]
     pub(crate) backup: Option<String>,
 
-    /// restore: the replicated database as it was at this instant (RFC 3339, e.g.
-    /// 2026-12-05T10:00:00.250Z): every transaction committed by then, none after.
+    /// The database as it was at this instant: every transaction committed by then, none after.
+    /// restore: a replicated SQLite database (RFC 3339, e.g. 2026-12-05T10:00:00.250Z); with
+    /// --physical (restore, verify, drill) a PostgreSQL cluster from a base backup and its WAL
+    /// (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
     #[arg(long, value_name = "TIME")]
     pub(crate) to_time: Option<String>,
 }
@@ -298,11 +300,6 @@ pub(crate) struct PhysicalArgs {
     /// temporary directory].
     #[arg(long, value_name = "DIR", requires = "physical")]
     pub(crate) pgdata: Option<PathBuf>,
-
-    /// The instant to restore to (`2026-12-05 14:03:07.250`, UTC unless an offset is given):
-    /// every transaction committed at or before it, none after.
-    #[arg(long, value_name = "TIME", requires = "physical", group = "Which")]
-    pub(crate) to_time: Option<String>,
 
     /// PostgreSQL's `restore_command` that fetches archived WAL (`%f` the file name, `%p` the
     /// path to write) [default: kars-backup pg fetch-wal --from DEST %f %p].
@@ -429,6 +426,11 @@ pub(crate) struct DrillArgs {
     /// Do not store the report at the destinations (e.g. a read-only destination).
     #[arg(long, help_heading = "Drill")]
     pub(crate) no_store: bool,
+
+    /// With --physical: restore to an instant drawn at random between the end of the oldest
+    /// retained base backup and the end of the newest, instead of --to-time or --latest.
+    #[arg(long, requires = "physical", group = "Which", help_heading = "Drill")]
+    pub(crate) random_instant: bool,
 }
 
 #[derive(Debug, Args)]

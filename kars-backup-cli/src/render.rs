@@ -364,6 +364,86 @@ pub(crate) fn wal_chains(chains: &[kars_backup::postgres::wal::WalChain]) -> Str
     out
 }
 
+/// The WAL a prune removed (or would remove), per cluster.
+pub(crate) fn wal_pruned(pruned: &[kars_backup::job::wal::WalPruned], dry_run: bool) -> String {
+    use std::fmt::Write;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    for w in pruned {
+        let _ = writeln!(
+            out,
+            "  WAL of cluster {}: {verb} {} file(s) ({}) before {}, the first segment of the oldest kept base backup {}; {} kept",
+            w.system_identifier,
+            w.report.removed.len(),
+            bytes(w.report.bytes),
+            w.kept_from,
+            w.oldest_kept_base,
+            w.report.kept
+        );
+    }
+    out
+}
+
+/// Each retained base backup's WAL path, and what breaks the chain.
+pub(crate) fn wal_check(check: &kars_backup::job::wal::WalCheck) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in &check.bases {
+        let reach = match (&b.path, &b.error) {
+            (Some(p), _) => match &p.last {
+                Some(last) => format!(
+                    "WAL {} .. {last}{} on timeline {}",
+                    b.start_wal,
+                    if p.last_is_partial { " (.partial)" } else { "" },
+                    p.timeline
+                ),
+                None => format!("no WAL archived here from {}", b.start_wal),
+            },
+            (None, Some(_)) => "WAL cannot be followed".into(),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(out, "  base backup {}: {reach}", b.backup);
+    }
+    for p in check.problems() {
+        let _ = writeln!(out, "  PROBLEM: {p}");
+    }
+    out
+}
+
+/// `status`'s lines for the WAL archived at each destination: its age against the RPO, and
+/// what breaks its chain.
+pub(crate) fn wal_status(wal: &[kars_backup::job::status::WalStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for w in wal {
+        let verdict = match (w.within_rpo, w.problems.is_empty()) {
+            (true, true) => "ok",
+            (false, _) => "RPO MISSED",
+            (true, false) => "GAP",
+        };
+        let age = w
+            .lag_secs
+            .map(|l| format!("newest WAL stored {} ago", duration(l)))
+            .unwrap_or_else(|| "age of the newest WAL unknown".into());
+        let job = w
+            .job
+            .as_deref()
+            .map(|j| format!("job {j}: "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{job}[{verdict}] {} WAL archive: {age} (RPO {}); {} base backup(s) checked",
+            w.destination,
+            duration(w.rpo_secs),
+            w.bases.len()
+        );
+        for p in &w.problems {
+            let _ = writeln!(out, "    PROBLEM: {p}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -137,19 +137,13 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
 
     // The latest state, in text.
     let pgdata = dir.path().join("latest");
-    let o = ok_pg(restore(
-        &store,
-        &pgdata,
-        &[
-            "--latest",
-            "--restore-command",
-            &restore_command,
-            "--pg-bin-dir",
-            &bin,
-            "--verify-query",
-            "SELECT count(*) = 10 FROM pitr_log",
-        ],
-    ));
+    let latest = |pgdata: &Path, query: &str, extra: &[&str]| {
+        let mut args = vec!["--latest", "--restore-command", &restore_command];
+        args.extend_from_slice(&["--pg-bin-dir", &bin, "--verify-query", query]);
+        args.extend_from_slice(extra);
+        ok_pg(restore(&store, pgdata, &args))
+    };
+    let o = latest(&pgdata, "SELECT count(*) = 10 FROM pitr_log", &[]);
     let out = text(&o);
     assert!(out.contains("Restore completed successfully."), "{out}");
     assert!(out.contains("end of the archive"), "{out}");
@@ -188,8 +182,18 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
         "SELECT count(*) = 8 FROM pitr_log",
         &["--rto", "10m", "--json"],
     )));
-    assert_eq!(doc["rto"]["met"], true);
-    assert_eq!(doc["drill"]["timeline"], 2);
+    assert_eq!(doc["drill"]["rto"]["met"], true, "{doc}");
+    assert_eq!(doc["drill"]["passed"], true, "{doc}");
+    assert_eq!(doc["restore"]["timeline"], 2);
+    assert_eq!(doc["drill"]["backup"], name.as_str());
+    assert!(doc["drill"]["restored_to"].is_string(), "{doc}");
+    // Stored like every drill's report, and shown by status as the last drill.
+    let key = doc["drill"]["report_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with(".kars-drills/"), "{key}");
+    assert!(store.join(&key).exists(), "{key}");
+    let status = json(&run(&["status", "--from", &s(&store), "--json"]));
+    assert_eq!(status["last_drill"]["id"], doc["drill"]["id"], "{status}");
+    assert_eq!(status["last_drill"]["passed"], true, "{status}");
     assert_eq!(
         std::fs::read_dir(scratch.path()).unwrap().count(),
         0,
@@ -204,6 +208,66 @@ fn physical_backup_and_restore_to_an_instant_and_to_the_latest() {
     );
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
+    // A drill to a random instant between the two base backups' ends (commits after the window,
+    // so replay can find the instant).
+    let first_end = chrono::DateTime::parse_from_rfc3339(physical["end_time"].as_str().unwrap())
+        .unwrap()
+        .to_utc();
+    let second = json(&ok_pg(backup(&["--pg-bin-dir", &bin, "--json"])));
+    let second_end = chrono::DateTime::parse_from_rfc3339(
+        second["manifest"]["physical"]["end_time"].as_str().unwrap(),
+    )
+    .unwrap()
+    .to_utc();
+    insert(pg, 11, 12);
+    switch_wal(pg, &archive);
+    let doc = json(&ok_pg(check(
+        "drill",
+        &["--random-instant"],
+        "SELECT count(*) BETWEEN 5 AND 10 FROM pitr_log",
+        &["--json"],
+    )));
+    let at = chrono::DateTime::parse_from_rfc3339(doc["drill"]["restored_to"].as_str().unwrap())
+        .unwrap()
+        .to_utc();
+    assert!(first_end < at && at <= second_end, "{doc}");
+    assert_eq!(doc["drill"]["passed"], true, "{doc}");
+    let o = ok_pg(check(
+        "drill",
+        &["--random-instant"],
+        "SELECT true",
+        &["--no-store"],
+    ));
+    assert!(text(&o).contains("restored to"), "{}", text(&o));
+    let o = check(
+        "drill",
+        &["--random-instant", "--latest"],
+        "SELECT true",
+        &[],
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+
+    // The newest base backup's stored copy damaged: the restore falls back to the older one,
+    // which replays more WAL to the same state, and says so.
+    let damaged = store.join(second["backup"].as_str().unwrap());
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&damaged, bytes).unwrap();
+    let doc = json(&latest(
+        &dir.path().join("fallback"),
+        "SELECT count(*) = 12 FROM pitr_log",
+        &["--json"],
+    ));
+    assert_eq!(doc["restore"]["backup"], name.as_str(), "{doc}");
+    assert!(
+        doc["restore"]["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("is damaged"),
+        "{doc}"
+    );
 
     // A configuration file's job takes base backups too.
     let config = dir.path().join("kars.toml");

@@ -77,7 +77,13 @@ exec "$dir/kars-backup" pg archive-wal --to "$dir/archive" "$f"
 
 fn archiving() -> Option<&'static Archiving> {
     static CELL: OnceLock<Option<Archiving>> = OnceLock::new();
-    CELL.get_or_init(|| {
+    CELL.get_or_init(start_archiving).as_ref()
+}
+
+/// A new cluster archiving through the binary (a test whose checkpoints would recycle the
+/// `pg_wal` files other tests compare with takes its own).
+fn start_archiving() -> Option<Archiving> {
+    {
         let dir = tempfile::Builder::new()
             .prefix("kars-wal-test-")
             .tempdir()
@@ -114,8 +120,7 @@ fn archiving() -> Option<&'static Archiving> {
                 None
             }
         }
-    })
-    .as_ref()
+    }
 }
 
 /// Writes some WAL, switches to a new segment and returns the name of the one just finished.
@@ -852,4 +857,153 @@ fn url_port(url: &str) -> u16 {
     let after_at = url.rsplit_once('@').map_or(url, |(_, r)| r);
     let host_port = after_at.split('/').next().unwrap();
     host_port.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Segment names stored at `dir` (every timeline), sorted.
+fn stored_segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = stored(dir, "0")
+        .iter()
+        .filter_map(|k| {
+            let file = Path::new(k).file_name()?.to_string_lossy().to_string();
+            let name = file.get(..24)?.to_string();
+            (name.chars().all(|c| c.is_ascii_hexdigit()) && file.as_bytes().get(24) == Some(&b'-'))
+                .then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn prune_keeps_the_wal_of_the_oldest_kept_base_and_verify_and_status_find_a_gap() {
+    // A cluster of its own: the base backups' checkpoints recycle pg_wal.
+    let Some(own) = start_archiving() else { return };
+    let a = &own;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let url = a.cluster.url("postgres");
+    let bin_dir = s(a.cluster.bin_dir());
+    let base = || {
+        let doc = common::json(&ok(bin()
+            .args(["backup", "--physical", "--db", &url, "--to", &s(&store)])
+            .args(["--pg-bin-dir", &bin_dir, "--json"])
+            .output()
+            .unwrap()));
+        doc["manifest"]["physical"]["start_wal"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = base();
+    let mut last = String::new();
+    for i in 0..2 {
+        last = switch(a, &format!("prune_{i}"));
+    }
+    wait_archived(a, &last);
+    let second = base();
+    assert!(second > first, "{first} {second}");
+    for i in 2..4 {
+        last = switch(a, &format!("prune_{i}"));
+    }
+    wait_archived(a, &last);
+    // The WAL beside the base backups: a copy of the archive's chains.
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(a.archive.join(".kars-chains"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = stored_segments(&store);
+    assert!(before.iter().any(|n| *n < second), "{before:?}");
+
+    let doc = common::json(&ok(bin()
+        .args(["pg", "wal-status", "--from", &s(&store), "--json"])
+        .output()
+        .unwrap()));
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["bases"].as_array().unwrap().len(), 2, "{doc}");
+
+    // Keep one base backup: the WAL before its first segment goes (a dry run first).
+    let prune = |extra: &[&str]| {
+        common::json(&ok(bin()
+            .args(["prune", "--policy=last=1", "--json", "--from"])
+            .arg(&store)
+            .args(extra)
+            .output()
+            .unwrap()))
+    };
+    let plan = prune(&["--dry-run"]);
+    assert_eq!(plan["wal"][0]["kept_from"], second.as_str(), "{plan}");
+    assert_eq!(stored_segments(&store), before, "a dry run removes nothing");
+    let done = prune(&[]);
+    assert_eq!(done["deleted"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(
+        done["wal"][0]["report"]["removed"], plan["wal"][0]["report"]["removed"],
+        "{done}"
+    );
+    let after = stored_segments(&store);
+    assert!(after.iter().all(|n| *n >= second), "{after:?}");
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|n| *n >= second)
+            .collect::<Vec<_>>()
+    );
+    assert!(after.contains(&last), "{after:?}");
+    // The WAL the kept base needs is all there: status is content.
+    let status = |rpo: &str| {
+        let o = bin()
+            .args(["status", "--from", &s(&store), "--rpo", rpo, "--json"])
+            .output()
+            .unwrap();
+        (code(&o), common::json(&o))
+    };
+    let (status_code, doc) = status("1h");
+    assert_eq!(status_code, 0, "{doc}");
+    assert_eq!(doc["wal"][0]["within_rpo"], true, "{doc}");
+    assert!(doc["wal"][0]["lag_secs"].as_i64().unwrap() < 3600, "{doc}");
+    // Older than the RPO: exit 6.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status_code, doc) = status("1s");
+    assert_eq!(status_code, 6, "{doc}");
+    assert_eq!(doc["wal"][0]["within_rpo"], false, "{doc}");
+
+    // A segment lost after the kept base's start: every check names it, verify restores nothing.
+    let lost = after
+        .iter()
+        .find(|n| **n > second && **n < last)
+        .unwrap()
+        .clone();
+    for key in stored(&store, &format!("{lost}-")) {
+        std::fs::remove_file(store.join(key)).unwrap();
+    }
+    let o = bin()
+        .args(["pg", "wal-status", "--from", &s(&store)])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(
+        common::stdout(&o).contains(&format!("WAL segment {lost} is missing")),
+        "{}",
+        text(&o)
+    );
+    let o = bin()
+        .args(["status", "--from", &s(&store), "--rpo", "1h"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(common::stdout(&o).contains(&lost), "{}", text(&o));
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let o = bin()
+        .args(["verify", "--physical", "--latest", "--from", &s(&store)])
+        .args(["--pgdata", &s(&scratch), "--pg-bin-dir", &bin_dir])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains(&lost), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }

@@ -100,6 +100,10 @@ pub struct DrillReport {
     pub restored_from: Option<String>,
     /// The scratch target (removed after the drill).
     pub scratch_target: Option<String>,
+    /// A point-in-time drill (a physical PostgreSQL base backup and its WAL): the instant
+    /// restored to (`None`: the latest state, or a drill of a backup as it was taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<DateTime<Utc>>,
     /// Recovery time: start of the drill to verified.
     pub rto: Objective,
     /// Recovery point: the backup's age at the start of the drill.
@@ -196,6 +200,9 @@ impl DrillReport {
                     .map_or("not restored".to_string(), |d| format!("restored from {d}"))
             )),
             None => out.push_str("  backup:   none\n"),
+        }
+        if let Some(t) = &self.restored_to {
+            out.push_str(&format!("  instant:  {} (restored to)\n", t.to_rfc3339()));
         }
         if let Some(s) = &self.scratch_target {
             out.push_str(&format!("  scratch:  {s} (removed afterwards)\n"));
@@ -302,43 +309,13 @@ pub async fn run_drill(
     progress: DynProgress,
 ) -> DrillReport {
     let clock = Instant::now();
-    let started_at = Utc::now();
-    let run = new_run_id();
-    let suffix = run.rsplit('-').next().unwrap_or("0");
-    let id = format!("{}-{suffix}", started_at.format("%Y%m%dT%H%M%S%.3fZ"));
-    let span = tracing::info_span!("drill", id = %id);
+    let mut report = DrillReport::begin(origins.iter().map(|o| o.label.clone()).collect(), options);
+    let started_at = report.started_at;
+    let span = tracing::info_span!("drill", id = %report.id);
     let _enter = span.enter();
-    let mut report = DrillReport {
-        report_key: drill_report_key(&id, "json"),
-        id,
-        started_at,
-        finished_at: started_at,
-        host: host_label(),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        destinations: origins.iter().map(|o| o.label.clone()).collect(),
-        backup: None,
-        backup_time: None,
-        engine: None,
-        restored_from: None,
-        scratch_target: None,
-        rto: Objective::of(options.rto, None),
-        rpo: Objective::of(options.rpo, None),
-        outcome: DrillOutcome::Failed,
-        passed: false,
-        error: None,
-        error_category: None,
-        verification: None,
-        attempts: Vec::new(),
-        unavailable: Vec::new(),
-        store_errors: Vec::new(),
-    };
-    let fail = |report: &mut DrillReport, e: &Error| {
-        report.error = Some(e.to_string());
-        report.error_category = Some(e.category().as_str().to_string());
-    };
     let mut listed: Vec<&Origin> = origins.iter().collect();
     match Candidates::find(origins, pick).await {
-        Err(e) => fail(&mut report, &e),
+        Err(e) => report.fail(&e),
         Ok(candidates) => {
             report.unavailable = candidates.unavailable.clone();
             listed.retain(|o| {
@@ -384,30 +361,92 @@ pub async fn run_drill(
                     };
                 }
                 Err(failed) => {
-                    fail(&mut report, &failed.error);
+                    report.fail(&failed.error);
                     report.attempts = failed.attempts;
                 }
             }
         }
     }
-    report.passed = report.outcome == DrillOutcome::Passed;
-    report.finished_at = Utc::now();
-    tracing::info!(
-        outcome = ?report.outcome,
-        rto_secs = report.rto.measured_secs,
-        rpo_secs = report.rpo.measured_secs,
-        "drill finished"
-    );
-    let usage_error = report.error_category.as_deref() == Some("usage");
-    if options.store && !usage_error {
-        for origin in listed {
-            if let Err(e) = store_report(&origin.repo, &report).await {
-                tracing::warn!(destination = %origin.label, error = %e, "could not store the drill report");
-                report.store_errors.push(format!("{}: {e}", origin.label));
+    report.conclude();
+    if options.store {
+        report
+            .store_at(listed.iter().map(|o| (o.label.as_str(), &o.repo)))
+            .await;
+    }
+    report
+}
+
+impl DrillReport {
+    /// A drill starting now at `destinations` (redacted) with the targets of `options`:
+    /// failed until told otherwise, measured nothing yet. For drills that restore by other
+    /// means than [`run_drill`] (a physical restore to an instant).
+    pub fn begin(destinations: Vec<String>, options: &DrillOptions) -> DrillReport {
+        let started_at = Utc::now();
+        let run = new_run_id();
+        let suffix = run.rsplit('-').next().unwrap_or("0");
+        let id = format!("{}-{suffix}", started_at.format("%Y%m%dT%H%M%S%.3fZ"));
+        DrillReport {
+            report_key: drill_report_key(&id, "json"),
+            id,
+            started_at,
+            finished_at: started_at,
+            host: host_label(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            destinations,
+            backup: None,
+            backup_time: None,
+            engine: None,
+            restored_from: None,
+            scratch_target: None,
+            restored_to: None,
+            rto: Objective::of(options.rto, None),
+            rpo: Objective::of(options.rpo, None),
+            outcome: DrillOutcome::Failed,
+            passed: false,
+            error: None,
+            error_category: None,
+            verification: None,
+            attempts: Vec::new(),
+            unavailable: Vec::new(),
+            store_errors: Vec::new(),
+        }
+    }
+
+    /// Records a failure: its message and category.
+    pub fn fail(&mut self, e: &Error) {
+        self.error = Some(e.to_string());
+        self.error_category = Some(e.category().as_str().to_string());
+    }
+
+    /// Ends the drill now: `passed` from the outcome, the finish time, a log line.
+    pub fn conclude(&mut self) {
+        self.passed = self.outcome == DrillOutcome::Passed;
+        self.finished_at = Utc::now();
+        tracing::info!(
+            id = %self.id,
+            outcome = ?self.outcome,
+            rto_secs = self.rto.measured_secs,
+            rpo_secs = self.rpo.measured_secs,
+            "drill finished"
+        );
+    }
+
+    /// Stores the report at each `(label, repository)` ([`store_report`]); failures go to
+    /// [`store_errors`](Self::store_errors). A drill that failed on usage stores nothing.
+    pub async fn store_at<'a>(
+        &mut self,
+        destinations: impl IntoIterator<Item = (&'a str, &'a Repository)>,
+    ) {
+        if self.error_category.as_deref() == Some("usage") {
+            return;
+        }
+        for (label, repo) in destinations {
+            if let Err(e) = store_report(repo, self).await {
+                tracing::warn!(destination = %label, error = %e, "could not store the drill report");
+                self.store_errors.push(format!("{label}: {e}"));
             }
         }
     }
-    report
 }
 
 /// Stores a report at a destination: the text first, then the JSON (which [`latest_report`]
@@ -487,30 +526,19 @@ mod tests {
     #[test]
     fn reports_round_trip_and_read_as_text() {
         let t = Utc::now();
-        let report = DrillReport {
-            id: "20261125T020000.000Z-abc".into(),
-            started_at: t,
-            finished_at: t,
-            host: "h".into(),
-            tool_version: "0".into(),
-            destinations: vec!["file:///b".into()],
-            backup: Some("asset-data-20261125-010000.tar.gz".into()),
-            backup_time: Some(t - Duration::hours(30)),
-            engine: Some("sqlite".into()),
-            restored_from: Some("file:///b".into()),
-            scratch_target: Some("/tmp/x.db".into()),
-            rto: Objective::of(DEFAULT_RTO, Some(4.0)),
-            rpo: Objective::of(DEFAULT_RPO, Some(30.0 * 3600.0)),
-            outcome: DrillOutcome::TargetMissed,
-            passed: false,
-            error: None,
-            error_category: None,
-            verification: None,
-            attempts: Vec::new(),
-            unavailable: Vec::new(),
-            report_key: format!("{DRILL_PREFIX}drill-x.json"),
-            store_errors: Vec::new(),
-        };
+        let mut report = DrillReport::begin(vec!["file:///b".into()], &DrillOptions::default());
+        report.id = "20261125T020000.000Z-abc".into();
+        report.started_at = t;
+        report.finished_at = t;
+        report.backup = Some("asset-data-20261125-010000.tar.gz".into());
+        report.backup_time = Some(t - Duration::hours(30));
+        report.engine = Some("sqlite".into());
+        report.restored_from = Some("file:///b".into());
+        report.scratch_target = Some("/tmp/x.db".into());
+        report.restored_to = Some(t - Duration::hours(31));
+        report.rto = Objective::of(DEFAULT_RTO, Some(4.0));
+        report.rpo = Objective::of(DEFAULT_RPO, Some(30.0 * 3600.0));
+        report.outcome = DrillOutcome::TargetMissed;
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"outcome\":\"target-missed\""), "{json}");
         let back: DrillReport = serde_json::from_str(&json).unwrap();
@@ -520,6 +548,7 @@ mod tests {
         assert!(text.contains("RPO:      1 d 6 h"), "{text}");
         assert!(text.contains("target 1 d: MISSED"), "{text}");
         assert!(text.contains("RTO:      4.0 s"), "{text}");
+        assert!(text.contains("(restored to)"), "{text}");
         let summary = report.summary();
         assert!(summary.rto_met && !summary.rpo_met && !summary.passed);
     }

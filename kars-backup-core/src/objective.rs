@@ -24,7 +24,7 @@ pub struct Objective {
 
 impl Objective {
     /// `measured` seconds against `target`: met when measured and within it.
-    pub(crate) fn of(target: Duration, measured: Option<f64>) -> Self {
+    pub fn of(target: Duration, measured: Option<f64>) -> Self {
         let target_secs = target.num_seconds();
         Objective {
             target_secs,

@@ -2,11 +2,12 @@
 //! destination that committed it.
 
 use kars_backup_core::{
-    BackupJob, BackupReport, DynProgress, Placement, PruneOptions, PruneReport, Repository, Tier,
+    BackupJob, BackupReport, DynProgress, Placement, PruneOptions, Repository, Tier,
 };
 
 use crate::error::{Error, Result};
 use crate::job::{Destination, Job};
+use crate::wal::PruneRun;
 
 /// What one backup run of a job did.
 #[derive(Debug)]
@@ -15,8 +16,9 @@ pub struct BackupRun {
     pub report: BackupReport,
     /// Destinations the tier rules left out of this run (redacted).
     pub skipped: Vec<String>,
-    /// Each pruned destination and how its prune went.
-    pub prunes: Vec<(String, std::result::Result<PruneReport, String>)>,
+    /// Each pruned destination and how its prune went (its backups, then the WAL the oldest
+    /// kept base backup does not need).
+    pub prunes: Vec<(String, std::result::Result<PruneRun, String>)>,
     /// The archive was stored unencrypted at local destinations by default (not on purpose):
     /// worth a one-line notice.
     pub plaintext_notice: bool,
@@ -29,7 +31,7 @@ impl BackupRun {
             && self
                 .prunes
                 .iter()
-                .all(|(_, r)| r.as_ref().is_ok_and(|r| r.errors.is_empty()))
+                .all(|(_, r)| r.as_ref().is_ok_and(|r| r.report.errors.is_empty()))
     }
 
     /// The run as one JSON document (what `kars-backup backup --json` prints): `ok`, `run_id`,
@@ -56,7 +58,7 @@ impl BackupRun {
         self.prunes.iter().find_map(|(dest, result)| {
             let problem = match result {
                 Err(e) => Some(e.clone()),
-                Ok(r) if !r.errors.is_empty() => Some(r.errors.join("; ")),
+                Ok(r) if !r.report.errors.is_empty() => Some(r.report.errors.join("; ")),
                 Ok(_) => None,
             };
             problem.map(|p| format!("prune of {dest} failed: {p}"))
@@ -170,8 +172,8 @@ impl Job {
 async fn prune_one(
     repo: &Repository,
     policy: &kars_backup_core::KeepRules,
-) -> std::result::Result<PruneReport, String> {
-    kars_backup_core::prune(repo, policy, &PruneOptions::default())
+) -> std::result::Result<PruneRun, String> {
+    crate::wal::prune(repo, policy, &PruneOptions::default())
         .await
         .map_err(|e| e.to_string())
 }

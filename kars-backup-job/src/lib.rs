@@ -13,6 +13,9 @@
 //!   [`Job::restore_latest`] (the newest backup, with fallback, in one call);
 //! - [`verify`] and [`drill`]: verification in [`Scratch`] targets (a directory per SQLite
 //!   attempt, a temporary database on a scratch server per PostgreSQL one);
+//! - [`wal`]: the PostgreSQL WAL archive beside the base backups: [`wal::prune`] (retention,
+//!   then the WAL the oldest kept base backup does not need) and [`wal::check_wal`] (gaps from
+//!   every retained base backup, the archive's age);
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
 //! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
 //!   configuration or [`scheduler_of`] jobs built from code (state,
@@ -67,6 +70,7 @@ mod scratch;
 mod source;
 pub mod status;
 pub mod verify;
+pub mod wal;
 
 pub use backup::BackupRun;
 pub use config::{load_config, one_job, select_jobs, state_dir};

@@ -147,11 +147,69 @@ pub fn config_targets(
     Ok((targets, sources))
 }
 
+/// The PostgreSQL WAL archived at a destination: its age against the RPO, and what breaks
+/// its chain (see [`crate::wal::check_wal`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalStatus {
+    /// The destination (redacted).
+    pub destination: String,
+    /// The job it belongs to.
+    pub job: Option<String>,
+    /// When the newest WAL file was stored.
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its age: the archive's lag (the data a restore right now would lose, at most).
+    pub lag_secs: Option<i64>,
+    /// The freshness target.
+    pub rpo_secs: i64,
+    /// Whether the newest WAL is younger than the RPO (true when the destination gives no
+    /// times).
+    pub within_rpo: bool,
+    /// Gaps on the way from a retained base backup (the first missing segment named), paths
+    /// that cannot be followed, missing history files.
+    pub problems: Vec<String>,
+    /// The retained base backups and the WAL each replays.
+    pub bases: Vec<crate::wal::BaseWal>,
+}
+
+/// The WAL archived at one destination at `now`, checked against its RPO and its base backups
+/// (`None`: no WAL there).
+///
+/// # Errors
+/// A destination that cannot be opened or listed; unreadable keys.
+pub async fn wal_status(
+    target: &StatusTarget,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<WalStatus>> {
+    let repo = repository(&target.url)?;
+    let decryptor = if target.keys.any() {
+        Some(target.keys.decryptor()?)
+    } else {
+        None
+    };
+    let check = crate::wal::check_wal(&repo, decryptor).await?;
+    if check.is_empty() {
+        return Ok(None);
+    }
+    let lag = check.lag(now);
+    Ok(Some(WalStatus {
+        destination: check.destination.clone(),
+        job: target.job.clone(),
+        newest: check.newest,
+        lag_secs: lag.map(|l| l.num_seconds()),
+        rpo_secs: target.rpo.num_seconds(),
+        within_rpo: lag.is_none_or(|l| l <= target.rpo),
+        problems: check.problems(),
+        bases: check.bases,
+    }))
+}
+
 /// The status of some destinations and databases.
 #[derive(Debug, Clone)]
 pub struct StatusReport {
     /// Each destination with the job it belongs to.
     pub destinations: Vec<(Option<String>, DestinationStatus)>,
+    /// The destinations that hold PostgreSQL WAL: its age and its gaps.
+    pub wal: Vec<WalStatus>,
     /// Each database (described) with the previous copies restores kept of it.
     pub previous: Vec<(String, Vec<PreviousCopy>)>,
 }
@@ -167,8 +225,10 @@ impl StatusReport {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<StatusReport> {
         let mut destinations = Vec::new();
+        let mut wal = Vec::new();
         for target in targets {
             destinations.push((target.job.clone(), check(target, now).await?));
+            wal.extend(wal_status(target, now).await?);
         }
         let mut previous = Vec::new();
         for db in databases {
@@ -176,13 +236,20 @@ impl StatusReport {
         }
         Ok(StatusReport {
             destinations,
+            wal,
             previous,
         })
     }
 
-    /// Every destination's newest backup is within its RPO.
+    /// Every destination's newest backup, and its newest archived WAL, is within its RPO.
     pub fn all_fresh(&self) -> bool {
-        self.destinations.iter().all(|(_, s)| s.within_rpo)
+        self.destinations.iter().all(|(_, s)| s.within_rpo) && self.wal.iter().all(|w| w.within_rpo)
+    }
+
+    /// Some destination's WAL chain is broken: a restore from a retained base backup would
+    /// stop at a missing segment.
+    pub fn wal_broken(&self) -> bool {
+        self.wal.iter().any(|w| !w.problems.is_empty())
     }
 
     /// Losing the key loses the backups: some destination's newest backup does not open with

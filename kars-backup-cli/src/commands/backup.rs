@@ -156,17 +156,21 @@ fn print_run(run: &BackupRun, json: bool) -> anyhow::Result<()> {
     println!("  took {:.1}s", report.duration.as_secs_f64());
     for (d, r) in &run.prunes {
         match r {
-            Ok(r) => println!(
-                "  pruned {d}: {} kept, {} deleted, {} leftovers removed{}",
-                r.keep.len(),
-                r.deleted.len(),
-                r.orphans.len(),
-                if r.errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(", ERRORS: {}", r.errors.join("; "))
-                }
-            ),
+            Ok(run) => {
+                let r = &run.report;
+                println!(
+                    "  pruned {d}: {} kept, {} deleted, {} leftovers removed{}",
+                    r.keep.len(),
+                    r.deleted.len(),
+                    r.orphans.len(),
+                    if r.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", ERRORS: {}", r.errors.join("; "))
+                    }
+                );
+                print!("{}", render::wal_pruned(&run.wal, false));
+            }
             Err(e) => println!("  prune of {d} FAILED: {e}"),
         }
     }

@@ -1,12 +1,11 @@
 //! `kars-backup drill`.
 
-use kars_backup::core::drill::DrillOutcome;
+use kars_backup::core::drill::{DrillOutcome, DrillReport};
 use kars_backup::job::drill::drill_options;
 use kars_backup::job::{Reading, Scratch};
 
 use crate::args::DrillArgs;
-use crate::commands::shared::{config_job, pick};
-use crate::commands::verify;
+use crate::commands::shared::{config_job, physical_options, pick};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
@@ -39,6 +38,60 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
         progress::for_terminal(v.json),
     )
     .await;
+    finish(&report, options.store, v.json, None)
+}
+
+/// `drill --physical`: the base backup and its WAL restored into a scratch data directory (to
+/// --to-time, --latest or --random-instant), verified, timed, its report stored like every
+/// drill's.
+async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
+    let v = &a.verify;
+    if v.physical.keep_archiving {
+        return Err(exit::UsageError(
+            "--keep-archiving is for restores: drill removes its scratch copy".into(),
+        )
+        .into());
+    }
+    let (reading, mut options) = physical_options(
+        &v.physical,
+        &v.read,
+        v.pg.pg_bin_dir.clone(),
+        a.random_instant,
+    )?;
+    let checks = reading.checks(&v.read.checks, v.read.integrity)?;
+    // SIGINT/SIGTERM stop the scratch server and remove the scratch copy.
+    let signals = kars_backup::schedule::ShutdownSignals::install()?;
+    options.cancel = signals.graceful();
+    let job = config_job(&v.read.job)?;
+    let drill = drill_options(
+        job.as_ref(),
+        a.rto,
+        v.read.checks.rpo,
+        v.read.retry.attempts(),
+        !a.no_store,
+    );
+    let (report, restore) = kars_backup::job::physical::drill_physical(
+        &reading,
+        &options,
+        &drill,
+        a.random_instant.then_some(&checks),
+        progress::for_terminal(v.read.json),
+    )
+    .await;
+    if let (Some(r), false) = (&restore, v.read.json) {
+        print!("{}", render::physical_restore(r));
+    }
+    finish(&report, drill.store, v.read.json, restore.as_ref())
+}
+
+/// Prints a drill's report (JSON: with the physical restore's, when there was one) and
+/// returns its exit code.
+fn finish(
+    report: &DrillReport,
+    store: bool,
+    json: bool,
+    restore: Option<&kars_backup::postgres::physical::PhysicalRestoreReport>,
+) -> anyhow::Result<u8> {
     let code = match report.outcome {
         DrillOutcome::Passed if !report.store_errors.is_empty() => exit::STORAGE,
         DrillOutcome::Passed => exit::OK,
@@ -51,16 +104,17 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
             _ => exit::INTERNAL,
         },
     };
-    if v.json {
+    if json {
         render::print_json(&serde_json::json!({
             "ok": code == exit::OK,
             "exit_code": code,
             "drill": report,
+            "restore": restore,
         }))?;
     } else {
         print!("{}", report.to_text());
         let stored = report.destinations.len() - report.store_errors.len();
-        if options.store && report.error_category.as_deref() != Some("usage") && stored > 0 {
+        if store && report.error_category.as_deref() != Some("usage") && stored > 0 {
             println!("Report stored as {} (and .txt)", report.report_key);
         }
     }
@@ -77,30 +131,4 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(code)
-}
-
-/// `drill --physical`: `verify --physical`, timed against the RTO (default 1h).
-async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
-    let report = verify::physical(&a.verify, "drill").await?;
-    let rto = a.rto.unwrap_or_else(|| chrono::Duration::hours(1));
-    let took = chrono::Duration::from_std(report.duration).unwrap_or(chrono::Duration::MAX);
-    let met = took <= rto;
-    if a.verify.read.json {
-        render::print_json(&serde_json::json!({
-            "ok": met,
-            "exit_code": if met { exit::OK } else { exit::RPO_MISSED },
-            "drill": report,
-            "rto": { "target_secs": rto.num_seconds(), "met": met },
-        }))?;
-    } else {
-        print!("{}", render::physical_restore(&report));
-        println!(
-            "Drill {}: a verified, promoted copy of the cluster in {:.1}s (RTO {}: {})",
-            if met { "passed" } else { "MISSED ITS TARGET" },
-            report.duration.as_secs_f64(),
-            render::duration(rto.num_seconds()),
-            if met { "met" } else { "MISSED" }
-        );
-    }
-    Ok(if met { exit::OK } else { exit::RPO_MISSED })
 }

@@ -144,27 +144,28 @@ async fn receive(a: ReceiveWalArgs) -> anyhow::Result<u8> {
 }
 
 async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
-    let sink = kars_backup::job::repository(&a.from)?.sink().clone();
-    let chains = wal::list_chains(&sink, DEFAULT_SEGMENT_SIZE).await?;
+    let repo = kars_backup::job::repository(&a.from)?;
+    let check = kars_backup::job::wal::check_wal(&repo, None).await?;
     let server = match &a.db {
         Some(url) => Some(wal::archiver_state(url).await?),
         None => None,
     };
-    let broken = chains
-        .iter()
-        .any(|c| c.gaps().next().is_some() || !c.missing_history().is_empty())
-        || server.as_ref().is_some_and(|s| !s.problems.is_empty());
+    let problems = check.problems();
+    let broken = !problems.is_empty() || server.as_ref().is_some_and(|s| !s.problems.is_empty());
     if a.json {
         render::print_json(&serde_json::json!({
             "ok": !broken,
-            "clusters": chains,
+            "clusters": check.chains,
+            "bases": check.bases,
+            "problems": problems,
             "server": server,
         }))?;
     } else {
-        if chains.is_empty() {
-            println!("No PostgreSQL WAL archived at {}.", sink.describe());
+        if check.is_empty() {
+            println!("No PostgreSQL WAL archived at {}.", check.destination);
         }
-        print!("{}", render::wal_chains(&chains));
+        print!("{}", render::wal_chains(&check.chains));
+        print!("{}", render::wal_check(&check));
         if let Some(s) = &server {
             print_server(s);
         }

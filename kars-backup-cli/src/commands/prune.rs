@@ -15,14 +15,15 @@ pub(crate) async fn run(a: PruneArgs) -> anyhow::Result<u8> {
         ..PruneOptions::default()
     };
     let policy = a.policy.policy;
-    let report = kars_backup::core::prune(&repo, &policy, &options).await?;
+    let run = kars_backup::job::wal::prune(&repo, &policy, &options).await?;
+    let report = &run.report;
     let code = if report.errors.is_empty() {
         exit::OK
     } else {
         exit::STORAGE
     };
     if a.json {
-        let mut doc = serde_json::to_value(&report)?;
+        let mut doc = serde_json::to_value(&run)?;
         doc["policy"] = policy.to_string().into();
         doc["ok"] = (code == exit::OK).into();
         render::print_json(&doc)?;
@@ -54,6 +55,7 @@ pub(crate) async fn run(a: PruneArgs) -> anyhow::Result<u8> {
     for l in &report.left_alone {
         println!("  left alone: {} ({})", l.name, l.reason);
     }
+    print!("{}", render::wal_pruned(&run.wal, report.dry_run));
     for e in &report.errors {
         println!("  ERROR {e}");
     }

@@ -118,7 +118,8 @@ async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
-    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.bin_dir.clone())?;
+    let (reading, mut options) =
+        physical_options(&a.physical, &a.read, a.pg.bin_dir.clone(), false)?;
     // SIGINT/SIGTERM stop the scratch server and leave --pgdata as it was found.
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
     options.cancel = signals.graceful();

@@ -26,13 +26,15 @@ pub(crate) fn pick(which: &Which) -> anyhow::Result<Pick> {
 }
 
 /// What a physical restore, verify or drill reads and how: the destinations and keys, and the
-/// restore's options (target, WAL command, checks, OS user) from the flags.
+/// restore's options (target, WAL command, checks, OS user) from the flags. `random`: the
+/// drill picks the instant (the target is left at the latest until it does).
 pub(crate) fn physical_options(
     p: &PhysicalArgs,
     read: &ReadArgs,
     bin_dir: Option<std::path::PathBuf>,
+    random: bool,
 ) -> anyhow::Result<(Reading, PhysicalRestoreOptions)> {
-    let target = match (&p.to_time, read.which.latest) {
+    let target = match (&read.which.to_time, read.which.latest || random) {
         (Some(t), false) => RecoveryTarget::Time(parse_db_time(t).ok_or_else(|| {
             exit::UsageError(format!(
                 "--to-time {t:?} is not a time: write 2026-12-05 14:03:07.250 (UTC) or 2026-12-05T14:03:07.250+01:00"
@@ -41,7 +43,7 @@ pub(crate) fn physical_options(
         (None, true) => RecoveryTarget::Latest,
         _ => {
             return Err(
-                exit::UsageError("--physical needs --to-time TIME or --latest".into()).into(),
+                exit::UsageError("--physical needs --to-time TIME or --latest (a drill: or --random-instant)".into()).into(),
             );
         }
     };

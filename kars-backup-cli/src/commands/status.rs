@@ -23,16 +23,18 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
     };
     databases.splice(0..0, a.db.iter().cloned());
     let report = StatusReport::check(&targets, &databases, chrono::Utc::now()).await?;
-    let (all_fresh, drill_failed, keys_fail) = (
+    let (all_fresh, drill_failed, keys_fail, wal_broken) = (
         report.all_fresh(),
         report.drill_failed(),
         report.keys_fail(),
+        report.wal_broken(),
     );
     let previous = &report.previous;
     if a.json {
         render::print_json(&serde_json::json!({
-            "ok": all_fresh && !drill_failed && !keys_fail,
+            "ok": all_fresh && !drill_failed && !keys_fail && !wal_broken,
             "drill_failed": drill_failed,
+            "wal_broken": wal_broken,
             "keys_fail": keys_fail,
             "rpo_secs": a.rpo.num_seconds(),
             "destinations": report.destinations.iter().map(|(job, s)| {
@@ -42,6 +44,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 }
                 v
             }).collect::<Vec<_>>(),
+            "wal": report.wal,
             "last_drill": report.last_drill(),
             "previous_copies": previous.iter().map(|(target, copies)| serde_json::json!({
                 "target": target,
@@ -91,6 +94,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 None => {}
             }
         }
+        print!("{}", render::wal_status(&report.wal));
         for (target, copies) in previous {
             if copies.is_empty() {
                 println!("{target}: no previous copies kept by restores");
@@ -108,7 +112,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    Ok(if drill_failed || keys_fail {
+    Ok(if drill_failed || keys_fail || wal_broken {
         exit::VERIFICATION
     } else if all_fresh {
         exit::OK

@@ -83,7 +83,8 @@ pub(crate) async fn physical(
         ))
         .into());
     }
-    let (reading, mut options) = physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone())?;
+    let (reading, mut options) =
+        physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone(), false)?;
     // SIGINT/SIGTERM stop the scratch server and remove the scratch copy.
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
     options.cancel = signals.graceful();

@@ -94,6 +94,9 @@ pub struct PhysicalRestoreOptions {
     /// Cancelling it interrupts the restore: the scratch server is stopped and the data
     /// directory left as it was found ([`kars_backup_core::Error::Interrupted`]).
     pub cancel: CancellationToken,
+    /// Base backups (by name) not to use: copies that failed their checksum (the job layer's
+    /// fallback to another copy or an older base backup).
+    pub skip: Vec<String>,
 }
 
 impl PhysicalRestoreOptions {
@@ -115,6 +118,7 @@ impl PhysicalRestoreOptions {
             keep_archiving: false,
             timeout: Duration::from_secs(24 * 3600),
             cancel: CancellationToken::new(),
+            skip: Vec::new(),
         }
     }
 }
@@ -252,7 +256,10 @@ async fn run(
     let core = |e: Error| e.into_core(&pgdata_s);
     let listing = repo.list().await?;
     let entry = pick_base(
-        listing.entries.iter(),
+        listing
+            .entries
+            .iter()
+            .filter(|e| !options.skip.contains(&e.name.to_string())),
         options.target,
         options.system_identifier.as_deref(),
     )

@@ -1,11 +1,13 @@
 //! [`wal_path`]: the WAL a restore from a base backup replays, followed across timelines, and
 //! the first segment missing on the way.
 
+use std::collections::HashMap;
+
 use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result};
 
-use super::chain::{HistoryEntry, list_chains, parse_history};
-use super::fetch::{FetchOptions, FetchOutcome, fetch_wal, find_stored};
-use super::keys::{WalKind, WalName};
+use super::chain::{HistoryEntry, chains_from_listing, parse_history};
+use super::fetch::{FetchOptions, FetchOutcome, fetch_wal};
+use super::keys::{StoredWal, WalKind, WalName, wal_prefix};
 
 /// One timeline's part of a [`WalPath`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,10 +62,32 @@ pub async fn wal_path(
     let start = WalName::parse(start)
         .filter(|w| w.kind == WalKind::Segment)
         .ok_or_else(|| Error::InvalidInput(format!("{start:?} is not a WAL segment name")))?;
-    let chains = list_chains(sink, segment_size).await?;
+    // One listing of the cluster's archive answers every question below (a listing per
+    // segment would cost thousands of requests on object stores).
+    let objects = sink.list(Some(&wal_prefix(system_identifier))).await?;
+    let chains = chains_from_listing(&objects, segment_size);
     let chain = chains
         .iter()
         .find(|c| c.system_identifier == system_identifier);
+    // (timeline, segment number) → only a `.partial` is stored.
+    let mut stored: HashMap<(u32, u64), bool> = HashMap::new();
+    for meta in &objects {
+        let Some(s) =
+            StoredWal::parse(&meta.key).filter(|s| s.system_identifier == system_identifier)
+        else {
+            continue;
+        };
+        let key = (s.wal.timeline, s.wal.segno(segment_size));
+        match s.wal.kind {
+            WalKind::Segment => {
+                stored.insert(key, false);
+            }
+            WalKind::Partial => {
+                stored.entry(key).or_insert(true);
+            }
+            WalKind::History | WalKind::Backup => {}
+        }
+    }
     let target = timeline.unwrap_or_else(|| {
         chain
             .and_then(|c| {
@@ -116,10 +140,10 @@ pub async fn wal_path(
                 break;
             }
             let name = WalName::segment(*tli, segno, segment_size);
-            match find_stored(sink, system_identifier, &name).await? {
-                Some(found) => {
+            match stored.get(&(*tli, segno)) {
+                Some(partial) => {
                     path.last = Some(name.name.clone());
-                    path.last_is_partial = found.wal.kind == WalKind::Partial;
+                    path.last_is_partial = *partial;
                     step.last = Some(name.name.clone());
                     segno += 1;
                     if path.last_is_partial {

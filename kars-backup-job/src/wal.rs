@@ -1,0 +1,277 @@
+//! The PostgreSQL WAL archive beside a destination's base backups: [`prune`] (the retention
+//! policy, then the WAL no kept base backup needs) and [`check_wal`] (the chain from every
+//! retained base backup to the newest archived segment, its gaps and its age), which `prune`,
+//! `verify --physical`, `pg wal-status` and `status` share.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kars_backup_core::{
+    BackupEntry, DynDecryptor, EntryKind, PhysicalInfo, PruneOptions, PruneReport, Repository,
+    RetentionPolicy,
+};
+use kars_backup_postgres::wal::{
+    DEFAULT_SEGMENT_SIZE, WalChain, WalKind, WalName, WalPath, WalPruneReport, list_chains,
+    prune_wal, wal_path,
+};
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// What a prune of a destination did: the backups (core's [`PruneReport`]) and, per cluster
+/// with a kept base backup, the WAL removed below the oldest one's first segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneRun {
+    /// The backups kept and deleted. A failed WAL prune is one of its `errors`.
+    #[serde(flatten)]
+    pub report: PruneReport,
+    /// The WAL pruned, per cluster.
+    pub wal: Vec<WalPruned>,
+}
+
+/// The WAL pruned of one cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalPruned {
+    /// The cluster's system identifier.
+    pub system_identifier: String,
+    /// The oldest base backup kept of it.
+    pub oldest_kept_base: String,
+    /// Its first WAL segment: everything before it (on every timeline) went, history files
+    /// excepted.
+    pub kept_from: String,
+    /// What was removed (or, in a dry run, would be).
+    pub report: WalPruneReport,
+}
+
+/// Applies `policy` to the backups in `repo` (core's prune), then removes from its WAL archive,
+/// per cluster, the segments before the first segment of the oldest base backup still kept
+/// (history files stay; a cluster without a kept base backup keeps all its WAL). A dry run
+/// deletes nothing and reports what would go.
+///
+/// # Errors
+/// As core's prune. A failed WAL prune is recorded in the report's `errors`.
+pub async fn prune(
+    repo: &Repository,
+    policy: &dyn RetentionPolicy,
+    options: &PruneOptions,
+) -> Result<PruneRun> {
+    let mut report = kars_backup_core::prune(repo, policy, options).await?;
+    let mut wal = Vec::new();
+    // After the prune: what is still listed (a failed deletion keeps its WAL too), less what a
+    // dry run would have deleted.
+    let gone: Vec<String> = if options.dry_run {
+        report.delete.iter().map(|i| i.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let listing = match repo.list().await {
+        Ok(listing) => listing,
+        Err(e) => {
+            report.errors.push(format!("WAL archive: {e}"));
+            return Ok(PruneRun { report, wal });
+        }
+    };
+    let bases = oldest_bases(
+        listing
+            .entries
+            .iter()
+            .filter(|e| !gone.contains(&e.name.to_string())),
+    );
+    for (sysid, (entry, info)) in bases {
+        match prune_wal(
+            repo.sink(),
+            sysid,
+            &info.start_wal,
+            info.wal_segment_size,
+            options.dry_run,
+        )
+        .await
+        {
+            Ok(r) => {
+                if !r.removed.is_empty() {
+                    tracing::info!(cluster = sysid, removed = r.removed.len(), kept_from = %info.start_wal, "WAL pruned");
+                }
+                wal.push(WalPruned {
+                    system_identifier: info.system_identifier.clone(),
+                    oldest_kept_base: entry.name.to_string(),
+                    kept_from: info.start_wal.clone(),
+                    report: r,
+                });
+            }
+            Err(e) => report
+                .errors
+                .push(format!("WAL archive of cluster {sysid}: {e}")),
+        }
+    }
+    Ok(PruneRun { report, wal })
+}
+
+/// Per cluster, the committed base backup whose first WAL segment is the oldest.
+fn oldest_bases<'a>(
+    entries: impl Iterator<Item = &'a BackupEntry>,
+) -> BTreeMap<u64, (&'a BackupEntry, &'a PhysicalInfo)> {
+    let mut oldest: BTreeMap<u64, (&BackupEntry, &PhysicalInfo, u64)> = BTreeMap::new();
+    for (entry, info) in physical_bases(entries) {
+        let (Ok(sysid), Some(start)) = (info.system_identifier.parse::<u64>(), start_segno(info))
+        else {
+            continue;
+        };
+        let slot = oldest.entry(sysid).or_insert((entry, info, start));
+        if start < slot.2 {
+            *slot = (entry, info, start);
+        }
+    }
+    oldest
+        .into_iter()
+        .map(|(k, (e, i, _))| (k, (e, i)))
+        .collect()
+}
+
+fn physical_bases<'a>(
+    entries: impl Iterator<Item = &'a BackupEntry>,
+) -> impl Iterator<Item = (&'a BackupEntry, &'a PhysicalInfo)> {
+    entries
+        .filter(|e| e.kind == EntryKind::Committed)
+        .filter_map(|e| Some((e, e.manifest.as_ref()?.physical.as_ref()?)))
+}
+
+fn start_segno(info: &PhysicalInfo) -> Option<u64> {
+    WalName::parse(&info.start_wal)
+        .filter(|w| w.kind == WalKind::Segment)
+        .map(|w| w.segno(info.wal_segment_size))
+}
+
+/// The WAL one retained base backup replays: from its first segment to the newest archived
+/// segment on its timeline path.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseWal {
+    /// The base backup.
+    pub backup: String,
+    /// Its cluster.
+    pub system_identifier: String,
+    /// Its first WAL segment.
+    pub start_wal: String,
+    /// The path through the archive ([`wal_path`]); `None` when it could not be followed.
+    pub path: Option<WalPath>,
+    /// Why the path could not be followed (a missing history file, a storage failure).
+    pub error: Option<String>,
+}
+
+impl BaseWal {
+    /// What stops a restore from this base backup short of the archive's end: the first
+    /// missing segment, or why the path could not be followed.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!(
+                "base backup {}: its WAL cannot be followed: {e}",
+                self.backup
+            ));
+        }
+        let missing = self.path.as_ref()?.first_missing.as_deref()?;
+        Some(format!(
+            "WAL segment {missing} is missing: base backup {} cannot be restored past it (re-archive it, or take a new base backup)",
+            self.backup
+        ))
+    }
+}
+
+/// The WAL archive at a destination, checked against its base backups.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalCheck {
+    /// The destination (redacted).
+    pub destination: String,
+    /// Per cluster and timeline: windows and gaps.
+    pub chains: Vec<WalChain>,
+    /// Every retained base backup and the WAL it replays, oldest first.
+    pub bases: Vec<BaseWal>,
+    /// When the newest WAL file was stored (when the destination tells).
+    pub newest: Option<DateTime<Utc>>,
+}
+
+impl WalCheck {
+    /// Whether any WAL is archived here.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+
+    /// Everything that breaks the chain: a segment missing on a base backup's path (named),
+    /// a path that cannot be followed, and for clusters with no base backup here the gaps of
+    /// their windows and missing history files.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.bases.iter().filter_map(BaseWal::problem).collect();
+        for chain in &self.chains {
+            let sysid = chain.system_identifier.to_string();
+            if self.bases.iter().any(|b| b.system_identifier == sysid) {
+                continue;
+            }
+            for (tli, gap) in chain.gaps() {
+                problems.push(format!(
+                    "cluster {sysid} timeline {tli}: {} WAL segment(s) missing from {} to {}",
+                    gap.count, gap.first, gap.last
+                ));
+            }
+            for tli in chain.missing_history() {
+                problems.push(format!(
+                    "cluster {sysid}: the history file of timeline {tli} is not archived"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The age of the newest archived WAL at `now` (the archive's lag; `None` without WAL or
+    /// when the destination gives no times).
+    pub fn lag(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.newest.map(|t| now - t)
+    }
+}
+
+/// Checks the WAL archive at `repo`: its windows, and for every committed base backup the
+/// path from its first segment to the newest archived one ([`wal_path`], across timelines:
+/// `decryptor` opens encrypted history files), naming the first missing segment.
+///
+/// # Errors
+/// Listing failures. A path that cannot be followed is recorded in [`BaseWal::error`].
+pub async fn check_wal(repo: &Repository, decryptor: Option<DynDecryptor>) -> Result<WalCheck> {
+    let sink = repo.sink();
+    let chains = list_chains(sink, DEFAULT_SEGMENT_SIZE).await?;
+    let newest = chains
+        .iter()
+        .flat_map(|c| c.timelines.iter().filter_map(|t| t.newest))
+        .max();
+    let mut bases = Vec::new();
+    if !chains.is_empty() {
+        let listing = repo.list().await?;
+        for (entry, info) in physical_bases(listing.entries.iter()) {
+            let Ok(sysid) = info.system_identifier.parse::<u64>() else {
+                continue;
+            };
+            let path = wal_path(
+                sink,
+                sysid,
+                &info.start_wal,
+                None,
+                decryptor.clone(),
+                info.wal_segment_size,
+            )
+            .await;
+            let (path, error) = match path {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            bases.push(BaseWal {
+                backup: entry.name.to_string(),
+                system_identifier: info.system_identifier.clone(),
+                start_wal: info.start_wal.clone(),
+                path,
+                error,
+            });
+        }
+    }
+    Ok(WalCheck {
+        destination: repo.describe(),
+        chains,
+        bases,
+        newest,
+    })
+}
