@@ -7,7 +7,7 @@ use kars_backup_core::{
 
 use crate::error::{Error, Result};
 use crate::job::{Destination, Job};
-use crate::wal::PruneRun;
+use crate::wal::{PruneRun, prune};
 
 /// What one backup run of a job did.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ async fn prune_one(
     repo: &Repository,
     policy: &kars_backup_core::KeepRules,
 ) -> std::result::Result<PruneRun, String> {
-    crate::wal::prune(repo, policy, &PruneOptions::default())
+    prune(repo, policy, &PruneOptions::default())
         .await
         .map_err(|e| e.to_string())
 }

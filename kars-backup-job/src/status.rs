@@ -10,6 +10,7 @@ use crate::config::select_jobs;
 use crate::error::Result;
 use crate::job::{Job, repository};
 use crate::source::source_from_url;
+use crate::wal::{BaseWal, check_wal};
 
 /// One destination `status` checks.
 #[derive(Debug, Clone)]
@@ -168,7 +169,7 @@ pub struct WalStatus {
     /// that cannot be followed, missing history files.
     pub problems: Vec<String>,
     /// The retained base backups and the WAL each replays.
-    pub bases: Vec<crate::wal::BaseWal>,
+    pub bases: Vec<BaseWal>,
 }
 
 /// The WAL archived at one destination at `now`, checked against its RPO and its base backups
@@ -186,7 +187,7 @@ pub async fn wal_status(
     } else {
         None
     };
-    let check = crate::wal::check_wal(&repo, decryptor).await?;
+    let check = check_wal(&repo, decryptor).await?;
     if check.is_empty() {
         return Ok(None);
     }

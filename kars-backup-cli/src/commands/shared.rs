@@ -17,7 +17,7 @@ pub(crate) fn config_job(arg: &JobArg) -> anyhow::Result<Option<Job>> {
 /// `--latest` or `--backup NAME` (`--to-time` is restore's, for replicated databases).
 pub(crate) fn pick(which: &Which) -> anyhow::Result<Pick> {
     if which.to_time.is_some() {
-        return Err(crate::exit::UsageError(
+        return Err(exit::UsageError(
             "--to-time restores a replicated database: use it with restore".into(),
         )
         .into());

@@ -33,6 +33,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::replicator::StateSink;
 use super::wal::{self, FrameReader, WalHeader, WalPosition};
 use crate::error::{Error, Result};
+use crate::inspect::check_database_file;
 
 /// How long the replicator's own checkpoint waits for the write lock before skipping a round.
 const CHECKPOINT_LOCK_WAIT: Duration = Duration::from_millis(50);
@@ -83,7 +84,7 @@ pub(crate) struct Capture {
 /// # Errors
 /// [`Error::NotWal`] when it is not in WAL mode and `enable_wal` is false, or the switch failed.
 pub(crate) fn ensure_wal(db: &Path, enable_wal: bool) -> Result<()> {
-    crate::inspect::check_database_file(db)?;
+    check_database_file(db)?;
     let conn = open(db)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))

@@ -16,6 +16,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::catalog::{self, Generation};
 use super::format::{self, DbChecksum, Segment, SnapshotReader};
 use super::keys::ChainKeys;
+use crate::SqliteSource;
 use crate::error::{Error, Result};
 use kars_backup_core::TaskError;
 
@@ -309,7 +310,7 @@ pub struct ReplicaRestoreReport {
 /// [`kars_backup_core::Error::InvalidArchive`], and those of
 /// [`kars_backup_core::restore_staged`].
 pub async fn restore_replica(
-    target: &crate::SqliteSource,
+    target: &SqliteSource,
     sink: &DynBackupSink,
     database: &str,
     point: RestorePoint,
