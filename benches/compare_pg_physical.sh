@@ -270,9 +270,12 @@ rpo_settings=(-c wal_level=replica -c archive_mode=off -c max_wal_senders=10 -c 
 psql_q -c "CREATE TABLE pitr_log (id bigserial PRIMARY KEY, note text NOT NULL)" postgres
 echo "INSERT INTO pitr_log (note) VALUES ('x');" >"$work/insert.sql"
 db="postgres://kars@127.0.0.1:$port/postgres"
+# The receiver runs as the server's user, so that restore_command (run by the restored server)
+# may read what it shipped.
+mkdir -p "$work/rwal" "$work/rspool" && own "$work/rwal" "$work/rspool"
 recv_pid=""
 start_receiver() {
-    "$k" pg receive-wal --db "$db" --to "$work/rwal" --spool-dir "$work/rspool" --slot kars \
+    "${run_as[@]}" "$k" pg receive-wal --db "$db" --to "$work/rwal" --spool-dir "$work/rspool" --slot kars \
         --create-slot >>"$work/receiver.log" 2>&1 &
     recv_pid=$!
     for _ in $(seq 100); do
