@@ -71,21 +71,8 @@ declare -A m # measurements: "key" → space-separated values
 
 # pgBackRest's configuration and stanza.
 pgbr="$work/pgbr"
-mkdir -p "$pgbr/repo" "$work/kwal"
-cat >"$pgbr/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$pgbr/repo
-repo1-retention-full=99
-log-level-console=warn
-log-level-file=off
-lock-path=$pgbr
-[bench]
-pg1-path=$work/data
-pg1-port=$port
-pg1-socket-path=$work/sock
-pg1-user=kars
-CONF
-own "$pgbr" "$work/kwal"
+pgbackrest_conf "$pgbr" repo1-retention-full=99 log-level-file=off
+mkdir -p "$work/kwal" && own "$work/kwal"
 pgbr() { "${run_as[@]}" pgbackrest --config="$pgbr/pgbackrest.conf" --stanza=bench "$@"; }
 
 log "configuring archiving to both archives"
@@ -104,9 +91,23 @@ pid=$!
 for _ in $(seq 100); do "$bin/pg_isready" -q && break; sleep 0.2; done
 pgbr stanza-create >/dev/null
 
+# Waits until the segment being written now (switched first) is archived by both tools.
+archived() {
+    local seg done_seg=""
+    seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())" postgres)"
+    for _ in $(seq 1200); do
+        done_seg="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres)"
+        [[ "$done_seg" > "$seg" || "$done_seg" == "$seg" ]] && return
+        sleep 0.2
+    done
+    die "segment $seg was not archived in 240 s (last: $done_seg)"
+}
+
 log "generating the cluster: pgbench -i -s $scale"
 "$bin/pgbench" -q -i -s "$scale" postgres >/dev/null 2>&1 || die "pgbench -i failed"
 psql_q -c "CHECKPOINT" postgres
+# The first backup must not pay for archiving the generation's WAL.
+archived
 db_size="$(psql_q -c "SELECT sum(pg_database_size(oid)) FROM pg_database" postgres)"
 log "cluster: $(( db_size / 1048576 )) MiB"
 
@@ -166,13 +167,7 @@ target="$(psql_q -c "SELECT to_char((a + (b - a) / 2) AT TIME ZONE 'UTC', 'YYYY-
 expect_time="$(psql_q -c "SELECT count(*) || ' ' || max(id) FROM pitr_log WHERE id <= $target_id" postgres)"
 expect_latest="$(psql_q -c "SELECT count(*) || ' ' || max(id) FROM pitr_log" postgres)"
 log "target $target: expect rows/max id $expect_time (latest: $expect_latest)"
-seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())" postgres)"
-for _ in $(seq 600); do
-    done_seg="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres)"
-    [[ "$done_seg" > "$seg" || "$done_seg" == "$seg" ]] && break
-    sleep 0.2
-done
-[[ "$done_seg" > "$seg" || "$done_seg" == "$seg" ]] || die "segment $seg was not archived in 120 s"
+archived
 
 # --- 3./4. restores ------------------------------------------------------------------------
 # Starts the restored cluster DIR, waits until it accepts an INSERT; prints "rows maxid".
@@ -245,7 +240,7 @@ row_restore() { # operation label kind tool
     echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "restore target $target (rows ≤ T / max id: $expect_time; latest: $expect_latest)"
     echo
-    echo "| operation | tool | wall s | CPU s | stored | peak RSS | exact |"
+    echo "| operation | tool | wall s | CPU s (the tool's) | stored | peak RSS | exact |"
     echo "|---|---|---|---|---|---|---|"
     row_base "kars-backup backup --physical (gzip 6)" kars-gz
     row_base "pgbackrest backup --type=full --start-fast (gz 6)" pgbr-gz
@@ -318,8 +313,8 @@ done
 kill "$recv_pid" 2>/dev/null || true
 wait "$recv_pid" 2>/dev/null || true
 {
-    rpos="$(tr ' ' '\n' <<<"${m[rpo]}" | grep . | sort -g | tr '\n' ' ')"
-    printf '| streaming RPO (host killed) | kars-backup pg receive-wal (ship every 1 s), restore --latest | median %.2f s (runs: %s) | | | | |\n' \
+    rpos="$(tr ' ' '\n' <<<"${m[rpo]}" | grep . | sort -g | xargs printf '%.2f ' | sed 's/ $//')"
+    printf '| streaming RPO (host killed) | kars-backup pg receive-wal (ship every 1 s), restore --latest | median %.2f s (runs: %s s) | | | | |\n' \
         "$(tr ' ' '\n' <<<"${m[rpo]}" | grep . | median)" "$rpos"
     echo "| streaming RPO | pgBackRest: no streaming (RPO = the segment being written, or archive_timeout) | | | | | |"
 } >>"$results"
