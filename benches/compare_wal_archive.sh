@@ -69,22 +69,7 @@ have_pgbackrest=0
 if command -v pgbackrest >/dev/null; then
     have_pgbackrest=1
     for c in zst gz; do
-        mkdir -p "$work/pgbr-$c/repo" && chown -R --reference="$work" "$work/pgbr-$c"
-        cat >"$work/pgbr-$c/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbr-$c/repo
-compress-type=$c
-compress-level=3
-log-level-console=warn
-log-path=$work/pgbr-$c
-lock-path=$work/pgbr-$c
-[bench]
-pg1-path=$work/data
-pg1-port=$port
-pg1-socket-path=$work/sock
-pg1-user=kars
-CONF
-        chown --reference="$work" "$work/pgbr-$c/pgbackrest.conf"
+        pgbackrest_conf "$work/pgbr-$c" "compress-type=$c" compress-level=3 "log-path=$work/pgbr-$c"
         "${run_as[@]}" pgbackrest --config="$work/pgbr-$c/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
     done
 fi

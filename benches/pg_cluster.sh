@@ -47,6 +47,19 @@ pg_cluster_start() {
     export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=kars
 }
 
+# Writes DIR/pgbackrest.conf for pgBackRest's stanza "bench" of the running cluster: repository
+# DIR/repo, locks in DIR, console warnings only, more [global] lines as arguments
+# ("compress-type=zst"); DIR belongs to the server's user.
+pgbackrest_conf() {
+    local dir="$1"; shift
+    mkdir -p "$dir/repo"
+    {
+        printf '%s\n' "[global]" "repo1-path=$dir/repo" "lock-path=$dir" "log-level-console=warn" "$@"
+        printf '%s\n' "[bench]" "pg1-path=$work/data" "pg1-port=$port" "pg1-socket-path=$work/sock" "pg1-user=kars"
+    } >"$dir/pgbackrest.conf"
+    chown -R --reference="$work" "$dir"
+}
+
 pg_cluster_cleanup() {
     if [[ -n "${pid:-}" ]]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     if [[ "${keep_workdir:-0}" == 1 ]]; then echo "kept $work"; else rm -rf "$work"; fi
