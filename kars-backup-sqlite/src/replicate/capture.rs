@@ -30,7 +30,6 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::replicator::StateSink;
 use super::wal::{self, FrameReader, WalHeader, WalPosition};
 use crate::error::{Error, Result};
 use crate::inspect::check_database_file;
@@ -467,4 +466,17 @@ enum Attempt {
     Done((Option<WalPosition>, u32)),
     Mismatch,
     Restarted,
+}
+
+/// Receives a database state read page by page.
+pub(crate) trait StateSink {
+    /// A (new) read begins: position, page count, page size. Called again when a read restarts.
+    fn begin(
+        &mut self,
+        position: Option<WalPosition>,
+        pages: u32,
+        page_size: u32,
+    ) -> std::io::Result<()>;
+    /// The next page.
+    fn page(&mut self, pgno: u32, page: &[u8]) -> std::io::Result<()>;
 }

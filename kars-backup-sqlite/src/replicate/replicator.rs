@@ -22,7 +22,7 @@ use serde::Serialize;
 use tempfile::TempPath;
 use tokio::sync::mpsc;
 
-use super::capture::{Capture, Scan, ensure_wal};
+use super::capture::{Capture, Scan, StateSink, ensure_wal};
 use super::catalog;
 use super::format::{self, Commit, DbChecksum, Segment, SnapshotHeader, SnapshotWriter};
 use super::keys::{self, ChainKeys};
@@ -741,19 +741,6 @@ impl CaptureLoop {
             pending_before: 0,
         }))
     }
-}
-
-/// Receives a database state read page by page.
-pub(crate) trait StateSink {
-    /// A (new) read begins: position, page count, page size. Called again when a read restarts.
-    fn begin(
-        &mut self,
-        position: Option<WalPosition>,
-        pages: u32,
-        page_size: u32,
-    ) -> std::io::Result<()>;
-    /// The next page.
-    fn page(&mut self, pgno: u32, page: &[u8]) -> std::io::Result<()>;
 }
 
 type SealedSnapshot = SnapshotWriter<Box<dyn kars_backup_core::compress::FinishWrite>>;
