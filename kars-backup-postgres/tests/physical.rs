@@ -427,17 +427,26 @@ async fn restores_to_instants_exactly_and_refuses_gaps() {
     restore(&repo, &options).await.unwrap();
 
     // Interrupted at any point: the scratch server is gone and nothing is left behind.
-    for after_ms in [150, 600] {
-        let cut = work.path().join(format!("interrupted-{after_ms}"));
+    // Once during the download and extraction (150 ms in), once while the scratch server runs
+    // (as soon as its postmaster.pid appears: a fixed delay would race a fast restore).
+    for point in ["150ms", "server"] {
+        let cut = work.path().join(format!("interrupted-{point}"));
         let options = restore_options(pg, cut.clone(), RecoveryTarget::Time(at(79)), &archive);
         let cancel = options.cancel.clone();
+        let pid_file = cut.join("postmaster.pid");
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            if point == "server" {
+                while !pid_file.exists() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
             cancel.cancel();
         });
         match restore(&repo, &options).await {
             Err(kars_backup_core::Error::Interrupted { .. }) => {}
-            other => panic!("not interrupted after {after_ms} ms: {other:?}"),
+            other => panic!("not interrupted at {point}: {other:?}"),
         }
         assert!(!cut.exists(), "a cancelled restore leaves nothing");
         let cut = cut.display().to_string();
