@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `<chain>` is [`kars_backup_core::layout::sqlite_chain_prefix`] of the database's file name.
-//! A generation (`20261205T100000Z-<id>`) is one unbroken chain: a snapshot at transaction
+//! A generation (`20261205T100000.250000Z-<id>`) is one unbroken chain: a snapshot at transaction
 //! `<txid>` (16 hex digits) followed by segments of transactions `<first>`..=`<last>`; times
 //! are UTC with microseconds (`20261205T100000.250000Z`): a snapshot's is when its state was
 //! read, a segment's is the observed time of its last commit. All parts are fixed-width, so
@@ -133,7 +133,9 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// A new generation's id: its start time and a unique suffix, so ids sort by start.
+/// A new generation's id: its start time to the microsecond and a unique suffix, so ids sort by
+/// start (a replicator restarted within the same second starts a later id: seconds alone let the
+/// random suffix decide, and `--latest` could pick the older generation).
 pub fn new_generation(now: DateTime<Utc>) -> String {
     let run = kars_backup_core::new_run_id();
     let suffix: String = run
@@ -142,12 +144,24 @@ pub fn new_generation(now: DateTime<Utc>) -> String {
         .filter(char::is_ascii_alphanumeric)
         .take(8)
         .collect();
-    format!("{}-{suffix}", now.format("%Y%m%dT%H%M%SZ"))
+    format!("{}-{suffix}", now.format(TIME_FORMAT))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_started_within_one_second_sort_by_start() {
+        let t = parse_time("20261205T100000.000001Z").unwrap();
+        let ids: Vec<String> = (0..50)
+            .map(|i| new_generation(t + chrono::Duration::microseconds(i * 997)))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids);
+        assert!(ids[0].starts_with("20261205T100000.000001Z-"), "{}", ids[0]);
+    }
 
     #[test]
     fn keys_round_trip_and_sort_in_chain_order() {
@@ -156,7 +170,7 @@ mod tests {
             .unwrap()
             .to_utc();
         let g = new_generation(t);
-        assert!(g.starts_with("20261205T100000Z-"), "{g}");
+        assert!(g.starts_with("20261205T100000.250000Z-"), "{g}");
         let snap = keys.snapshot(&g, 0, t);
         assert_eq!(
             snap,
