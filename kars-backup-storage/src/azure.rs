@@ -141,7 +141,7 @@ impl AzureBuilder {
         endpoint,
         allow_http,
         retry,
-        part_size(1),
+        part_size,
         max_concurrency,
         transfer,
     );

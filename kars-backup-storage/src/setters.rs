@@ -36,8 +36,15 @@ macro_rules! builder_setters {
             self
         }
     };
+    (@part_size) => {
+        /// Multipart part (block) size of uploads (default 8 MiB).
+        pub fn with_part_size(mut self, bytes: usize) -> Self {
+            self.part_size = Some(bytes);
+            self
+        }
+    };
     (@part_size $min:expr) => {
-        /// Multipart part (block) size of uploads (default 8 MiB; raised to the store's minimum).
+        /// Multipart part size of uploads (default 8 MiB; raised to the store's minimum).
         pub fn with_part_size(mut self, bytes: usize) -> Self {
             self.part_size = Some(bytes.max($min));
             self

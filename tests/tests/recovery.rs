@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kars_backup_core::checks::PlanSource;
 use kars_backup_core::drill::{self, DrillOptions, DrillOutcome, run_drill};
 use kars_backup_core::fault::{FaultySink, Op};
 use kars_backup_core::progress::no_progress;
 use kars_backup_core::recovery::{
-    AttemptOptions, AttemptOutcome, Candidates, Origin, Pick, Recovery, recover,
+    AttemptOptions, AttemptOutcome, AttemptsFailed, Candidates, Origin, Pick, Recovered, Recovery,
+    recover,
 };
 use kars_backup_core::testing::InMemorySink;
 use kars_backup_core::{
@@ -155,18 +157,9 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         backoff: Duration::from_millis(10),
         ..Default::default()
     };
-    let ok = recover(
-        &c,
-        Recovery::Restore {
-            target: &target,
-            options: &options,
-        },
-        &plan,
-        &attempts,
-        no_progress(),
-    )
-    .await
-    .unwrap();
+    let ok = restore_first(&c, &target, &options, &plan, &attempts)
+        .await
+        .unwrap();
     let outcomes: Vec<_> = ok.attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
@@ -188,18 +181,9 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         retries: 0,
         ..attempts.clone()
     };
-    let ok = recover(
-        &c,
-        Recovery::Restore {
-            target: &target,
-            options: &options,
-        },
-        &plan,
-        &no_retry,
-        no_progress(),
-    )
-    .await
-    .unwrap();
+    let ok = restore_first(&c, &target, &options, &plan, &no_retry)
+        .await
+        .unwrap();
     assert_eq!(ok.attempts.len(), 2);
     assert_eq!(ok.attempts[0].outcome, AttemptOutcome::Failed);
     assert_eq!(ok.attempts[0].destination, "s3://flaky/kars");
@@ -215,24 +199,27 @@ async fn transient_failures_are_retried_then_the_next_copy_is_used() {
         ..VerifyPlan::default()
     });
     let target = SqliteSource::new(dir.path().join("restored3.db"));
-    let err = recover(
-        &c,
-        Recovery::Restore {
-            target: &target,
-            options: &options,
-        },
-        &failing,
-        &attempts,
-        no_progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_first(&c, &target, &options, &failing, &attempts)
+        .await
+        .unwrap_err();
     assert_eq!(err.attempts.len(), 1, "{:?}", err.attempts);
     assert_eq!(
         err.error.category(),
         kars_backup_core::ErrorCategory::Verification
     );
     assert!(!dir.path().join("restored3.db").exists());
+}
+
+/// Restores the first candidate of `c` that works into `target` (core's `recover`).
+async fn restore_first(
+    c: &Candidates,
+    target: &SqliteSource,
+    options: &RestoreOptions,
+    plan: &dyn PlanSource,
+    attempts: &AttemptOptions,
+) -> Result<Recovered, AttemptsFailed> {
+    let what = Recovery::Restore { target, options };
+    recover(c, what, plan, attempts, no_progress()).await
 }
 
 /// A drill stores its report (JSON and text) at the destination; listings do not see it as a
