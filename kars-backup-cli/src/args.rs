@@ -2,15 +2,22 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kars_backup::config::LogFormat;
 use kars_backup::core::IntegrityLevel;
 use kars_backup::core::checks::CheckOptions;
 use kars_backup::core::retention::parse_duration;
 use kars_backup::core::settings::{HookOptions, RestoreSettings};
+use kars_backup::core::verify::parse_instant;
 use kars_backup::encrypt::{DecryptOptions, EncryptOptions};
 use kars_backup::job::ScratchOptions;
+use kars_backup::job::physical::PhysicalFlags;
+use kars_backup::job::wal::WalPlaces;
+use kars_backup::postgres::wal::ReceiveSettings;
 use kars_backup::postgres::{DumpOptions, PgRestoreOptions};
+use kars_backup::sqlite::replicate::ReplicationSettings;
 
 /// Back up, list, verify and restore SQLite and PostgreSQL databases, safely.
 #[derive(Debug, Parser)]
@@ -202,8 +209,8 @@ pub(crate) struct Which {
     /// restore: a replicated SQLite database (RFC 3339, e.g. 2026-12-05T10:00:00.250Z); with
     /// --physical (restore, verify, drill) a PostgreSQL cluster from a base backup and its WAL
     /// (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
-    #[arg(long, value_name = "TIME")]
-    pub(crate) to_time: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    pub(crate) to_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -217,19 +224,8 @@ pub(crate) struct ReplicateArgs {
     #[arg(long = "to", value_name = "DEST", required = true)]
     pub(crate) to: Vec<String>,
 
-    /// How often the commits seen are uploaded as one segment (each commit keeps its own
-    /// time): 250ms, 1s, 5s.
-    #[arg(long, value_name = "INTERVAL", default_value = "1s")]
-    pub(crate) sync_interval: String,
-
-    /// How often a new snapshot is taken.
-    #[arg(long, value_name = "INTERVAL", default_value = "24h")]
-    pub(crate) snapshot_interval: String,
-
-    /// Switch a rollback-journal database to WAL mode first (persistent; safe while the
-    /// application runs).
-    #[arg(long)]
-    pub(crate) enable_wal: bool,
+    #[command(flatten)]
+    pub(crate) settings: ReplicationSettings,
 
     #[command(flatten)]
     pub(crate) encryption: EncryptOptions,
@@ -250,7 +246,7 @@ pub(crate) struct RestoreArgs {
     pub(crate) db: Option<String>,
 
     #[command(flatten)]
-    pub(crate) physical: PhysicalArgs,
+    pub(crate) physical: PhysicalFlags,
 
     #[command(flatten)]
     pub(crate) read: ReadArgs,
@@ -282,44 +278,6 @@ pub(crate) struct RestoreArgs {
     /// With --fallback: at most this many different backups are tried.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "fallback")]
     pub(crate) max_attempts: usize,
-}
-
-/// Physical restores (and their verification) of a PostgreSQL cluster.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Physical (PostgreSQL)")]
-pub(crate) struct PhysicalArgs {
-    /// A physical base backup of a whole PostgreSQL cluster and its archived WAL, replayed to
-    /// --to-time or --latest, verified while paused at the target, promoted (restore: into
-    /// --pgdata, left stopped and ready for `pg_ctl start`; verify and drill: into a scratch
-    /// directory, removed afterwards).
-    #[arg(long, conflicts_with = "backup")]
-    pub(crate) physical: bool,
-
-    /// Restore: the new data directory; it must not exist, or be empty (a live cluster is never
-    /// touched). Verify and drill: where the scratch directory goes [default: the system's
-    /// temporary directory].
-    #[arg(long, value_name = "DIR", requires = "physical")]
-    pub(crate) pgdata: Option<PathBuf>,
-
-    /// PostgreSQL's `restore_command` that fetches archived WAL (`%f` the file name, `%p` the
-    /// path to write) [default: kars-backup pg fetch-wal --from DEST %f %p].
-    #[arg(long, value_name = "CMD", requires = "physical")]
-    pub(crate) restore_command: Option<String>,
-
-    /// Running as root: the OS user the restored cluster belongs to and runs as (PostgreSQL
-    /// refuses root) [default: postgres].
-    #[arg(long, value_name = "USER", requires = "physical")]
-    pub(crate) run_as: Option<String>,
-
-    /// Only base backups of the cluster with this system identifier (when a destination holds
-    /// several clusters').
-    #[arg(long, value_name = "ID", requires = "physical")]
-    pub(crate) system_identifier: Option<String>,
-
-    /// Restore: keep the backup's `archive_mode` [default: off, so the restored cluster cannot
-    /// push a new timeline into the archive it came from].
-    #[arg(long, requires = "physical")]
-    pub(crate) keep_archiving: bool,
 }
 
 /// What restore, verify and drill read (destinations, the backup, its keys) and how they check
@@ -403,7 +361,7 @@ pub(crate) struct VerifyArgs {
     pub(crate) pg: ScratchOptions,
 
     #[command(flatten)]
-    pub(crate) physical: PhysicalArgs,
+    pub(crate) physical: PhysicalFlags,
 }
 
 /// `drill`: everything `verify` takes (destinations, backup, checks, scratch server), plus the
@@ -724,34 +682,6 @@ pub(crate) enum PgCommand {
     WalStatus(WalStatusArgs),
 }
 
-/// Where the WAL goes or comes from: URLs, or a job of the configuration file.
-#[derive(Debug, Args)]
-pub(crate) struct WalPlaces {
-    /// Take the destinations (and encryption) from this configuration file's job; credentials
-    /// stay in the environment or the file, never on the command line (archive_command lines
-    /// are visible in pg_settings and ps).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
-
-    /// With --config: the job (default: the file's only job).
-    #[arg(long, value_name = "NAME", requires = "config")]
-    pub(crate) job: Option<String>,
-
-    /// The cluster's system identifier (default: from the WAL file's header, else from
-    /// global/pg_control of --pgdata or the current directory).
-    #[arg(long, value_name = "ID")]
-    pub(crate) system_id: Option<u64>,
-
-    /// The data directory whose global/pg_control names the cluster (default: the current
-    /// directory, where PostgreSQL runs archive_command and restore_command).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pgdata: Option<PathBuf>,
-
-    /// Print one JSON document instead of nothing.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct ArchiveWalArgs {
     /// Destination (repeatable): a directory, `file:///dir`, `s3://bucket/prefix`, `gs://…`,
@@ -761,6 +691,10 @@ pub(crate) struct ArchiveWalArgs {
 
     #[command(flatten)]
     pub(crate) places: WalPlaces,
+
+    /// Print one JSON document instead of nothing.
+    #[arg(long)]
+    pub(crate) json: bool,
 
     #[command(flatten)]
     pub(crate) encryption: EncryptOptions,
@@ -778,6 +712,10 @@ pub(crate) struct FetchWalArgs {
 
     #[command(flatten)]
     pub(crate) places: WalPlaces,
+
+    /// Print one JSON document instead of nothing.
+    #[arg(long)]
+    pub(crate) json: bool,
 
     #[command(flatten)]
     pub(crate) decryption: DecryptOptions,
@@ -810,27 +748,8 @@ pub(crate) struct ReceiveWalArgs {
     #[command(flatten)]
     pub(crate) encryption: EncryptOptions,
 
-    /// Where pg_receivewal writes (kept across restarts; default:
-    /// $XDG_STATE_HOME/kars-backup/receive-wal/<host-port>, else ~/.local/state/…).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) spool_dir: Option<PathBuf>,
-
-    /// Stream through this replication slot (the server keeps the WAL the receiver has not
-    /// had yet).
-    #[arg(long, value_name = "NAME")]
-    pub(crate) slot: Option<String>,
-
-    /// Create --slot if it does not exist.
-    #[arg(long, requires = "slot")]
-    pub(crate) create_slot: bool,
-
-    /// Seconds between shipments of the current .partial.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    pub(crate) ship_interval: f64,
-
-    /// Directory of pg_receivewal (default: the server version's Debian directory, else PATH).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pg_bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) settings: ReceiveSettings,
 }
 
 #[derive(Debug, Args)]

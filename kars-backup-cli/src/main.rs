@@ -137,8 +137,8 @@ impl Command {
             Command::Key(KeyCommand::Init(a)) => a.json,
             Command::Key(KeyCommand::Show(a)) => a.json,
             Command::Schedule(_) | Command::Daemon(_) | Command::Replicate(_) => false,
-            Command::Pg(PgCommand::ArchiveWal(a)) => a.places.json,
-            Command::Pg(PgCommand::FetchWal(a)) => a.places.json,
+            Command::Pg(PgCommand::ArchiveWal(a)) => a.json,
+            Command::Pg(PgCommand::FetchWal(a)) => a.json,
             Command::Pg(PgCommand::ReceiveWal(_)) => false,
             Command::Pg(PgCommand::WalStatus(a)) => a.json,
         }

@@ -384,6 +384,22 @@ pub(crate) fn wal_pruned(pruned: &[kars_backup::job::wal::WalPruned], dry_run: b
     out
 }
 
+/// The server's archiver: what it writes, what it archived last and when, its problems.
+pub(crate) fn archiver(s: &kars_backup::postgres::wal::ArchiverState) -> String {
+    let last = match (&s.last_archived_wal, s.last_archived_time) {
+        (Some(w), Some(t)) => format!(
+            "{w}, {} ago",
+            duration((chrono::Utc::now() - t).num_seconds())
+        ),
+        _ => "nothing yet".into(),
+    };
+    let mut out = format!("server: writing {}, last archived {last}\n", s.current_wal);
+    for p in &s.problems {
+        out.push_str(&format!("  PROBLEM: {p}\n"));
+    }
+    out
+}
+
 /// Each retained base backup's WAL path, and what breaks the chain.
 pub(crate) fn wal_check(check: &kars_backup::job::wal::WalCheck) -> String {
     use std::fmt::Write;

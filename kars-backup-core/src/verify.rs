@@ -113,6 +113,20 @@ pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
     None
 }
 
+/// [`parse_db_time`] for an instant the operator gives (`--to-time`), with an error that shows
+/// how to write one.
+///
+/// # Errors
+/// Text that is no time.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_db_time(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a time: write 2026-12-05T10:00:00.250Z, 2026-12-05 10:00:00.250 (UTC) \
+             or 2026-12-05T11:00:00.250+01:00"
+        )
+    })
+}
+
 /// A query run against the restored database, with what it must return.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestQuery {

@@ -16,6 +16,8 @@
 //! - [`wal`]: the PostgreSQL WAL archive beside the base backups: [`wal::prune`] (retention,
 //!   then the WAL the oldest kept base backup does not need) and [`wal::check_wal`] (gaps from
 //!   every retained base backup, the archive's age);
+//! - [`replicate`]: continuous SQLite replication ([`replicate::Replication`]) and restores
+//!   of a replica to an instant or its latest state ([`replicate::ReplicaRestore`]);
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
 //! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
 //!   configuration or [`scheduler_of`] jobs built from code (state,
@@ -64,6 +66,7 @@ pub mod drill;
 mod error;
 mod job;
 pub mod physical;
+pub mod replicate;
 pub mod restore;
 pub mod runner;
 mod scratch;

@@ -13,9 +13,109 @@ use kars_backup_postgres::physical::{
 };
 use kars_backup_postgres::wal::{DEFAULT_SEGMENT_SIZE, list_chains};
 
+use std::path::PathBuf;
+
 use crate::error::{Error, Result, into_core};
 use crate::restore::Reading;
 use crate::wal::{WalCheck, check_wal};
+
+/// How a physical restore, verify or drill of a PostgreSQL cluster runs, as the operator gives
+/// it (`--physical`, `--pgdata`, …); [`PhysicalFlags::options`] makes the restore's options.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", command(next_help_heading = "Physical (PostgreSQL)"))]
+pub struct PhysicalFlags {
+    /// A physical base backup of a whole PostgreSQL cluster and its archived WAL, replayed to
+    /// --to-time or --latest, verified while paused at the target, promoted (restore: into
+    /// --pgdata, left stopped and ready for `pg_ctl start`; verify and drill: into a scratch
+    /// directory, removed afterwards).
+    #[cfg_attr(feature = "clap", arg(long, conflicts_with = "backup"))]
+    pub physical: bool,
+
+    /// Restore: the new data directory; it must not exist, or be empty (a live cluster is never
+    /// touched). Verify and drill: where the scratch directory goes [default: the system's
+    /// temporary directory].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR", requires = "physical"))]
+    pub pgdata: Option<PathBuf>,
+
+    /// PostgreSQL's `restore_command` that fetches archived WAL (`%f` the file name, `%p` the
+    /// path to write) [default: kars-backup pg fetch-wal --from DEST %f %p].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "CMD", requires = "physical"))]
+    pub restore_command: Option<String>,
+
+    /// Running as root: the OS user the restored cluster belongs to and runs as (PostgreSQL
+    /// refuses root) [default: postgres].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "USER", requires = "physical")
+    )]
+    pub run_as: Option<String>,
+
+    /// Only base backups of the cluster with this system identifier (when a destination holds
+    /// several clusters').
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ID", requires = "physical"))]
+    pub system_identifier: Option<String>,
+
+    /// Restore: keep the backup's `archive_mode` [default: off, so the restored cluster cannot
+    /// push a new timeline into the archive it came from].
+    #[cfg_attr(feature = "clap", arg(long, requires = "physical"))]
+    pub keep_archiving: bool,
+}
+
+impl PhysicalFlags {
+    /// The options of a physical restore to `target` with `checks`' plan at its instant and
+    /// PostgreSQL's programs from `bin_dir`. `scratch` names a verify or drill, which remove
+    /// their copy, so `--keep-archiving` is refused there.
+    ///
+    /// # Errors
+    /// [`Error::Usage`]: `--keep-archiving` with a scratch copy.
+    pub fn options(
+        &self,
+        target: RecoveryTarget,
+        checks: &Checks,
+        bin_dir: Option<PathBuf>,
+        scratch: Option<&str>,
+    ) -> Result<PhysicalRestoreOptions> {
+        if let (Some(what), true) = (scratch, self.keep_archiving) {
+            return Err(Error::usage(format!(
+                "--keep-archiving is for restores: {what} removes its scratch copy"
+            )));
+        }
+        let mut options = PhysicalRestoreOptions::new(
+            self.pgdata.clone().unwrap_or_default(),
+            target,
+            self.restore_command.clone().unwrap_or_default(),
+        );
+        options.plan = checks.plan_at(match target {
+            RecoveryTarget::Time(t) => t,
+            RecoveryTarget::Latest => chrono::Utc::now(),
+        });
+        options.run_as = self.run_as.clone();
+        options.system_identifier = self.system_identifier.clone();
+        options.keep_archiving = self.keep_archiving;
+        options.bin_dir = bin_dir;
+        Ok(options)
+    }
+}
+
+/// The target of `--to-time T` or `--latest` (`random`: a drill's random instant, picked
+/// later; the target stays at the latest until then).
+///
+/// # Errors
+/// [`Error::Usage`] when neither (or both) is given.
+pub fn recovery_target(
+    to_time: Option<DateTime<Utc>>,
+    latest: bool,
+    random: bool,
+) -> Result<RecoveryTarget> {
+    match (to_time, latest || random) {
+        (Some(t), false) => Ok(RecoveryTarget::Time(t)),
+        (None, true) => Ok(RecoveryTarget::Latest),
+        _ => Err(Error::usage(
+            "--physical needs --to-time TIME or --latest (a drill: or --random-instant)",
+        )),
+    }
+}
 
 /// Restores the cluster into a new data directory as [`restore_to_instant`] does, from the
 /// first of the reading's destinations that holds a fitting base backup (its keys decrypt

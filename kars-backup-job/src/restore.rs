@@ -11,8 +11,8 @@ use kars_backup_core::recovery::{
 };
 use kars_backup_core::settings::{HookOptions, RestoreSettings};
 use kars_backup_core::{
-    BackupEntry, DynDatabaseSource, DynProgress, InUsePolicy, IntegrityLevel, RestoreHooks,
-    RestoreOptions,
+    BackupEntry, CancellationToken, DynDatabaseSource, DynProgress, InUsePolicy, IntegrityLevel,
+    RestoreHooks, RestoreOptions, VerifyPlan,
 };
 use kars_backup_encrypt::DecryptOptions;
 use kars_backup_postgres::PgRestoreOptions;
@@ -173,6 +173,20 @@ impl RestorePlan {
         Ok(std::sync::Arc::new(target))
     }
 
+    /// The restore options of this plan for a confirmed restore (the caller confirmed, or the
+    /// target is new), interrupted by `cancel`; the verification plan is left at its default
+    /// for the caller to set from the checks at the backup's time.
+    pub fn options(&self, cancel: CancellationToken) -> RestoreOptions {
+        RestoreOptions {
+            plan: VerifyPlan::default(),
+            hooks: self.hooks.clone(),
+            confirmed: true,
+            in_use: self.in_use,
+            keep_previous: self.keep_previous,
+            cancel,
+        }
+    }
+
     /// The pg_bin_dir the restore uses (the caller's, else the job's).
     pub fn pg_bin_dir(&self) -> Option<&PathBuf> {
         self.postgres.bin_dir.as_ref()
@@ -195,7 +209,7 @@ impl Job {
         &self,
         target: Option<&str>,
         attempts: &AttemptOptions,
-        cancel: kars_backup_core::CancellationToken,
+        cancel: CancellationToken,
         progress: DynProgress,
     ) -> Result<Recovered> {
         let url = target.or(self.source_url()).ok_or_else(|| {
@@ -225,11 +239,7 @@ impl Job {
         let target = plan.target(url, first.entry(), verify.integrity)?;
         let options = RestoreOptions {
             plan: verify,
-            hooks: plan.hooks.clone(),
-            confirmed: true,
-            in_use: plan.in_use,
-            keep_previous: plan.keep_previous,
-            cancel,
+            ..plan.options(cancel)
         };
         Ok(restore(&candidates, &target, &options, &checks, attempts, progress).await?)
     }

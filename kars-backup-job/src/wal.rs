@@ -1,7 +1,8 @@
 //! The PostgreSQL WAL archive beside a destination's base backups: [`prune`] (the retention
 //! policy, then the WAL no kept base backup needs) and [`check_wal`] (the chain from every
 //! retained base backup to the newest archived segment, its gaps and its age), which `prune`,
-//! `verify --physical`, `pg wal-status` and `status` share.
+//! `verify --physical`, `pg wal-status` and `status` share; [`WalPlaces`]: where
+//! `pg archive-wal`, `pg fetch-wal` and `pg receive-wal` store and read, with which keys.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,144 @@ use kars_backup_postgres::wal::{
 };
 use serde::Serialize;
 
-use crate::error::Result;
+use std::path::PathBuf;
+
+use kars_backup_core::DynBackupSink;
+use kars_backup_encrypt::{DecryptOptions, EncryptOptions};
+use kars_backup_postgres::wal::{ArchiveOptions, FetchOptions, ReceiveOptions, ReceiveSettings};
+
+use crate::error::{Error, Result};
+use crate::job::{Job, repository};
+
+/// Where the WAL goes or comes from besides the URLs given: a configuration file's job (its
+/// destinations and encryption; credentials stay in the environment or the file, never in the
+/// `archive_command` line that `pg_settings` and `ps` show), and which cluster.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct WalPlaces {
+    /// Take the destinations (and encryption) from this configuration file's job.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub config: Option<PathBuf>,
+
+    /// With --config: the job (default: the file's only job).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "NAME", requires = "config"))]
+    pub job: Option<String>,
+
+    /// The cluster's system identifier (default: from the WAL file's header, else from
+    /// global/pg_control of --pgdata or the current directory).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ID"))]
+    pub system_id: Option<u64>,
+
+    /// The data directory whose global/pg_control names the cluster (default: the current
+    /// directory, where PostgreSQL runs archive_command and restore_command).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
+    pub pgdata: Option<PathBuf>,
+}
+
+impl WalPlaces {
+    /// Where `archive-wal` stores (`to`, then the job's destinations) and how: `encryption`
+    /// given wins over the job's `[job.encryption]`, and so does `--no-encrypt`.
+    ///
+    /// # Errors
+    /// A configuration file or job that cannot be loaded, no destination, a bad destination or
+    /// recipient.
+    pub fn archiving(
+        &self,
+        to: &[String],
+        encryption: &EncryptOptions,
+    ) -> Result<(Vec<DynBackupSink>, ArchiveOptions)> {
+        let job = self.job()?;
+        let sinks = sinks(to, job.as_ref())?;
+        let encryptor = match (encryption.encryptor()?, &job) {
+            (Some(e), _) => Some(e),
+            (None, Some(job)) => job.encryptor()?,
+            (None, None) => None,
+        };
+        let plaintext = match &job {
+            Some(job) if !encryption.no_encrypt => job.plaintext(),
+            _ => encryption.plaintext(),
+        };
+        let options = ArchiveOptions {
+            encryptor,
+            system_identifier: self.system_id,
+            pgdata: self.pgdata.clone(),
+            plaintext,
+            ..ArchiveOptions::default()
+        };
+        Ok((sinks, options))
+    }
+
+    /// Where `fetch-wal` reads (`from`, then the job's destinations, tried in order) with
+    /// `decryption`'s keys and the job's, fetching `read_ahead` segments ahead.
+    ///
+    /// # Errors
+    /// As [`WalPlaces::archiving`]; an unreadable key.
+    pub fn fetching(
+        &self,
+        from: &[String],
+        decryption: &DecryptOptions,
+        read_ahead: usize,
+    ) -> Result<(Vec<DynBackupSink>, FetchOptions)> {
+        let job = self.job()?;
+        let sinks = sinks(from, job.as_ref())?;
+        let keys = match &job {
+            Some(job) => job.decrypt_options(decryption),
+            None => decryption.clone(),
+        };
+        let options = FetchOptions {
+            decryptor: Some(keys.decryptor()?),
+            system_identifier: self.system_id,
+            pgdata: self.pgdata.clone(),
+            read_ahead,
+            ..FetchOptions::default()
+        };
+        Ok((sinks, options))
+    }
+
+    fn job(&self) -> Result<Option<Job>> {
+        let load = |path| Job::from_file(path, self.job.as_deref());
+        self.config.as_deref().map(load).transpose()
+    }
+}
+
+/// Where `receive-wal` ships (`to`) and how (`encryption`, `settings`).
+///
+/// # Errors
+/// No destination, a bad destination or recipient.
+pub fn receiving(
+    to: &[String],
+    encryption: &EncryptOptions,
+    settings: &ReceiveSettings,
+) -> Result<(Vec<DynBackupSink>, ReceiveOptions)> {
+    let options = ReceiveOptions {
+        archive: ArchiveOptions {
+            encryptor: encryption.encryptor()?,
+            plaintext: encryption.plaintext(),
+            ..ArchiveOptions::default()
+        },
+        settings: settings.clone(),
+    };
+    Ok((sinks(to, None)?, options))
+}
+
+/// The sinks of `urls`, then of the job's destinations.
+fn sinks(urls: &[String], job: Option<&Job>) -> Result<Vec<DynBackupSink>> {
+    let from_job = job
+        .into_iter()
+        .flat_map(|j| j.destinations().iter().map(|d| d.url.clone()));
+    let sinks = urls
+        .iter()
+        .cloned()
+        .chain(from_job)
+        .map(|url| Ok(repository(&url)?.sink().clone()))
+        .collect::<Result<Vec<_>>>()?;
+    if sinks.is_empty() {
+        return Err(Error::usage(
+            "no destination: give --to/--from URL, or --config FILE with a job that has destinations",
+        ));
+    }
+    Ok(sinks)
+}
 
 /// What a prune of a destination did: the backups (core's [`PruneReport`]) and, per cluster
 /// with a kept base backup, the WAL removed below the oldest one's first segment.

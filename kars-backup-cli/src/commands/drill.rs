@@ -46,16 +46,11 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
 /// drill's.
 async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
     let v = &a.verify;
-    if v.physical.keep_archiving {
-        return Err(exit::UsageError(
-            "--keep-archiving is for restores: drill removes its scratch copy".into(),
-        )
-        .into());
-    }
     let (reading, mut options) = physical_options(
         &v.physical,
         &v.read,
         v.pg.pg_bin_dir.clone(),
+        Some("drill"),
         a.random_instant,
     )?;
     let checks = reading.checks(&v.read.checks, v.read.integrity)?;

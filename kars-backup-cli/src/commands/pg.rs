@@ -1,16 +1,8 @@
 //! `kars-backup pg archive-wal | fetch-wal | receive-wal | wal-status`: the WAL archive.
 
-use std::time::Duration;
+use kars_backup::postgres::wal::{self, FetchOutcome};
 
-use kars_backup::core::DynBackupSink;
-use kars_backup::job::Job;
-use kars_backup::postgres::wal::{
-    self, ArchiveOptions, DEFAULT_SEGMENT_SIZE, FetchOptions, FetchOutcome, ReceiveOptions,
-};
-
-use crate::args::{
-    ArchiveWalArgs, FetchWalArgs, PgCommand, ReceiveWalArgs, WalPlaces, WalStatusArgs,
-};
+use crate::args::{ArchiveWalArgs, FetchWalArgs, PgCommand, ReceiveWalArgs, WalStatusArgs};
 use crate::{exit, render};
 
 pub(crate) async fn run(command: PgCommand) -> anyhow::Result<u8> {
@@ -22,52 +14,12 @@ pub(crate) async fn run(command: PgCommand) -> anyhow::Result<u8> {
     }
 }
 
-/// The sinks of `urls`, then of the config job's destinations.
-fn sinks(urls: &[String], job: Option<&Job>) -> anyhow::Result<Vec<DynBackupSink>> {
-    let from_job = job
-        .into_iter()
-        .flat_map(|j| j.destinations().iter().map(|d| d.url.clone()));
-    urls.iter()
-        .cloned()
-        .chain(from_job)
-        .map(|url| Ok(kars_backup::job::repository(&url)?.sink().clone()))
-        .collect()
-}
-
-fn config_job(places: &WalPlaces) -> anyhow::Result<Option<Job>> {
-    Ok(places
-        .config
-        .as_deref()
-        .map(|path| Job::from_file(path, places.job.as_deref()))
-        .transpose()?)
-}
-
 async fn archive(a: ArchiveWalArgs) -> anyhow::Result<u8> {
-    let job = config_job(&a.places)?;
-    let sinks = sinks(&a.to, job.as_ref())?;
-    let encryptor = match (a.encryption.encryptor()?, &job) {
-        (Some(e), _) => Some(e),
-        (None, Some(job)) => job.encryptor()?,
-        (None, None) => None,
-    };
-    let plaintext = match &job {
-        Some(job) if !a.encryption.no_encrypt => job.plaintext(),
-        _ => a.encryption.plaintext(),
-    };
-    let options = ArchiveOptions {
-        encryptor,
-        system_identifier: a.places.system_id,
-        pgdata: a.places.pgdata.clone(),
-        plaintext,
-        ..ArchiveOptions::default()
-    };
+    let (sinks, options) = a.places.archiving(&a.to, &a.encryption)?;
     let report = wal::archive_wal(&sinks, &a.path, &options).await?;
-    tracing::info!(
-        wal = %report.wal.name,
-        destinations = report.destinations.len(),
-        "WAL file archived"
-    );
-    if a.places.json {
+    let (name, destinations) = (&report.wal.name, report.destinations.len());
+    tracing::info!(wal = %name, destinations, "WAL file archived");
+    if a.json {
         render::print_json(&serde_json::json!({ "ok": true, "archived": report }))?;
     }
     Ok(exit::OK)
@@ -76,40 +28,25 @@ async fn archive(a: ArchiveWalArgs) -> anyhow::Result<u8> {
 /// `fetch-wal`: a failure exits [`exit::WAL_FETCH_FAILED`], so that PostgreSQL stops the
 /// recovery instead of ending it early as for a missing file.
 async fn fetch(a: FetchWalArgs) -> anyhow::Result<u8> {
-    let json = a.places.json;
-    match fetch_file(a).await {
-        Ok(code) => Ok(code),
+    let json = a.json;
+    let fetched = async {
+        let (sinks, options) = a.places.fetching(&a.from, &a.decryption, a.read_ahead)?;
+        anyhow::Ok(wal::fetch_wal(&sinks, &a.name, &a.path, &options).await?)
+    };
+    let outcome = match fetched.await {
+        Ok(outcome) => outcome,
         Err(err) => {
             let text = exit::error_text(&err);
             if json {
-                render::print_json(&serde_json::json!({
-                    "ok": false,
-                    "error": text,
-                    "exit_code": exit::WAL_FETCH_FAILED,
-                }))?;
+                let code = exit::WAL_FETCH_FAILED;
+                let doc = serde_json::json!({ "ok": false, "error": text, "exit_code": code });
+                render::print_json(&doc)?;
             }
             eprintln!("error: {text}");
-            Ok(exit::WAL_FETCH_FAILED)
+            return Ok(exit::WAL_FETCH_FAILED);
         }
-    }
-}
-
-async fn fetch_file(a: FetchWalArgs) -> anyhow::Result<u8> {
-    let job = config_job(&a.places)?;
-    let sinks = sinks(&a.from, job.as_ref())?;
-    let keys = match &job {
-        Some(job) => job.decrypt_options(&a.decryption),
-        None => a.decryption.clone(),
     };
-    let options = FetchOptions {
-        decryptor: Some(keys.decryptor()?),
-        system_identifier: a.places.system_id,
-        pgdata: a.places.pgdata.clone(),
-        read_ahead: a.read_ahead,
-        segment_size: DEFAULT_SEGMENT_SIZE,
-    };
-    let outcome = wal::fetch_wal(&sinks, &a.name, &a.path, &options).await?;
-    if a.places.json {
+    if json {
         render::print_json(&serde_json::json!({ "ok": true, "fetched": outcome }))?;
     }
     Ok(match outcome {
@@ -120,25 +57,13 @@ async fn fetch_file(a: FetchWalArgs) -> anyhow::Result<u8> {
 }
 
 async fn receive(a: ReceiveWalArgs) -> anyhow::Result<u8> {
-    let sinks = sinks(&a.to, None)?;
+    let (sinks, options) = kars_backup::job::wal::receiving(&a.to, &a.encryption, &a.settings)?;
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
-    let options = ReceiveOptions {
-        archive: ArchiveOptions {
-            encryptor: a.encryption.encryptor()?,
-            plaintext: a.encryption.plaintext(),
-            ..ArchiveOptions::default()
-        },
-        spool_dir: a.spool_dir.clone(),
-        slot: a.slot.clone(),
-        create_slot: a.create_slot,
-        ship_interval: Duration::from_secs_f64(a.ship_interval.clamp(0.1, 3600.0)),
-        bin_dir: a.pg_bin_dir.clone(),
-    };
     let report = wal::receive_wal(&a.db, &sinks, &options, signals.graceful()).await?;
+    let last = report.last.as_deref().unwrap_or("none");
     eprintln!(
-        "receive-wal stopped: {} WAL files shipped, last {}",
-        report.shipped,
-        report.last.as_deref().unwrap_or("none")
+        "receive-wal stopped: {} WAL files shipped, last {last}",
+        report.shipped
     );
     Ok(exit::OK)
 }
@@ -167,22 +92,8 @@ async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
         print!("{}", render::wal_chains(&check.chains));
         print!("{}", render::wal_check(&check));
         if let Some(s) = &server {
-            print_server(s);
+            print!("{}", render::archiver(s));
         }
     }
     Ok(if broken { exit::VERIFICATION } else { exit::OK })
-}
-
-fn print_server(s: &wal::ArchiverState) {
-    let last = match (&s.last_archived_wal, s.last_archived_time) {
-        (Some(w), Some(t)) => format!(
-            "{w}, {} ago",
-            render::duration((chrono::Utc::now() - t).num_seconds())
-        ),
-        _ => "nothing yet".into(),
-    };
-    println!("server: writing {}, last archived {last}", s.current_wal);
-    for p in &s.problems {
-        println!("  PROBLEM: {p}");
-    }
 }

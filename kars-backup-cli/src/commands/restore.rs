@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use kars_backup::core::RestoreOptions;
 use kars_backup::core::recovery::{AttemptOptions, Candidates};
+use kars_backup::job::replicate::{ReplicaRequest, ReplicaRestore};
 use kars_backup::job::{Reading, RestorePlan};
 
 use crate::args::RestoreArgs;
@@ -37,17 +38,12 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
     let plan = checks.plan_at(entry.time());
     let target = restore.target(&db, &entry, plan.integrity)?;
-    let confirmed = if a.yes || !target.exists().await? {
-        true
-    } else if std::io::stdin().is_terminal() {
-        ask(&entry.name.to_string(), &target.describe())?
-    } else {
-        return Err(exit::UsageError(format!(
-            "refusing to replace {} without confirmation: there is no terminal to ask on; pass --yes",
-            target.describe()
-        ))
-        .into());
-    };
+    let confirmed = confirmed(
+        a.yes,
+        target.exists().await?,
+        &entry.name.to_string(),
+        &target.describe(),
+    )?;
     if !confirmed {
         println!("Restore cancelled; nothing was changed.");
         return Ok(exit::OK);
@@ -56,11 +52,7 @@ pub(crate) async fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
     let options = RestoreOptions {
         plan,
-        hooks: restore.hooks.clone(),
-        confirmed: true,
-        in_use: restore.in_use,
-        keep_previous: restore.keep_previous,
-        cancel: signals.graceful(),
+        ..restore.options(signals.graceful())
     };
     let attempts = AttemptOptions {
         fallback: a.fallback,
@@ -119,7 +111,7 @@ async fn run_physical(a: RestoreArgs) -> anyhow::Result<u8> {
         .into());
     }
     let (reading, mut options) =
-        physical_options(&a.physical, &a.read, a.pg.bin_dir.clone(), false)?;
+        physical_options(&a.physical, &a.read, a.pg.bin_dir.clone(), None, false)?;
     // SIGINT/SIGTERM stop the scratch server and leave --pgdata as it was found.
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
     options.cancel = signals.graceful();
@@ -151,104 +143,27 @@ async fn from_replica(
     db: &str,
     restore: &RestorePlan,
 ) -> anyhow::Result<Option<u8>> {
-    use kars_backup::sqlite::replicate::{RestorePoint, catalog, restore_replica};
-    let usage = |m: String| anyhow::Error::from(exit::UsageError(m));
-    let to_time = match a.read.which.to_time.as_deref() {
-        Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| {
-                    usage(format!(
-                        "--to-time {t:?}: {e}; use RFC 3339, e.g. 2026-12-05T10:00:00.250Z"
-                    ))
-                })?
-                .to_utc(),
-        ),
-        None => None,
+    let request = ReplicaRequest {
+        to_time: a.read.which.to_time,
+        latest: a.read.which.latest,
+        replica: a.replica.clone(),
     };
-    if to_time.is_none() && (!a.read.which.latest || a.read.from.len() != 1) {
+    let Some(replica) = ReplicaRestore::find(&restore.reading, db, &request).await? else {
         return Ok(None);
-    }
-    let [from] = restore.reading.from.as_slice() else {
-        return Err(usage(
-            "--to-time reads one destination: give one --from".into(),
-        ));
     };
-    let sink = kars_backup::storage::sink_from_url(from)?;
-    let names = catalog::databases(&sink).await?;
-    if to_time.is_none() {
-        if names.is_empty() {
-            return Ok(None);
-        }
-        let repo = kars_backup::core::Repository::new(sink.clone());
-        if a.replica.is_none() && repo.list().await?.latest().is_some() {
-            // Backups and a replica side by side: --latest means the newest backup, unless
-            // --replica says otherwise.
-            return Ok(None);
-        }
-    }
-    let target =
-        kars_backup::sqlite::SqliteSource::from_url(db).map_err(|e| usage(e.to_string()))?;
-    let target_name = target
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    let name = match (&a.replica, names.as_slice()) {
-        (Some(r), _) if names.contains(r) => r.clone(),
-        (Some(r), _) => {
-            return Err(usage(format!(
-                "{from} holds no replica of {r} (it holds: {})",
-                names.join(", ")
-            )));
-        }
-        (None, [only]) => only.clone(),
-        (None, []) => return Err(usage(format!("{from} holds no replicated database"))),
-        (None, several) => match target_name.filter(|t| several.contains(t)) {
-            Some(t) => t,
-            None => {
-                return Err(usage(format!(
-                    "{from} holds replicas of several databases ({}): choose one with --replica",
-                    several.join(", ")
-                )));
-            }
-        },
-    };
-    let point = to_time.map_or(RestorePoint::Latest, RestorePoint::Time);
-    let what = match to_time {
-        Some(t) => format!("{name} as of {}", t.to_rfc3339()),
-        None => format!("the latest replicated state of {name}"),
-    };
-    let exists = kars_backup::core::DatabaseSource::exists(&target).await?;
-    let confirmed = if a.yes || !exists {
-        true
-    } else if std::io::stdin().is_terminal() {
-        ask(&what, &target.path().display().to_string())?
-    } else {
-        return Err(usage(format!(
-            "refusing to replace {} without confirmation: there is no terminal to ask on; pass --yes",
-            target.path().display()
-        )));
-    };
-    if !confirmed {
+    let what = replica.describe();
+    let target = replica.target().path().display().to_string();
+    if !confirmed(a.yes, replica.target_exists().await?, &what, &target)? {
         println!("Restore cancelled; nothing was changed.");
         return Ok(Some(exit::OK));
     }
     let checks = restore.reading.checks(&a.read.checks, a.read.integrity)?;
-    let decryptor = if restore.reading.keys.any() {
-        Some(restore.reading.keys.decryptor()?)
-    } else {
-        None
-    };
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
-    let options = RestoreOptions {
-        plan: checks.plan_at(to_time.unwrap_or_else(chrono::Utc::now)),
-        hooks: restore.hooks.clone(),
-        confirmed: true,
-        in_use: restore.in_use,
-        keep_previous: restore.keep_previous,
-        cancel: signals.graceful(),
-    };
-    let result = restore_replica(&target, &sink, &name, point, decryptor, &options).await;
-    let report = match (result, signals.received()) {
+    let options = replica.options(&checks, restore.options(signals.graceful()));
+    let report = match (
+        replica.run(&restore.reading, &options).await,
+        signals.received(),
+    ) {
         (Ok(r), _) => r,
         (Err(e), Some(signal)) => return interrupted(Err(e.into()), signal).map(Some),
         (Err(e), None) => return Err(e.into()),
@@ -263,6 +178,21 @@ async fn from_replica(
         println!("Restore completed successfully.");
     }
     Ok(Some(exit::OK))
+}
+
+/// Whether to go on: `--yes`, a target that does not exist yet, or the operator's `yes` on a
+/// terminal; without a terminal to ask on, a usage error.
+fn confirmed(yes: bool, exists: bool, what: &str, target: &str) -> anyhow::Result<bool> {
+    if yes || !exists {
+        Ok(true)
+    } else if std::io::stdin().is_terminal() {
+        ask(what, target)
+    } else {
+        Err(exit::UsageError(format!(
+            "refusing to replace {target} without confirmation: there is no terminal to ask on; pass --yes"
+        ))
+        .into())
+    }
 }
 
 /// A restore stopped by a signal exits with 128 plus its number, as shells expect (130 for

@@ -2,6 +2,7 @@
 
 use kars_backup::core::recovery::Candidates;
 use kars_backup::job::{Reading, Scratch};
+use kars_backup::postgres::physical::PhysicalRestoreReport;
 
 use crate::args::VerifyArgs;
 use crate::commands::shared::{config_job, physical_options, pick};
@@ -9,7 +10,7 @@ use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     if a.physical.physical {
-        let report = physical(&a, "verify").await?;
+        let report = physical(&a).await?;
         if a.read.json {
             render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
         } else {
@@ -71,27 +72,15 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// `verify --physical` (and `drill --physical`): the base backup and its WAL replayed into a
-/// scratch data directory, verified, and removed.
-pub(crate) async fn physical(
-    a: &VerifyArgs,
-    what: &str,
-) -> anyhow::Result<kars_backup::postgres::physical::PhysicalRestoreReport> {
-    if a.physical.keep_archiving {
-        return Err(exit::UsageError(format!(
-            "--keep-archiving is for restores: {what} removes its scratch copy"
-        ))
-        .into());
-    }
+/// `verify --physical`: the base backup and its WAL replayed into a scratch data directory,
+/// verified, and removed.
+async fn physical(a: &VerifyArgs) -> anyhow::Result<PhysicalRestoreReport> {
+    let bin_dir = a.pg.pg_bin_dir.clone();
     let (reading, mut options) =
-        physical_options(&a.physical, &a.read, a.pg.pg_bin_dir.clone(), false)?;
+        physical_options(&a.physical, &a.read, bin_dir, Some("verify"), false)?;
     // SIGINT/SIGTERM stop the scratch server and remove the scratch copy.
     let signals = kars_backup::schedule::ShutdownSignals::install()?;
     options.cancel = signals.graceful();
-    Ok(kars_backup::job::physical::verify_physical(
-        &reading,
-        &options,
-        progress::for_terminal(a.read.json),
-    )
-    .await?)
+    let progress = progress::for_terminal(a.read.json);
+    Ok(kars_backup::job::physical::verify_physical(&reading, &options, progress).await?)
 }

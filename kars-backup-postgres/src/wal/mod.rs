@@ -41,5 +41,8 @@ pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
 pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
 pub use path::{PathStep, WalPath, wal_path};
 pub use prune::{WalPruneReport, prune_wal};
-pub use receive::{ReceiveOptions, ReceiveReport, default_spool_dir, receive_wal};
+pub use receive::{
+    ReceiveOptions, ReceiveReport, ReceiveSettings, default_spool_dir, parse_ship_interval,
+    receive_wal,
+};
 pub use server::{ArchiverState, archiver_state, require_archiving};

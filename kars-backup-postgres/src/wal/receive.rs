@@ -13,28 +13,50 @@ use crate::error::Error as PgError;
 use crate::tools::{self, Tools};
 
 /// How [`receive_wal`] streams and ships.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReceiveOptions {
     /// How each file is stored (encryption, plaintext policy).
     pub archive: ArchiveOptions,
-    /// Where `pg_receivewal` writes; kept across restarts (it resumes from what is there).
-    /// Default: [`default_spool_dir`].
+    /// Where and how it streams, as the operator gives it.
+    pub settings: ReceiveSettings,
+}
+
+/// The operator's settings of `pg receive-wal` (flags with the `clap` feature).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ReceiveSettings {
+    /// Where pg_receivewal writes; kept across restarts (it resumes from what is there)
+    /// [default: $XDG_STATE_HOME/kars-backup/receive-wal/<host-port>, else
+    /// ~/.local/state/…].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub spool_dir: Option<PathBuf>,
-    /// The replication slot to stream through.
+
+    /// Stream through this replication slot (the server keeps the WAL the receiver has not
+    /// had yet).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "NAME"))]
     pub slot: Option<String>,
+
     /// Create the slot if it does not exist.
+    #[cfg_attr(feature = "clap", arg(long, requires = "slot"))]
     pub create_slot: bool,
-    /// How often the current `.partial` is shipped.
+
+    /// How often the current `.partial` is shipped: seconds (`0.5`) or with a unit (`500ms`,
+    /// `2s`); from 100 ms to an hour.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "INTERVAL", default_value = "1", value_parser = parse_ship_interval)
+    )]
     pub ship_interval: Duration,
-    /// The directory of `pg_receivewal` (default: the server version's Debian directory, else
-    /// `PATH`).
+
+    /// The directory of pg_receivewal [default: the server version's Debian directory, else
+    /// PATH].
+    #[cfg_attr(feature = "clap", arg(long = "pg-bin-dir", value_name = "DIR"))]
     pub bin_dir: Option<PathBuf>,
 }
 
-impl Default for ReceiveOptions {
+impl Default for ReceiveSettings {
     fn default() -> Self {
-        ReceiveOptions {
-            archive: ArchiveOptions::default(),
+        ReceiveSettings {
             spool_dir: None,
             slot: None,
             create_slot: false,
@@ -42,6 +64,26 @@ impl Default for ReceiveOptions {
             bin_dir: None,
         }
     }
+}
+
+/// `--ship-interval`: seconds, or a number with `ms` or `s`; from 100 ms to an hour.
+///
+/// # Errors
+/// Text that is neither, or outside that range.
+pub fn parse_ship_interval(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let seconds = if let Some(ms) = t.strip_suffix("ms") {
+        ms.trim().parse::<f64>().map(|v| v / 1000.0)
+    } else {
+        t.strip_suffix('s').unwrap_or(t).trim().parse::<f64>()
+    }
+    .map_err(|_| format!("{text:?} is not an interval: write 1, 0.5, 500ms or 2s"))?;
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err(format!(
+            "{text:?}: the interval must be from 100ms to 3600s"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// What [`receive_wal`] did before it stopped.
@@ -179,18 +221,19 @@ pub async fn receive_wal(
     let (sysid, major) = check_streaming(&conn).await?;
     let mut archive = options.archive.clone();
     archive.system_identifier = archive.system_identifier.or(sysid);
-    let spool = options
+    let settings = &options.settings;
+    let spool = settings
         .spool_dir
         .clone()
         .unwrap_or_else(|| default_spool_dir(&conn.server()));
     std::fs::create_dir_all(&spool).map_err(|e| Error::io("create directory", &spool, e))?;
     let program = Tools {
-        bin_dir: options.bin_dir.clone(),
+        bin_dir: settings.bin_dir.clone(),
     }
     .find("pg_receivewal", Some(major))
     .map_err(|e| e.into_core(&conn.redacted()))?;
 
-    if let (Some(slot), true) = (&options.slot, options.create_slot) {
+    if let (Some(slot), true) = (&settings.slot, settings.create_slot) {
         let mut cmd = tools::command(&program, &conn);
         cmd.arg("--create-slot")
             .arg("--if-not-exists")
@@ -207,7 +250,7 @@ pub async fn receive_wal(
     cmd.arg(format!("--directory={}", spool.display()))
         .arg("--no-password")
         .arg("--status-interval=1");
-    if let Some(slot) = &options.slot {
+    if let Some(slot) = &settings.slot {
         cmd.arg(format!("--slot={slot}"));
     }
     let mut child =
@@ -217,7 +260,7 @@ pub async fn receive_wal(
 
     let mut shipper = Shipper::new(spool.clone(), archive);
     let mut report = ReceiveReport::default();
-    let mut ticker = tokio::time::interval(options.ship_interval);
+    let mut ticker = tokio::time::interval(settings.ship_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let exited = loop {
         tokio::select! {

@@ -20,6 +20,7 @@ pub mod format;
 pub mod keys;
 mod lease;
 mod replicator;
+mod settings;
 pub mod wal;
 
 pub use lease::LeaseInfo;
@@ -28,5 +29,7 @@ pub use replicator::{
     parse_interval,
 };
 mod restore;
+
+pub use settings::ReplicationSettings;
 
 pub use restore::{RebuildReport, ReplicaRestoreReport, RestorePoint, rebuild, restore_replica};
