@@ -206,9 +206,9 @@ pub(crate) struct Which {
     pub(crate) backup: Option<String>,
 
     /// The database as it was at this instant: every transaction committed by then, none after.
-    /// restore: a replicated SQLite database (RFC 3339, e.g. 2026-12-05T10:00:00.250Z); with
-    /// --physical (restore, verify, drill) a PostgreSQL cluster from a base backup and its WAL
-    /// (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
+    /// A replicated SQLite database (restore, verify, drill; RFC 3339, e.g.
+    /// 2026-12-05T10:00:00.250Z); with --physical a PostgreSQL cluster from a base backup and
+    /// its WAL (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     pub(crate) to_time: Option<DateTime<Utc>>,
 }
@@ -264,11 +264,6 @@ pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub(crate) pg: PgRestoreOptions,
 
-    /// With --to-time or --latest on a replication destination: the replicated database's name
-    /// (its file name, `app.db`) when the destination holds several.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) replica: Option<String>,
-
     /// When the backup fails verification (checksum of every copy, integrity, row counts, test
     /// queries), try the next older committed backup; each attempt is reported. The live
     /// database stays as it was after every failed attempt.
@@ -310,6 +305,11 @@ pub(crate) struct ReadArgs {
 
     #[command(flatten)]
     pub(crate) retry: RetryArgs,
+
+    /// With --to-time, --latest or --random-instant on a replication destination: the
+    /// replicated database's name (its file name, `app.db`) when the destination holds several.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) replica: Option<String>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -385,9 +385,10 @@ pub(crate) struct DrillArgs {
     #[arg(long, help_heading = "Drill")]
     pub(crate) no_store: bool,
 
-    /// With --physical: restore to an instant drawn at random between the end of the oldest
-    /// retained base backup and the end of the newest, instead of --to-time or --latest.
-    #[arg(long, requires = "physical", group = "Which", help_heading = "Drill")]
+    /// Restore to an instant drawn at random instead of --to-time or --latest: in a replicated
+    /// SQLite database's window (first snapshot to newest shipped commit); with --physical
+    /// between the end of the oldest retained base backup and the end of the newest.
+    #[arg(long, group = "Which", help_heading = "Drill")]
     pub(crate) random_instant: bool,
 }
 
