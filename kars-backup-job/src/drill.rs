@@ -67,6 +67,43 @@ pub async fn drill(
     run_drill(origins, pick, scratch, checks, options, progress).await
 }
 
+/// What a drill that restores by its own means (a physical restore to an instant, a replica's
+/// rebuild) restored and verified.
+pub(crate) struct Restored {
+    /// What was restored (a backup's name, `app.db as of …`).
+    pub(crate) backup: String,
+    /// The time of the state restored.
+    pub(crate) time: chrono::DateTime<chrono::Utc>,
+    /// The destination read.
+    pub(crate) from: String,
+    /// The scratch target.
+    pub(crate) scratch: String,
+    /// Its verification.
+    pub(crate) verification: kars_backup_core::VerifyReport,
+}
+
+impl Restored {
+    /// Records it in `report`, with the RTO measured by `clock` against `rto` and the outcome.
+    pub(crate) fn record(
+        self,
+        report: &mut DrillReport,
+        rto: chrono::Duration,
+        clock: std::time::Instant,
+    ) {
+        report.backup = Some(self.backup);
+        report.backup_time = Some(self.time);
+        report.restored_from = Some(self.from);
+        report.scratch_target = Some(self.scratch);
+        report.verification = Some(self.verification);
+        report.rto = Objective::of(rto, Some(clock.elapsed().as_secs_f64()));
+        report.outcome = if report.rto.met && report.rpo.met {
+            DrillOutcome::Passed
+        } else {
+            DrillOutcome::TargetMissed
+        };
+    }
+}
+
 /// Drills a replicated SQLite database: at `replica`'s point, or with `random` at an instant
 /// drawn at random in its window, rebuilds it in a scratch file and verifies it (see
 /// [`verify_replica`]), measures the RTO (the whole drill, download included) and the RPO
@@ -116,19 +153,16 @@ pub async fn drill_replica(
     if let RestorePoint::Time(t) = replica.point() {
         report.restored_to = Some(t);
     }
-    report.backup = Some(replica.describe());
     let verified = match verify_replica(&replica, reading, scratch, checks).await {
         Ok(r) => {
-            report.backup_time = Some(r.rebuild.state_time);
-            report.restored_from = Some(r.destination.clone());
-            report.scratch_target = Some(r.scratch.clone());
-            report.verification = Some(r.verification.clone());
-            report.rto = Objective::of(options.rto, Some(clock.elapsed().as_secs_f64()));
-            report.outcome = if report.rto.met && report.rpo.met {
-                DrillOutcome::Passed
-            } else {
-                DrillOutcome::TargetMissed
+            let restored = Restored {
+                backup: replica.describe(),
+                time: r.rebuild.state_time,
+                from: r.destination.clone(),
+                scratch: r.scratch.clone(),
+                verification: r.verification.clone(),
             };
+            restored.record(&mut report, options.rto, clock);
             Some(r)
         }
         Err(e) => {
