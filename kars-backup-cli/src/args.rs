@@ -28,7 +28,7 @@ restore not confirmed, unsupported version, an unencrypted backup or copy to an 
 destination without --no-encrypt, a missing decryption key), 3 database source error, 4 storage error (also: a backup that failed at some \
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
 whose backup failed; status: a destination's last drill failed, or the keys given do not open its \
-newest backup), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
+newest backup), 6 status: a destination or a replica misses its RPO; drill: the RTO or RPO target was \
 missed, 7 pg fetch-wal: the WAL file is not in the archive, 126 pg fetch-wal failed (PostgreSQL \
 then stops the recovery)."
 )]
@@ -509,12 +509,14 @@ pub(crate) struct StatusArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     pub(crate) job: Vec<String>,
 
-    /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
+    /// Recovery point objective: the newest backup must be younger than this, and a replicated
+    /// database's lag below it (e.g. 24h, 1d, 10s).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub(crate) rpo: chrono::Duration,
 
     /// Also list the previous copies that restores kept of this database (repeatable; with
-    /// --config, each job's source is listed too).
+    /// --config, each job's source is listed too); a replica of it is lagging by how far its
+    /// newest shipped commit is behind the database's latest change.
     #[arg(long = "db", value_name = "DB")]
     pub(crate) db: Vec<String>,
 

@@ -464,3 +464,60 @@ fn choose(
             }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kars_backup_sqlite::replicate::catalog::{SegmentEntry, SnapshotEntry};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn snap(txid: u64, t: i64) -> SnapshotEntry {
+        SnapshotEntry {
+            key: format!("snap-{txid}"),
+            txid,
+            time: at(t),
+            size: 100,
+        }
+    }
+
+    fn seg(first: u64, last: u64, t: i64) -> SegmentEntry {
+        SegmentEntry {
+            key: format!("seg-{first}-{last}"),
+            first,
+            last,
+            time: at(t),
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn a_window_spans_the_first_snapshot_to_the_newest_commit_and_names_gaps() {
+        let old = Generation {
+            id: "a".into(),
+            snapshots: vec![snap(0, 0)],
+            // 4..=5 follow a gap; 6 overlaps a compacted 4..=6.
+            segments: vec![seg(1, 2, 5), seg(4, 5, 8), seg(4, 6, 9), seg(7, 7, 10)],
+        };
+        let new = Generation {
+            id: "b".into(),
+            // The snapshot at 10 bridges the missing 9..=10.
+            snapshots: vec![snap(0, 20), snap(10, 40)],
+            segments: vec![seg(1, 8, 30), seg(11, 12, 50)],
+        };
+        let w = ReplicaWindow::of("dest", "app.db", &[old, new]);
+        assert_eq!((w.from, w.to), (Some(at(0)), Some(at(50))));
+        assert_eq!(w.newest_txid, Some(12));
+        assert_eq!((w.generations, w.snapshots, w.segments), (2, 3, 6));
+        assert_eq!(w.size_bytes, 3 * 100 + 6 * 10);
+        assert_eq!(w.gaps, vec!["seg-4-5".to_string()]);
+        assert!(w.covers(at(25)) && !w.covers(at(-1)) && !w.covers(at(51)));
+        let empty = ReplicaWindow::of("dest", "app.db", &[]);
+        assert_eq!(
+            (empty.from, empty.to, empty.newest_txid),
+            (None, None, None)
+        );
+    }
+}

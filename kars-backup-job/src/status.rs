@@ -437,3 +437,58 @@ impl StatusReport {
             .max_by_key(|d| d.at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(to: Option<chrono::DateTime<chrono::Utc>>) -> ReplicaWindow {
+        ReplicaWindow {
+            destination: "dest".into(),
+            database: "app.db".into(),
+            from: to,
+            to,
+            newest_txid: None,
+            generations: 1,
+            snapshots: 1,
+            segments: 0,
+            size_bytes: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lag_is_behind_the_local_database_else_since_the_newest_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"x").unwrap();
+        let changed = last_change(&db).unwrap();
+        let now = changed + chrono::Duration::hours(1);
+        let rpo = chrono::Duration::seconds(10);
+        // Idle since the newest shipped commit: no lag, however long ago.
+        let s = ReplicaStatus::of(window(Some(changed)), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(0.0), true));
+        assert_eq!(s.local_db, Some(db.display().to_string()));
+        // Written 30 s after the newest shipped commit: 30 s behind.
+        let behind = changed - chrono::Duration::seconds(30);
+        let s = ReplicaStatus::of(window(Some(behind)), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(30.0), false));
+        // A non-empty -wal is the latest change.
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let later = changed + chrono::Duration::minutes(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_modified(later.into())
+            .unwrap();
+        assert_eq!(last_change(&db), Some(later));
+        // No local file: the time since the newest shipped commit.
+        let s = ReplicaStatus::of(window(Some(changed)), None, None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(3600.0), false));
+        let s = ReplicaStatus::of(window(None), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (None, false));
+    }
+}
