@@ -106,10 +106,13 @@ async fn verify_replica(
     if a.read.json {
         render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
     } else {
+        let at = report.to_time.map_or_else(
+            || " (its latest replicated state)".to_string(),
+            |t| format!(" as of {}", t.to_rfc3339()),
+        );
         println!(
-            "Replica {} in {} is good:",
-            replica.describe(),
-            report.destination
+            "Replica {} in {} is good{at}:",
+            report.database, report.destination
         );
         print!("{}", render::replica_rebuild(&report.rebuild));
         print!("{}", render::verification(&report.verification));
