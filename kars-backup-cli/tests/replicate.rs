@@ -507,3 +507,62 @@ fn status_measures_the_lag_against_the_database_and_exits_6_past_the_rpo() {
     let out = stop(child);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[test]
+fn an_encrypted_replica_verifies_and_drills_with_its_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    let dest = tmp.path().join("replica");
+    let from = format!("file://{}", dest.display());
+    let key = tmp.path().join("key.txt");
+    let recipient = age_key(&key);
+    create(&db, "wal");
+    let child = bin()
+        .args(["replicate", "--db", &s(&db), "--to", &from])
+        .args(["--sync-interval", "200ms", "--encrypt-to", &recipient])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_snapshot(&from);
+    let flag = Arc::new(AtomicBool::new(false));
+    let writer = write(&db, flag.clone());
+    std::thread::sleep(Duration::from_millis(1000));
+    let (log, _) = stop_both(child, &flag, writer);
+    let t = log[log.len() / 2].2;
+    let time = chrono_like(t);
+
+    let o = run(&["verify", "--from", &from, "--to-time", &time]);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(stderr(&o).contains("--identity"), "{}", text(&o));
+    let v = ok_json(run(&[
+        "verify",
+        "--from",
+        &from,
+        "--to-time",
+        &time,
+        "--identity",
+        &s(&key),
+        "--json",
+    ]));
+    let rows = v["verify"]["tables"][0]["rows"].as_i64().unwrap();
+    let (must, must_not) = bounds(&log, t);
+    assert!(rows >= must && rows < must_not, "{rows}: {v}");
+    let d = ok_json(run(&[
+        "drill",
+        "--from",
+        &from,
+        "--latest",
+        "--identity",
+        &s(&key),
+        "--rpo",
+        "1h",
+        "--json",
+    ]));
+    assert_eq!(d["drill"]["passed"], true, "{d}");
+    assert_eq!(
+        d["restore"]["tables"][0]["rows"],
+        log.last().unwrap().0,
+        "{d}"
+    );
+}
