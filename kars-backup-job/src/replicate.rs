@@ -1,7 +1,9 @@
 //! Continuous SQLite replication as a job: [`Replication`] (a database, its destinations,
-//! the operator's [`ReplicationSettings`] and encryption, checked before anything runs) and
-//! [`ReplicaRestore`] (which replica of a destination a restore to an instant or to the
-//! latest replicated state reads, through the staged, verified restore).
+//! the operator's [`ReplicationSettings`] and encryption, checked before anything runs),
+//! [`Replica`] (which replica of a destination a restore, verify or drill to an instant or to
+//! the latest replicated state reads), [`ReplicaRestore`] (a replica through the staged,
+//! verified restore) and [`ReplicaWindow`] (the instants a replica can restore, from listings
+//! only: [`windows`]).
 //!
 //! ```no_run
 //! use kars_backup_job::replicate::Replication;
