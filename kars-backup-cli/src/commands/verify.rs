@@ -2,7 +2,7 @@
 
 use kars_backup::core::recovery::Candidates;
 use kars_backup::job::replicate::Replica;
-use kars_backup::job::{Job, Reading, Scratch};
+use kars_backup::job::{Reading, Scratch, ScratchOptions};
 use kars_backup::postgres::physical::PhysicalRestoreReport;
 
 use crate::args::VerifyArgs;
@@ -28,7 +28,7 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
     if let Some(replica) = replica(&a.read, &reading, false).await? {
-        return verify_replica(&a, &reading, &replica, job.as_ref()).await;
+        return verify_replica(&a, &reading, &replica, scratch).await;
     }
     let origins = reading.origins()?;
     let candidates = Candidates::find(&origins, &pick(&a.read.which)?).await?;
@@ -95,11 +95,10 @@ async fn verify_replica(
     a: &VerifyArgs,
     reading: &Reading,
     replica: &Replica,
-    job: Option<&Job>,
+    scratch: ScratchOptions,
 ) -> anyhow::Result<u8> {
     a.read.checks.checks(a.read.integrity.unwrap_or_default())?;
     let checks = reading.checks(&a.read.checks, a.read.integrity)?;
-    let scratch = kars_backup::job::verify::scratch_options(job, &a.pg);
     let scratch = Scratch::new(scratch, "kars-verify-")?;
     let report =
         kars_backup::job::verify::verify_replica(replica, reading, &scratch, &checks).await?;
