@@ -28,7 +28,7 @@ restore not confirmed, unsupported version, an unencrypted backup or copy to an 
 destination without --no-encrypt, a missing decryption key), 3 database source error, 4 storage error (also: a backup that failed at some \
 destinations), 5 verification failed (checksum, integrity, row counts, test queries; a drill \
 whose backup failed; status: a destination's last drill failed, or the keys given do not open its \
-newest backup), 6 status: a destination misses its RPO; drill: the RTO or RPO target was \
+newest backup), 6 status: a destination or a replica misses its RPO; drill: the RTO or RPO target was \
 missed, 7 pg fetch-wal: the WAL file is not in the archive, 126 pg fetch-wal failed (PostgreSQL \
 then stops the recovery)."
 )]
@@ -206,9 +206,9 @@ pub(crate) struct Which {
     pub(crate) backup: Option<String>,
 
     /// The database as it was at this instant: every transaction committed by then, none after.
-    /// restore: a replicated SQLite database (RFC 3339, e.g. 2026-12-05T10:00:00.250Z); with
-    /// --physical (restore, verify, drill) a PostgreSQL cluster from a base backup and its WAL
-    /// (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
+    /// A replicated SQLite database (restore, verify, drill; RFC 3339, e.g.
+    /// 2026-12-05T10:00:00.250Z); with --physical a PostgreSQL cluster from a base backup and
+    /// its WAL (also `2026-12-05 14:03:07.250`, UTC unless an offset is given).
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     pub(crate) to_time: Option<DateTime<Utc>>,
 }
@@ -264,11 +264,6 @@ pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub(crate) pg: PgRestoreOptions,
 
-    /// With --to-time or --latest on a replication destination: the replicated database's name
-    /// (its file name, `app.db`) when the destination holds several.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) replica: Option<String>,
-
     /// When the backup fails verification (checksum of every copy, integrity, row counts, test
     /// queries), try the next older committed backup; each attempt is reported. The live
     /// database stays as it was after every failed attempt.
@@ -310,6 +305,11 @@ pub(crate) struct ReadArgs {
 
     #[command(flatten)]
     pub(crate) retry: RetryArgs,
+
+    /// With --to-time, --latest or --random-instant on a replication destination: the
+    /// replicated database's name (its file name, `app.db`) when the destination holds several.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) replica: Option<String>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -385,9 +385,10 @@ pub(crate) struct DrillArgs {
     #[arg(long, help_heading = "Drill")]
     pub(crate) no_store: bool,
 
-    /// With --physical: restore to an instant drawn at random between the end of the oldest
-    /// retained base backup and the end of the newest, instead of --to-time or --latest.
-    #[arg(long, requires = "physical", group = "Which", help_heading = "Drill")]
+    /// Restore to an instant drawn at random instead of --to-time or --latest: in a replicated
+    /// SQLite database's window (first snapshot to newest shipped commit); with --physical
+    /// between the end of the oldest retained base backup and the end of the newest.
+    #[arg(long, group = "Which", help_heading = "Drill")]
     pub(crate) random_instant: bool,
 }
 
@@ -508,12 +509,14 @@ pub(crate) struct StatusArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     pub(crate) job: Vec<String>,
 
-    /// Recovery point objective: the newest backup must be younger than this (e.g. 24h, 1d).
+    /// Recovery point objective: the newest backup must be younger than this, and a replicated
+    /// database's lag below it (e.g. 24h, 1d, 10s).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub(crate) rpo: chrono::Duration,
 
     /// Also list the previous copies that restores kept of this database (repeatable; with
-    /// --config, each job's source is listed too).
+    /// --config, each job's source is listed too); a replica of it is lagging by how far its
+    /// newest shipped commit is behind the database's latest change.
     #[arg(long = "db", value_name = "DB")]
     pub(crate) db: Vec<String>,
 

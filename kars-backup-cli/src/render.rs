@@ -460,6 +460,131 @@ pub(crate) fn wal_status(wal: &[kars_backup::job::status::WalStatus]) -> String 
     out
 }
 
+/// An instant of a replica's window, to the millisecond.
+fn instant(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+}
+
+/// The replicated SQLite databases of a destination: each one's window, generations,
+/// segments, size and gaps (`list`).
+pub(crate) fn replica_windows(windows: &[kars_backup::job::replicate::ReplicaWindow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if !windows.is_empty() {
+        out.push_str("Replicated SQLite databases:\n");
+    }
+    for w in windows {
+        let window = match (w.from, w.to) {
+            (Some(f), Some(t)) => format!("restorable from {} to {}", instant(f), instant(t)),
+            _ => "nothing restorable yet (no complete snapshot)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {window}; {} generation(s), {} snapshot(s), {} segment(s), {}",
+            w.database,
+            w.generations,
+            w.snapshots,
+            w.segments,
+            bytes(w.size_bytes)
+        );
+        for g in &w.gaps {
+            let _ = writeln!(
+                out,
+                "    GAP before {g}: transactions are missing; restores past it stop before the gap"
+            );
+        }
+    }
+    out
+}
+
+/// A replica's lag: tenths of a second below a minute.
+fn lag(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        duration(secs as i64)
+    }
+}
+
+/// `status`'s lines for the replicated databases: lag against the RPO, window, replicator.
+pub(crate) fn replica_status(replicas: &[kars_backup::job::status::ReplicaStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for r in replicas {
+        let verdict = if r.within_rpo { "ok" } else { "RPO MISSED" };
+        let job = r
+            .job
+            .as_deref()
+            .map(|j| format!("job {j}: "))
+            .unwrap_or_default();
+        let behind = match (r.lag_secs, &r.local_db) {
+            (None, _) => "nothing shipped yet".to_string(),
+            (Some(l), Some(db)) => format!("lag {} behind the latest change of {db}", lag(l)),
+            (Some(l), None) => format!("lag {} since the newest shipped commit", lag(l)),
+        };
+        let _ = writeln!(
+            out,
+            "{job}[{verdict}] {} replica of {}: {behind} (RPO {})",
+            r.window.destination,
+            r.window.database,
+            duration(r.rpo_secs)
+        );
+        if let (Some(f), Some(t)) = (r.window.from, r.window.to) {
+            let _ = writeln!(
+                out,
+                "    restorable from {} to {}; {} generation(s), {} segment(s), {}",
+                instant(f),
+                instant(t),
+                r.window.generations,
+                r.window.segments,
+                bytes(r.window.size_bytes)
+            );
+        }
+        let now = chrono::Utc::now();
+        match &r.replicator {
+            Some(l) if l.expires_at > now => {
+                let _ = writeln!(
+                    out,
+                    "    replicator {} (pid {} on {}), lease renewed {} ago",
+                    l.id,
+                    l.pid,
+                    l.host,
+                    duration((now - l.renewed_at).num_seconds())
+                );
+            }
+            Some(l) => {
+                let _ = writeln!(
+                    out,
+                    "    no replicator running: the lease of pid {} on {} expired {} ago",
+                    l.pid,
+                    l.host,
+                    duration((now - l.expires_at).num_seconds())
+                );
+            }
+            None => {
+                let _ = writeln!(out, "    no replicator running (no lease)");
+            }
+        }
+        for g in &r.window.gaps {
+            let _ = writeln!(out, "    GAP before {g}");
+        }
+    }
+    out
+}
+
+/// How a replica was rebuilt: snapshot, segments, the state reached, the chain's checksum.
+pub(crate) fn replica_rebuild(r: &kars_backup::sqlite::replicate::RebuildReport) -> String {
+    format!(
+        "  rebuilt from {} and {} segment(s): transaction {} of generation {}, state of {}; database checksum {} verified through the chain\n",
+        r.snapshot,
+        r.segments,
+        r.txid,
+        r.generation,
+        instant(r.state_time),
+        r.checksum
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

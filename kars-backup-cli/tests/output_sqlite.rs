@@ -1,7 +1,7 @@
 //! Snapshot tests of the human (text) output of `kars-backup` on real SQLite files: backup, list,
 //! inspect, verify (each kind of check, passing and failing), restore (into a new file, over a
 //! live one with hooks, unconfirmed, refused by its checks, rolled back by a failing hook, a
-//! volume), drill and status. The snapshots in `tests/snapshots/` are the output an operator
+//! volume), drill and status; list, status and verify of a replicated database. The snapshots in `tests/snapshots/` are the output an operator
 //! reads, with what varies between runs replaced (see `common/transcript.rs`); a wording change
 //! shows in review as a change of a `.snap` file.
 //!
@@ -291,4 +291,61 @@ fn drill_and_status() {
     insta::assert_snapshot!("sqlite_drill_failed", t);
     let t = f.run(&["status", "--from", &store], 5);
     insta::assert_snapshot!("sqlite_status_drill_failed", t);
+}
+
+/// A replicated database: its window in `list`, its lag in `status`, its rebuild in `verify`.
+#[test]
+fn replica_list_status_and_verify() {
+    let f = Fixture::new();
+    let db = f.path("assets.db");
+    let replica = f.path("replica");
+    make_db(Path::new(&db));
+    let mut child = bin()
+        .args(["replicate", "--db", &db, "--to", &replica])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let snapshot =
+        || json(&run(&["list", "--from", &replica, "--json"]))["replicas"][0]["from"].is_string();
+    for _ in 0..100 {
+        if snapshot() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // What varies between runs and no pattern knows: the generation and the database checksum.
+    let v = ok_json(run(&["verify", "--from", &replica, "--latest", "--json"]));
+    let rebuild = &v["verify"]["rebuild"];
+    let text_of = |k: &str| rebuild[k].as_str().unwrap().to_string();
+    let scrub = f
+        .scrub
+        .clone()
+        .exact(text_of("snapshot"), "[SNAPSHOT]")
+        .exact(text_of("generation"), "[GENERATION]")
+        .exact(text_of("checksum"), "[CHECKSUM]");
+    let transcript = |args: &[&str], expected: i32| {
+        let (o, t) = scrub.run(args);
+        assert_eq!(code(&o), expected, "{}", text(&o));
+        t
+    };
+    insta::assert_snapshot!(
+        "sqlite_replica_list",
+        transcript(&["list", "--from", &replica], 0)
+    );
+    insta::assert_snapshot!(
+        "sqlite_replica_status",
+        transcript(&["status", "--from", &replica], 0)
+    );
+    insta::assert_snapshot!(
+        "sqlite_replica_verify",
+        transcript(&["verify", "--from", &replica, "--latest"], 0)
+    );
 }

@@ -1,12 +1,22 @@
-//! Restore drills of a job's backups: targets with the one merge rule, and [`drill`].
+//! Restore drills of a job's backups: targets with the one merge rule, [`drill`], and
+//! [`drill_replica`] for a replicated SQLite database at an instant.
 
 use kars_backup_core::DynProgress;
 use kars_backup_core::checks::Checks;
 use kars_backup_core::drill::{DrillOptions, DrillReport, run_drill};
 use kars_backup_core::recovery::{AttemptOptions, Origin, Pick};
 
+use kars_backup_core::drill::DrillOutcome;
+use kars_backup_core::drill::Objective;
+use kars_backup_sqlite::replicate::RestorePoint;
+
+use crate::error::into_core;
 use crate::job::Job;
+use crate::replicate::Replica;
+use crate::restore::Reading;
 use crate::scratch::Scratch;
+use crate::status::ReplicaStatus;
+use crate::verify::{ReplicaVerifyReport, verify_replica};
 
 /// The default RTO target of a drill: one hour.
 pub fn default_rto() -> chrono::Duration {
@@ -55,6 +65,116 @@ pub async fn drill(
     progress: DynProgress,
 ) -> DrillReport {
     run_drill(origins, pick, scratch, checks, options, progress).await
+}
+
+/// What a drill that restores by its own means (a physical restore to an instant, a replica's
+/// rebuild) restored and verified.
+pub(crate) struct Restored {
+    /// What was restored (a backup's name, `app.db as of …`).
+    pub(crate) backup: String,
+    /// The time of the state restored.
+    pub(crate) time: chrono::DateTime<chrono::Utc>,
+    /// The destination read.
+    pub(crate) from: String,
+    /// The scratch target.
+    pub(crate) scratch: String,
+    /// Its verification.
+    pub(crate) verification: kars_backup_core::VerifyReport,
+}
+
+impl Restored {
+    /// Records it in `report`, with the RTO measured by `clock` against `rto` and the outcome.
+    pub(crate) fn record(
+        self,
+        report: &mut DrillReport,
+        rto: chrono::Duration,
+        clock: std::time::Instant,
+    ) {
+        report.backup = Some(self.backup);
+        report.backup_time = Some(self.time);
+        report.restored_from = Some(self.from);
+        report.scratch_target = Some(self.scratch);
+        report.verification = Some(self.verification);
+        report.rto = Objective::of(rto, Some(clock.elapsed().as_secs_f64()));
+        report.outcome = if report.rto.met && report.rpo.met {
+            DrillOutcome::Passed
+        } else {
+            DrillOutcome::TargetMissed
+        };
+    }
+}
+
+/// Drills a replicated SQLite database: at `replica`'s point, or with `random` at an instant
+/// drawn at random in its window, rebuilds it in a scratch file and verifies it (see
+/// [`verify_replica`]), measures the RTO (the whole drill, download included) and the RPO
+/// (the replica's lag, as `status` measures it: against the database file when the lease was
+/// taken on this host, else the age of the newest shipped commit) and stores the report at
+/// the destination like every drill's. Never fails: every failure is in the report.
+pub async fn drill_replica(
+    replica: Replica,
+    reading: &Reading,
+    scratch: &Scratch,
+    checks: &Checks,
+    options: &DrillOptions,
+    random: bool,
+) -> (DrillReport, Option<ReplicaVerifyReport>) {
+    let clock = std::time::Instant::now();
+    let repo = replica.repository().clone();
+    let label = repo.describe();
+    let mut report = DrillReport::begin(vec![label.clone()], options);
+    report.engine = Some(kars_backup_sqlite::ENGINE.to_string());
+    let mut replica = replica;
+    match replica.window().await {
+        Ok(window) => {
+            let lag =
+                ReplicaStatus::check(&repo, window.clone(), &[], report.started_at, options.rpo)
+                    .await
+                    .lag_secs;
+            report.rpo = Objective::of(options.rpo, lag);
+            if let (true, Some(from), Some(to)) = (random, window.from, window.to) {
+                let span = (to - from).num_microseconds().unwrap_or(0);
+                let t = if span > 0 {
+                    from + chrono::Duration::microseconds(rand::Rng::gen_range(
+                        &mut rand::thread_rng(),
+                        0..=span,
+                    ))
+                } else {
+                    to
+                };
+                replica = replica.at(RestorePoint::Time(t));
+            }
+        }
+        Err(e) => {
+            report.fail(&into_core(e));
+            report.conclude();
+            return (report, None);
+        }
+    }
+    if let RestorePoint::Time(t) = replica.point() {
+        report.restored_to = Some(t);
+    }
+    let verified = match verify_replica(&replica, reading, scratch, checks).await {
+        Ok(r) => {
+            let restored = Restored {
+                backup: replica.describe(),
+                time: r.rebuild.state_time,
+                from: r.destination.clone(),
+                scratch: r.scratch.clone(),
+                verification: r.verification.clone(),
+            };
+            restored.record(&mut report, options.rto, clock);
+            Some(r)
+        }
+        Err(e) => {
+            report.fail(&into_core(e));
+            None
+        }
+    };
+    report.conclude();
+    if options.store {
+        report.store_at([(label.as_str(), &repo)]).await;
+    }
+    (report, verified)
 }
 
 #[cfg(test)]

@@ -16,8 +16,11 @@
 //! - [`wal`]: the PostgreSQL WAL archive beside the base backups: [`wal::prune`] (retention,
 //!   then the WAL the oldest kept base backup does not need) and [`wal::check_wal`] (gaps from
 //!   every retained base backup, the archive's age);
-//! - [`replicate`]: continuous SQLite replication ([`replicate::Replication`]) and restores
-//!   of a replica to an instant or its latest state ([`replicate::ReplicaRestore`]);
+//! - [`replicate`]: continuous SQLite replication ([`replicate::Replication`]), the replicas
+//!   a destination holds ([`replicate::windows`]: what instants each can restore, from listings
+//!   only) and restores of a replica to an instant or its latest state
+//!   ([`replicate::ReplicaRestore`]); [`verify::verify_replica`] and [`drill::drill_replica`]
+//!   check one at an instant, [`status::ReplicaStatus`] measures its lag;
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
 //! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
 //!   configuration or [`scheduler_of`] jobs built from code (state,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use kars_backup_core::checks::Checks;
-use kars_backup_core::drill::{DrillOptions, DrillOutcome, DrillReport};
+use kars_backup_core::drill::{DrillOptions, DrillReport};
 use kars_backup_core::objective::Objective;
 use kars_backup_core::recovery::Origin;
 use kars_backup_core::{DynProgress, EntryKind};
@@ -15,6 +15,7 @@ use kars_backup_postgres::wal::{DEFAULT_SEGMENT_SIZE, list_chains};
 
 use std::path::PathBuf;
 
+use crate::drill::Restored;
 use crate::error::{Error, Result, into_core};
 use crate::restore::Reading;
 use crate::wal::{WalCheck, check_wal};
@@ -349,17 +350,14 @@ pub async fn drill_physical(
     }
     let restored = match verify_physical(reading, &options, progress).await {
         Ok(r) => {
-            report.backup = Some(r.backup.clone());
-            report.backup_time = Some(r.base.end_time);
-            report.restored_from = Some(r.destination.clone());
-            report.scratch_target = Some(r.pgdata.clone());
-            report.verification = Some(r.verification.clone());
-            report.rto = Objective::of(drill.rto, Some(clock.elapsed().as_secs_f64()));
-            report.outcome = if report.rto.met && report.rpo.met {
-                DrillOutcome::Passed
-            } else {
-                DrillOutcome::TargetMissed
+            let restored = Restored {
+                backup: r.backup.clone(),
+                time: r.base.end_time,
+                from: r.destination.clone(),
+                scratch: r.pgdata.clone(),
+                verification: r.verification.clone(),
             };
+            restored.record(&mut report, drill.rto, clock);
             Some(r)
         }
         Err(e) => {

@@ -1,7 +1,9 @@
 //! Continuous SQLite replication as a job: [`Replication`] (a database, its destinations,
-//! the operator's [`ReplicationSettings`] and encryption, checked before anything runs) and
-//! [`ReplicaRestore`] (which replica of a destination a restore to an instant or to the
-//! latest replicated state reads, through the staged, verified restore).
+//! the operator's [`ReplicationSettings`] and encryption, checked before anything runs),
+//! [`Replica`] (which replica of a destination a restore, verify or drill to an instant or to
+//! the latest replicated state reads), [`ReplicaRestore`] (a replica through the staged,
+//! verified restore) and [`ReplicaWindow`] (the instants a replica can restore, from listings
+//! only: [`windows`]).
 //!
 //! ```no_run
 //! use kars_backup_job::replicate::Replication;
@@ -29,6 +31,8 @@ use kars_backup_core::sink::DynBackupSink;
 use kars_backup_core::{CancellationToken, DatabaseSource, Repository, RestoreOptions};
 use kars_backup_encrypt::EncryptOptions;
 use kars_backup_sqlite::SqliteSource;
+use kars_backup_sqlite::replicate::catalog::Generation;
+use kars_backup_sqlite::replicate::keys::ChainKeys;
 use kars_backup_sqlite::replicate::{
     ReplicaRestoreReport, ReplicateOptions, ReplicationSettings, ReplicationStatus, Replicator,
     RestorePoint, catalog, restore_replica,
@@ -113,7 +117,7 @@ impl Replication {
     }
 }
 
-/// What the operator asked a restore for, where a replica may answer it.
+/// What the operator asked a restore, verify or drill for, where a replica may answer it.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaRequest {
     /// The database as it was at this instant.
@@ -121,38 +125,42 @@ pub struct ReplicaRequest {
     /// The newest state (a replica's when the destination holds a replica and no backups, or
     /// when `replica` names one).
     pub latest: bool,
+    /// An instant drawn at random in the replica's window (a drill's `--random-instant`).
+    pub random: bool,
     /// The replicated database's name (its file name) when the destination holds several.
     pub replica: Option<String>,
 }
 
-/// A restore of a replicated SQLite database: which replica, to which point, into which file.
-pub struct ReplicaRestore {
-    sink: DynBackupSink,
+/// One replicated database at one destination, at the point a request asked for: what a
+/// restore, a verify or a drill of a replica reads.
+pub struct Replica {
+    repo: Repository,
     name: String,
     point: RestorePoint,
-    target: SqliteSource,
 }
 
-impl std::fmt::Debug for ReplicaRestore {
+impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} from {}", self.describe(), self.sink.describe())
+        write!(f, "{} from {}", self.describe(), self.repo.describe())
     }
 }
 
-impl ReplicaRestore {
-    /// The replica restore `request` means at `reading`'s one destination into `db`; `None`
-    /// when it is an ordinary backup restore (no `--to-time`; `--latest` where the destination
-    /// holds backups, or no replica).
+impl Replica {
+    /// The replica `request` means at `reading`'s one destination; `None` when it asks for a
+    /// backup (no `--to-time` nor random instant; `--latest` where the destination holds
+    /// backups, or no replica). `target_name` (the file name of the database restored into)
+    /// chooses among several replicas when `request.replica` does not.
     ///
     /// # Errors
     /// [`Error::Usage`]: `--to-time` with several destinations, no such replica, several
-    /// replicas and none chosen, a target that is not SQLite; storage errors.
+    /// replicas and none chosen; storage errors.
     pub async fn find(
         reading: &Reading,
-        db: &str,
         request: &ReplicaRequest,
-    ) -> Result<Option<ReplicaRestore>> {
-        if request.to_time.is_none() && (!request.latest || reading.from.len() != 1) {
+        target_name: Option<&str>,
+    ) -> Result<Option<Replica>> {
+        let instant = request.to_time.is_some() || request.random;
+        if !instant && (!request.latest || reading.from.len() != 1) {
             return Ok(None);
         }
         let [from] = reading.from.as_slice() else {
@@ -164,32 +172,119 @@ impl ReplicaRestore {
         let names = catalog::databases(repo.sink())
             .await
             .map_err(|e| Error::Core(e.into_core(from)))?;
-        if request.to_time.is_none()
+        if !instant
             && (names.is_empty() || (request.replica.is_none() && has_backups(&repo).await?))
         {
             // --latest: the newest backup, unless the destination holds only a replica or
             // --replica asks for one.
             return Ok(None);
         }
-        let target = SqliteSource::from_url(db).map_err(|e| Error::usage(e.to_string()))?;
-        let name = choose(&repo, &names, request.replica.as_deref(), &target)?;
+        let name = choose(&repo, &names, request.replica.as_deref(), target_name)?;
         let point = request
             .to_time
             .map_or(RestorePoint::Latest, RestorePoint::Time);
-        Ok(Some(ReplicaRestore {
-            sink: repo.sink().clone(),
-            name,
-            point,
-            target,
-        }))
+        Ok(Some(Replica { repo, name, point }))
     }
 
-    /// What is restored, for the confirmation and the report (`app.db as of …`).
+    /// What is read, for the confirmation and the reports (`app.db as of …`).
     pub fn describe(&self) -> String {
         match self.point {
             RestorePoint::Time(t) => format!("{} as of {}", self.name, t.to_rfc3339()),
             RestorePoint::Latest => format!("the latest replicated state of {}", self.name),
         }
+    }
+
+    /// The replicated database's name (its file name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The point read.
+    pub fn point(&self) -> RestorePoint {
+        self.point
+    }
+
+    /// The same replica at `point`.
+    pub fn at(self, point: RestorePoint) -> Replica {
+        Replica { point, ..self }
+    }
+
+    /// The destination.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The instant the verification plan is taken at (the requested one, else now).
+    pub fn instant(&self) -> DateTime<Utc> {
+        match self.point {
+            RestorePoint::Time(t) => t,
+            RestorePoint::Latest => Utc::now(),
+        }
+    }
+
+    /// Its window at the destination (from listings only).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn window(&self) -> Result<ReplicaWindow> {
+        let keys = ChainKeys::new(&self.name);
+        let generations = catalog::generations(self.repo.sink(), &keys)
+            .await
+            .map_err(|e| Error::Core(e.into_core(&self.repo.describe())))?;
+        Ok(ReplicaWindow::of(
+            &self.repo.describe(),
+            &self.name,
+            &generations,
+        ))
+    }
+}
+
+/// A restore of a replicated SQLite database: which replica, to which point, into which file.
+pub struct ReplicaRestore {
+    replica: Replica,
+    target: SqliteSource,
+}
+
+impl std::fmt::Debug for ReplicaRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} into {}",
+            self.replica,
+            self.target.path().display()
+        )
+    }
+}
+
+impl ReplicaRestore {
+    /// The replica restore `request` means at `reading`'s one destination into `db`; `None`
+    /// when it is an ordinary backup restore (see [`Replica::find`]; among several replicas
+    /// the one named like the target is read).
+    ///
+    /// # Errors
+    /// As [`Replica::find`]; a target that is not SQLite.
+    pub async fn find(
+        reading: &Reading,
+        db: &str,
+        request: &ReplicaRequest,
+    ) -> Result<Option<ReplicaRestore>> {
+        if request.to_time.is_none() && !request.random && !request.latest {
+            return Ok(None);
+        }
+        let target = SqliteSource::from_url(db).map_err(|e| Error::usage(e.to_string()))?;
+        let target_name = target
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let Some(replica) = Replica::find(reading, request, target_name.as_deref()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ReplicaRestore { replica, target }))
+    }
+
+    /// What is restored, for the confirmation and the report (`app.db as of …`).
+    pub fn describe(&self) -> String {
+        self.replica.describe()
     }
 
     /// The database file that is replaced.
@@ -207,10 +302,7 @@ impl ReplicaRestore {
 
     /// The instant the verification plan is taken at (the requested one, else now).
     pub fn instant(&self) -> DateTime<Utc> {
-        match self.point {
-            RestorePoint::Time(t) => t,
-            RestorePoint::Latest => Utc::now(),
-        }
+        self.replica.instant()
     }
 
     /// Rebuilds the replica and swaps it in through the staged, verified restore (hooks,
@@ -224,17 +316,12 @@ impl ReplicaRestore {
         reading: &Reading,
         options: &RestoreOptions,
     ) -> Result<ReplicaRestoreReport> {
-        let decryptor = if reading.keys.any() {
-            Some(reading.keys.decryptor()?)
-        } else {
-            None
-        };
         Ok(restore_replica(
             &self.target,
-            &self.sink,
-            &self.name,
-            self.point,
-            decryptor,
+            self.replica.repo.sink(),
+            &self.replica.name,
+            self.replica.point,
+            decryptor(reading)?,
             options,
         )
         .await?)
@@ -250,6 +337,104 @@ impl ReplicaRestore {
     }
 }
 
+/// The decryptor of `reading`'s keys, when it has any.
+pub(crate) fn decryptor(reading: &Reading) -> Result<Option<kars_backup_core::DynDecryptor>> {
+    Ok(if reading.keys.any() {
+        Some(reading.keys.decryptor()?)
+    } else {
+        None
+    })
+}
+
+/// What a destination holds of one replicated database, from its listing alone (no segment is
+/// read): the instants a restore can reach, and what is stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicaWindow {
+    /// The destination (redacted).
+    pub destination: String,
+    /// The replicated database's name (its file name).
+    pub database: String,
+    /// Restorable from: the time of the oldest generation's first snapshot.
+    pub from: Option<DateTime<Utc>>,
+    /// Restorable to: the observed time of the newest shipped commit (the time in the newest
+    /// segment's key; the newest snapshot's when it is newer).
+    pub to: Option<DateTime<Utc>>,
+    /// The newest shipped transaction (the replicator's own numbering within a generation).
+    pub newest_txid: Option<u64>,
+    /// Generations (unbroken chains, each from a snapshot).
+    pub generations: usize,
+    /// Snapshots stored.
+    pub snapshots: usize,
+    /// Segments stored.
+    pub segments: usize,
+    /// Stored bytes (snapshots and segments).
+    pub size_bytes: u64,
+    /// Segments that follow a gap in the transaction numbers (a lost segment): restores to
+    /// instants past them stop before the gap.
+    pub gaps: Vec<String>,
+}
+
+impl ReplicaWindow {
+    /// The window of `generations` (oldest first) of `database` at `destination`.
+    pub fn of(destination: &str, database: &str, generations: &[Generation]) -> ReplicaWindow {
+        let newest = generations.last();
+        let mut gaps = Vec::new();
+        for g in generations {
+            // A later snapshot bridges a gap before it (a restore starts from the newest one).
+            let mut covered = 0;
+            for seg in &g.segments {
+                let base = g
+                    .snapshots
+                    .iter()
+                    .map(|s| s.txid)
+                    .filter(|&t| t < seg.first);
+                covered = covered.max(base.max().unwrap_or(0));
+                if seg.first > covered + 1 {
+                    gaps.push(seg.key.clone());
+                }
+                covered = covered.max(seg.last);
+            }
+        }
+        ReplicaWindow {
+            destination: destination.to_string(),
+            database: database.to_string(),
+            from: generations.first().and_then(Generation::start),
+            to: newest.and_then(Generation::end),
+            newest_txid: newest.map(|g| {
+                let seg = g.segments.last().map_or(0, |s| s.last);
+                seg.max(g.snapshots.last().map_or(0, |s| s.txid))
+            }),
+            generations: generations.len(),
+            snapshots: generations.iter().map(|g| g.snapshots.len()).sum(),
+            segments: generations.iter().map(|g| g.segments.len()).sum(),
+            size_bytes: generations.iter().map(Generation::size).sum(),
+            gaps,
+        }
+    }
+
+    /// Whether `t` is inside the window.
+    pub fn covers(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_some_and(|f| f <= t) && self.to.is_some_and(|e| t <= e)
+    }
+}
+
+/// The window of every replicated database at `repo`, by name, from listings only.
+///
+/// # Errors
+/// Storage errors.
+pub async fn windows(repo: &Repository) -> Result<Vec<ReplicaWindow>> {
+    let destination = repo.describe();
+    let core = |e: kars_backup_sqlite::Error| Error::Core(e.into_core(&destination));
+    let mut out = Vec::new();
+    for name in catalog::databases(repo.sink()).await.map_err(core)? {
+        let generations = catalog::generations(repo.sink(), &ChainKeys::new(&name))
+            .await
+            .map_err(core)?;
+        out.push(ReplicaWindow::of(&destination, &name, &generations));
+    }
+    Ok(out)
+}
+
 async fn has_backups(repo: &Repository) -> Result<bool> {
     Ok(repo.list().await?.latest().is_some())
 }
@@ -259,13 +444,9 @@ fn choose(
     repo: &Repository,
     names: &[String],
     asked: Option<&str>,
-    target: &SqliteSource,
+    target_name: Option<&str>,
 ) -> Result<String> {
     let from = repo.sink().describe();
-    let target_name = target
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
     match (asked, names) {
         (Some(r), _) if names.iter().any(|n| n == r) => Ok(r.to_string()),
         (Some(r), _) => Err(Error::usage(format!(
@@ -274,11 +455,71 @@ fn choose(
         ))),
         (None, [only]) => Ok(only.clone()),
         (None, []) => Err(Error::usage(format!("{from} holds no replicated database"))),
-        (None, several) => target_name.filter(|t| several.contains(t)).ok_or_else(|| {
-            Error::usage(format!(
-                "{from} holds replicas of several databases ({}): choose one with --replica",
-                several.join(", ")
-            ))
-        }),
+        (None, several) => target_name
+            .filter(|t| several.iter().any(|n| n == t))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{from} holds replicas of several databases ({}): choose one with --replica",
+                    several.join(", ")
+                ))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kars_backup_sqlite::replicate::catalog::{SegmentEntry, SnapshotEntry};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn snap(txid: u64, t: i64) -> SnapshotEntry {
+        SnapshotEntry {
+            key: format!("snap-{txid}"),
+            txid,
+            time: at(t),
+            size: 100,
+        }
+    }
+
+    fn seg(first: u64, last: u64, t: i64) -> SegmentEntry {
+        SegmentEntry {
+            key: format!("seg-{first}-{last}"),
+            first,
+            last,
+            time: at(t),
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn a_window_spans_the_first_snapshot_to_the_newest_commit_and_names_gaps() {
+        let old = Generation {
+            id: "a".into(),
+            snapshots: vec![snap(0, 0)],
+            // 4..=5 follow a gap; 6 overlaps a compacted 4..=6.
+            segments: vec![seg(1, 2, 5), seg(4, 5, 8), seg(4, 6, 9), seg(7, 7, 10)],
+        };
+        let new = Generation {
+            id: "b".into(),
+            // The snapshot at 10 bridges the missing 9..=10.
+            snapshots: vec![snap(0, 20), snap(10, 40)],
+            segments: vec![seg(1, 8, 30), seg(11, 12, 50)],
+        };
+        let w = ReplicaWindow::of("dest", "app.db", &[old, new]);
+        assert_eq!((w.from, w.to), (Some(at(0)), Some(at(50))));
+        assert_eq!(w.newest_txid, Some(12));
+        assert_eq!((w.generations, w.snapshots, w.segments), (2, 3, 6));
+        assert_eq!(w.size_bytes, 3 * 100 + 6 * 10);
+        assert_eq!(w.gaps, vec!["seg-4-5".to_string()]);
+        assert!(w.covers(at(25)) && !w.covers(at(-1)) && !w.covers(at(51)));
+        let empty = ReplicaWindow::of("dest", "app.db", &[]);
+        assert_eq!(
+            (empty.from, empty.to, empty.newest_txid),
+            (None, None, None)
+        );
     }
 }

@@ -108,6 +108,17 @@ impl Scratch {
         &self.dir
     }
 
+    /// A new, empty directory for one SQLite attempt (`attempt-N`).
+    ///
+    /// # Errors
+    /// It cannot be created.
+    pub fn attempt_dir(&self) -> kars_backup_core::Result<PathBuf> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(format!("attempt-{n}"));
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io("create directory", &dir, e))?;
+        Ok(dir)
+    }
+
     /// A new, unused database on the scratch server (`scratch_db`, else DATABASE_URL's).
     fn postgres(&self) -> kars_backup_core::Result<kars_backup_postgres::PostgresSource> {
         let url = self.options.scratch_db.clone().or_else(|| {
@@ -142,10 +153,7 @@ impl ScratchTargets for Scratch {
         if is_postgres_backup(entry) {
             return Ok(Arc::new(self.postgres()?));
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = self.dir.join(format!("attempt-{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io("create directory", &dir, e))?;
-        Ok(Arc::new(scratch_source(entry, &dir)))
+        Ok(Arc::new(scratch_source(entry, &self.attempt_dir()?)))
     }
 }
 

@@ -1,15 +1,22 @@
 //! Status of a job's destinations: freshness against the RPO (widened by the tier period where
 //! a destination takes no daily backups), the last drill, whether the keys open the newest
-//! backup; and the previous copies restores kept.
+//! backup, the lag of replicated SQLite databases ([`ReplicaStatus`]); and the previous copies
+//! restores kept.
 
+use std::path::{Path, PathBuf};
+
+use kars_backup_core::Repository;
 use kars_backup_core::status::{DestinationStatus, check_keys};
 use kars_backup_core::{PreviousCopy, Tier};
 use kars_backup_encrypt::DecryptOptions;
+use kars_backup_sqlite::replicate::LeaseInfo;
+use kars_backup_sqlite::replicate::keys::ChainKeys;
 
 use crate::config::select_jobs;
 use crate::error::Result;
 use crate::job::{Job, repository};
-use crate::source::source_from_url;
+use crate::replicate::{ReplicaWindow, windows};
+use crate::source::{source_from_url, sqlite_path};
 use crate::wal::{BaseWal, check_wal};
 
 /// One destination `status` checks.
@@ -204,6 +211,139 @@ pub async fn wal_status(
     }))
 }
 
+/// A replicated SQLite database at a destination: its window, who replicates it and its lag
+/// against the RPO.
+///
+/// The lag is the data a restore right now would lose. Where the database file is on this
+/// host (a `databases` entry of [`StatusReport::check`] with the replica's file name, else the
+/// path in the replicator's lease when the lease was taken on this host), it is how far the
+/// newest shipped commit is behind the database's latest change: the modification time of its
+/// `-wal` file (of the database file when there is no `-wal`), so an idle application is not
+/// lagging; 0 when the newest commit is shipped. Elsewhere it is the time since the newest
+/// shipped commit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// The job it belongs to.
+    pub job: Option<String>,
+    /// Its window (destination, database, from, to, generations, segments, size).
+    #[serde(flatten)]
+    pub window: ReplicaWindow,
+    /// The database file the lag is measured against, when it is on this host.
+    pub local_db: Option<String>,
+    /// Its latest change (the `-wal` file's modification time, else the database file's).
+    pub last_change: Option<chrono::DateTime<chrono::Utc>>,
+    /// The lag in seconds (see the type's doc); `None` without any shipped state.
+    pub lag_secs: Option<f64>,
+    /// The freshness target.
+    pub rpo_secs: i64,
+    /// Whether the lag is within the RPO (false without any shipped state).
+    pub within_rpo: bool,
+    /// The replicator holding the destination's lease, when one does.
+    pub replicator: Option<LeaseInfo>,
+}
+
+impl ReplicaStatus {
+    /// The status of `window` at `now` against `rpo`, measured against the database file
+    /// `local` when it is on this host.
+    pub fn of(
+        window: ReplicaWindow,
+        local: Option<&Path>,
+        replicator: Option<LeaseInfo>,
+        now: chrono::DateTime<chrono::Utc>,
+        rpo: chrono::Duration,
+    ) -> ReplicaStatus {
+        let last_change = local.and_then(last_change);
+        let lag = window.to.map(|newest| match last_change {
+            Some(changed) => (changed - newest).max(chrono::Duration::zero()),
+            None => (now - newest).max(chrono::Duration::zero()),
+        });
+        ReplicaStatus {
+            job: None,
+            local_db: local
+                .filter(|_| last_change.is_some())
+                .map(|p| p.display().to_string()),
+            last_change,
+            lag_secs: lag.map(|l| l.num_milliseconds() as f64 / 1000.0),
+            rpo_secs: rpo.num_seconds(),
+            within_rpo: lag.is_some_and(|l| l <= rpo),
+            replicator,
+            window,
+        }
+    }
+}
+
+/// The latest change of the SQLite database at `db`: its `-wal` file's modification time when
+/// it has a non-empty one (commits append there; checkpoints only read it), else the database
+/// file's; `None` when neither can be read.
+pub fn last_change(db: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut wal = db.as_os_str().to_os_string();
+    wal.push("-wal");
+    let modified = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .and_then(|m| m.modified().ok())
+    };
+    modified(Path::new(&wal))
+        .or_else(|| modified(db))
+        .map(chrono::DateTime::<chrono::Utc>::from)
+}
+
+/// The replicated databases at one destination at `now`, each against the target's RPO, with
+/// its lag measured against the file of `databases` named like it (see [`ReplicaStatus`]).
+///
+/// # Errors
+/// A destination that cannot be opened or listed.
+pub async fn replica_status(
+    target: &StatusTarget,
+    databases: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<ReplicaStatus>> {
+    let repo = repository(&target.url)?;
+    let mut out = Vec::new();
+    for window in windows(&repo).await? {
+        let mut status = ReplicaStatus::check(&repo, window, databases, now, target.rpo).await;
+        status.job = target.job.clone();
+        out.push(status);
+    }
+    Ok(out)
+}
+
+impl ReplicaStatus {
+    /// The status of `window` at `repo` (its lease read), its lag measured against the file
+    /// of `databases` named like it, else the lease's when it was taken on this host.
+    pub async fn check(
+        repo: &Repository,
+        window: ReplicaWindow,
+        databases: &[String],
+        now: chrono::DateTime<chrono::Utc>,
+        rpo: chrono::Duration,
+    ) -> ReplicaStatus {
+        let lease = read_lease(repo, &window.database).await;
+        let named = databases
+            .iter()
+            .filter_map(|d| sqlite_path(d).ok())
+            .find(|p| p.file_name().is_some_and(|n| *n == *window.database));
+        let here = kars_backup_core::host_label();
+        let leased = lease
+            .as_ref()
+            .filter(|l| l.host == here)
+            .map(|l| PathBuf::from(&l.database));
+        let local = named.or(leased).filter(|p| p.exists());
+        ReplicaStatus::of(window, local.as_deref(), lease, now, rpo)
+    }
+}
+
+/// The lease of `database`'s chain at `repo`: the replicator running now (`None` when none
+/// holds it, or it cannot be read: status then says no replicator holds it).
+async fn read_lease(repo: &Repository, database: &str) -> Option<LeaseInfo> {
+    let key = ChainKeys::new(database).lease();
+    let bytes = kars_backup_core::sink::SinkExt::get_bytes(repo.sink(), &key)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The status of some destinations and databases.
 #[derive(Debug, Clone)]
 pub struct StatusReport {
@@ -211,6 +351,8 @@ pub struct StatusReport {
     pub destinations: Vec<(Option<String>, DestinationStatus)>,
     /// The destinations that hold PostgreSQL WAL: its age and its gaps.
     pub wal: Vec<WalStatus>,
+    /// The replicated SQLite databases at the destinations: window and lag.
+    pub replicas: Vec<ReplicaStatus>,
     /// Each database (described) with the previous copies restores kept of it.
     pub previous: Vec<(String, Vec<PreviousCopy>)>,
 }
@@ -227,9 +369,11 @@ impl StatusReport {
     ) -> Result<StatusReport> {
         let mut destinations = Vec::new();
         let mut wal = Vec::new();
+        let mut replicas = Vec::new();
         for target in targets {
             destinations.push((target.job.clone(), check(target, now).await?));
             wal.extend(wal_status(target, now).await?);
+            replicas.extend(replica_status(target, databases, now).await?);
         }
         let mut previous = Vec::new();
         for db in databases {
@@ -238,13 +382,30 @@ impl StatusReport {
         Ok(StatusReport {
             destinations,
             wal,
+            replicas,
             previous,
         })
     }
 
-    /// Every destination's newest backup, and its newest archived WAL, is within its RPO.
+    /// Every destination's newest backup (but at a destination that holds only replicas), its
+    /// newest archived WAL and every replica's lag are within the RPO.
     pub fn all_fresh(&self) -> bool {
-        self.destinations.iter().all(|(_, s)| s.within_rpo) && self.wal.iter().all(|w| w.within_rpo)
+        self.destinations
+            .iter()
+            .all(|(_, s)| s.within_rpo || self.replicas_only(s))
+            && self.wal.iter().all(|w| w.within_rpo)
+            && self.replicas.iter().all(|r| r.within_rpo)
+    }
+
+    /// `destination` holds no backup at all (committed or incomplete) but replicas: its
+    /// freshness is theirs.
+    pub fn replicas_only(&self, destination: &DestinationStatus) -> bool {
+        destination.committed == 0
+            && destination.incomplete == 0
+            && self
+                .replicas
+                .iter()
+                .any(|r| r.window.destination == destination.destination)
     }
 
     /// Some destination's WAL chain is broken: a restore from a retained base backup would
@@ -274,5 +435,60 @@ impl StatusReport {
             .iter()
             .filter_map(|(_, s)| s.last_drill.as_ref())
             .max_by_key(|d| d.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(to: Option<chrono::DateTime<chrono::Utc>>) -> ReplicaWindow {
+        ReplicaWindow {
+            destination: "dest".into(),
+            database: "app.db".into(),
+            from: to,
+            to,
+            newest_txid: None,
+            generations: 1,
+            snapshots: 1,
+            segments: 0,
+            size_bytes: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lag_is_behind_the_local_database_else_since_the_newest_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        std::fs::write(&db, b"x").unwrap();
+        let changed = last_change(&db).unwrap();
+        let now = changed + chrono::Duration::hours(1);
+        let rpo = chrono::Duration::seconds(10);
+        // Idle since the newest shipped commit: no lag, however long ago.
+        let s = ReplicaStatus::of(window(Some(changed)), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(0.0), true));
+        assert_eq!(s.local_db, Some(db.display().to_string()));
+        // Written 30 s after the newest shipped commit: 30 s behind.
+        let behind = changed - chrono::Duration::seconds(30);
+        let s = ReplicaStatus::of(window(Some(behind)), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(30.0), false));
+        // A non-empty -wal is the latest change.
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let later = changed + chrono::Duration::minutes(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_modified(later.into())
+            .unwrap();
+        assert_eq!(last_change(&db), Some(later));
+        // No local file: the time since the newest shipped commit.
+        let s = ReplicaStatus::of(window(Some(changed)), None, None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (Some(3600.0), false));
+        let s = ReplicaStatus::of(window(None), Some(&db), None, now, rpo);
+        assert_eq!((s.lag_secs, s.within_rpo), (None, false));
     }
 }

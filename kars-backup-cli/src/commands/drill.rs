@@ -5,7 +5,7 @@ use kars_backup::job::drill::drill_options;
 use kars_backup::job::{Reading, Scratch};
 
 use crate::args::DrillArgs;
-use crate::commands::shared::{config_job, physical_options, pick};
+use crate::commands::shared::{config_job, physical_options, pick, replica};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
@@ -17,7 +17,6 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
     let job = config_job(&v.job)?;
     let reading = Reading::new(job.as_ref(), &v.from, &v.checks, &v.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.verify.pg);
-    let origins = reading.origins()?;
     // Usage errors in the checks show before the drill starts.
     v.checks.checks(v.integrity.unwrap_or_default())?;
     let checks = reading.checks(&v.checks, v.integrity)?;
@@ -29,6 +28,27 @@ pub(crate) async fn run(a: DrillArgs) -> anyhow::Result<u8> {
         v.retry.attempts(),
         !a.no_store,
     );
+    if let Some(replica) = replica(v, &reading, a.random_instant).await? {
+        let (report, verified) = kars_backup::job::drill::drill_replica(
+            replica,
+            &reading,
+            &scratch,
+            &checks,
+            &options,
+            a.random_instant,
+        )
+        .await;
+        if let (Some(r), false) = (&verified, v.json) {
+            print!("{}", render::replica_rebuild(&r.rebuild));
+        }
+        return finish(
+            &report,
+            options.store,
+            v.json,
+            verified.map(json).transpose()?,
+        );
+    }
+    let origins = reading.origins()?;
     let report = kars_backup::job::drill::drill(
         &origins,
         &pick(&v.which)?,
@@ -76,16 +96,25 @@ async fn physical(a: DrillArgs) -> anyhow::Result<u8> {
     if let (Some(r), false) = (&restore, v.read.json) {
         print!("{}", render::physical_restore(r));
     }
-    finish(&report, drill.store, v.read.json, restore.as_ref())
+    finish(
+        &report,
+        drill.store,
+        v.read.json,
+        restore.map(json).transpose()?,
+    )
 }
 
-/// Prints a drill's report (JSON: with the physical restore's, when there was one) and
-/// returns its exit code.
+fn json(value: impl serde::Serialize) -> serde_json::Result<serde_json::Value> {
+    serde_json::to_value(value)
+}
+
+/// Prints a drill's report (JSON: with the physical restore's or the replica's verification,
+/// when there was one) and returns its exit code.
 fn finish(
     report: &DrillReport,
     store: bool,
     json: bool,
-    restore: Option<&kars_backup::postgres::physical::PhysicalRestoreReport>,
+    restore: Option<serde_json::Value>,
 ) -> anyhow::Result<u8> {
     let code = match report.outcome {
         DrillOutcome::Passed if !report.store_errors.is_empty() => exit::STORAGE,

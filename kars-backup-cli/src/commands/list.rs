@@ -13,6 +13,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         kars_backup::postgres::wal::DEFAULT_SEGMENT_SIZE,
     )
     .await?;
+    let replicas = kars_backup::job::replicate::windows(&repo).await?;
     let shown: Vec<_> = listing
         .entries
         .iter()
@@ -42,6 +43,9 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         if !wal.is_empty() {
             doc["wal"] = serde_json::to_value(&wal)?;
         }
+        if !replicas.is_empty() {
+            doc["replicas"] = serde_json::to_value(&replicas)?;
+        }
         if a.all {
             doc["foreign"] = listing.foreign.iter().map(|o| o.key.clone()).collect();
             doc["drill_reports"] = kars_backup::core::drill::report_keys(&repo).await?.into();
@@ -49,7 +53,9 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         render::print_json(&doc)?;
         return Ok(exit::OK);
     }
-    if shown.is_empty() {
+    if shown.is_empty() && !replicas.is_empty() {
+        println!("No backups in {}; it holds replicas", repo.describe());
+    } else if shown.is_empty() {
         println!("No backups in {}", repo.describe());
     } else {
         println!("Backups in {} (oldest first):", repo.describe());
@@ -61,6 +67,7 @@ pub(crate) async fn run(a: ListArgs) -> anyhow::Result<u8> {
         }
     }
     print!("{}", render::wal_chains(&wal));
+    print!("{}", render::replica_windows(&replicas));
     let hidden = listing.entries.len() - shown.len();
     if hidden > 0 {
         println!("({hidden} incomplete upload(s) hidden; --all shows them)");

@@ -146,7 +146,8 @@ async fn from_replica(
     let request = ReplicaRequest {
         to_time: a.read.which.to_time,
         latest: a.read.which.latest,
-        replica: a.replica.clone(),
+        replica: a.read.replica.clone(),
+        ..ReplicaRequest::default()
     };
     let Some(replica) = ReplicaRestore::find(&restore.reading, db, &request).await? else {
         return Ok(None);

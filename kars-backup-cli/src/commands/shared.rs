@@ -1,7 +1,9 @@
-//! What the commands that read backups (restore, verify, drill, copy) take from their flags.
+//! What the commands that read backups and replicas (restore, verify, drill, copy) take from
+//! their flags.
 
 use kars_backup::core::recovery::Pick;
 use kars_backup::job::physical::{PhysicalFlags, recovery_target};
+use kars_backup::job::replicate::{Replica, ReplicaRequest};
 use kars_backup::job::{Job, Reading};
 use kars_backup::postgres::physical::PhysicalRestoreOptions;
 
@@ -14,15 +16,32 @@ pub(crate) fn config_job(arg: &JobArg) -> anyhow::Result<Option<Job>> {
     Ok(arg.config.as_deref().map(load).transpose()?)
 }
 
-/// `--latest` or `--backup NAME` (`--to-time` is restore's, for replicated databases).
+/// `--latest` or `--backup NAME` (`--to-time` reads a replica, see [`replica`], or with
+/// --physical a PostgreSQL cluster).
 pub(crate) fn pick(which: &Which) -> anyhow::Result<Pick> {
     if which.to_time.is_some() {
         return Err(exit::UsageError(
-            "--to-time restores a replicated database: use it with restore".into(),
+            "--to-time reads a replicated SQLite database, or with --physical a PostgreSQL cluster from its WAL".into(),
         )
         .into());
     }
     Ok(which.backup.clone().map_or(Pick::Latest, Pick::Named))
+}
+
+/// The replica verify or drill reads: `--to-time`, `--random-instant`, or `--latest` on a
+/// destination holding only replicas (or with `--replica`); `None` for a backup.
+pub(crate) async fn replica(
+    read: &ReadArgs,
+    reading: &Reading,
+    random: bool,
+) -> anyhow::Result<Option<Replica>> {
+    let request = ReplicaRequest {
+        to_time: read.which.to_time,
+        latest: read.which.latest,
+        random,
+        replica: read.replica.clone(),
+    };
+    Ok(Replica::find(reading, &request, None).await?)
 }
 
 /// What a physical restore, verify or drill reads and how: the destinations and keys, and the

@@ -42,9 +42,13 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
                 if let Some(job) = job {
                     v["job"] = serde_json::json!(job);
                 }
+                if report.replicas_only(s) {
+                    v["replicas_only"] = true.into();
+                }
                 v
             }).collect::<Vec<_>>(),
             "wal": report.wal,
+            "replicas": report.replicas,
             "last_drill": report.last_drill(),
             "previous_copies": previous.iter().map(|(target, copies)| serde_json::json!({
                 "target": target,
@@ -58,6 +62,10 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
             let verdict = if s.within_rpo { "ok" } else { "RPO MISSED" };
             match (&s.newest, s.age_secs) {
+                _ if report.replicas_only(s) => println!(
+                    "{}: no backups, replicas only (their lag is below)",
+                    s.destination
+                ),
                 (Some(name), Some(age)) => println!(
                     "[{verdict}] {}: newest {name}, {} old (RPO {}); {} backup{}, {} incomplete",
                     s.destination,
@@ -95,6 +103,7 @@ pub(crate) async fn run(a: StatusArgs) -> anyhow::Result<u8> {
             }
         }
         print!("{}", render::wal_status(&report.wal));
+        print!("{}", render::replica_status(&report.replicas));
         for (target, copies) in previous {
             if copies.is_empty() {
                 println!("{target}: no previous copies kept by restores");

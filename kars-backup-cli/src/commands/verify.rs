@@ -1,11 +1,12 @@
 //! `kars-backup verify`.
 
 use kars_backup::core::recovery::Candidates;
-use kars_backup::job::{Reading, Scratch};
+use kars_backup::job::replicate::Replica;
+use kars_backup::job::{Reading, Scratch, ScratchOptions};
 use kars_backup::postgres::physical::PhysicalRestoreReport;
 
 use crate::args::VerifyArgs;
-use crate::commands::shared::{config_job, physical_options, pick};
+use crate::commands::shared::{config_job, physical_options, pick, replica};
 use crate::{exit, progress, render};
 
 pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
@@ -26,6 +27,9 @@ pub(crate) async fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let job = config_job(&a.read.job)?;
     let reading = Reading::new(job.as_ref(), &a.read.from, &a.read.checks, &a.read.decrypt)?;
     let scratch = kars_backup::job::verify::scratch_options(job.as_ref(), &a.pg);
+    if let Some(replica) = replica(&a.read, &reading, false).await? {
+        return verify_replica(&a, &reading, &replica, scratch).await;
+    }
     let origins = reading.origins()?;
     let candidates = Candidates::find(&origins, &pick(&a.read.which)?).await?;
     // Usage errors in the check flags show before anything is restored.
@@ -83,4 +87,34 @@ async fn physical(a: &VerifyArgs) -> anyhow::Result<PhysicalRestoreReport> {
     options.cancel = signals.graceful();
     let progress = progress::for_terminal(a.read.json);
     Ok(kars_backup::job::physical::verify_physical(&reading, &options, progress).await?)
+}
+
+/// `verify --to-time` (or `--latest` of a replica): the replica rebuilt at that instant in a
+/// scratch file, its chain and the verification plan checked.
+async fn verify_replica(
+    a: &VerifyArgs,
+    reading: &Reading,
+    replica: &Replica,
+    scratch: ScratchOptions,
+) -> anyhow::Result<u8> {
+    a.read.checks.checks(a.read.integrity.unwrap_or_default())?;
+    let checks = reading.checks(&a.read.checks, a.read.integrity)?;
+    let scratch = Scratch::new(scratch, "kars-verify-")?;
+    let report =
+        kars_backup::job::verify::verify_replica(replica, reading, &scratch, &checks).await?;
+    if a.read.json {
+        render::print_json(&serde_json::json!({ "ok": true, "verify": report }))?;
+    } else {
+        let at = report.to_time.map_or_else(
+            || " (its latest replicated state)".to_string(),
+            |t| format!(" as of {}", t.to_rfc3339()),
+        );
+        println!(
+            "Replica {} in {} is good{at}:",
+            report.database, report.destination
+        );
+        print!("{}", render::replica_rebuild(&report.rebuild));
+        print!("{}", render::verification(&report.verification));
+    }
+    Ok(exit::OK)
 }
