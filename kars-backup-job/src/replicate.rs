@@ -79,7 +79,8 @@ impl Replication {
             .collect::<Result<Vec<_>>>()?;
         let mut options = settings.resolve(ReplicateOptions::default());
         options.encryptor = encryption.encryptor()?;
-        let db = source.path().to_path_buf();
+        // Absolute, so that the lease names the file `status` finds from any directory.
+        let db = std::path::absolute(source.path()).unwrap_or_else(|_| source.path().into());
         let placed: Vec<_> = sinks
             .iter()
             .map(|s| (s.describe(), s.placement()))

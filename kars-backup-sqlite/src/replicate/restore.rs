@@ -18,7 +18,7 @@ use super::format::{self, DbChecksum, Segment, SnapshotReader};
 use super::keys::ChainKeys;
 use crate::SqliteSource;
 use crate::error::{Error, Result};
-use kars_backup_core::TaskError;
+use kars_backup_core::{ErrorCategory, TaskError};
 
 /// Which state of a replicated database to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub async fn rebuild(
         tokio::task::spawn_blocking(move || write_snapshot(&key, Box::new(reader), dec, &out_path))
             .await
             .map_err(|e| Error::Task(TaskError::new("the snapshot's restore", e.to_string())))?
-            .map_err(|reason| chain_err(&snapshot.key, reason))?;
+            .map_err(|fail| fail.into_error(&snapshot.key))?;
     tracing::debug!(key = %snapshot.key, seconds = started.elapsed().as_secs_f64(), "snapshot written");
     let mut state_time = snap_time;
     let mut txid = snapshot.txid;
@@ -139,14 +139,14 @@ pub async fn rebuild(
         let segment = tokio::task::spawn_blocking(move || {
             let mut plain = Vec::new();
             format::opening_reader(&key, Box::new(std::io::Cursor::new(bytes)), dec.as_ref())
-                .map_err(|e| e.to_string())?
+                .map_err(Opened::Core)?
                 .read_to_end(&mut plain)
                 .map_err(|e| format!("cannot be read: {e}"))?;
-            Segment::decode(&plain)
+            Ok::<_, Opened>(Segment::decode(&plain)?)
         })
         .await
         .map_err(|e| Error::Task(TaskError::new("a segment's decoding", e.to_string())))?
-        .map_err(|reason| chain_err(&seg.key, reason))?;
+        .map_err(|fail| fail.into_error(&seg.key))?;
         if segment.page_size != page_size {
             return Err(chain_err(
                 &seg.key,
@@ -246,14 +246,37 @@ fn pick_generation(generations: &[Generation], point: RestorePoint) -> Option<&G
 
 type Written = (File, DbChecksum, u32, u32, DateTime<Utc>);
 
+/// Why a stored object could not be read: the library's error when opening it failed (a
+/// missing or wrong key is the operator's to fix, not a broken chain), else what is wrong
+/// with its content.
+enum Opened {
+    Core(kars_backup_core::Error),
+    Damaged(String),
+}
+
+impl From<String> for Opened {
+    fn from(reason: String) -> Self {
+        Opened::Damaged(reason)
+    }
+}
+
+impl Opened {
+    fn into_error(self, key: &str) -> Error {
+        match self {
+            Opened::Core(e) if e.category() == ErrorCategory::Usage => Error::Core(e),
+            Opened::Core(e) => chain_err(key, e.to_string()),
+            Opened::Damaged(reason) => chain_err(key, reason),
+        }
+    }
+}
+
 fn write_snapshot(
     key: &str,
     input: Box<dyn Read + Send>,
     decryptor: Option<DynDecryptor>,
     out: &PathBuf,
-) -> std::result::Result<Written, String> {
-    let plain =
-        format::opening_reader(key, input, decryptor.as_ref()).map_err(|e| e.to_string())?;
+) -> std::result::Result<Written, Opened> {
+    let plain = format::opening_reader(key, input, decryptor.as_ref()).map_err(Opened::Core)?;
     let mut reader = SnapshotReader::new(plain).map_err(|e| format!("cannot be read: {e}"))?;
     let header = reader.header;
     let file = File::options()
