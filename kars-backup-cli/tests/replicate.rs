@@ -532,8 +532,9 @@ fn an_encrypted_replica_verifies_and_drills_with_its_identity() {
     let t = log[log.len() / 2].2;
     let time = chrono_like(t);
 
+    // Without the key: a usage error (exit 2) that says how to fix it, not a broken chain.
     let o = run(&["verify", "--from", &from, "--to-time", &time]);
-    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(stderr(&o).contains("--identity"), "{}", text(&o));
     let v = ok_json(run(&[
         "verify",

@@ -108,7 +108,7 @@ pub async fn rebuild(
         tokio::task::spawn_blocking(move || write_snapshot(&key, Box::new(reader), dec, &out_path))
             .await
             .map_err(|e| Error::Task(TaskError::new("the snapshot's restore", e.to_string())))?
-            .map_err(|fail| fail.into_error(&snapshot.key))?;
+            .map_err(|fail| fail.into_error(chain_err, &snapshot.key))?;
     tracing::debug!(key = %snapshot.key, seconds = started.elapsed().as_secs_f64(), "snapshot written");
     let mut state_time = snap_time;
     let mut txid = snapshot.txid;
@@ -146,7 +146,7 @@ pub async fn rebuild(
         })
         .await
         .map_err(|e| Error::Task(TaskError::new("a segment's decoding", e.to_string())))?
-        .map_err(|fail| fail.into_error(&seg.key))?;
+        .map_err(|fail| fail.into_error(chain_err, &seg.key))?;
         if segment.page_size != page_size {
             return Err(chain_err(
                 &seg.key,
@@ -261,7 +261,7 @@ impl From<String> for Opened {
 }
 
 impl Opened {
-    fn into_error(self, key: &str) -> Error {
+    fn into_error(self, chain_err: impl Fn(&str, String) -> Error, key: &str) -> Error {
         match self {
             Opened::Core(e) if e.category() == ErrorCategory::Usage => Error::Core(e),
             Opened::Core(e) => chain_err(key, e.to_string()),
