@@ -18,6 +18,8 @@
 //!   every retained base backup, the archive's age);
 //! - [`replicate`]: continuous SQLite replication ([`replicate::Replication`]) and restores
 //!   of a replica to an instant or its latest state ([`replicate::ReplicaRestore`]);
+//! - [`replication_service`]: a job's `[job.replicate]` under the daemon
+//!   ([`replication_service::ReplicationService`]: restarts with backoff, metrics, alerts);
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
 //! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
 //!   configuration or [`scheduler_of`] jobs built from code (state,
@@ -67,6 +69,7 @@ mod error;
 mod job;
 pub mod physical;
 pub mod replicate;
+pub mod replication_service;
 pub mod restore;
 pub mod runner;
 mod scratch;

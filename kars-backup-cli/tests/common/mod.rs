@@ -2,6 +2,7 @@
 //! with `mod common;` and uses only a subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod http;
 pub(crate) mod restore;
 
 use std::path::Path;
