@@ -109,19 +109,6 @@ fn create(db: &Path) {
     .unwrap();
 }
 
-/// (rows, max id) of a database after its integrity check.
-fn ids(db: &Path) -> (i64, i64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
-    conn.query_row("SELECT count(*), coalesce(max(id), 0) FROM t", [], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .unwrap()
-}
-
 /// A daemon process, SIGKILLed if the test fails before stopping it.
 struct Daemon(Option<Child>);
 
@@ -329,18 +316,11 @@ fn the_daemon_replicates_alerts_once_on_lag_recovers_and_leaves_every_commit_on_
         "{text}"
     );
 
-    let latest = dir.path().join("latest.db");
-    let from = format!("file://{}", dest.display());
-    ok(run(&[
-        "restore",
-        "--db",
-        &s(&latest),
-        "--from",
-        &from,
-        "--latest",
-        "--yes",
-    ]));
-    assert_eq!(ids(&latest), (last, last), "every commit is in the replica");
+    assert_eq!(
+        latest_replicated(dir.path(), &dest),
+        (last, last),
+        "every commit is in the replica"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use kars_backup_config::{Config, JobConfig};
 use kars_backup_core::CancellationToken;
 use kars_backup_notify::{Metrics, Notifier, ReplicationEvent, ReplicationEventKind};
-use kars_backup_sqlite::replicate::{ReplicationStatus, StatusHandle};
+use kars_backup_sqlite::replicate::{DestinationStatus, ReplicationStatus, StatusHandle};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result, error_text};
@@ -347,17 +347,8 @@ impl ReplicationService {
                     limit.as_secs_f64()
                 );
                 tracing::warn!(job = %self.job, database = %self.database, destination = %d.destination, lag = ?lag, "replication lags");
-                self.send(
-                    ReplicationEvent::new(
-                        ReplicationEventKind::Lagging,
-                        &self.job,
-                        &self.database,
-                        message,
-                    )
-                    .at_destination(&d.destination)
-                    .with_lag(lag.as_secs_f64(), limit.as_secs_f64()),
-                    notices,
-                );
+                let event = self.lag_event(ReplicationEventKind::Lagging, d, lag, message);
+                self.send(event, notices);
             } else if track.lagging && lag <= limit / 2 {
                 track.lagging = false;
                 let message = format!(
@@ -367,17 +358,8 @@ impl ReplicationService {
                     lag.as_secs_f64()
                 );
                 tracing::info!(job = %self.job, database = %self.database, destination = %d.destination, "replication caught up");
-                self.send(
-                    ReplicationEvent::new(
-                        ReplicationEventKind::CaughtUp,
-                        &self.job,
-                        &self.database,
-                        message,
-                    )
-                    .at_destination(&d.destination)
-                    .with_lag(lag.as_secs_f64(), limit.as_secs_f64()),
-                    notices,
-                );
+                let event = self.lag_event(ReplicationEventKind::CaughtUp, d, lag, message);
+                self.send(event, notices);
             }
         }
         if self.textfile.is_some() && state.written.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY) {
@@ -385,6 +367,19 @@ impl ReplicationService {
             self.write_textfile();
         }
         restored
+    }
+
+    /// A lag alert or notice of destination `d`.
+    fn lag_event(
+        &self,
+        kind: ReplicationEventKind,
+        d: &DestinationStatus,
+        lag: Duration,
+        message: String,
+    ) -> ReplicationEvent {
+        ReplicationEvent::new(kind, &self.job, &self.database, message)
+            .at_destination(&d.destination)
+            .with_lag(lag.as_secs_f64(), self.alerting.lag_alert.as_secs_f64())
     }
 
     /// Sends `event` to the job's notifications in the background.
@@ -417,7 +412,7 @@ impl ReplicationService {
 /// then, `None` at the first look of this attempt).
 fn shipped_since(
     prev: Option<&(Option<String>, u64)>,
-    d: &kars_backup_sqlite::replicate::DestinationStatus,
+    d: &DestinationStatus,
     s: &ReplicationStatus,
 ) -> u64 {
     if d.generation.is_none() {

@@ -136,16 +136,7 @@ impl Notifier {
                 sends.push(Box::pin(run_command(i + 1, c, report)));
             }
         }
-        let body = finish_text(report);
-        for p in &self.options.pings {
-            let (kind, url) = match status {
-                RunStatus::Success => ("success", p.success_url()),
-                _ => ("fail", p.fail_url()),
-            };
-            if let Some(url) = url {
-                sends.push(Box::pin(self.ping(p, kind, url, body.clone())));
-            }
-        }
+        self.end_pings(status, &finish_text(report), &mut sends);
         let out = join_all(sends).await;
         log_deliveries(&out);
         out
@@ -173,19 +164,28 @@ impl Notifier {
                 }));
             }
         }
-        let body = event.text();
+        self.end_pings(event.status, &event.text(), &mut sends);
+        let out = join_all(sends).await;
+        log_deliveries(&out);
+        out
+    }
+
+    /// The success pings for `status` success, else the fail pings, with `body`.
+    fn end_pings<'a>(
+        &'a self,
+        status: RunStatus,
+        body: &str,
+        sends: &mut Vec<futures::future::BoxFuture<'a, Delivery>>,
+    ) {
         for p in &self.options.pings {
-            let (kind, url) = match event.status {
+            let (kind, url) = match status {
                 RunStatus::Success => ("success", p.success_url()),
                 _ => ("fail", p.fail_url()),
             };
             if let Some(url) = url {
-                sends.push(Box::pin(self.ping(p, kind, url, body.clone())));
+                sends.push(Box::pin(self.ping(p, kind, url, body.to_string())));
             }
         }
-        let out = join_all(sends).await;
-        log_deliveries(&out);
-        out
     }
 
     async fn webhook<T: serde::Serialize + Sync>(
