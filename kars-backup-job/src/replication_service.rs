@@ -183,7 +183,7 @@ impl ReplicationService {
                 });
             self.write_textfile();
             tracing::error!(job = %self.job, database = %self.database, error = %error, restart_in = ?delay, "the replicator failed; restarting it");
-            state.down = true;
+            state.down.update(true, false);
             let message = format!(
                 "the replicator of {} stopped: {error}; restarting it in {}s",
                 self.database,
@@ -239,10 +239,8 @@ impl ReplicationService {
                 v.wal_resets_total += resets;
                 v.generations_started_total += generations;
             });
-        let mut restored = false;
-        if running && state.down {
-            state.down = false;
-            restored = true;
+        let restored = state.down.update(false, running) == Some(false);
+        if restored {
             self.send(
                 ReplicationEvent::new(
                     ReplicationEventKind::Restored,
@@ -254,51 +252,40 @@ impl ReplicationService {
             );
         }
         // WAL resets within the window.
-        let at = Instant::now();
-        for _ in 0..resets {
-            state.resets.push_back(at);
-        }
-        while state
-            .resets
-            .front()
-            .is_some_and(|t| at.duration_since(*t) > RESET_WINDOW)
+        let threshold = u64::from(self.alerting.wal_reset_alert);
+        let recent = state.resets.add(resets, Instant::now());
+        match state
+            .resetting
+            .update(threshold > 0 && recent >= threshold, recent < threshold)
         {
-            state.resets.pop_front();
-        }
-        let threshold = self.alerting.wal_reset_alert;
-        let recent = state.resets.len() as u64;
-        if threshold > 0 && !state.resetting && recent >= u64::from(threshold) {
-            state.resetting = true;
-            let message = format!(
-                "the WAL of {} was reset {recent} times within the last hour behind the replicator's back (another process checkpoints with RESTART or TRUNCATE, or the application restarts); each reset costs a new snapshot: find the process and let it use PASSIVE checkpoints",
-                self.database
-            );
-            tracing::warn!(job = %self.job, database = %self.database, resets = recent, "frequent WAL resets");
-            self.send(
-                ReplicationEvent::new(
+            Some(true) => {
+                let message = format!(
+                    "the WAL of {} was reset {recent} times within the last hour behind the replicator's back (another process checkpoints with RESTART or TRUNCATE, or the application restarts); each reset costs a new snapshot: find the process and let it use PASSIVE checkpoints",
+                    self.database
+                );
+                tracing::warn!(job = %self.job, database = %self.database, resets = recent, "frequent WAL resets");
+                let event = ReplicationEvent::new(
                     ReplicationEventKind::WalResets,
                     &self.job,
                     &self.database,
                     message,
-                )
-                .with_wal_resets(recent),
-                notices,
-            );
-        } else if state.resetting && recent < u64::from(threshold) {
-            state.resetting = false;
-            self.send(
-                ReplicationEvent::new(
+                );
+                self.send(event.with_wal_resets(recent), notices);
+            }
+            Some(false) => {
+                let message = format!(
+                    "the WAL of {} was reset {recent} times within the last hour",
+                    self.database
+                );
+                let event = ReplicationEvent::new(
                     ReplicationEventKind::WalResetsCalm,
                     &self.job,
                     &self.database,
-                    format!(
-                        "the WAL of {} was reset {recent} times within the last hour",
-                        self.database
-                    ),
-                )
-                .with_wal_resets(recent),
-                notices,
-            );
+                    message,
+                );
+                self.send(event.with_wal_resets(recent), notices);
+            }
+            None => {}
         }
         // Per destination.
         if state.destinations.len() < s.destinations.len() {
@@ -328,38 +315,39 @@ impl ReplicationService {
                             Some(t.timestamp_millis() as f64 / 1000.0);
                     }
                 });
-            let track = &mut state.destinations[i];
             if !running {
                 continue;
             }
-            if !track.lagging && lag > limit {
-                track.lagging = true;
-                let error = d
-                    .last_error
-                    .as_ref()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default();
-                let message = format!(
-                    "the replica of {} at {} lags {:.0} s behind the database (alert at {} s){error}; the replicator keeps retrying, commits wait in its queue",
-                    self.database,
-                    d.destination,
-                    lag.as_secs_f64(),
-                    limit.as_secs_f64()
-                );
-                tracing::warn!(job = %self.job, database = %self.database, destination = %d.destination, lag = ?lag, "replication lags");
-                let event = self.lag_event(ReplicationEventKind::Lagging, d, lag, message);
-                self.send(event, notices);
-            } else if track.lagging && lag <= limit / 2 {
-                track.lagging = false;
-                let message = format!(
-                    "the replica of {} at {} caught up (lag {:.1} s)",
-                    self.database,
-                    d.destination,
-                    lag.as_secs_f64()
-                );
-                tracing::info!(job = %self.job, database = %self.database, destination = %d.destination, "replication caught up");
-                let event = self.lag_event(ReplicationEventKind::CaughtUp, d, lag, message);
-                self.send(event, notices);
+            match state.destinations[i].update(lag > limit, lag <= limit / 2) {
+                Some(true) => {
+                    let error = d
+                        .last_error
+                        .as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "the replica of {} at {} lags {:.0} s behind the database (alert at {} s){error}; the replicator keeps retrying, commits wait in its queue",
+                        self.database,
+                        d.destination,
+                        lag.as_secs_f64(),
+                        limit.as_secs_f64()
+                    );
+                    tracing::warn!(job = %self.job, database = %self.database, destination = %d.destination, lag = ?lag, "replication lags");
+                    let event = self.lag_event(ReplicationEventKind::Lagging, d, lag, message);
+                    self.send(event, notices);
+                }
+                Some(false) => {
+                    let message = format!(
+                        "the replica of {} at {} caught up (lag {:.1} s)",
+                        self.database,
+                        d.destination,
+                        lag.as_secs_f64()
+                    );
+                    tracing::info!(job = %self.job, database = %self.database, destination = %d.destination, "replication caught up");
+                    let event = self.lag_event(ReplicationEventKind::CaughtUp, d, lag, message);
+                    self.send(event, notices);
+                }
+                None => {}
             }
         }
         if self.textfile.is_some() && state.written.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY) {
@@ -440,12 +428,13 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 #[derive(Debug)]
 struct State {
     /// The replicator failed and has not run again since.
-    down: bool,
-    destinations: Vec<Track>,
+    down: Episode,
+    /// Per destination: lagging past the alert.
+    destinations: Vec<Episode>,
     /// WAL resets seen within [`RESET_WINDOW`].
-    resets: VecDeque<Instant>,
-    /// In a frequent-resets episode.
-    resetting: bool,
+    resets: Window,
+    /// Frequent WAL resets.
+    resetting: Episode,
     commits: Commits,
     written: Option<Instant>,
 }
@@ -455,10 +444,13 @@ impl State {
         // enough commit times to cover a destination ten minutes behind
         let keep = (Duration::from_secs(600).as_millis() / TICK.as_millis()).max(1) as usize;
         State {
-            down: false,
+            down: Episode::default(),
             destinations: Vec::new(),
-            resets: VecDeque::new(),
-            resetting: false,
+            resets: Window {
+                length: RESET_WINDOW,
+                times: VecDeque::new(),
+            },
+            resetting: Episode::default(),
             commits: Commits {
                 seen: VecDeque::new(),
                 keep,
@@ -468,10 +460,50 @@ impl State {
     }
 }
 
-/// One destination's alert state.
+/// A condition alerted once when it starts, with a notice when it ends.
 #[derive(Debug, Default)]
-struct Track {
-    lagging: bool,
+struct Episode {
+    on: bool,
+}
+
+impl Episode {
+    /// `Some(true)` when the episode starts now (`start` while off: alert), `Some(false)` when
+    /// it ends now (`end` while on: notice), `None` otherwise.
+    fn update(&mut self, start: bool, end: bool) -> Option<bool> {
+        if !self.on && start {
+            self.on = true;
+            Some(true)
+        } else if self.on && end {
+            self.on = false;
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// Events counted within a sliding window.
+#[derive(Debug)]
+struct Window {
+    length: Duration,
+    times: VecDeque<Instant>,
+}
+
+impl Window {
+    /// Adds `n` events at `now`; the events within the window ending at `now`.
+    fn add(&mut self, n: u64, now: Instant) -> u64 {
+        for _ in 0..n {
+            self.times.push_back(now);
+        }
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.length)
+        {
+            self.times.pop_front();
+        }
+        self.times.len() as u64
+    }
 }
 
 /// What one attempt (one replicator) has reported so far.
@@ -516,5 +548,103 @@ impl Commits {
             .rev()
             .find(|(g, t, _)| g == generation && *t <= txid)
             .map(|(_, _, time)| *time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_episode_alerts_once_and_ends_once() {
+        let mut lag = Episode::default();
+        let limit = 10.0;
+        let seen: Vec<_> = [1.0, 12.0, 30.0, 8.0, 12.0, 4.0, 3.0, 20.0]
+            .iter()
+            .map(|l| lag.update(*l > limit, *l <= limit / 2.0))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some(true),
+                None,
+                None,
+                None,
+                Some(false),
+                None,
+                Some(true)
+            ]
+        );
+    }
+
+    #[test]
+    fn wal_resets_are_counted_within_the_window() {
+        let mut w = Window {
+            length: Duration::from_secs(60),
+            times: VecDeque::new(),
+        };
+        let t0 = Instant::now();
+        assert_eq!(w.add(2, t0), 2);
+        assert_eq!(w.add(0, t0 + Duration::from_secs(30)), 2);
+        assert_eq!(w.add(1, t0 + Duration::from_secs(50)), 3);
+        assert_eq!(w.add(0, t0 + Duration::from_secs(61)), 1);
+        assert_eq!(w.add(0, t0 + Duration::from_secs(111)), 0);
+    }
+
+    fn status(generation: &str, started: u64, dest: Option<(&str, u64)>) -> ReplicationStatus {
+        ReplicationStatus {
+            generation: Some(generation.into()),
+            generations_started: started,
+            destinations: vec![DestinationStatus {
+                destination: "file:///r".into(),
+                generation: dest.map(|(g, _)| g.to_string()),
+                shipped_txid: dest.map_or(0, |(_, t)| t),
+                ..DestinationStatus::default()
+            }],
+            ..ReplicationStatus::default()
+        }
+    }
+
+    #[test]
+    fn transactions_shipped_count_deltas_and_new_generations_from_their_snapshot() {
+        // a generation this attempt started: from 0
+        let s = status("g1", 1, Some(("g1", 40)));
+        assert_eq!(shipped_since(None, &s.destinations[0], &s), 40);
+        // a resumed chain: its stored part is not counted again
+        let s = status("g1", 0, Some(("g1", 40)));
+        assert_eq!(shipped_since(None, &s.destinations[0], &s), 0);
+        let prev = (Some("g1".to_string()), 40);
+        let s = status("g1", 0, Some(("g1", 55)));
+        assert_eq!(shipped_since(Some(&prev), &s.destinations[0], &s), 15);
+        // a new generation (WAL reset): counted from its snapshot
+        let s = status("g2", 1, Some(("g2", 7)));
+        assert_eq!(shipped_since(Some(&prev), &s.destinations[0], &s), 7);
+        // nothing stored yet
+        let s = status("g2", 1, None);
+        assert_eq!(shipped_since(None, &s.destinations[0], &s), 0);
+    }
+
+    #[test]
+    fn the_last_shipped_commit_time_is_the_newest_look_at_or_before_it() {
+        let mut c = Commits {
+            seen: VecDeque::new(),
+            keep: 3,
+        };
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_764_000_000 + s, 0).unwrap();
+        for (txid, at) in [(5, 1), (5, 1), (9, 2), (14, 3), (20, 4)] {
+            c.record(&ReplicationStatus {
+                generation: Some("g".into()),
+                captured_txid: txid,
+                last_commit: Some(t(at)),
+                ..ReplicationStatus::default()
+            });
+        }
+        assert_eq!(c.seen.len(), 3, "bounded, repeats not kept");
+        assert_eq!(c.time_of(Some("g"), 20), Some(t(4)));
+        assert_eq!(c.time_of(Some("g"), 19), Some(t(3)));
+        assert_eq!(c.time_of(Some("g"), 8), None, "older than what is kept");
+        assert_eq!(c.time_of(Some("other"), 20), None);
+        assert_eq!(c.time_of(None, 20), None);
     }
 }
