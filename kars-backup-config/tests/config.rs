@@ -641,6 +641,13 @@ fn job_replicate_embeds_the_replicators_settings_beside_the_daemons() {
     assert_eq!(table["snapshot-interval"], "1d", "{shown}");
     assert_eq!(table["lag-alert"], "5s", "{shown}");
     assert_eq!(shown["job"][0]["destination"][0]["replicate"], true);
+    // cron does not replicate, and says so
+    let opts = kars_backup_config::emit::EmitOptions::new("/usr/bin/kars-backup", "/etc/k.toml");
+    let cron = &kars_backup_config::emit::crontab(&c, &opts).files[0].1;
+    assert!(
+        cron.contains("# job kars-sqlite: its [job.replicate] is continuous: only `kars-backup daemon` runs it"),
+        "{cron}"
+    );
 
     // defaults: every destination, a minute's lag, 3 resets an hour
     let c = parse(&with_replicate("")).unwrap();
