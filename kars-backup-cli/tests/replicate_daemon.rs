@@ -226,6 +226,10 @@ fn the_daemon_replicates_alerts_once_on_lag_recovers_and_leaves_every_commit_on_
     let daemon = Daemon::start(&path);
     writer.commit_for(Duration::from_secs(2));
 
+    // Nothing alerted while it worked.
+    if let Some(r) = hooks.next_within(Duration::from_millis(10)) {
+        panic!("an alert while the replication works: {}", r.body);
+    }
     // The destination stops working: a file where its directory was.
     let away = dir.path().join("replica.away");
     std::fs::rename(&dest, &away).unwrap();
