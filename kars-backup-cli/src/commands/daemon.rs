@@ -58,9 +58,14 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    scheduler
-        .run(jobs, Arc::new(SystemClock), shutdown.clone())
-        .await?;
+    if jobs.is_empty() {
+        // replication only
+        shutdown.cancelled().await;
+    } else {
+        scheduler
+            .run(jobs, Arc::new(SystemClock), shutdown.clone())
+            .await?;
+    }
     shutdown.cancel();
     futures::future::join_all(replicating).await;
     if let Some(task) = server_task
