@@ -209,7 +209,7 @@ impl ReplicationService {
             .update_replicator(&self.job, &self.database, |v| v.up = Some(false));
         self.write_textfile();
         tracing::info!(job = %self.job, database = %self.database, "replication stopped");
-        let pending = futures_join(notices);
+        let pending = join_handles(notices);
         let _ = tokio::time::timeout(NOTIFY_GRACE, pending).await;
     }
 
@@ -318,7 +318,10 @@ impl ReplicationService {
             if !running {
                 continue;
             }
-            match state.destinations[i].update(lag > limit, lag <= limit / 2) {
+            // caught up: back under half the limit, with an upload of this replicator and no
+            // error since (a restarted replicator has nothing pending at first)
+            let caught_up = lag <= limit / 2 && d.last_upload.is_some() && d.last_error.is_none();
+            match state.destinations[i].update(lag > limit, caught_up) {
                 Some(true) => {
                     let error = d
                         .last_error
@@ -417,8 +420,8 @@ fn shipped_since(
     }
 }
 
-/// Wait for every handle.
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
+/// Waits for every handle.
+async fn join_handles(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
