@@ -3,8 +3,8 @@
 //! alerts the job's webhook once and sends a notice when it caught up; the metrics textfile
 //! shows the lag; after SIGTERM, `restore --latest` holds every commit the writer made. A second
 //! replicator holding the destination's lease makes the daemon's fail (notified), and it is
-//! restarted once the lease is free. Bad `[job.replicate]` tables are refused with their line
-//! and column.
+//! restarted once the lease is free. The job's `[job.encryption]` encrypts the replica. Bad
+//! `[job.replicate]` tables are refused with their line and column.
 
 #![cfg(unix)]
 
@@ -371,6 +371,77 @@ fn a_held_lease_fails_the_daemons_replicator_which_restarts_once_it_is_free() {
         metric(&text, "kars_backup_replication_failures_total").is_some_and(|n| n >= 1.0),
         "{text}"
     );
+}
+
+/// Every file below `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_jobs_encryption_encrypts_the_replica() {
+    if !have_sqlite3() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("replica");
+    let key = dir.path().join("age-identity.txt");
+    create(&db);
+    ok(run(&["key", "init", "--out", &s(&key)]));
+    let path = config(
+        dir.path(),
+        &dest,
+        "http://127.0.0.1:9",
+        &format!(
+            "sync-interval = \"200ms\"\n[job.encryption]\nidentity-file = \"{}\"",
+            s(&key)
+        ),
+    );
+    let mut writer = Writer::start(&db);
+    writer.commit_for(Duration::from_millis(200));
+    let daemon = Daemon::start(&path);
+    writer.commit_for(Duration::from_secs(2));
+    let last = *writer.finish().last().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, logs) = daemon.stop();
+    assert_eq!(code, 0, "{logs}");
+    let stored = files(&dest.join(".kars-chains"));
+    let chain: Vec<_> = stored
+        .iter()
+        .filter(|p| !p.ends_with("lease.json"))
+        .collect();
+    assert!(chain.len() >= 2, "a snapshot and segments: {stored:?}");
+    for p in chain {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1"),
+            "{} is not encrypted",
+            p.display()
+        );
+    }
+    let latest = dir.path().join("latest.db");
+    ok(run(&[
+        "restore",
+        "--db",
+        &s(&latest),
+        "--from",
+        &format!("file://{}", dest.display()),
+        "--latest",
+        "--identity",
+        &s(&key),
+        "--yes",
+    ]));
+    assert_eq!(ids(&latest), (last, last));
 }
 
 #[test]
