@@ -401,7 +401,6 @@ async fn a_replication_alert_goes_where_failures_go_and_its_notice_follows() {
         ],
         commands: vec![cmd],
         pings: vec![PingOptions::hc_ping(server.url("/ping"))],
-        ..Default::default()
     })
     .unwrap();
 
@@ -416,7 +415,7 @@ async fn a_replication_alert_goes_where_failures_go_and_its_notice_follows() {
     let d = notifier.replication_event(&alert).await;
     assert!(d.iter().all(Delivery::is_ok), "{d:?}");
     assert_eq!(d.len(), 3, "webhook, command, fail ping: {d:?}");
-    let mut got = vec![server.next().await, server.next().await];
+    let mut got = [server.next().await, server.next().await];
     got.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(got[0].path, "/hook");
     assert_eq!(got[1].path, "/ping/fail");
@@ -435,7 +434,7 @@ async fn a_replication_alert_goes_where_failures_go_and_its_notice_follows() {
     .at_destination("s3://b/r")
     .with_lag(0.0, 60.0);
     notifier.replication_event(&notice).await;
-    let mut got = vec![server.next().await, server.next().await];
+    let mut got = [server.next().await, server.next().await];
     got.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(got[0].path, "/hook", "a notice goes where its alert went");
     assert_eq!(got[0].json()["event"], "replication-caught-up");
