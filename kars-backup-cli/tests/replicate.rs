@@ -90,18 +90,6 @@ fn stop_both(
     (log, out)
 }
 
-fn ids(db: &Path) -> (i64, i64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
-    conn.query_row("SELECT count(*), coalesce(max(id), 0) FROM t", [], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .unwrap()
-}
-
 #[test]
 fn replicate_then_restore_latest_and_to_an_instant() {
     let tmp = tempfile::tempdir().unwrap();
@@ -120,19 +108,9 @@ fn replicate_then_restore_latest_and_to_an_instant() {
         text(&out)
     );
 
-    let latest = tmp.path().join("latest.db");
     let from = format!("file://{}", dest.display());
-    ok(run(&[
-        "restore",
-        "--db",
-        &s(&latest),
-        "--from",
-        &from,
-        "--latest",
-        "--yes",
-    ]));
     let last = log.last().unwrap().0;
-    assert_eq!(ids(&latest), (last, last));
+    assert_eq!(latest_replicated(tmp.path(), &dest), (last, last));
 
     let (_, _, t_end) = log[log.len() / 2];
     let t = t_end + 100_000;

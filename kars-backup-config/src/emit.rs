@@ -73,6 +73,12 @@ pub fn crontab(config: &Config, opts: &EmitOptions) -> Emitted {
     }
     out.push_str("# CRON_TZ sets each job's time zone for cronie; Debian's cron ignores it and uses the system's.\n");
     for job in &config.jobs {
+        if job.replication().is_some() {
+            out.push_str(&format!(
+                "# job {}: its [job.replicate] is continuous: only `kars-backup daemon` runs it\n",
+                job.name
+            ));
+        }
         let Some(s) = &job.schedule else {
             out.push_str(&format!(
                 "# job {}: no [job.schedule], not scheduled\n",

@@ -5,7 +5,9 @@
 //!   [`VerifyConfig`] → core [`Checks`](kars_backup_core::checks::Checks), `[job.hooks]` and
 //!   `[job.restore]` as core's [`HookOptions`](kars_backup_core::settings::HookOptions) and
 //!   [`RestoreSettings`](kars_backup_core::settings::RestoreSettings), `[job.postgres]` as
-//!   [`DumpOptions`](kars_backup_postgres::DumpOptions), [`ScheduleConfig`], [`NotifyConfig`]).
+//!   [`DumpOptions`](kars_backup_postgres::DumpOptions), [`ScheduleConfig`], [`NotifyConfig`],
+//!   [`ReplicateConfig`] with the replicator's
+//!   [`ReplicationSettings`](kars_backup_sqlite::replicate::ReplicationSettings)).
 //!   These option types are defined once, in the crate that owns each concept; the command
 //!   line flattens the same structs.
 //! - [`load`] / [`parse`]: `${VAR}`, `${VAR:-default}` and `${VAR:?message}` interpolation of
@@ -45,6 +47,7 @@ mod error;
 mod interpolate;
 mod model;
 mod redact;
+mod replicate;
 mod validate;
 
 use std::path::Path;
@@ -60,6 +63,7 @@ pub use model::{
     SecretUrl, TokenUrl, VerifyConfig,
 };
 pub use redact::{effective_json, effective_toml};
+pub use replicate::{DEFAULT_LAG_ALERT, DEFAULT_WAL_RESET_ALERT, ReplicateConfig};
 
 /// How a configuration file is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -167,6 +167,10 @@ pub struct JobConfig {
     /// When the daemon (or cron/systemd) runs the job.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
+    /// `[job.replicate]`: continuous replication of an SQLite database, which the daemon runs
+    /// next to the scheduled snapshots.
+    #[serde(default)]
+    pub replicate: Option<crate::replicate::ReplicateConfig>,
     /// Notifications of this job (replaces the file's `[notify]`).
     #[serde(default)]
     pub notify: Option<NotifyConfig>,
@@ -233,6 +237,16 @@ impl JobConfig {
             .collect()
     }
 
+    /// The job's `[job.replicate]` when the daemon is to run it (present and enabled).
+    pub fn replication(&self) -> Option<&crate::replicate::ReplicateConfig> {
+        self.replicate.as_ref().filter(|r| r.enabled)
+    }
+
+    /// The destinations a replication ships to: every one without `replicate = false`.
+    pub fn replica_destinations(&self) -> impl Iterator<Item = &DestinationConfig> {
+        self.destinations.iter().filter(|d| d.replicate)
+    }
+
     /// Whether the source is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
         kars_backup_postgres::PostgresSource::is_postgres_url(self.source.expose())
@@ -286,6 +300,9 @@ pub struct DestinationConfig {
     /// same parameters in the URL's query.
     #[serde(default)]
     pub transfer: Option<kars_backup_storage::TransferOptions>,
+    /// Whether the job's `[job.replicate]` replicates to this destination too (default: true).
+    #[serde(default = "yes")]
+    pub replicate: bool,
 }
 
 impl DestinationConfig {

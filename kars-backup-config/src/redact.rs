@@ -7,6 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value, json};
 
 use crate::model::{Config, JobConfig, JobEncryption, NotifyConfig, TokenUrl};
+use crate::replicate::interval_text;
 
 /// Variable names whose values are hidden wherever they appear.
 fn secret_name(name: &str) -> bool {
@@ -83,6 +84,9 @@ fn job(j: &JobConfig, config: &Config) -> Value {
             });
             if let Some(t) = &d.transfer {
                 out["transfer"] = json!(t);
+            }
+            if j.replicate.is_some() {
+                out["replicate"] = json!(d.replicate);
             }
             out
         })
@@ -194,6 +198,20 @@ fn job(j: &JobConfig, config: &Config) -> Value {
                 "cron": s.schedule.expression(),
                 "timezone": s.schedule.time_zone().name(),
                 "catch-up": s.catch_up,
+            }),
+        );
+    }
+    if let Some(r) = &j.replicate {
+        let options = r.options();
+        o.insert(
+            "replicate".into(),
+            json!({
+                "enabled": r.enabled,
+                "sync-interval": interval_text(options.sync_interval),
+                "snapshot-interval": interval_text(options.snapshot_interval),
+                "enable-wal": options.enable_wal,
+                "lag-alert": interval_text(r.lag_alert_for(j.verify.as_ref().and_then(|v| v.rpo))),
+                "wal-reset-alert": r.wal_reset_alert,
             }),
         );
     }

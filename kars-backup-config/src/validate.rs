@@ -325,6 +325,31 @@ fn validate_job(job: &JobConfig, at: &At<'_>, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
+    // Continuous replication.
+    if let Some(r) = &job.replicate {
+        if job.is_postgres() {
+            errors.push(at(
+                &[Key("replicate")],
+                "[job.replicate] replicates an SQLite database, and this job's source is PostgreSQL: remove the table; a PostgreSQL cluster's continuous protection is its WAL archive (`kars-backup pg archive-wal` as archive_command, or `pg receive-wal`; see docs/operators/wal-archive.md)".into(),
+            ));
+        } else if r.enabled
+            && !job.destinations.is_empty()
+            && job.replica_destinations().next().is_none()
+        {
+            errors.push(at(
+                &[Key("replicate")],
+                "[job.replicate] has no destination: every [[job.destination]] says replicate = false; let one take the replica, or set enabled = false".into(),
+            ));
+        }
+    }
+    for (d, dest) in job.destinations.iter().enumerate() {
+        if !dest.replicate && job.replicate.is_none() {
+            errors.push(at(
+                &[Key("destination"), Index(d), Key("replicate")],
+                "replicate = false leaves the destination out of the job's replication, but the job has no [job.replicate] table: remove it, or add the table".into(),
+            ));
+        }
+    }
     // PostgreSQL.
     if let Some(pg) = &job.postgres {
         let jobs = pg.jobs.unwrap_or(1);

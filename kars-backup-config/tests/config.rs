@@ -614,3 +614,85 @@ fn systemd_and_cron_emission() {
     );
     assert!(timer.1.contains("Persistent=false\n"), "{}", timer.1);
 }
+
+/// [`GOOD`] with a `[job.replicate]` table of `lines` after its schedule.
+fn with_replicate(lines: &str) -> String {
+    format!("{GOOD}\n[job.replicate]\n{lines}")
+}
+
+#[test]
+fn job_replicate_embeds_the_replicators_settings_beside_the_daemons() {
+    let c = parse(&with_replicate(
+        "sync-interval = \"250ms\"\nenable-wal = true\nlag-alert = \"5s\"\nwal-reset-alert = 2\n",
+    ))
+    .unwrap();
+    let r = c.jobs[0].replication().expect("enabled by default");
+    assert_eq!(
+        r.settings.sync_interval,
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert!(r.settings.enable_wal);
+    assert_eq!(r.lag_alert, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(r.wal_reset_alert, 2);
+    assert_eq!(c.jobs[0].replica_destinations().count(), 1);
+    let shown = effective_json(&c);
+    let table = &shown["job"][0]["replicate"];
+    assert_eq!(table["sync-interval"], "250ms", "{shown}");
+    assert_eq!(table["snapshot-interval"], "1d", "{shown}");
+    assert_eq!(table["lag-alert"], "5s", "{shown}");
+    assert_eq!(shown["job"][0]["destination"][0]["replicate"], true);
+    // cron does not replicate, and says so
+    let opts = kars_backup_config::emit::EmitOptions::new("/usr/bin/kars-backup", "/etc/k.toml");
+    let cron = &kars_backup_config::emit::crontab(&c, &opts).files[0].1;
+    assert!(
+        cron.contains("# job kars-sqlite: its [job.replicate] is continuous: only `kars-backup daemon` runs it"),
+        "{cron}"
+    );
+
+    // defaults: every destination, a minute's lag, 3 resets an hour
+    let c = parse(&with_replicate("")).unwrap();
+    let r = c.jobs[0].replication().unwrap();
+    assert_eq!(r.lag_alert_for(None), std::time::Duration::from_secs(60));
+    assert_eq!(r.wal_reset_alert, 3);
+    let c = parse(&with_replicate("enabled = false\n")).unwrap();
+    assert!(c.jobs[0].replication().is_none());
+}
+
+#[test]
+fn job_replicate_errors_are_placed_at_the_key_or_value() {
+    // GOOD has 10 lines after its leading newline; the table's header is line 12.
+    let e = error_of(&with_replicate("sync-interval = \"1s\"\nsync = \"1s\"\n"));
+    assert!(e.starts_with("kars.toml:14:1: unknown field `sync`"), "{e}");
+    assert!(
+        e.contains("`sync-interval`") && e.contains("`lag-alert`"),
+        "{e}"
+    );
+    let e = error_of(&with_replicate("sync-interval = \"fast\"\n"));
+    assert!(e.starts_with("kars.toml:13:17: "), "{e}");
+    assert!(e.contains("fast"), "{e}");
+    let e = error_of(&with_replicate("lag-alert = \"0s\"\n"));
+    assert!(e.starts_with("kars.toml:13:13: "), "{e}");
+    let e = error_of(&with_replicate("enabled = \"yes\"\n"));
+    assert!(e.starts_with("kars.toml:13:11: "), "{e}");
+}
+
+#[test]
+fn job_replicate_on_a_postgres_job_is_refused_at_the_table() {
+    let text = with_replicate("").replace("sqlite:///app/data/assets.db", "${DATABASE_URL}");
+    let e = error_of(&text);
+    assert!(e.starts_with("kars.toml:12:1: "), "{e}");
+    assert!(e.contains("SQLite") && e.contains("WAL archive"), "{e}");
+}
+
+#[test]
+fn a_destination_left_out_of_replication_needs_the_table_and_another_destination() {
+    let out = GOOD.replace(
+        "url = \"/var/backups/kars\"",
+        "url = \"/var/backups/kars\"\nreplicate = false",
+    );
+    let e = error_of(&out);
+    assert!(e.starts_with("kars.toml:8:13: "), "{e}");
+    assert!(e.contains("no [job.replicate]"), "{e}");
+    let e = error_of(&format!("{out}\n[job.replicate]\n"));
+    assert!(e.contains("has no destination"), "{e}");
+}

@@ -21,6 +21,8 @@
 //!   only) and restores of a replica to an instant or its latest state
 //!   ([`replicate::ReplicaRestore`]); [`verify::verify_replica`] and [`drill::drill_replica`]
 //!   check one at an instant, [`status::ReplicaStatus`] measures its lag;
+//! - [`replication_service`]: a job's `[job.replicate]` under the daemon
+//!   ([`replication_service::ReplicationService`]: restarts with backoff, metrics, alerts);
 //! - [`status`]: freshness of each destination against the RPO, last drill, keys;
 //! - [`runner`]: the scheduler's [`JobRunner`], [`Job::scheduled`], [`scheduler_for`] a
 //!   configuration or [`scheduler_of`] jobs built from code (state,
@@ -70,6 +72,7 @@ mod error;
 mod job;
 pub mod physical;
 pub mod replicate;
+pub mod replication_service;
 pub mod restore;
 pub mod runner;
 mod scratch;

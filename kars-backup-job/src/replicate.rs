@@ -39,10 +39,11 @@ use kars_backup_sqlite::replicate::{
 };
 
 use crate::error::{Error, Result};
-use crate::job::repository;
+use crate::job::{Job, repository};
 use crate::restore::Reading;
 
 /// A replication ready to run: the database, its destinations and the resolved options.
+#[derive(Clone)]
 pub struct Replication {
     db: PathBuf,
     sinks: Vec<DynBackupSink>,
@@ -69,6 +70,38 @@ impl Replication {
         settings: &ReplicationSettings,
         encryption: &EncryptOptions,
     ) -> Result<Replication> {
+        Replication::with(
+            db,
+            to,
+            settings.resolve(ReplicateOptions::default()),
+            encryption.encryptor()?,
+            encryption.plaintext(),
+        )
+    }
+
+    /// The replication of a job's SQLite database (a configuration file's `[job.replicate]`)
+    /// to `to` (URLs of some of its destinations), encrypted as its backups are (its keys
+    /// checked now), with `options` (the job's settings resolved).
+    ///
+    /// # Errors
+    /// As [`Replication::new`]; a job whose source is not an SQLite URL or path.
+    pub fn of_job(job: &Job, to: &[String], options: ReplicateOptions) -> Result<Replication> {
+        let Some(db) = job.source_url() else {
+            return Err(Error::usage(format!(
+                "job {}: replication needs an SQLite database given by path or URL",
+                job.name()
+            )));
+        };
+        Replication::with(db, to, options, job.encryptor()?, job.plaintext())
+    }
+
+    fn with(
+        db: &str,
+        to: &[String],
+        mut options: ReplicateOptions,
+        encryptor: Option<kars_backup_core::DynEncryptor>,
+        plaintext: kars_backup_core::PlaintextPolicy,
+    ) -> Result<Replication> {
         let source = SqliteSource::from_url(db).map_err(|e| Error::usage(e.to_string()))?;
         if to.is_empty() {
             return Err(Error::usage("no destination: give at least one --to URL"));
@@ -77,15 +110,14 @@ impl Replication {
             .iter()
             .map(|url| Ok(repository(url)?.sink().clone()))
             .collect::<Result<Vec<_>>>()?;
-        let mut options = settings.resolve(ReplicateOptions::default());
-        options.encryptor = encryption.encryptor()?;
+        options.encryptor = encryptor;
         // Absolute, so that the lease names the file `status` finds from any directory.
         let db = std::path::absolute(source.path()).unwrap_or_else(|_| source.path().into());
         let placed: Vec<_> = sinks
             .iter()
             .map(|s| (s.describe(), s.placement()))
             .collect();
-        encryption.plaintext().check_placements(
+        plaintext.check_placements(
             &format!("the replica of {}", db.display()),
             options.encryptor.is_some(),
             &placed,
@@ -102,6 +134,22 @@ impl Replication {
             destinations.join(", "),
             self.options.sync_interval
         )
+    }
+
+    /// The database file.
+    pub fn database(&self) -> &std::path::Path {
+        &self.db
+    }
+
+    /// The resolved options.
+    pub fn options(&self) -> &ReplicateOptions {
+        &self.options
+    }
+
+    /// The replicator, to run in the caller's runtime with its live
+    /// [`status`](Replicator::status); [`Replication::run`] runs it to the end.
+    pub fn replicator(self) -> Replicator {
+        Replicator::new(&self.db, self.options, self.sinks)
     }
 
     /// Runs until `stop` fires, then uploads what it can within the shutdown grace.

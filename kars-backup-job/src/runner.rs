@@ -18,6 +18,10 @@ use crate::config::state_dir;
 use crate::error::{Error, Result, error_text};
 use crate::job::{Job, repository};
 
+/// One writer of a job's textfile at a time within a process (the scheduler's observer after a
+/// run, the replication services while they run).
+pub(crate) static TEXTFILE_LOCK: Mutex<()> = Mutex::new(());
+
 /// How the last run of a [`JobRunner`] went.
 pub type LastRun = Arc<Mutex<Option<Result<BackupRun>>>>;
 
@@ -192,10 +196,13 @@ impl Job {
 
 /// The daemon's jobs: each selected job with a schedule, its keys checked now (a job that
 /// cannot encrypt never runs unencrypted) and its metric series registered before its first
-/// run. Jobs without a schedule are left out, unless `named` (then it is an error).
+/// run. Jobs without a schedule are left out, unless `named` (then it is an error, unless the
+/// job replicates: [`replication_services`](crate::replication_service::replication_services)
+/// run those).
 ///
 /// # Errors
-/// Bad keys; a named job without schedule; no scheduled job at all.
+/// Bad keys; a named job without schedule nor replication; no scheduled or replicating job at
+/// all.
 pub fn scheduled_jobs(
     selected: &[&JobConfig],
     named: bool,
@@ -207,7 +214,7 @@ pub fn scheduled_jobs(
         let job = Job::from_config(config)?;
         if job.schedule().is_none() {
             job.register(metrics)?;
-            if named {
+            if named && config.replication().is_none() {
                 return Err(Error::usage(format!(
                     "job {} has no [job.schedule]; the daemon runs scheduled jobs only",
                     config.name
@@ -217,9 +224,9 @@ pub fn scheduled_jobs(
         }
         jobs.push(job.scheduled(abort, metrics)?);
     }
-    if jobs.is_empty() {
+    if jobs.is_empty() && !selected.iter().any(|c| c.replication().is_some()) {
         return Err(Error::usage(
-            "no job of the config has a [job.schedule]; add one (cron = \"0 2 * * *\") or run `kars-backup backup --config`",
+            "no job of the config has a [job.schedule] or a [job.replicate]; add one (cron = \"0 2 * * *\") or run `kars-backup backup --config`",
         ));
     }
     Ok(jobs)
@@ -295,6 +302,7 @@ struct Textfile {
 impl RunObserver for Textfile {
     async fn run_finished(&self, report: &RunReport) {
         let path = textfile_for(&self.template, &report.job);
+        let _guard = TEXTFILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let metrics = Metrics::new();
         if let Err(e) = metrics.load_textfile(&path) {
             tracing::warn!(error = %e, "cannot read the previous metrics textfile; counting from zero");

@@ -9,6 +9,10 @@
 //!   duration, last size, runs and failures), rendered in the text exposition format, written
 //!   atomically for node_exporter's textfile collector, or served by [`MetricsServer`].
 //! - [`Alerts`]: both as a scheduler `RunObserver`.
+//! - [`ReplicationEvent`]: alerts of a continuous replication (failed, lagging, caught up,
+//!   frequent WAL resets), sent by [`Notifier::replication_event`]; the replication's metrics
+//!   (lag, last shipped commit, transactions shipped, WAL resets, generations) are in
+//!   [`Metrics`] too ([`Metrics::update_replica`], [`Metrics::update_replicator`]).
 //!
 //! The run types ([`RunReport`], [`RunOutcome`], …) come from `kars-backup-schedule` and are
 //! re-exported here.
@@ -34,17 +38,21 @@ pub mod notifier;
 pub mod options;
 pub mod payload;
 pub mod redact;
+pub mod replication;
 pub mod server;
 
 pub use alerts::Alerts;
 pub use error::{Error, Result};
-pub use metrics::{ALL_DESTINATIONS, Metrics, Sample, SeriesValues, parse_text};
+pub use metrics::{
+    ALL_DESTINATIONS, Metrics, ReplicaValues, ReplicatorValues, Sample, SeriesValues, parse_text,
+};
 pub use notifier::{Delivery, Notifier};
 pub use options::{
     CommandOptions, NotifyOn, NotifyOptions, PingMethod, PingOptions, WebhookOptions,
 };
 pub use payload::{WebhookPayload, command_env};
 pub use redact::redact_url;
+pub use replication::{ReplicationEvent, ReplicationEventKind};
 pub use server::{MetricsServer, TEXT_FORMAT};
 
 pub use kars_backup_schedule::{

@@ -135,7 +135,18 @@ impl SeriesValues {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    inner: Arc<Mutex<BTreeMap<(String, String), SeriesValues>>>,
+    inner: Arc<Mutex<Registry>>,
+}
+
+/// Everything a [`Metrics`] holds.
+#[derive(Debug, Default)]
+struct Registry {
+    /// Runs, by (job, destination).
+    runs: BTreeMap<(String, String), SeriesValues>,
+    /// Replicas, by (job, database, destination).
+    replicas: BTreeMap<(String, String, String), ReplicaValues>,
+    /// Replicators, by (job, database).
+    replicators: BTreeMap<(String, String), ReplicatorValues>,
 }
 
 impl Metrics {
@@ -144,7 +155,7 @@ impl Metrics {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), SeriesValues>> {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -156,9 +167,9 @@ impl Metrics {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut map = self.lock();
+        let mut reg = self.lock();
         for d in destinations {
-            map.entry((job.to_string(), d.into())).or_default();
+            reg.runs.entry((job.to_string(), d.into())).or_default();
         }
     }
 
@@ -167,7 +178,8 @@ impl Metrics {
     pub fn record(&self, report: &RunReport) {
         let finished = report.finished_at.timestamp_millis() as f64 / 1000.0;
         let duration = report.duration().as_secs_f64();
-        let mut map = self.lock();
+        let mut reg = self.lock();
+        let map = &mut reg.runs;
         let mut targets: Vec<(String, RunStatus, Option<u64>)> = report
             .outcome
             .destinations
@@ -209,23 +221,24 @@ impl Metrics {
     /// The values of one series set.
     pub fn get(&self, job: &str, destination: &str) -> Option<SeriesValues> {
         self.lock()
+            .runs
             .get(&(job.to_string(), destination.to_string()))
             .cloned()
     }
 
     /// The (job, destination) pairs known.
     pub fn series(&self) -> Vec<(String, String)> {
-        self.lock().keys().cloned().collect()
+        self.lock().runs.keys().cloned().collect()
     }
 
     /// The metrics in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let map = self.lock();
+        let reg = self.lock();
         let mut out = String::new();
         for (name, kind, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for ((job, destination), values) in map.iter() {
+            for ((job, destination), values) in reg.runs.iter() {
                 if let Some(v) = values.value(name) {
                     let _ = writeln!(
                         out,
@@ -237,6 +250,7 @@ impl Metrics {
                 }
             }
         }
+        reg.render_replication(&mut out);
         out
     }
 
@@ -287,8 +301,12 @@ impl Metrics {
             Err(e) => return Err(Error::io("read metrics file", path, e)),
         };
         let samples = parse_text(&text)?;
-        let mut map = self.lock();
+        let mut reg = self.lock();
         for sample in samples {
+            if reg.load_replication(&sample) {
+                continue;
+            }
+            let map = &mut reg.runs;
             let (Some(job), Some(destination)) =
                 (sample.labels.get("job"), sample.labels.get("destination"))
             else {
@@ -303,6 +321,292 @@ impl Metrics {
             }
         }
         Ok(true)
+    }
+}
+
+/// The replication metric families, in output order: (name, type, help, per destination).
+const REPLICATION_FAMILIES: [(&str, &str, &str, bool); 7] = [
+    (
+        "kars_backup_replication_lag_seconds",
+        "gauge",
+        "How long the oldest commit of the database not yet stored at the destination has waited, in seconds (0: caught up).",
+        true,
+    ),
+    (
+        "kars_backup_replication_last_shipped_commit_timestamp_seconds",
+        "gauge",
+        "Unix time the newest commit stored at the destination was observed.",
+        true,
+    ),
+    (
+        "kars_backup_replication_transactions_shipped_total",
+        "counter",
+        "Transactions of the database stored at the destination.",
+        true,
+    ),
+    (
+        "kars_backup_replication_up",
+        "gauge",
+        "1 while the replicator of the database runs, 0 while it is down (failed, waiting to restart).",
+        false,
+    ),
+    (
+        "kars_backup_replication_wal_resets_total",
+        "counter",
+        "WAL resets behind the replicator's back (each forced a new snapshot).",
+        false,
+    ),
+    (
+        "kars_backup_replication_generations_started_total",
+        "counter",
+        "Generations (new snapshots starting a new chain) the replicator started.",
+        false,
+    ),
+    (
+        "kars_backup_replication_failures_total",
+        "counter",
+        "Times the replicator stopped with an error (and was restarted).",
+        false,
+    ),
+];
+
+/// The replication series of one (job, database, destination).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplicaValues {
+    /// `kars_backup_replication_lag_seconds`.
+    pub lag_seconds: Option<f64>,
+    /// `kars_backup_replication_last_shipped_commit_timestamp_seconds`.
+    pub last_shipped_commit_timestamp_seconds: Option<f64>,
+    /// `kars_backup_replication_transactions_shipped_total`.
+    pub transactions_shipped_total: u64,
+}
+
+/// The replicator series of one (job, database).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplicatorValues {
+    /// `kars_backup_replication_up` (1/0).
+    pub up: Option<bool>,
+    /// `kars_backup_replication_wal_resets_total`.
+    pub wal_resets_total: u64,
+    /// `kars_backup_replication_generations_started_total`.
+    pub generations_started_total: u64,
+    /// `kars_backup_replication_failures_total`.
+    pub failures_total: u64,
+}
+
+fn count(value: f64) -> u64 {
+    if value.is_finite() && value >= 0.0 {
+        value as u64
+    } else {
+        0
+    }
+}
+
+impl Registry {
+    fn replication_value(&self, family: &str, key: &[String]) -> Option<f64> {
+        if let [job, db, dest] = key {
+            let v = self
+                .replicas
+                .get(&(job.clone(), db.clone(), dest.clone()))?;
+            return match family {
+                "kars_backup_replication_lag_seconds" => v.lag_seconds,
+                "kars_backup_replication_last_shipped_commit_timestamp_seconds" => {
+                    v.last_shipped_commit_timestamp_seconds
+                }
+                "kars_backup_replication_transactions_shipped_total" => {
+                    Some(v.transactions_shipped_total as f64)
+                }
+                _ => None,
+            };
+        }
+        let [job, db] = key else { return None };
+        let v = self.replicators.get(&(job.clone(), db.clone()))?;
+        match family {
+            "kars_backup_replication_up" => v.up.map(|u| f64::from(u8::from(u))),
+            "kars_backup_replication_wal_resets_total" => Some(v.wal_resets_total as f64),
+            "kars_backup_replication_generations_started_total" => {
+                Some(v.generations_started_total as f64)
+            }
+            "kars_backup_replication_failures_total" => Some(v.failures_total as f64),
+            _ => None,
+        }
+    }
+
+    /// Appends the replication families (only when there is a replication).
+    fn render_replication(&self, out: &mut String) {
+        if self.replicas.is_empty() && self.replicators.is_empty() {
+            return;
+        }
+        for (name, kind, help, per_destination) in REPLICATION_FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let keys: Vec<Vec<String>> = if per_destination {
+                self.replicas
+                    .keys()
+                    .map(|(j, d, t)| vec![j.clone(), d.clone(), t.clone()])
+                    .collect()
+            } else {
+                self.replicators
+                    .keys()
+                    .map(|(j, d)| vec![j.clone(), d.clone()])
+                    .collect()
+            };
+            for key in keys {
+                let Some(v) = self.replication_value(name, &key) else {
+                    continue;
+                };
+                let mut labels = format!(
+                    "job=\"{}\",database=\"{}\"",
+                    escape_label(&key[0]),
+                    escape_label(&key[1])
+                );
+                if let Some(dest) = key.get(2) {
+                    let _ = write!(labels, ",destination=\"{}\"", escape_label(dest));
+                }
+                let _ = writeln!(out, "{name}{{{labels}}} {}", format_value(v));
+            }
+        }
+    }
+
+    /// Takes a replication sample into the registry; `false` when it is not one.
+    fn load_replication(&mut self, sample: &Sample) -> bool {
+        if !sample.name.starts_with("kars_backup_replication_") {
+            return false;
+        }
+        let (Some(job), Some(db)) = (sample.labels.get("job"), sample.labels.get("database"))
+        else {
+            return true;
+        };
+        let value = sample.value;
+        if let Some(dest) = sample.labels.get("destination") {
+            let v = self
+                .replicas
+                .entry((job.clone(), db.clone(), dest.clone()))
+                .or_default();
+            match sample.name.as_str() {
+                "kars_backup_replication_lag_seconds" => v.lag_seconds = Some(value),
+                "kars_backup_replication_last_shipped_commit_timestamp_seconds" => {
+                    v.last_shipped_commit_timestamp_seconds = Some(value)
+                }
+                "kars_backup_replication_transactions_shipped_total" => {
+                    v.transactions_shipped_total = count(value)
+                }
+                _ => {}
+            }
+        } else {
+            let v = self
+                .replicators
+                .entry((job.clone(), db.clone()))
+                .or_default();
+            match sample.name.as_str() {
+                "kars_backup_replication_up" => v.up = Some(value != 0.0),
+                "kars_backup_replication_wal_resets_total" => v.wal_resets_total = count(value),
+                "kars_backup_replication_generations_started_total" => {
+                    v.generations_started_total = count(value)
+                }
+                "kars_backup_replication_failures_total" => v.failures_total = count(value),
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
+impl Metrics {
+    /// Changes the replication series of (`job`, `database`, `destination`), making it exist.
+    ///
+    /// | metric | type |
+    /// |---|---|
+    /// | `kars_backup_replication_lag_seconds{job,database,destination}` | gauge |
+    /// | `kars_backup_replication_last_shipped_commit_timestamp_seconds{job,database,destination}` | gauge |
+    /// | `kars_backup_replication_transactions_shipped_total{job,database,destination}` | counter |
+    ///
+    /// ```
+    /// use kars_backup_notify::Metrics;
+    /// let metrics = Metrics::new();
+    /// metrics.update_replica("kars", "assets.db", "file:///r", |v| v.lag_seconds = Some(1.5));
+    /// assert!(metrics.render().contains(
+    ///     r#"kars_backup_replication_lag_seconds{job="kars",database="assets.db",destination="file:///r"} 1.5"#
+    /// ));
+    /// ```
+    pub fn update_replica(
+        &self,
+        job: &str,
+        database: &str,
+        destination: &str,
+        f: impl FnOnce(&mut ReplicaValues),
+    ) {
+        let mut reg = self.lock();
+        f(reg
+            .replicas
+            .entry((
+                job.to_string(),
+                database.to_string(),
+                destination.to_string(),
+            ))
+            .or_default());
+    }
+
+    /// Changes the replicator series of (`job`, `database`), making it exist:
+    /// `kars_backup_replication_up`, `…_wal_resets_total`, `…_generations_started_total`,
+    /// `…_failures_total`.
+    pub fn update_replicator(
+        &self,
+        job: &str,
+        database: &str,
+        f: impl FnOnce(&mut ReplicatorValues),
+    ) {
+        let mut reg = self.lock();
+        f(reg
+            .replicators
+            .entry((job.to_string(), database.to_string()))
+            .or_default());
+    }
+
+    /// The replication series of (`job`, `database`, `destination`).
+    pub fn replica(&self, job: &str, database: &str, destination: &str) -> Option<ReplicaValues> {
+        self.lock()
+            .replicas
+            .get(&(
+                job.to_string(),
+                database.to_string(),
+                destination.to_string(),
+            ))
+            .cloned()
+    }
+
+    /// The replicator series of (`job`, `database`).
+    pub fn replicator(&self, job: &str, database: &str) -> Option<ReplicatorValues> {
+        self.lock()
+            .replicators
+            .get(&(job.to_string(), database.to_string()))
+            .cloned()
+    }
+
+    /// Copies `job`'s replication series from `from` into this registry (what a process that
+    /// rewrites a job's textfile takes from its live registry).
+    pub fn copy_replication(&self, from: &Metrics, job: &str) {
+        if Arc::ptr_eq(&self.inner, &from.inner) {
+            return;
+        }
+        let (replicas, replicators) = {
+            let src = from.lock();
+            (
+                src.replicas
+                    .iter()
+                    .filter(|((j, _, _), _)| j == job)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>(),
+                src.replicators
+                    .iter()
+                    .filter(|((j, _), _)| j == job)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut reg = self.lock();
+        reg.replicas.extend(replicas);
+        reg.replicators.extend(replicators);
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::options::{CommandOptions, NotifyOptions, PingMethod, PingOptions, WebhookOptions};
 use crate::payload::{WebhookPayload, command_env, finish_text, start_text};
 use crate::redact::{error_chain, redact_url};
+use crate::replication::ReplicationEvent;
 
 /// The result of one notification: logged, returned, never an error of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,22 +136,63 @@ impl Notifier {
                 sends.push(Box::pin(run_command(i + 1, c, report)));
             }
         }
-        let body = finish_text(report);
+        self.end_pings(status, &finish_text(report), &mut sends);
+        let out = join_all(sends).await;
+        log_deliveries(&out);
+        out
+    }
+
+    /// Sends a replication's alert or notice (concurrently): to the webhooks and commands that
+    /// get failures (a notice goes where its alert went), and the fail ping for an alert, the
+    /// success ping for a notice.
+    pub async fn replication_event(&self, event: &ReplicationEvent) -> Vec<Delivery> {
+        let mut sends: Vec<futures::future::BoxFuture<'_, Delivery>> = Vec::new();
+        for w in &self.options.webhooks {
+            if w.on.matches(RunStatus::Failure) {
+                sends.push(Box::pin(self.webhook(w, event)));
+            }
+        }
+        for (i, c) in self.options.commands.iter().enumerate() {
+            if c.on.matches(RunStatus::Failure) {
+                let target = format!("command #{}", i + 1);
+                sends.push(Box::pin(async move {
+                    Delivery {
+                        target,
+                        attempts: 1,
+                        error: command_result(c, event.command_env()).await.err(),
+                    }
+                }));
+            }
+        }
+        self.end_pings(event.status, &event.text(), &mut sends);
+        let out = join_all(sends).await;
+        log_deliveries(&out);
+        out
+    }
+
+    /// The success pings for `status` success, else the fail pings, with `body`.
+    fn end_pings<'a>(
+        &'a self,
+        status: RunStatus,
+        body: &str,
+        sends: &mut Vec<futures::future::BoxFuture<'a, Delivery>>,
+    ) {
         for p in &self.options.pings {
             let (kind, url) = match status {
                 RunStatus::Success => ("success", p.success_url()),
                 _ => ("fail", p.fail_url()),
             };
             if let Some(url) = url {
-                sends.push(Box::pin(self.ping(p, kind, url, body.clone())));
+                sends.push(Box::pin(self.ping(p, kind, url, body.to_string())));
             }
         }
-        let out = join_all(sends).await;
-        log_deliveries(&out);
-        out
     }
 
-    async fn webhook(&self, options: &WebhookOptions, payload: &WebhookPayload) -> Delivery {
+    async fn webhook<T: serde::Serialize + Sync>(
+        &self,
+        options: &WebhookOptions,
+        payload: &T,
+    ) -> Delivery {
         let target = format!("webhook {}", redact_url(&options.url));
         let headers = header_map(options).unwrap_or_default();
         let send = || {
@@ -261,7 +303,7 @@ where
 
 async fn run_command(index: usize, options: &CommandOptions, report: &RunReport) -> Delivery {
     let target = format!("command #{index}");
-    let error = command_result(options, report).await.err();
+    let error = command_result(options, command_env(report)).await.err();
     Delivery {
         target,
         attempts: 1,
@@ -271,13 +313,13 @@ async fn run_command(index: usize, options: &CommandOptions, report: &RunReport)
 
 async fn command_result(
     options: &CommandOptions,
-    report: &RunReport,
+    env: Vec<(String, String)>,
 ) -> std::result::Result<(), String> {
     let mut command = tokio::process::Command::new("sh");
     command
         .arg("-c")
         .arg(&options.command)
-        .envs(command_env(report))
+        .envs(env)
         .envs(&options.env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

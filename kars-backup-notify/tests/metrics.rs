@@ -433,3 +433,73 @@ fn an_independent_parser_reads_the_same_values_and_types() {
             .contains_key("kars_backup_last_success_timestamp_seconds")
     );
 }
+
+#[test]
+fn replication_series_render_parse_and_survive_a_textfile_rewrite() {
+    let live = Metrics::new();
+    live.register("kars", ["file:///r"]);
+    live.update_replica("kars", "assets.db", "file:///r", |v| {
+        v.lag_seconds = Some(2.5);
+        v.last_shipped_commit_timestamp_seconds = Some(1_764_000_000.25);
+        v.transactions_shipped_total = 42;
+    });
+    live.update_replicator("kars", "assets.db", |v| {
+        v.up = Some(true);
+        v.wal_resets_total = 1;
+        v.generations_started_total = 2;
+    });
+    let text = live.render();
+    // the official parser takes it
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let lag = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "kars_backup_replication_lag_seconds")
+        .unwrap();
+    assert_eq!(lag.labels.get("database"), Some("assets.db"));
+    assert!(matches!(lag.value, prometheus_parse::Value::Gauge(v) if v == 2.5));
+    let resets = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "kars_backup_replication_wal_resets_total")
+        .unwrap();
+    assert_eq!(resets.labels.get("destination"), None);
+
+    // a backup run rewriting the job's textfile (load, record, write) keeps them
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kars.prom");
+    live.write_textfile(&path).unwrap();
+    let rewrite = Metrics::new();
+    assert!(rewrite.load_textfile(&path).unwrap());
+    rewrite.record(&report("kars", utc(1, 2, 0, 0), 3, RunOutcome::success()));
+    assert_eq!(
+        rewrite.replica("kars", "assets.db", "file:///r"),
+        live.replica("kars", "assets.db", "file:///r")
+    );
+    assert_eq!(
+        rewrite.replicator("kars", "assets.db"),
+        live.replicator("kars", "assets.db")
+    );
+    // and the replication side overlays the newest values on what the file holds
+    live.update_replica("kars", "assets.db", "file:///r", |v| {
+        v.lag_seconds = Some(0.0)
+    });
+    rewrite.copy_replication(&live, "kars");
+    let samples = parse_text(&rewrite.render()).unwrap();
+    assert_eq!(
+        value(
+            &samples,
+            "kars_backup_replication_lag_seconds",
+            "kars",
+            "file:///r"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&samples, "kars_backup_runs_total", "kars", "file:///r"),
+        Some(1.0)
+    );
+    // no replication, no replication families
+    assert!(!Metrics::new().render().contains("replication"));
+}

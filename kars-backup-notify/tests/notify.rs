@@ -380,3 +380,75 @@ fn options_deserialize_from_kebab_case_with_defaults() {
     );
     assert!(unknown.is_err());
 }
+
+#[tokio::test]
+async fn a_replication_alert_goes_where_failures_go_and_its_notice_follows() {
+    let mut server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.txt");
+    let mut cmd = CommandOptions::new(
+        r#"printf '%s|%s|%s|%s|%s\n' "$KARS_EVENT" "$KARS_STATUS" "$KARS_DESTINATION" "$KARS_LAG_SECONDS" "$KARS_ERROR" >> "$OUT_FILE""#,
+    );
+    cmd.env = BTreeMap::from([("OUT_FILE".into(), out.display().to_string())]);
+    let only_successes = WebhookOptions {
+        on: NotifyOn::Success,
+        ..fast(WebhookOptions::new(server.url("/successes")))
+    };
+    let notifier = Notifier::new(NotifyOptions {
+        webhooks: vec![
+            fast(WebhookOptions::new(server.url("/hook"))),
+            only_successes,
+        ],
+        commands: vec![cmd],
+        pings: vec![PingOptions::hc_ping(server.url("/ping"))],
+    })
+    .unwrap();
+
+    let alert = ReplicationEvent::new(
+        ReplicationEventKind::Lagging,
+        "kars",
+        "assets.db",
+        "the replica lags",
+    )
+    .at_destination("s3://b/r")
+    .with_lag(75.5, 60.0);
+    let d = notifier.replication_event(&alert).await;
+    assert!(d.iter().all(Delivery::is_ok), "{d:?}");
+    assert_eq!(d.len(), 3, "webhook, command, fail ping: {d:?}");
+    let mut got = [server.next().await, server.next().await];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(got[0].path, "/hook");
+    assert_eq!(got[1].path, "/ping/fail");
+    let body = got[0].json();
+    assert_eq!(body["event"], "replication-lagging");
+    assert_eq!(body["status"], "failure");
+    assert_eq!(body["destination"], "s3://b/r");
+    assert_eq!(body["lag_seconds"], 75.5);
+
+    let notice = ReplicationEvent::new(
+        ReplicationEventKind::CaughtUp,
+        "kars",
+        "assets.db",
+        "caught up",
+    )
+    .at_destination("s3://b/r")
+    .with_lag(0.0, 60.0);
+    notifier.replication_event(&notice).await;
+    let mut got = [server.next().await, server.next().await];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(got[0].path, "/hook", "a notice goes where its alert went");
+    assert_eq!(got[0].json()["event"], "replication-caught-up");
+    assert_eq!(got[1].path, "/ping");
+    assert!(
+        server.drain().is_empty(),
+        "nothing to the successes-only hook"
+    );
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        vec![
+            "replication-lagging|failure|s3://b/r|75.500|the replica lags",
+            "replication-caught-up|success|s3://b/r|0.000|",
+        ]
+    );
+}

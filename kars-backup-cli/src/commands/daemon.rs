@@ -1,8 +1,9 @@
-//! `kars-backup daemon --config FILE`: the config's jobs on their cron schedules until
-//! SIGTERM/SIGINT.
+//! `kars-backup daemon --config FILE`: the config's jobs on their cron schedules, and the
+//! continuous replication of those with a `[job.replicate]`, until SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
+use kars_backup::job::replication_service::replication_services;
 use kars_backup::job::runner::{load_textfiles, scheduled_jobs};
 use kars_backup::notify::{Metrics, MetricsServer};
 use kars_backup::schedule::{ShutdownSignals, SystemClock};
@@ -19,6 +20,7 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     load_textfiles(&config, &selected, &metrics);
     let scheduler = kars_backup::job::scheduler_for(&config, &metrics)?;
     let jobs = scheduled_jobs(&selected, !a.job.is_empty(), &signals.forced(), &metrics)?;
+    let replications = replication_services(&config, &selected, &metrics)?;
     for job in &jobs {
         tracing::info!(
             job = %job.name,
@@ -28,6 +30,13 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
         );
     }
     let shutdown = signals.graceful();
+    let replicating: Vec<_> = replications
+        .into_iter()
+        .map(|r| {
+            tracing::info!(job = %r.job(), replication = %r.describe(), "replicating");
+            tokio::spawn(r.run(shutdown.clone(), signals.forced()))
+        })
+        .collect();
     let mut server_task = None;
     if let Some(addr) = a.metrics_listen.or(config.daemon.metrics_listen) {
         let server = MetricsServer::bind(addr, metrics.clone()).await?;
@@ -49,10 +58,16 @@ pub(crate) async fn run(a: DaemonArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    scheduler
-        .run(jobs, Arc::new(SystemClock), shutdown.clone())
-        .await?;
+    if jobs.is_empty() {
+        // replication only
+        shutdown.cancelled().await;
+    } else {
+        scheduler
+            .run(jobs, Arc::new(SystemClock), shutdown.clone())
+            .await?;
+    }
     shutdown.cancel();
+    futures::future::join_all(replicating).await;
     if let Some(task) = server_task
         && let Ok(Err(e)) = task.await
     {

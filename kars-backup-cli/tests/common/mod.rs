@@ -2,6 +2,7 @@
 //! with `mod common;` and uses only a subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod http;
 pub(crate) mod restore;
 
 use std::path::Path;
@@ -170,4 +171,33 @@ pub(crate) fn rich_pg_database(prefix: &str) -> Option<(&'static TestCluster, St
     let db = TestCluster::unique_name(prefix);
     pg.create_rich_database(&db);
     Some((pg, db))
+}
+
+/// (rows, max id) of table `t` of a writer's database, after its integrity check passed.
+pub(crate) fn ids(db: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    conn.query_row("SELECT count(*), coalesce(max(id), 0) FROM t", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+}
+
+/// `restore --latest` of the replica at directory `dest` into `dir/latest.db`, then its
+/// [`ids`].
+pub(crate) fn latest_replicated(dir: &Path, dest: &Path) -> (i64, i64) {
+    let latest = dir.join("latest.db");
+    ok(run(&[
+        "restore",
+        "--db",
+        &latest.display().to_string(),
+        "--from",
+        &format!("file://{}", dest.display()),
+        "--latest",
+        "--yes",
+    ]));
+    ids(&latest)
 }
