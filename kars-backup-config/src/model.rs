@@ -13,6 +13,7 @@ use kars_backup_schedule::Schedule;
 use serde::{Deserialize, Deserializer};
 
 use crate::interpolate::Substitution;
+use crate::replicate::ReplicateConfig;
 
 /// A whole configuration file. Its `Debug` is the effective configuration with secrets
 /// redacted ([`effective_toml`](crate::effective_toml)).
@@ -170,7 +171,7 @@ pub struct JobConfig {
     /// `[job.replicate]`: continuous replication of an SQLite database, which the daemon runs
     /// next to the scheduled snapshots.
     #[serde(default)]
-    pub replicate: Option<crate::replicate::ReplicateConfig>,
+    pub replicate: Option<ReplicateConfig>,
     /// Notifications of this job (replaces the file's `[notify]`).
     #[serde(default)]
     pub notify: Option<NotifyConfig>,
@@ -238,7 +239,7 @@ impl JobConfig {
     }
 
     /// The job's `[job.replicate]` when the daemon is to run it (present and enabled).
-    pub fn replication(&self) -> Option<&crate::replicate::ReplicateConfig> {
+    pub fn replication(&self) -> Option<&ReplicateConfig> {
         self.replicate.as_ref().filter(|r| r.enabled)
     }
 
