@@ -41,13 +41,16 @@ const ENABLE_WAL_WAIT: Duration = Duration::from_secs(60);
 /// The busy timeout of the replicator's connections otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One transaction read from the WAL: its pages (last image of each) and the database size.
+/// One transaction read from the WAL: where its pages are (the last frame of each) and the
+/// database size. The images stay in the WAL (the pin keeps them there) and are read one at a
+/// time when the commit is written into a segment, so a transaction of any size costs a few
+/// bytes per page here.
 #[derive(Debug)]
 pub(crate) struct CapturedCommit {
     /// The database size in pages after it.
     pub(crate) db_size: u32,
-    /// The pages, by page number.
-    pub(crate) pages: BTreeMap<u32, Vec<u8>>,
+    /// The pages, by page number, with the offset of each image in the `-wal` file.
+    pub(crate) pages: Vec<(u32, u64)>,
 }
 
 /// What a read of the WAL found.
@@ -59,6 +62,8 @@ pub(crate) enum Scan {
         commits: Vec<CapturedCommit>,
         /// Where to continue.
         end: Option<WalPosition>,
+        /// The `-wal` file the commits' pages are read from (while the pin holds them).
+        wal: Option<File>,
     },
     /// The WAL was reset in a way that may have lost frames: a new generation is needed.
     Reset {
@@ -224,6 +229,7 @@ impl Capture {
             return Ok(Scan::Commits {
                 commits: Vec::new(),
                 end: from,
+                wal: None,
             });
         };
         let header =
@@ -233,6 +239,7 @@ impl Capture {
             return Ok(Scan::Commits {
                 commits: Vec::new(),
                 end: from,
+                wal: None,
             });
         };
         let start = match from {
@@ -260,29 +267,35 @@ impl Capture {
         let mut reader =
             FrameReader::new(&file, start).map_err(|e| Error::io("read", &self.wal_path, e))?;
         let mut commits = Vec::new();
-        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut pages: BTreeMap<u32, u64> = BTreeMap::new();
         let mut bytes = 0usize;
         let mut end = start;
+        let frame_size = header.frame_size();
         while let Some(frame) = reader
             .next_frame()
             .map_err(|e| Error::io("read", &self.wal_path, e))?
         {
             bytes += frame.page.len();
-            pages.insert(frame.pgno, frame.page.to_vec());
+            let offset = wal::WAL_HEADER_SIZE
+                + u64::from(frame.after.frames - 1) * frame_size
+                + wal::FRAME_HEADER_SIZE;
+            pages.insert(frame.pgno, offset);
             if frame.commit_size != 0 {
                 end = frame.after;
                 commits.push(CapturedCommit {
                     db_size: frame.commit_size,
-                    pages: std::mem::take(&mut pages),
+                    pages: std::mem::take(&mut pages).into_iter().collect(),
                 });
                 if bytes >= max_bytes {
                     break;
                 }
             }
         }
+        drop(reader);
         Ok(Scan::Commits {
             commits,
             end: Some(end),
+            wal: Some(file),
         })
     }
 
@@ -381,7 +394,15 @@ impl Capture {
                     let offset = wal::WAL_HEADER_SIZE
                         + u64::from(frame - 1) * frame_size
                         + wal::FRAME_HEADER_SIZE;
-                    f.read_exact_at(&mut buf, offset).map_err(wal_err)?;
+                    match f.read_exact_at(&mut buf, offset) {
+                        Ok(()) => {}
+                        // Truncated (a TRUNCATE checkpoint while the pin was on read mark 0,
+                        // every frame already in the database): read again.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            return Ok(Attempt::Restarted);
+                        }
+                        Err(e) => return Err(wal_err(e)),
+                    }
                 }
                 _ => {
                     self.db_file
