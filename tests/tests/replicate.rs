@@ -756,6 +756,29 @@ async fn compaction_keeps_every_commit_time_and_survives_a_crash_between_its_ste
     assert_eq!(chain_keys(&crashed).await, chain_keys(&dest).await);
     assert_eq!(states(&crashed, &points).await, expected, "finished");
 
+    // The replicator compacts its destination itself (at start, then every span).
+    let live = tmp.path().join("live");
+    copy_tree(&before, &live);
+    let mut with_compaction = options();
+    with_compaction.compaction = Some(o.clone());
+    let (stop, handle) = spawn_replicator(&tmp.path().join(DB_NAME), &live, with_compaction);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let generations = catalog::generations(&sink(&live), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let stored: usize = generations.iter().map(|g| g.segments.len()).sum();
+    assert!(
+        stored * 2 < report.segments_before,
+        "the replicator left {stored} of {} segments",
+        report.segments_before
+    );
+    assert_eq!(
+        states(&live, &points[..points.len() - 1]).await,
+        expected[..points.len() - 1]
+    );
+
     // A damaged source stops its run before anything is deleted.
     let damaged = tmp.path().join("damaged");
     copy_tree(&before, &damaged);

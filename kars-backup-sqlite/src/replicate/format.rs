@@ -1,6 +1,6 @@
 //! The stored format of a chain: database checksums, segments and snapshots.
 //!
-//! Documented for operators in `docs/operators/replication-format.md`. All integers are
+//! Documented for operators in `docs/operators/replication.md` ("Stored format"). All integers are
 //! big-endian. Every object is compressed with zstd and then, when asked, encrypted (age or
 //! OpenPGP, recognised by its first bytes on reading).
 //!

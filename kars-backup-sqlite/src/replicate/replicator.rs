@@ -26,6 +26,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::capture::{Capture, CapturedCommit, Scan, StateSink, ensure_wal, wal_path};
 use super::catalog;
+use super::compact::{CompactOptions, compact};
 use super::format::{
     self, CommitHeader, DbChecksum, SegmentReader, SegmentSpool, SnapshotHeader, SnapshotWriter,
 };
@@ -64,6 +65,11 @@ pub struct ReplicateOptions {
     pub max_queue_bytes: usize,
     /// How long a stopping replicator keeps trying to upload what it has (default 10 s).
     pub shutdown_grace: Duration,
+    /// Compacts each destination's segments at start and then every
+    /// [`CompactOptions::span`] (default: hourly, into segments of up to 16 MiB); `None`:
+    /// never. Not done when [`ReplicateOptions::encryptor`] is set (the replicator does not
+    /// hold the keys to read its segments back): run [`compact`](super::compact()) with them.
+    pub compaction: Option<CompactOptions>,
 }
 
 impl Default for ReplicateOptions {
@@ -81,6 +87,7 @@ impl Default for ReplicateOptions {
             max_segment_bytes: 16 << 20,
             max_queue_bytes: 64 << 20,
             shutdown_grace: Duration::from_secs(10),
+            compaction: Some(CompactOptions::default()),
         }
     }
 }
@@ -317,7 +324,23 @@ impl Replicator {
             status: self.status.clone(),
             shutdown: shutdown.clone(),
         };
+        let compactor = self
+            .options
+            .compaction
+            .clone()
+            .filter(|_| self.options.encryptor.is_none())
+            .map(|options| {
+                tokio::spawn(compact_loop(
+                    self.destinations.clone(),
+                    self.name.clone(),
+                    options,
+                    shutdown.clone(),
+                ))
+            });
         let captured = blocking(move || capture.run(tip)).await;
+        if let Some(compactor) = compactor {
+            let _ = compactor.await;
+        }
         // The capture thread is done (its senders dropped): the workers drain their queues.
         let grace = self.options.shutdown_grace;
         let deadline = tokio::time::sleep(grace);
@@ -355,6 +378,32 @@ impl Replicator {
             }
         }
         common
+    }
+}
+
+/// Compacts every destination at start and then every `options.span`, until `shutdown` (a
+/// compaction cut short leaves a state a restore reads the same; the next run finishes it).
+async fn compact_loop(
+    destinations: Vec<DynBackupSink>,
+    name: String,
+    options: CompactOptions,
+    shutdown: CancellationToken,
+) {
+    let every = options.span.max(Duration::from_secs(60));
+    loop {
+        for sink in &destinations {
+            let run = compact(sink, &name, &options, Utc::now());
+            tokio::select! {
+                result = run => if let Err(e) = result {
+                    tracing::warn!(destination = %sink.describe(), error = %e, "compaction failed; retrying at the next interval");
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 
