@@ -466,7 +466,8 @@ pub struct SegmentSpool {
     dir: std::path::PathBuf,
     header: SegmentHeader,
     written: u64,
-    commit_at: Option<u64>,
+    /// Where the current commit's header is, and the checksum after it says.
+    commit_at: Option<(u64, u64)>,
     pages_left: u32,
 }
 
@@ -535,8 +536,8 @@ impl SegmentSpool {
         self.header.commits == 0
     }
 
-    /// Starts a commit of `commit.pages` pages; its checksum after may be given later, with
-    /// [`SegmentSpool::end_commit`].
+    /// Starts a commit of `commit.pages` pages; its checksum after may be set later, with
+    /// [`SegmentSpool::end_commit`] (which then writes it into the header).
     ///
     /// # Errors
     /// Writing failed, or the previous commit misses pages.
@@ -551,7 +552,7 @@ impl SegmentSpool {
         }
         self.header.last = commit.txid;
         self.header.commits += 1;
-        self.commit_at = Some(self.written);
+        self.commit_at = Some((self.written, commit.checksum_after));
         self.pages_left = commit.pages;
         self.file.write_all(&commit.encode())?;
         self.written += COMMIT_HEADER_SIZE as u64;
@@ -573,8 +574,8 @@ impl SegmentSpool {
         Ok(())
     }
 
-    /// Ends the current commit, setting its checksum after (when it was not known at
-    /// [`SegmentSpool::begin_commit`]).
+    /// Ends the current commit, setting its checksum after when it is not the one given to
+    /// [`SegmentSpool::begin_commit`].
     ///
     /// # Errors
     /// Writing failed, or pages are missing.
@@ -583,10 +584,13 @@ impl SegmentSpool {
         if self.pages_left != 0 {
             return Err(io::Error::other("a commit ended before its last page"));
         }
-        let at = self
+        let (at, announced) = self
             .commit_at
             .take()
             .ok_or_else(|| io::Error::other("no commit to end"))?;
+        if announced == checksum_after {
+            return Ok(());
+        }
         self.file.flush()?;
         self.file
             .get_ref()

@@ -24,7 +24,9 @@ use tempfile::TempPath;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::capture::{Capture, CapturedCommit, Scan, StateSink, ensure_wal, wal_path};
+use super::capture::{
+    Capture, CapturedCommit, MAX_HELD_TRANSACTION, Scan, StateSink, ensure_wal, wal_path,
+};
 use super::catalog;
 use super::compact::{CompactOptions, compact};
 use super::format::{
@@ -574,7 +576,7 @@ impl CaptureLoop {
     /// are flushed first: they are valid).
     fn scan(&self, capture: &Capture, chain: &mut Chain) -> Result<bool> {
         loop {
-            match capture.read_commits(chain.position, self.options.max_segment_bytes)? {
+            match capture.read_commits(chain.position, MAX_HELD_TRANSACTION)? {
                 Scan::Reset { reason } => {
                     tracing::warn!(db = %self.db.display(), %reason, "starting a new generation");
                     self.flush(chain)?;
@@ -637,22 +639,35 @@ impl CaptureLoop {
             chain.pending_observed.0 = observed_us;
         }
         let spool = chain.pending.as_mut().expect("just set");
-        spool
-            .begin_commit(&CommitHeader {
-                txid: chain.next_txid,
-                observed_us,
-                db_size: commit.db_size,
-                pages: commit.pages.len() as u32,
-                checksum_after: 0,
-            })
-            .map_err(spool_err)?;
-        for &(pgno, offset) in &commit.pages {
-            wal.read_exact_at(page, offset)
-                .map_err(|e| Error::io("read a captured page from", wal_path(&self.db), e))?;
-            chain.checksum.set_page(pgno, page);
-            spool.page(pgno, page).map_err(spool_err)?;
+        let mut header = CommitHeader {
+            txid: chain.next_txid,
+            observed_us,
+            db_size: commit.db_size,
+            pages: commit.pages.len() as u32,
+            checksum_after: 0,
+        };
+        if let Some(images) = &commit.images {
+            // Held: the checksum after is known before the pages are written.
+            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
+                chain.checksum.set_page(pgno, image);
+            }
+            chain.checksum.set_size(commit.db_size);
+            header.checksum_after = chain.checksum.value();
+            spool.begin_commit(&header).map_err(spool_err)?;
+            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
+                spool.page(pgno, image).map_err(spool_err)?;
+            }
+        } else {
+            // Large: each page read from the WAL once, its checksum set in the header after.
+            spool.begin_commit(&header).map_err(spool_err)?;
+            for &(pgno, offset) in &commit.pages {
+                wal.read_exact_at(page, offset)
+                    .map_err(|e| Error::io("read a captured page from", wal_path(&self.db), e))?;
+                chain.checksum.set_page(pgno, page);
+                spool.page(pgno, page).map_err(spool_err)?;
+            }
+            chain.checksum.set_size(commit.db_size);
         }
-        chain.checksum.set_size(commit.db_size);
         spool
             .end_commit(chain.checksum.value())
             .map_err(spool_err)?;
