@@ -187,11 +187,15 @@ def run_size(args, size_mb, work):
             f" {counter[0]} small ones in {result['burst_s']} s")
 
         sampler.phase = "drain"
-        last = [tree_bytes(replica), time.monotonic()]
+        last = [tree_bytes(replica), time.monotonic(), cpu_seconds(proc.pid)]
 
         def settled():
-            now = tree_bytes(replica)
-            if now != last[0]:
+            # The replica stopped growing for 3 s and the replicator is quiet (a snapshot is
+            # written to a local spool file first: the replica does not grow meanwhile).
+            now, cpu = tree_bytes(replica), cpu_seconds(proc.pid)
+            busy = cpu - last[2] > 0.05
+            last[2] = cpu
+            if now != last[0] or busy:
                 last[0], last[1] = now, time.monotonic()
             return time.monotonic() - last[1] > 3
 
@@ -217,6 +221,8 @@ def run_size(args, size_mb, work):
     for phase, kb in sampler.peaks.items():
         result[f"peak_{phase}_mb"] = round(kb / 1024, 1)
     result["replica_mb"] = round(tree_bytes(replica) / 1e6, 1)
+    chain = os.path.join(replica, ".kars-chains", "sqlite", "assets.db", "generations")
+    result["generations"] = len(os.listdir(chain)) if os.path.isdir(chain) else 0
 
     # The replica restores to what the database holds.
     expected = con.execute("SELECT count(*), max(id) FROM audit_logs").fetchone()
@@ -263,14 +269,14 @@ def main():
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     print("| database | snapshot s | peak RSS MB: snapshot / burst / drain / idle | VmHWM MB |"
-          " idle CPU s | replica MB | restore s (latest) |")
-    print("|---|---|---|---|---|---|---|")
+          " idle CPU s | generations | replica MB | restore s (latest) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         peaks = " / ".join(str(r.get(f"peak_{ph}_mb", "-"))
                            for ph in ("snapshot", "burst", "drain", "idle"))
         print(f"| {r['db_bytes'] / (1 << 20):.0f} MiB | {r.get('snapshot_s')} | {peaks} |"
               f" {r.get('vm_hwm_mb')} | {r.get('idle_cpu_s')} in {r.get('idle_s')} s |"
-              f" {r.get('replica_mb')} | {r.get('restore_s')} ({r.get('restore')}) |")
+              f" {r.get('generations')} | {r.get('replica_mb')} | {r.get('restore_s')} ({r.get('restore')}) |")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ pub struct ReplicateOptions {
     pub lease_ttl: Duration,
     /// A segment is sealed early when its pages pass this many bytes (default 16 MiB).
     pub max_segment_bytes: usize,
-    /// A destination's queue of segments not yet uploaded is capped at this many bytes
-    /// (default 64 MiB); past it, the destination gets a new generation once it works again.
+    /// A destination's queue of sealed segments not yet uploaded (spool files in
+    /// [`ReplicateOptions::spool_dir`], not memory) is capped at this many bytes (default
+    /// 512 MiB; an empty queue takes any segment); past it, the destination gets a new
+    /// generation once it works again.
     pub max_queue_bytes: usize,
     /// How long a stopping replicator keeps trying to upload what it has (default 10 s).
     pub shutdown_grace: Duration,
@@ -87,7 +89,7 @@ impl Default for ReplicateOptions {
             spool_dir: None,
             lease_ttl: Duration::from_secs(30),
             max_segment_bytes: 16 << 20,
-            max_queue_bytes: 64 << 20,
+            max_queue_bytes: 512 << 20,
             shutdown_grace: Duration::from_secs(10),
             compaction: Some(CompactOptions::default()),
         }
@@ -711,7 +713,11 @@ impl CaptureLoop {
                 o.overflowed.store(false, Ordering::SeqCst);
             } else if o.overflowed.load(Ordering::SeqCst) {
                 continue;
-            } else if o.queued.load(Ordering::SeqCst) + job.size() > self.options.max_queue_bytes {
+            } else if o.queued.load(Ordering::SeqCst) > 0
+                && o.queued.load(Ordering::SeqCst) + job.size() > self.options.max_queue_bytes
+            {
+                // An empty queue takes any segment: one large transaction is not a destination
+                // falling behind.
                 tracing::warn!(key = %job.key(), "a destination's queue is full; it gets a new generation once it catches up");
                 o.overflowed.store(true, Ordering::SeqCst);
                 continue;
