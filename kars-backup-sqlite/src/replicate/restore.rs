@@ -1,6 +1,7 @@
 //! Rebuilding a database from a chain: the newest snapshot at or before the instant, then the
 //! segments' commits observed at or before it, every checksum verified.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -198,6 +199,9 @@ pub async fn rebuild(
     })
 }
 
+/// Page images a restore holds before writing them (bounds its memory per segment).
+const MAX_PENDING_WRITES: usize = 8 << 20;
+
 /// The database being rebuilt, and the state it is at.
 struct Built {
     file: File,
@@ -235,6 +239,16 @@ fn apply_segment(
     let ps = u64::from(at.page_size);
     let mut page = vec![0u8; at.page_size as usize];
     let mut past_point = false;
+    // The last image of each page, written in page order once per segment (or every
+    // `MAX_PENDING_WRITES` bytes): most commits rewrite the same few pages.
+    let mut pending: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let write = |file: &File, pending: &mut BTreeMap<u32, Vec<u8>>| {
+        for (pgno, image) in std::mem::take(pending) {
+            file.write_all_at(&image, u64::from(pgno - 1) * ps)
+                .map_err(|e| format!("cannot write the rebuilt database: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
     while let Some(commit) = reader.next_commit().map_err(read_err)? {
         if commit.txid <= at.txid {
             continue;
@@ -256,10 +270,11 @@ fn apply_segment(
             if pgno == 0 {
                 return Err("a page numbered 0".into());
             }
-            at.file
-                .write_all_at(&page, u64::from(pgno - 1) * ps)
-                .map_err(|e| format!("cannot write the rebuilt database: {e}"))?;
             at.checksum.set_page(pgno, &page);
+            pending.insert(pgno, page.clone());
+        }
+        if pending.len() * page.len() >= MAX_PENDING_WRITES {
+            write(&at.file, &mut pending)?;
         }
         at.checksum.set_size(commit.db_size);
         if at.checksum.value() != commit.checksum_after {
@@ -273,6 +288,7 @@ fn apply_segment(
         at.state_time =
             DateTime::from_timestamp_micros(commit.observed_us).unwrap_or(at.state_time);
     }
+    write(&at.file, &mut pending)?;
     // The rest is read too: a damaged segment is refused even when the point is inside it.
     reader.finish().map_err(read_err)?;
     Ok((at, past_point))
