@@ -421,7 +421,7 @@ async fn an_encrypted_replica_needs_its_key() {
     let identity = tmp.path().join("key.txt");
     let recipient = kars_backup_encrypt::generate_identity_file(&identity).unwrap();
     let mut o = options();
-    o.encryptor = kars_backup_encrypt::encryptor(&[recipient], None).unwrap();
+    o.encryptor = kars_backup_encrypt::encryptor(std::slice::from_ref(&recipient), None).unwrap();
     let (commits, _) = replicate_for(tmp.path(), &dest, o, Duration::from_secs(2)).await;
     let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
         .await
@@ -449,10 +449,42 @@ async fn an_encrypted_replica_needs_its_key() {
             .with_identity_file(&identity)
             .unwrap(),
     );
-    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, Some(keys))
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, Some(keys.clone()))
         .await
         .unwrap();
     assert!(check_prefix(&out) >= commits.last().unwrap().id);
+
+    // Compaction reads them with the keys and encrypts what it writes; without recipients it
+    // refuses rather than store them in the clear.
+    use kars_backup_sqlite::replicate::{CompactOptions, compact};
+    let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
+    let points = instants(&commits, window.first_restorable.unwrap(), 8);
+    let expected = states_with(&dest, &points, Some(keys.clone())).await;
+    assert!(expected.iter().all(Result::is_ok), "{expected:?}");
+    let all = chain_keys(&dest).await;
+    let mut c = CompactOptions::default();
+    c.span = Duration::from_secs(1);
+    c.min_age = Duration::ZERO;
+    c.decryptor = Some(keys.clone());
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let err = compact(&sink(&dest), DB_NAME, &c, later)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in the clear"), "{err}");
+    assert_eq!(chain_keys(&dest).await, all);
+    c.encryptor = kars_backup_encrypt::encryptor(std::slice::from_ref(&recipient), None).unwrap();
+    let report = compact(&sink(&dest), DB_NAME, &c, later).await.unwrap();
+    assert!(!report.written.is_empty(), "{report:?}");
+    for w in &report.written {
+        let bytes = std::fs::read(dest.join(&w.key)).unwrap();
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1"),
+            "{} is not encrypted",
+            w.key
+        );
+    }
+    assert_eq!(states_with(&dest, &points, Some(keys)).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,12 +691,21 @@ async fn chain_keys(dir: &Path) -> Vec<String> {
 /// What a restore reaches at each point: transaction, checksum and the counter's last id (or
 /// the error).
 async fn states(dir: &Path, points: &[RestorePoint]) -> Vec<Result<(u64, String, i64), String>> {
+    states_with(dir, points, None).await
+}
+
+/// [`states`] of an encrypted replica.
+async fn states_with(
+    dir: &Path,
+    points: &[RestorePoint],
+    decryptor: Option<DynDecryptor>,
+) -> Vec<Result<(u64, String, i64), String>> {
     let mut out = Vec::new();
     for point in points {
         let out_dir = tempfile::tempdir().unwrap();
         let path = out_dir.path().join("restored.db");
         out.push(
-            match rebuild(&sink(dir), DB_NAME, *point, None, &path).await {
+            match rebuild(&sink(dir), DB_NAME, *point, decryptor.clone(), &path).await {
                 Ok(r) => Ok((r.txid, r.checksum, check_prefix(&path))),
                 Err(e) => Err(e.to_string()),
             },
