@@ -952,6 +952,25 @@ async fn prune_keeps_exactly_what_the_window_needs() {
         .await
         .unwrap();
     assert!(again.plan.delete.is_empty(), "{:?}", again.plan.delete);
+
+    // A replicator keeping a window of a second: the older generations go, the latest state
+    // stays restorable.
+    std::fs::remove_file(dest.join(keys.lease())).unwrap();
+    let mut o = options();
+    o.pitr_window = Some(Duration::from_secs(1));
+    let newest = generations.last().unwrap().id.clone();
+    let (stop, handle) = spawn_replicator(&db, &dest, o);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let left = catalog::generations(&sink(&dest), &keys).await.unwrap();
+    assert!(
+        left.iter().all(|g| g.id >= newest),
+        "{:?}",
+        left.iter().map(|g| &g.id).collect::<Vec<_>>()
+    );
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    assert!(check_prefix(&out) >= commits.last().unwrap().id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,7 @@ use super::format::{
 };
 use super::keys::{self, ChainKeys};
 use super::lease::Lease;
+use super::prune::prune;
 use super::wal::WalPosition;
 use crate::error::{Error, Result};
 use kars_backup_core::TaskError;
@@ -74,6 +75,10 @@ pub struct ReplicateOptions {
     /// never. Not done when [`ReplicateOptions::encryptor`] is set (the replicator does not
     /// hold the keys to read its segments back): run [`compact`](super::compact()) with them.
     pub compaction: Option<CompactOptions>,
+    /// Keeps each destination's chain to this point-in-time window with
+    /// [`prune`](super::prune()) at start and then hourly (or every compaction span), after
+    /// compacting; `None` (the default): everything is kept.
+    pub pitr_window: Option<Duration>,
 }
 
 impl Default for ReplicateOptions {
@@ -92,6 +97,7 @@ impl Default for ReplicateOptions {
             max_queue_bytes: 512 << 20,
             shutdown_grace: Duration::from_secs(10),
             compaction: Some(CompactOptions::default()),
+            pitr_window: None,
         }
     }
 }
@@ -328,19 +334,20 @@ impl Replicator {
             status: self.status.clone(),
             shutdown: shutdown.clone(),
         };
-        let compactor = self
+        let compaction = self
             .options
             .compaction
             .clone()
-            .filter(|_| self.options.encryptor.is_none())
-            .map(|options| {
-                tokio::spawn(compact_loop(
-                    self.destinations.clone(),
-                    self.name.clone(),
-                    options,
-                    shutdown.clone(),
-                ))
-            });
+            .filter(|_| self.options.encryptor.is_none());
+        let compactor = (compaction.is_some() || self.options.pitr_window.is_some()).then(|| {
+            tokio::spawn(maintain(
+                self.destinations.clone(),
+                self.name.clone(),
+                compaction,
+                self.options.pitr_window,
+                shutdown.clone(),
+            ))
+        });
         let captured = blocking(move || capture.run(tip)).await;
         if let Some(compactor) = compactor {
             let _ = compactor.await;
@@ -385,22 +392,36 @@ impl Replicator {
     }
 }
 
-/// Compacts every destination at start and then every `options.span`, until `shutdown` (a
-/// compaction cut short leaves a state a restore reads the same; the next run finishes it).
-async fn compact_loop(
+/// Compacts and prunes every destination at start and then every compaction span (hourly
+/// without compaction), until `shutdown` (either cut short leaves a state a restore reads the
+/// same; the next run finishes it).
+async fn maintain(
     destinations: Vec<DynBackupSink>,
     name: String,
-    options: CompactOptions,
+    compaction: Option<CompactOptions>,
+    window: Option<Duration>,
     shutdown: CancellationToken,
 ) {
-    let every = options.span.max(Duration::from_secs(60));
+    let every = compaction
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |c| c.span)
+        .max(Duration::from_secs(60));
     loop {
         for sink in &destinations {
-            let run = compact(sink, &name, &options, Utc::now());
-            tokio::select! {
-                result = run => if let Err(e) = result {
+            let run = async {
+                if let Some(options) = &compaction
+                    && let Err(e) = compact(sink, &name, options, Utc::now()).await
+                {
                     tracing::warn!(destination = %sink.describe(), error = %e, "compaction failed; retrying at the next interval");
-                },
+                }
+                if let Some(window) = window
+                    && let Err(e) = prune(sink, &name, window, Utc::now(), false).await
+                {
+                    tracing::warn!(destination = %sink.describe(), error = %e, "keeping the point-in-time window failed; retrying at the next interval");
+                }
+            };
+            tokio::select! {
+                () = run => {}
                 () = shutdown.cancelled() => return,
             }
         }
