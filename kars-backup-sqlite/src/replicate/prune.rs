@@ -61,7 +61,10 @@ pub struct PrunePlan {
 }
 
 /// Plans the window `window` at `now` for a chain's generations (as listed, oldest first, also
-/// those without a snapshot). Pure.
+/// those without a snapshot). Pure. Kept: the base (the newest snapshot at or before
+/// `now - window`), the later snapshots and segments of its generation, and every later
+/// generation; when no snapshot is that old, everything. Deleted: the rest, and segments left
+/// without a snapshot older than the newest complete generation.
 pub fn plan_prune(generations: &[Generation], window: Duration, now: DateTime<Utc>) -> PrunePlan {
     let window_start =
         now - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::days(36_500));
@@ -173,7 +176,7 @@ pub struct PruneReport {
 }
 
 /// Keeps what a restore to any instant of the last `window` before `now` needs of the chain of
-/// `database` (its file name) at `sink`, and deletes the rest (see the [module](self)); with
+/// `database` (its file name) at `sink`, and deletes the rest (see [`plan_prune`] for what is kept); with
 /// `dry_run`, only reports it.
 ///
 /// # Errors
