@@ -153,27 +153,26 @@ def percentile(values, q):
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-def make_seed(path, rows):
-    """A small KARS-like database (some of the application's tables, `rows` audit_logs rows of
-    about 1 KB), in WAL mode and fully checkpointed, so every run starts from the same file."""
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript("""
-        CREATE TABLE companies (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
-            created_date TEXT, hubspot_id TEXT, hubspot_synced_at TEXT);
-        CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT,
-            name TEXT, role TEXT, created_at TEXT, last_login TEXT, first_name TEXT, last_name TEXT);
-        CREATE TABLE assets (id INTEGER PRIMARY KEY, employee_first_name TEXT,
-            employee_last_name TEXT, employee_email TEXT,
-            owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
-            company_id INTEGER REFERENCES companies(id) ON DELETE RESTRICT, asset_type TEXT,
-            make TEXT, model TEXT, serial_number TEXT UNIQUE, asset_tag TEXT UNIQUE, status TEXT,
-            issued_date TEXT, registration_date TEXT, last_updated TEXT, notes TEXT);
-        CREATE TABLE audit_logs (id INTEGER PRIMARY KEY, action TEXT, entity_type TEXT,
-            entity_id INTEGER, entity_name TEXT, details TEXT, timestamp TEXT, user_email TEXT);
-    """)
+# Some of the KARS application's tables (see shared/reference/kars-schema.md).
+SCHEMA = """
+    CREATE TABLE companies (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, description TEXT,
+        created_date TEXT, hubspot_id TEXT, hubspot_synced_at TEXT);
+    CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT,
+        name TEXT, role TEXT, created_at TEXT, last_login TEXT, first_name TEXT, last_name TEXT);
+    CREATE TABLE assets (id INTEGER PRIMARY KEY, employee_first_name TEXT,
+        employee_last_name TEXT, employee_email TEXT,
+        owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+        company_id INTEGER REFERENCES companies(id) ON DELETE RESTRICT, asset_type TEXT,
+        make TEXT, model TEXT, serial_number TEXT UNIQUE, asset_tag TEXT UNIQUE, status TEXT,
+        issued_date TEXT, registration_date TEXT, last_updated TEXT, notes TEXT);
+    CREATE TABLE audit_logs (id INTEGER PRIMARY KEY, action TEXT, entity_type TEXT,
+        entity_id INTEGER, entity_name TEXT, details TEXT, timestamp TEXT, user_email TEXT);
+"""
+
+
+def insert_reference_rows(con, assets):
+    """20 companies, 300 users and `assets` assets, in the open transaction of `con`."""
     rng = random.Random(16)
-    con.execute("BEGIN")
     for i in range(1, 21):
         con.execute("INSERT INTO companies (id, name, created_date) VALUES (?, ?, ?)",
                     (i, f"Company {i}", "2026-01-01T00:00:00.000Z"))
@@ -182,12 +181,22 @@ def make_seed(path, rows):
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (i, f"user{i}@example.com", os.urandom(30).hex(), f"User {i}", "employee",
                      "2026-01-01T00:00:00.000Z"))
-    for i in range(1, 2001):
+    for i in range(1, assets + 1):
         con.execute("INSERT INTO assets (id, employee_email, owner_id, company_id, asset_type,"
                     " make, model, serial_number, asset_tag, status, notes)"
                     " VALUES (?, ?, ?, ?, 'laptop', 'Dell', 'Latitude', ?, ?, 'active', ?)",
                     (i, f"user{i % 300 + 1}@example.com", i % 300 + 1, i % 20 + 1,
                      os.urandom(8).hex(), f"TAG-{i:06d}", "issued " * rng.randrange(1, 20)))
+
+
+def make_seed(path, rows):
+    """A small KARS-like database (some of the application's tables, `rows` audit_logs rows of
+    about 1 KB), in WAL mode and fully checkpointed, so every run starts from the same file."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(SCHEMA)
+    con.execute("BEGIN")
+    insert_reference_rows(con, 2000)
     for i in range(1, rows + 1):
         con.execute("INSERT INTO audit_logs (action, entity_type, entity_id, entity_name, details,"
                     " timestamp, user_email) VALUES ('create', 'asset', ?, ?, ?, ?, ?)",

@@ -205,7 +205,11 @@ async fn latest_and_instants_match_the_commit_log() {
     // on a loaded test machine the capture thread may be scheduled late, so 2 of 25 instants
     // may miss by up to half a second).
     let mut late = 0;
-    let first_us = commits[60].end_us;
+    // From the first snapshot on (the replicator may start late on a loaded machine).
+    let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
+    let first_us = commits[60]
+        .end_us
+        .max(window.first_restorable.unwrap().timestamp_micros());
     let last_us = commits.last().unwrap().end_us;
     for i in 0..25 {
         let t = first_us + (last_us - first_us) * i / 24 + (i * 7919) % 1000;
@@ -417,7 +421,7 @@ async fn an_encrypted_replica_needs_its_key() {
     let identity = tmp.path().join("key.txt");
     let recipient = kars_backup_encrypt::generate_identity_file(&identity).unwrap();
     let mut o = options();
-    o.encryptor = kars_backup_encrypt::encryptor(&[recipient], None).unwrap();
+    o.encryptor = kars_backup_encrypt::encryptor(std::slice::from_ref(&recipient), None).unwrap();
     let (commits, _) = replicate_for(tmp.path(), &dest, o, Duration::from_secs(2)).await;
     let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
         .await
@@ -445,10 +449,42 @@ async fn an_encrypted_replica_needs_its_key() {
             .with_identity_file(&identity)
             .unwrap(),
     );
-    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, Some(keys))
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, Some(keys.clone()))
         .await
         .unwrap();
     assert!(check_prefix(&out) >= commits.last().unwrap().id);
+
+    // Compaction reads them with the keys and encrypts what it writes; without recipients it
+    // refuses rather than store them in the clear.
+    use kars_backup_sqlite::replicate::{CompactOptions, compact};
+    let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
+    let points = instants(&commits, window.first_restorable.unwrap(), 8);
+    let expected = states_with(&dest, &points, Some(keys.clone())).await;
+    assert!(expected.iter().all(Result::is_ok), "{expected:?}");
+    let all = chain_keys(&dest).await;
+    let mut c = CompactOptions::default();
+    c.span = Duration::from_secs(1);
+    c.min_age = Duration::ZERO;
+    c.decryptor = Some(keys.clone());
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let err = compact(&sink(&dest), DB_NAME, &c, later)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in the clear"), "{err}");
+    assert_eq!(chain_keys(&dest).await, all);
+    c.encryptor = kars_backup_encrypt::encryptor(std::slice::from_ref(&recipient), None).unwrap();
+    let report = compact(&sink(&dest), DB_NAME, &c, later).await.unwrap();
+    assert!(!report.written.is_empty(), "{report:?}");
+    for w in &report.written {
+        let bytes = std::fs::read(dest.join(&w.key)).unwrap();
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1"),
+            "{} is not encrypted",
+            w.key
+        );
+    }
+    assert_eq!(states_with(&dest, &points, Some(keys)).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,4 +659,386 @@ async fn replicates_to_s3_and_a_local_directory_at_once() {
             .unwrap();
         assert!(check_prefix(&out) >= last, "{}", from.describe());
     }
+}
+
+/// Copies a directory tree (a replica) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The keys of a replica's chain of `DB_NAME`, sorted.
+async fn chain_keys(dir: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = sink(dir)
+        .list(Some(ChainKeys::new(DB_NAME).prefix()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// What a restore reaches at each point: transaction, checksum and the counter's last id (or
+/// the error).
+async fn states(dir: &Path, points: &[RestorePoint]) -> Vec<Result<(u64, String, i64), String>> {
+    states_with(dir, points, None).await
+}
+
+/// [`states`] of an encrypted replica.
+async fn states_with(
+    dir: &Path,
+    points: &[RestorePoint],
+    decryptor: Option<DynDecryptor>,
+) -> Vec<Result<(u64, String, i64), String>> {
+    let mut out = Vec::new();
+    for point in points {
+        let out_dir = tempfile::tempdir().unwrap();
+        let path = out_dir.path().join("restored.db");
+        out.push(
+            match rebuild(&sink(dir), DB_NAME, *point, decryptor.clone(), &path).await {
+                Ok(r) => Ok((r.txid, r.checksum, check_prefix(&path))),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+    out
+}
+
+/// Instants spread over the commit log from `from` (and the latest state).
+fn instants(commits: &[Logged], from: DateTime<Utc>, n: i64) -> Vec<RestorePoint> {
+    let first = from.timestamp_micros();
+    let last = commits.last().unwrap().end_us;
+    let mut points: Vec<RestorePoint> = (0..n)
+        .map(|i| {
+            RestorePoint::Time(time_us(
+                first + (last - first) * i / (n - 1) + (i * 7919) % 3000,
+            ))
+        })
+        .collect();
+    points.push(RestorePoint::Latest);
+    points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_every_commit_time_and_survives_a_crash_between_its_steps() {
+    use kars_backup_sqlite::replicate::{CompactOptions, compact};
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("replica");
+    let (commits, _) = replicate_for(tmp.path(), &dest, options(), Duration::from_secs(3)).await;
+    let before = tmp.path().join("before");
+    copy_tree(&dest, &before);
+    let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
+    let points = instants(&commits, window.first_restorable.unwrap(), 30);
+    let expected = states(&dest, &points).await;
+    assert!(expected.iter().all(Result::is_ok), "{expected:?}");
+
+    let mut o = CompactOptions::default();
+    o.span = Duration::from_secs(1);
+    o.min_age = Duration::ZERO;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let report = compact(&sink(&dest), DB_NAME, &o, later).await.unwrap();
+    assert!(!report.written.is_empty(), "{report:?}");
+    assert!(
+        report.segments_after * 2 < report.segments_before,
+        "{} segments became {}",
+        report.segments_before,
+        report.segments_after
+    );
+    let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let stored: usize = generations.iter().map(|g| g.segments.len()).sum();
+    assert_eq!(stored, report.segments_after);
+    assert_eq!(states(&dest, &points).await, expected, "after compaction");
+    // A second run finds nothing to do.
+    let again = compact(&sink(&dest), DB_NAME, &o, later).await.unwrap();
+    assert!(
+        again.written.is_empty() && again.covered_deleted.is_empty(),
+        "{again:?}"
+    );
+
+    // A crash after the first step: compacted segments stored, the sources still there.
+    let crashed = tmp.path().join("crashed");
+    copy_tree(&before, &crashed);
+    for w in &report.written {
+        let to = crashed.join(&w.key);
+        std::fs::copy(dest.join(&w.key), &to).unwrap();
+    }
+    assert_eq!(
+        states(&crashed, &points).await,
+        expected,
+        "compacted and sources"
+    );
+    // …and in the middle of the deletions.
+    for w in &report.written {
+        for key in w.replaces.iter().step_by(2) {
+            std::fs::remove_file(crashed.join(key)).unwrap();
+        }
+    }
+    assert_eq!(
+        states(&crashed, &points).await,
+        expected,
+        "half the sources deleted"
+    );
+    // The next run deletes what the compacted segments cover and ends where the first did.
+    let finish = compact(&sink(&crashed), DB_NAME, &o, later).await.unwrap();
+    assert!(!finish.covered_deleted.is_empty(), "{finish:?}");
+    assert!(finish.written.is_empty(), "{finish:?}");
+    assert_eq!(chain_keys(&crashed).await, chain_keys(&dest).await);
+    assert_eq!(states(&crashed, &points).await, expected, "finished");
+
+    // The replicator compacts its destination itself (at start, then every span).
+    let live = tmp.path().join("live");
+    copy_tree(&before, &live);
+    let mut with_compaction = options();
+    with_compaction.compaction = Some(o.clone());
+    let (stop, handle) = spawn_replicator(&tmp.path().join(DB_NAME), &live, with_compaction);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let generations = catalog::generations(&sink(&live), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let stored: usize = generations.iter().map(|g| g.segments.len()).sum();
+    assert!(
+        stored * 2 < report.segments_before,
+        "the replicator left {stored} of {} segments",
+        report.segments_before
+    );
+    assert_eq!(
+        states(&live, &points[..points.len() - 1]).await,
+        expected[..points.len() - 1]
+    );
+
+    // A damaged source stops its run before anything is deleted.
+    let damaged = tmp.path().join("damaged");
+    copy_tree(&before, &damaged);
+    let victim = &report.written[0].replaces[1];
+    let mut bytes = std::fs::read(damaged.join(victim)).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(damaged.join(victim), bytes).unwrap();
+    let err = compact(&sink(&damaged), DB_NAME, &o, later)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(victim.as_str()), "{err}");
+    for key in &report.written[0].replaces {
+        assert!(damaged.join(key).exists(), "{key} was deleted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_exactly_what_the_window_needs() {
+    use kars_backup_sqlite::replicate::{KeepReason, prune};
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("replica");
+    let db = tmp.path().join(DB_NAME);
+    let log = tmp.path().join("commits.log");
+    let mut o = options();
+    o.snapshot_interval = Duration::from_millis(700);
+    // The writer truncates the WAL whenever no replicator holds it: the second run starts a
+    // new generation.
+    let writer = start_writer(&db, &log, &["--rate", "300", "--truncate-every", "40"]);
+    let (stop, handle) = spawn_replicator(&db, &dest, o.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (stop, handle) = spawn_replicator(&db, &dest, o);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writer.kill9();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let commits = read_log(&log);
+    let keys = ChainKeys::new(DB_NAME);
+    let generations = catalog::generations(&sink(&dest), &keys).await.unwrap();
+    assert!(generations.len() >= 2, "{generations:?}");
+    // The first run's generation (a reset at its start may have begun another one first).
+    let at = generations[..generations.len() - 1]
+        .iter()
+        .position(|g| g.snapshots.len() >= 3)
+        .unwrap_or_else(|| panic!("no generation with 3 snapshots: {generations:?}"));
+    let old = &generations[at];
+    // Another database's chain and the lease are never touched.
+    let other = dest.join(".kars-chains/sqlite/other.db/generations/g/snapshots/x.snap");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::write(&other, b"other").unwrap();
+    std::fs::write(dest.join(keys.lease()), b"{}").unwrap();
+
+    // The window starts between the old generation's second and third snapshots.
+    let base = &old.snapshots[1];
+    let start = base.time + (old.snapshots[2].time - base.time) / 2;
+    let now = Utc::now();
+    let window = (now - start).to_std().unwrap();
+    let mut points: Vec<RestorePoint> = (0..20)
+        .map(|i| RestorePoint::Time(start + (now - start) * i / 19))
+        .collect();
+    points.push(RestorePoint::Latest);
+    let expected = states(&dest, &points).await;
+    assert!(expected.iter().all(Result::is_ok), "{expected:?}");
+    let all = chain_keys(&dest).await;
+
+    let dry = prune(&sink(&dest), DB_NAME, window, now, true)
+        .await
+        .unwrap();
+    assert_eq!(chain_keys(&dest).await, all, "a dry run deleted something");
+    let report = prune(&sink(&dest), DB_NAME, window, now, false)
+        .await
+        .unwrap();
+    assert_eq!(dry.plan, report.plan);
+    assert_eq!(report.plan.base.as_deref(), Some(base.key.as_str()));
+    // Exactly the keys before the base: the older snapshot and the segments it alone needed.
+    let mut gone: Vec<String> = old
+        .segments
+        .iter()
+        .filter(|s| s.last <= base.txid)
+        .map(|s| s.key.clone())
+        .collect();
+    gone.push(old.snapshots[0].key.clone());
+    for g in &generations[..at] {
+        gone.extend(g.snapshots.iter().map(|s| s.key.clone()));
+        gone.extend(g.segments.iter().map(|s| s.key.clone()));
+    }
+    assert!(!gone.is_empty());
+    let mut deleted = report.plan.delete.clone();
+    deleted.sort();
+    gone.sort();
+    assert_eq!(deleted, gone);
+    let left = chain_keys(&dest).await;
+    let mut kept: Vec<String> = report.plan.keep.iter().map(|k| k.key.clone()).collect();
+    kept.push(keys.lease());
+    kept.sort();
+    assert_eq!(left, kept);
+    assert!(
+        report
+            .plan
+            .keep
+            .iter()
+            .any(|k| k.reason == KeepReason::WindowBase)
+    );
+    assert!(other.exists(), "another database's chain was touched");
+    assert_eq!(
+        report.deleted_bytes + report.kept_bytes,
+        dry.deleted_bytes + dry.kept_bytes
+    );
+
+    // Every instant of the window restores as before; the window now starts at the base.
+    assert_eq!(states(&dest, &points).await, expected);
+    let window_now = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
+    assert_eq!(window_now.first_restorable, Some(base.time));
+    assert_eq!(window_now.generations, generations.len() - at);
+    assert_eq!(window_now.bytes, report.kept_bytes);
+    assert!(window_now.last_commit.unwrap() >= time_us(commits.last().unwrap().begin_us));
+    let err = states(&dest, &[RestorePoint::Time(old.snapshots[0].time)]).await;
+    assert!(
+        err[0].as_ref().is_err_and(|e| e.contains("window starts")),
+        "{err:?}"
+    );
+
+    // Again with the same window: nothing more to delete.
+    let again = prune(&sink(&dest), DB_NAME, window, now, false)
+        .await
+        .unwrap();
+    assert!(again.plan.delete.is_empty(), "{:?}", again.plan.delete);
+
+    // A replicator keeping a window of a second: the older generations go, the latest state
+    // stays restorable.
+    std::fs::remove_file(dest.join(keys.lease())).unwrap();
+    let mut o = options();
+    o.pitr_window = Some(Duration::from_secs(1));
+    let newest = generations.last().unwrap().id.clone();
+    let (stop, handle) = spawn_replicator(&db, &dest, o);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let left = catalog::generations(&sink(&dest), &keys).await.unwrap();
+    assert!(
+        left.iter().all(|g| g.id >= newest),
+        "{:?}",
+        left.iter().map(|g| &g.id).collect::<Vec<_>>()
+    );
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    assert!(check_prefix(&out) >= commits.last().unwrap().id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_what_is_held_in_memory_is_streamed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join(DB_NAME);
+    let dest = tmp.path().join("replica");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL);",
+    )
+    .unwrap();
+    let (stop, handle) = spawn_replicator(&db, &dest, options());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let small = |conn: &rusqlite::Connection, n: i64| {
+        for _ in 0..n {
+            conn.execute("INSERT INTO t (b) VALUES (randomblob(100))", [])
+                .unwrap();
+        }
+    };
+    small(&conn, 20);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_big = Utc::now();
+    // About 12 MiB of pages in one transaction: more than the capture holds in memory.
+    conn.execute_batch(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t (b) SELECT randomblob(4000) FROM n; COMMIT;",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    small(&conn, 20);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let facts = |path: &Path| -> (i64, i64, String) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        let (n, bytes): (i64, i64) = c
+            .query_row(
+                "SELECT count(*), coalesce(sum(length(b)), 0) FROM t",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (n, bytes, ok)
+    };
+    let (out, _keep) = restore_to(&dest, RestorePoint::Latest, None).await.unwrap();
+    assert_eq!(
+        facts(&out),
+        (3040, 20 * 100 + 3000 * 4000 + 20 * 100, "ok".into())
+    );
+    assert_eq!(facts(&out).0, facts(&db).0);
+    let (out, _keep) = restore_to(&dest, RestorePoint::Time(before_big), None)
+        .await
+        .unwrap();
+    assert_eq!(facts(&out), (20, 2000, "ok".into()));
+    // The big transaction (the 21st) is one commit of one segment, stored whole.
+    let generations = catalog::generations(&sink(&dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    assert!(
+        generations[0]
+            .segments
+            .iter()
+            .any(|s| (s.first..=s.last).contains(&21) && s.size > 10 << 20),
+        "{:?}",
+        generations[0].segments
+    );
 }

@@ -41,13 +41,22 @@ const ENABLE_WAL_WAIT: Duration = Duration::from_secs(60);
 /// The busy timeout of the replicator's connections otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One transaction read from the WAL: its pages (last image of each) and the database size.
+/// A transaction whose pages pass this many bytes keeps only their places in the WAL.
+pub(crate) const MAX_HELD_TRANSACTION: usize = 4 << 20;
+
+/// One transaction read from the WAL: where its pages are (the last frame of each) and the
+/// database size. A small transaction's images come along (read once); a large one's stay in
+/// the WAL (the pin keeps them there) and are read one at a time when the commit is written
+/// into a segment, so a transaction of any size costs a few bytes per page here.
 #[derive(Debug)]
 pub(crate) struct CapturedCommit {
     /// The database size in pages after it.
     pub(crate) db_size: u32,
-    /// The pages, by page number.
-    pub(crate) pages: BTreeMap<u32, Vec<u8>>,
+    /// The pages, by page number, with the offset of each image in the `-wal` file.
+    pub(crate) pages: Vec<(u32, u64)>,
+    /// The images, in the order of `pages`, unless the transaction passed
+    /// [`MAX_HELD_TRANSACTION`].
+    pub(crate) images: Option<Vec<Vec<u8>>>,
 }
 
 /// What a read of the WAL found.
@@ -59,6 +68,8 @@ pub(crate) enum Scan {
         commits: Vec<CapturedCommit>,
         /// Where to continue.
         end: Option<WalPosition>,
+        /// The `-wal` file the commits' pages are read from (while the pin holds them).
+        wal: Option<File>,
     },
     /// The WAL was reset in a way that may have lost frames: a new generation is needed.
     Reset {
@@ -215,7 +226,8 @@ impl Capture {
     }
 
     /// Reads the commits after `from` (`None`: nothing of any WAL read yet), at most about
-    /// `max_bytes` of pages (always whole transactions).
+    /// `max_bytes` of pages (always whole transactions; images held for at most about that
+    /// much, see [`CapturedCommit`]).
     ///
     /// # Errors
     /// I/O errors.
@@ -224,6 +236,7 @@ impl Capture {
             return Ok(Scan::Commits {
                 commits: Vec::new(),
                 end: from,
+                wal: None,
             });
         };
         let header =
@@ -233,6 +246,7 @@ impl Capture {
             return Ok(Scan::Commits {
                 commits: Vec::new(),
                 end: from,
+                wal: None,
             });
         };
         let start = match from {
@@ -260,29 +274,55 @@ impl Capture {
         let mut reader =
             FrameReader::new(&file, start).map_err(|e| Error::io("read", &self.wal_path, e))?;
         let mut commits = Vec::new();
-        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut pages: BTreeMap<u32, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut held = true;
+        let mut txn_bytes = 0usize;
         let mut bytes = 0usize;
         let mut end = start;
+        let frame_size = header.frame_size();
         while let Some(frame) = reader
             .next_frame()
             .map_err(|e| Error::io("read", &self.wal_path, e))?
         {
             bytes += frame.page.len();
-            pages.insert(frame.pgno, frame.page.to_vec());
+            txn_bytes += frame.page.len();
+            let offset = wal::WAL_HEADER_SIZE
+                + u64::from(frame.after.frames - 1) * frame_size
+                + wal::FRAME_HEADER_SIZE;
+            if held && (txn_bytes > MAX_HELD_TRANSACTION || bytes > max_bytes) {
+                held = false;
+                for (_, image) in pages.values_mut() {
+                    *image = None;
+                }
+            }
+            pages.insert(frame.pgno, (offset, held.then(|| frame.page.to_vec())));
             if frame.commit_size != 0 {
                 end = frame.after;
+                let mut offsets = Vec::with_capacity(pages.len());
+                let mut images = held.then(|| Vec::with_capacity(pages.len()));
+                for (pgno, (offset, image)) in std::mem::take(&mut pages) {
+                    offsets.push((pgno, offset));
+                    if let (Some(images), Some(image)) = (&mut images, image) {
+                        images.push(image);
+                    }
+                }
                 commits.push(CapturedCommit {
                     db_size: frame.commit_size,
-                    pages: std::mem::take(&mut pages),
+                    pages: offsets,
+                    images,
                 });
+                held = true;
+                txn_bytes = 0;
                 if bytes >= max_bytes {
                     break;
                 }
             }
         }
+        drop(reader);
         Ok(Scan::Commits {
             commits,
             end: Some(end),
+            wal: Some(file),
         })
     }
 
@@ -381,7 +421,15 @@ impl Capture {
                     let offset = wal::WAL_HEADER_SIZE
                         + u64::from(frame - 1) * frame_size
                         + wal::FRAME_HEADER_SIZE;
-                    f.read_exact_at(&mut buf, offset).map_err(wal_err)?;
+                    match f.read_exact_at(&mut buf, offset) {
+                        Ok(()) => {}
+                        // Truncated (a TRUNCATE checkpoint while the pin was on read mark 0,
+                        // every frame already in the database): read again.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            return Ok(Attempt::Restarted);
+                        }
+                        Err(e) => return Err(wal_err(e)),
+                    }
                 }
                 _ => {
                     self.db_file

@@ -23,7 +23,7 @@ pub struct SnapshotEntry {
 }
 
 /// A stored segment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentEntry {
     /// Its key.
     pub key: String,
@@ -68,51 +68,56 @@ impl Generation {
     }
 }
 
-/// Lists the generations of `keys`' chain at `sink`, oldest first.
+/// Lists the generations of `keys`' chain at `sink`, oldest first (only those with a complete
+/// snapshot: the others cannot be restored from).
 ///
 /// # Errors
 /// Storage errors.
 pub async fn generations(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Vec<Generation>> {
+    let mut out = all_generations(sink, keys).await?;
+    // A generation whose snapshot never completed cannot be restored from.
+    out.retain(|g| !g.snapshots.is_empty());
+    Ok(out)
+}
+
+/// Every generation of `keys`' chain at `sink`, oldest first, also those without a snapshot
+/// (an interrupted prune leaves segments behind; a starting generation has none yet).
+pub(crate) async fn all_generations(
+    sink: &DynBackupSink,
+    keys: &ChainKeys,
+) -> Result<Vec<Generation>> {
     let mut by_id: BTreeMap<String, Generation> = BTreeMap::new();
     for meta in sink.list(Some(&keys.generations())).await? {
-        match keys.parse(&meta.key) {
-            Some(ChainKey::Snapshot {
-                generation,
+        let Some(key) = keys.parse(&meta.key) else {
+            continue;
+        };
+        let (ChainKey::Snapshot { generation, .. } | ChainKey::Segment { generation, .. }) = &key
+        else {
+            continue;
+        };
+        let entry = by_id
+            .entry(generation.clone())
+            .or_insert_with(|| Generation {
+                id: generation.clone(),
+                ..Default::default()
+            });
+        match key {
+            ChainKey::Snapshot { txid, time, .. } => entry.snapshots.push(SnapshotEntry {
+                key: meta.key,
                 txid,
                 time,
-            }) => by_id
-                .entry(generation.clone())
-                .or_insert_with(|| Generation {
-                    id: generation,
-                    ..Default::default()
-                })
-                .snapshots
-                .push(SnapshotEntry {
-                    key: meta.key,
-                    txid,
-                    time,
-                    size: meta.size,
-                }),
-            Some(ChainKey::Segment {
-                generation,
+                size: meta.size,
+            }),
+            ChainKey::Segment {
+                first, last, time, ..
+            } => entry.segments.push(SegmentEntry {
+                key: meta.key,
                 first,
                 last,
                 time,
-            }) => by_id
-                .entry(generation.clone())
-                .or_insert_with(|| Generation {
-                    id: generation,
-                    ..Default::default()
-                })
-                .segments
-                .push(SegmentEntry {
-                    key: meta.key,
-                    first,
-                    last,
-                    time,
-                    size: meta.size,
-                }),
-            _ => {}
+                size: meta.size,
+            }),
+            ChainKey::Lease => {}
         }
     }
     let mut out: Vec<Generation> = by_id.into_values().collect();
@@ -120,9 +125,44 @@ pub async fn generations(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Vec<G
         g.snapshots.sort_by_key(|s| s.txid);
         g.segments.sort_by_key(|s| (s.first, s.last));
     }
-    // A generation whose snapshot never completed cannot be restored from.
-    out.retain(|g| !g.snapshots.is_empty());
     Ok(out)
+}
+
+/// The restorable window of one replicated database at a destination, from the listing alone
+/// (no object is read): what `list` and `status` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The database (its file name).
+    pub database: String,
+    /// The earliest instant a restore can reach (the oldest snapshot's time).
+    pub first_restorable: Option<DateTime<Utc>>,
+    /// The observed time of the last commit stored (or of the newest snapshot when later).
+    pub last_commit: Option<DateTime<Utc>>,
+    /// Restorable generations.
+    pub generations: usize,
+    /// Snapshots.
+    pub snapshots: usize,
+    /// Segments.
+    pub segments: usize,
+    /// Stored bytes of snapshots and segments.
+    pub bytes: u64,
+}
+
+/// The restorable window of `database` (its file name) at `sink`: one listing, no download.
+///
+/// # Errors
+/// Storage errors.
+pub async fn window(sink: &DynBackupSink, database: &str) -> Result<Window> {
+    let generations = generations(sink, &ChainKeys::new(database)).await?;
+    Ok(Window {
+        database: database.to_string(),
+        first_restorable: generations.first().and_then(Generation::start),
+        last_commit: generations.iter().filter_map(Generation::end).max(),
+        generations: generations.len(),
+        snapshots: generations.iter().map(|g| g.snapshots.len()).sum(),
+        segments: generations.iter().map(|g| g.segments.len()).sum(),
+        bytes: generations.iter().map(Generation::size).sum(),
+    })
 }
 
 /// The databases that have a chain at `sink` (their names, as in [`ChainKeys::new`]).

@@ -1,6 +1,6 @@
 //! The stored format of a chain: database checksums, segments and snapshots.
 //!
-//! Documented for operators in `docs/operators/replication-format.md`. All integers are
+//! Documented for operators in `docs/operators/replication.md` ("Stored format"). All integers are
 //! big-endian. Every object is compressed with zstd and then, when asked, encrypted (age or
 //! OpenPGP, recognised by its first bytes on reading).
 //!
@@ -89,6 +89,51 @@ pub struct Commit {
     pub pages: Vec<(u32, Vec<u8>)>,
 }
 
+impl Commit {
+    /// Appends its record (as in a segment) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put64(out, self.txid);
+        put64(out, self.observed_us as u64);
+        put32(out, self.db_size);
+        put32(out, self.pages.len() as u32);
+        put64(out, self.checksum_after);
+        for (pgno, page) in &self.pages {
+            put32(out, *pgno);
+            out.extend_from_slice(page);
+        }
+    }
+}
+
+/// The size of a segment's header (before its commits).
+pub const SEGMENT_HEADER_SIZE: usize = 8 + 4 + 8 + 8 + 8 + POSITION_SIZE + 4;
+
+/// A segment's header: magic, page size, first and last txid, checksum before, WAL position
+/// after, number of commits ([`SEGMENT_HEADER_SIZE`] bytes). The commits' records
+/// ([`Commit::encode_into`]) follow, then a CRC-64 of everything before it ([`crc64`]).
+pub fn segment_header(
+    page_size: u32,
+    first: u64,
+    last: u64,
+    checksum_before: u64,
+    wal_after: Option<&WalPosition>,
+    commits: u32,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEGMENT_HEADER_SIZE);
+    out.extend_from_slice(SEGMENT_MAGIC);
+    put32(&mut out, page_size);
+    put64(&mut out, first);
+    put64(&mut out, last);
+    put64(&mut out, checksum_before);
+    put_position(&mut out, wal_after);
+    put32(&mut out, commits);
+    out
+}
+
+/// A streaming CRC-64/GO-ISO, as segments and snapshots end with.
+pub fn crc64() -> Digest<'static, u64, Table<16>> {
+    CRC.digest()
+}
+
 /// A segment: consecutive commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
@@ -133,23 +178,16 @@ impl Segment {
     /// Encodes the segment (plain; see [`seal`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.plain_size());
-        out.extend_from_slice(SEGMENT_MAGIC);
-        put32(&mut out, self.page_size);
-        put64(&mut out, self.first());
-        put64(&mut out, self.last());
-        put64(&mut out, self.checksum_before);
-        put_position(&mut out, self.wal_after.as_ref());
-        put32(&mut out, self.commits.len() as u32);
+        out.extend_from_slice(&segment_header(
+            self.page_size,
+            self.first(),
+            self.last(),
+            self.checksum_before,
+            self.wal_after.as_ref(),
+            self.commits.len() as u32,
+        ));
         for c in &self.commits {
-            put64(&mut out, c.txid);
-            put64(&mut out, c.observed_us as u64);
-            put32(&mut out, c.db_size);
-            put32(&mut out, c.pages.len() as u32);
-            put64(&mut out, c.checksum_after);
-            for (pgno, page) in &c.pages {
-                put32(&mut out, *pgno);
-                out.extend_from_slice(page);
-            }
+            c.encode_into(&mut out);
         }
         let crc = CRC.checksum(&out);
         put64(&mut out, crc);
@@ -215,6 +253,410 @@ impl Segment {
             ));
         }
         Ok(segment)
+    }
+}
+
+/// A commit record's header in a segment (its pages follow: pgno ‖ image each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitHeader {
+    /// Its transaction id.
+    pub txid: u64,
+    /// Its observed time (UTC µs).
+    pub observed_us: i64,
+    /// The database size in pages after it.
+    pub db_size: u32,
+    /// The number of pages that follow.
+    pub pages: u32,
+    /// The database checksum after it.
+    pub checksum_after: u64,
+}
+
+/// The size of a commit record's header.
+const COMMIT_HEADER_SIZE: usize = 8 + 8 + 4 + 4 + 8;
+/// Where `checksum_after` sits in a commit record's header.
+const CHECKSUM_AFTER_OFFSET: u64 = 8 + 8 + 4 + 4;
+
+impl CommitHeader {
+    fn encode(&self) -> [u8; COMMIT_HEADER_SIZE] {
+        let mut out = [0u8; COMMIT_HEADER_SIZE];
+        out[..8].copy_from_slice(&self.txid.to_be_bytes());
+        out[8..16].copy_from_slice(&(self.observed_us as u64).to_be_bytes());
+        out[16..20].copy_from_slice(&self.db_size.to_be_bytes());
+        out[20..24].copy_from_slice(&self.pages.to_be_bytes());
+        out[24..].copy_from_slice(&self.checksum_after.to_be_bytes());
+        out
+    }
+}
+
+/// A segment's header, as [`SegmentReader`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The page size.
+    pub page_size: u32,
+    /// The first txid.
+    pub first: u64,
+    /// The last txid.
+    pub last: u64,
+    /// The database checksum before its first commit.
+    pub checksum_before: u64,
+    /// The WAL position after its last commit, when it came from a WAL.
+    pub wal_after: Option<WalPosition>,
+    /// The number of commits.
+    pub commits: u32,
+}
+
+/// Reads a plain segment commit by commit and page by page, without holding it whole; the
+/// CRC-64 is checked by [`SegmentReader::finish`]. Errors are `io::Error`s describing what is
+/// wrong (truncated, damaged).
+pub struct SegmentReader<R: Read> {
+    input: R,
+    digest: Digest<'static, u64, Table<16>>,
+    /// The header.
+    pub header: SegmentHeader,
+    commits_left: u32,
+    pages_left: u32,
+    skip: Vec<u8>,
+}
+
+impl<R: Read> std::fmt::Debug for SegmentReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentReader")
+            .field("header", &self.header)
+            .field("commits_left", &self.commits_left)
+            .finish_non_exhaustive()
+    }
+}
+
+fn truncated(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::other("it ends in the middle of a record (truncated)")
+    } else {
+        e
+    }
+}
+
+impl<R: Read> SegmentReader<R> {
+    /// Reads the header.
+    ///
+    /// # Errors
+    /// Reading failed, or the header is not a segment's.
+    pub fn new(mut input: R) -> io::Result<Self> {
+        let mut buf = [0u8; SEGMENT_HEADER_SIZE];
+        input.read_exact(&mut buf).map_err(truncated)?;
+        let mut r = Cursor(&buf);
+        let magic = r.take(8).map_err(io::Error::other)?;
+        if magic != SEGMENT_MAGIC {
+            return Err(io::Error::other("it does not start with KARSSEG1"));
+        }
+        let header = (|| -> Result<SegmentHeader, String> {
+            Ok(SegmentHeader {
+                page_size: r.u32()?,
+                first: r.u64()?,
+                last: r.u64()?,
+                checksum_before: r.u64()?,
+                wal_after: r.position()?,
+                commits: r.u32()?,
+            })
+        })()
+        .map_err(io::Error::other)?;
+        if !(512..=65_536).contains(&header.page_size) {
+            return Err(io::Error::other(format!(
+                "its page size {} is not valid",
+                header.page_size
+            )));
+        }
+        let mut digest = CRC.digest();
+        digest.update(&buf);
+        Ok(SegmentReader {
+            input,
+            digest,
+            header,
+            commits_left: header.commits,
+            pages_left: 0,
+            skip: Vec::new(),
+        })
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.input.read_exact(buf).map_err(truncated)?;
+        self.digest.update(buf);
+        Ok(())
+    }
+
+    fn skip_pages(&mut self) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.skip);
+        buf.resize(self.header.page_size as usize, 0);
+        while self.next_page(&mut buf)?.is_some() {}
+        self.skip = buf;
+        Ok(())
+    }
+
+    /// The next commit's header (the pages of the one before that were not read are skipped);
+    /// `None` after the last one.
+    ///
+    /// # Errors
+    /// Reading failed or the segment is truncated.
+    pub fn next_commit(&mut self) -> io::Result<Option<CommitHeader>> {
+        self.skip_pages()?;
+        if self.commits_left == 0 {
+            return Ok(None);
+        }
+        let mut buf = [0u8; COMMIT_HEADER_SIZE];
+        self.read(&mut buf)?;
+        let word = |i: usize| u64::from_be_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+        let half = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+        let commit = CommitHeader {
+            txid: word(0),
+            observed_us: word(8) as i64,
+            db_size: half(16),
+            pages: half(20),
+            checksum_after: word(24),
+        };
+        self.commits_left -= 1;
+        self.pages_left = commit.pages;
+        Ok(Some(commit))
+    }
+
+    /// The current commit's next page into `page` (the page size long); its page number, or
+    /// `None` after its last page.
+    ///
+    /// # Errors
+    /// Reading failed or the segment is truncated.
+    pub fn next_page(&mut self, page: &mut [u8]) -> io::Result<Option<u32>> {
+        if self.pages_left == 0 {
+            return Ok(None);
+        }
+        let mut pgno = [0u8; 4];
+        self.read(&mut pgno)?;
+        self.read(page)?;
+        self.pages_left -= 1;
+        Ok(Some(u32::from_be_bytes(pgno)))
+    }
+
+    /// Reads what is left and checks the CRC-64 and that nothing follows it.
+    ///
+    /// # Errors
+    /// The segment is damaged or truncated, or reading failed.
+    pub fn finish(mut self) -> io::Result<()> {
+        while self.next_commit()?.is_some() {}
+        let mut crc = [0u8; 8];
+        self.input.read_exact(&mut crc).map_err(truncated)?;
+        if self.digest.finalize() != u64::from_be_bytes(crc) {
+            return Err(io::Error::other(
+                "its CRC-64 does not match its content (damaged)",
+            ));
+        }
+        let mut more = [0u8; 1];
+        loop {
+            match self.input.read(&mut more) {
+                Ok(0) => return Ok(()),
+                Ok(_) => return Err(io::Error::other("bytes after its CRC-64")),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A segment assembled in a plain spool file, commit by commit and page by page, then sealed
+/// (compressed, encrypted) into a second file for upload: nothing of it is held in memory.
+pub struct SegmentSpool {
+    file: io::BufWriter<std::fs::File>,
+    path: tempfile::TempPath,
+    dir: std::path::PathBuf,
+    header: SegmentHeader,
+    written: u64,
+    /// Where the current commit's header is, and the checksum after it says.
+    commit_at: Option<(u64, u64)>,
+    pages_left: u32,
+}
+
+impl std::fmt::Debug for SegmentSpool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentSpool")
+            .field("header", &self.header)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sealed segment ready for upload.
+#[derive(Debug)]
+pub struct SealedSegment {
+    /// The sealed file (deleted when dropped).
+    pub path: tempfile::TempPath,
+    /// Its size.
+    pub size: u64,
+    /// The segment's header.
+    pub header: SegmentHeader,
+}
+
+impl SegmentSpool {
+    /// Starts a segment in a new spool file in `dir`.
+    ///
+    /// # Errors
+    /// Creating or writing the file failed.
+    pub fn new(dir: &std::path::Path, page_size: u32, checksum_before: u64) -> io::Result<Self> {
+        let (file, path) = tempfile::Builder::new()
+            .prefix(".kars-replica-segment-")
+            .tempfile_in(dir)?
+            .into_parts();
+        let mut file = io::BufWriter::with_capacity(256 * 1024, file);
+        file.write_all(&[0u8; SEGMENT_HEADER_SIZE])?;
+        Ok(SegmentSpool {
+            file,
+            path,
+            dir: dir.to_path_buf(),
+            header: SegmentHeader {
+                page_size,
+                first: 0,
+                last: 0,
+                checksum_before,
+                wal_after: None,
+                commits: 0,
+            },
+            written: SEGMENT_HEADER_SIZE as u64,
+            commit_at: None,
+            pages_left: 0,
+        })
+    }
+
+    /// The header so far (first and last txid, commits).
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Plain bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    /// Whether no commit was written.
+    pub fn is_empty(&self) -> bool {
+        self.header.commits == 0
+    }
+
+    /// Starts a commit of `commit.pages` pages; its checksum after may be set later, with
+    /// [`SegmentSpool::end_commit`] (which then writes it into the header).
+    ///
+    /// # Errors
+    /// Writing failed, or the previous commit misses pages.
+    pub fn begin_commit(&mut self, commit: &CommitHeader) -> io::Result<()> {
+        if self.pages_left != 0 {
+            return Err(io::Error::other(
+                "a commit began before the last one's pages",
+            ));
+        }
+        if self.header.commits == 0 {
+            self.header.first = commit.txid;
+        }
+        self.header.last = commit.txid;
+        self.header.commits += 1;
+        self.commit_at = Some((self.written, commit.checksum_after));
+        self.pages_left = commit.pages;
+        self.file.write_all(&commit.encode())?;
+        self.written += COMMIT_HEADER_SIZE as u64;
+        Ok(())
+    }
+
+    /// Writes the current commit's next page.
+    ///
+    /// # Errors
+    /// Writing failed, or the commit has all its pages.
+    pub fn page(&mut self, pgno: u32, page: &[u8]) -> io::Result<()> {
+        if self.pages_left == 0 || page.len() != self.header.page_size as usize {
+            return Err(io::Error::other("a page that its commit does not announce"));
+        }
+        self.pages_left -= 1;
+        self.file.write_all(&pgno.to_be_bytes())?;
+        self.file.write_all(page)?;
+        self.written += 4 + page.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the current commit, setting its checksum after when it is not the one given to
+    /// [`SegmentSpool::begin_commit`].
+    ///
+    /// # Errors
+    /// Writing failed, or pages are missing.
+    pub fn end_commit(&mut self, checksum_after: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.pages_left != 0 {
+            return Err(io::Error::other("a commit ended before its last page"));
+        }
+        let (at, announced) = self
+            .commit_at
+            .take()
+            .ok_or_else(|| io::Error::other("no commit to end"))?;
+        if announced == checksum_after {
+            return Ok(());
+        }
+        self.file.flush()?;
+        self.file
+            .get_ref()
+            .write_all_at(&checksum_after.to_be_bytes(), at + CHECKSUM_AFTER_OFFSET)
+    }
+
+    /// Sets the WAL position after the last commit.
+    pub fn set_wal_after(&mut self, wal_after: Option<WalPosition>) {
+        self.header.wal_after = wal_after;
+    }
+
+    /// Writes the header and seals header, commits and CRC-64 into a new file beside the
+    /// spool: zstd, then encryption with `encryptor`.
+    ///
+    /// # Errors
+    /// Writing failed, or a commit is not complete.
+    pub fn seal(self, encryptor: Option<&DynEncryptor>) -> io::Result<SealedSegment> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        if self.pages_left != 0 || self.commit_at.is_some() {
+            return Err(io::Error::other("the last commit is not complete"));
+        }
+        let h = self.header;
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        let head = segment_header(
+            h.page_size,
+            h.first,
+            h.last,
+            h.checksum_before,
+            h.wal_after.as_ref(),
+            h.commits,
+        );
+        file.write_all_at(&head, 0)?;
+        file.seek(SeekFrom::Start(0))?;
+        let (out, path) = tempfile::Builder::new()
+            .prefix(".kars-replica-segment-")
+            .tempfile_in(&self.dir)?
+            .into_parts();
+        let mut writer = sealing_writer(
+            Box::new(io::BufWriter::with_capacity(256 * 1024, out)),
+            encryptor,
+        )?;
+        let mut digest = CRC.digest();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            digest.update(&buf[..n]);
+            writer.write_all(&buf[..n])?;
+        }
+        writer.write_all(&digest.finalize().to_be_bytes())?;
+        writer.finish()?;
+        drop(self.path);
+        let size = std::fs::metadata(&path)?.len();
+        Ok(SealedSegment {
+            path,
+            size,
+            header: h,
+        })
     }
 }
 
@@ -450,9 +892,21 @@ pub fn sealing_writer(
 /// decryptor's errors, and I/O errors.
 pub fn opening_reader(
     name: &str,
-    mut input: Box<dyn Read + Send>,
+    input: Box<dyn Read + Send>,
     decryptor: Option<&DynDecryptor>,
 ) -> kars_backup_core::Result<Box<dyn Read + Send>> {
+    Ok(open_sealed(name, input, decryptor)?.0)
+}
+
+/// [`opening_reader`], also saying whether the object was encrypted.
+///
+/// # Errors
+/// As [`opening_reader`].
+pub fn open_sealed(
+    name: &str,
+    mut input: Box<dyn Read + Send>,
+    decryptor: Option<&DynDecryptor>,
+) -> kars_backup_core::Result<(Box<dyn Read + Send>, bool)> {
     let mut magic = [0u8; 40];
     let mut n = 0;
     while n < magic.len() {
@@ -465,6 +919,7 @@ pub fn opening_reader(
     }
     let head = magic[..n].to_vec();
     let input: Box<dyn Read + Send> = Box::new(io::Cursor::new(head.clone()).chain(input));
+    let encrypted = EncryptionScheme::detect(&head).is_some();
     let plain = match EncryptionScheme::detect(&head) {
         None => input,
         Some(scheme) => match decryptor {
@@ -488,7 +943,7 @@ pub fn opening_reader(
     };
     let decoder =
         zstd::Decoder::new(plain).map_err(|e| kars_backup_core::Error::generic(name, e))?;
-    Ok(Box::new(decoder))
+    Ok((Box::new(decoder), encrypted))
 }
 
 /// A `Write` into a shared buffer (the encryptor wants an owned writer).
@@ -638,9 +1093,8 @@ impl<'a> Cursor<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn segments_round_trip_and_damage_is_detected() {
-        let s = Segment {
+    fn sample() -> Segment {
+        Segment {
             page_size: 512,
             checksum_before: 7,
             wal_after: None,
@@ -660,7 +1114,12 @@ mod tests {
                     pages: vec![],
                 },
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn segments_round_trip_and_damage_is_detected() {
+        let s = sample();
         let mut bytes = s.encode();
         assert_eq!(Segment::decode(&bytes).unwrap(), s);
         let sealed = seal(&bytes, None).unwrap();
@@ -672,6 +1131,56 @@ mod tests {
         assert_eq!(plain, bytes);
         bytes[100] ^= 1;
         assert!(Segment::decode(&bytes).unwrap_err().contains("CRC"));
+    }
+
+    #[test]
+    fn spooled_segments_are_byte_for_byte_segments_and_stream_back() {
+        let s = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = SegmentSpool::new(dir.path(), 512, 7).unwrap();
+        for c in &s.commits {
+            spool
+                .begin_commit(&CommitHeader {
+                    txid: c.txid,
+                    observed_us: c.observed_us,
+                    db_size: c.db_size,
+                    pages: c.pages.len() as u32,
+                    checksum_after: 0,
+                })
+                .unwrap();
+            for (pgno, page) in &c.pages {
+                spool.page(*pgno, page).unwrap();
+            }
+            spool.end_commit(c.checksum_after).unwrap();
+        }
+        let sealed = spool.seal(None).unwrap();
+        let bytes = std::fs::read(&sealed.path).unwrap();
+        let mut plain = Vec::new();
+        opening_reader("k", Box::new(io::Cursor::new(bytes)), None)
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, s.encode());
+
+        let mut r = SegmentReader::new(&plain[..]).unwrap();
+        assert_eq!((r.header.first, r.header.last, r.header.commits), (5, 6, 2));
+        let first = r.next_commit().unwrap().unwrap();
+        assert_eq!((first.txid, first.pages, first.checksum_after), (5, 2, 9));
+        let mut page = vec![0; 512];
+        assert_eq!(r.next_page(&mut page).unwrap(), Some(1));
+        assert_eq!(page, vec![1; 512]);
+        // The second page is skipped by asking for the next commit.
+        assert_eq!(r.next_commit().unwrap().unwrap().txid, 6);
+        r.finish().unwrap();
+        let mut bad = plain.clone();
+        bad[SEGMENT_HEADER_SIZE + 40] ^= 1;
+        let err = SegmentReader::new(&bad[..]).unwrap().finish().unwrap_err();
+        assert!(err.to_string().contains("CRC"), "{err}");
+        let err = SegmentReader::new(&plain[..plain.len() - 20])
+            .unwrap()
+            .finish()
+            .unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
     }
 
     #[test]

@@ -10,20 +10,29 @@
 //! - [`rebuild`] rebuilds the database at [`RestorePoint::Latest`] or an instant into a new
 //!   file, verifying the chain; [`restore_replica`] does it through the staged, verified
 //!   restore (hooks, swap, rollback) of [`kars_backup_core::restore_staged`].
-//! - [`catalog`] lists what a destination holds (generations, snapshots, segments).
+//! - [`catalog`] lists what a destination holds (generations, snapshots, segments) and
+//!   [`catalog::window`] sums it up from the listing alone.
+//! - [`compact`](fn@compact) merges small segments into larger ones, keeping every commit's
+//!   time; [`prune`](fn@prune) keeps the point-in-time window and deletes what is older.
 //!
 //! Operators' documentation: `docs/operators/replication.md`.
 
 pub(crate) mod capture;
 pub mod catalog;
+mod compact;
 pub mod format;
 pub mod keys;
 mod lease;
+mod prune;
 mod replicator;
 mod settings;
 pub mod wal;
 
+pub use compact::{
+    CompactOptions, CompactPlan, CompactReport, Compacted, compact, plan_compaction,
+};
 pub use lease::LeaseInfo;
+pub use prune::{KeepReason, KeptKey, PrunePlan, PruneReport, plan_prune, prune};
 pub use replicator::{
     DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
     parse_interval,

@@ -16,17 +16,25 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use kars_backup_core::sink::{DynBackupSink, PutOptions, SinkExt};
+use futures::TryStreamExt;
+use kars_backup_core::sink::{DynBackupSink, GetOptions, PutOptions};
 use kars_backup_core::{CancellationToken, DynEncryptor};
 use serde::Serialize;
 use tempfile::TempPath;
 use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::capture::{Capture, Scan, StateSink, ensure_wal};
+use super::capture::{
+    Capture, CapturedCommit, MAX_HELD_TRANSACTION, Scan, StateSink, ensure_wal, wal_path,
+};
 use super::catalog;
-use super::format::{self, Commit, DbChecksum, Segment, SnapshotHeader, SnapshotWriter};
+use super::compact::{CompactOptions, compact};
+use super::format::{
+    self, CommitHeader, DbChecksum, SegmentReader, SegmentSpool, SnapshotHeader, SnapshotWriter,
+};
 use super::keys::{self, ChainKeys};
 use super::lease::Lease;
+use super::prune::prune;
 use super::wal::WalPosition;
 use crate::error::{Error, Result};
 use kars_backup_core::TaskError;
@@ -55,11 +63,22 @@ pub struct ReplicateOptions {
     pub lease_ttl: Duration,
     /// A segment is sealed early when its pages pass this many bytes (default 16 MiB).
     pub max_segment_bytes: usize,
-    /// A destination's queue of segments not yet uploaded is capped at this many bytes
-    /// (default 64 MiB); past it, the destination gets a new generation once it works again.
+    /// A destination's queue of sealed segments not yet uploaded (spool files in
+    /// [`ReplicateOptions::spool_dir`], not memory) is capped at this many bytes (default
+    /// 512 MiB; an empty queue takes any segment); past it, the destination gets a new
+    /// generation once it works again.
     pub max_queue_bytes: usize,
     /// How long a stopping replicator keeps trying to upload what it has (default 10 s).
     pub shutdown_grace: Duration,
+    /// Compacts each destination's segments at start and then every
+    /// [`CompactOptions::span`] (default: hourly, into segments of up to 16 MiB); `None`:
+    /// never. Not done when [`ReplicateOptions::encryptor`] is set (the replicator does not
+    /// hold the keys to read its segments back): run [`compact`](super::compact()) with them.
+    pub compaction: Option<CompactOptions>,
+    /// Keeps each destination's chain to this point-in-time window with
+    /// [`prune`](super::prune()) at start and then hourly (or every compaction span), after
+    /// compacting; `None` (the default): everything is kept.
+    pub pitr_window: Option<Duration>,
 }
 
 impl Default for ReplicateOptions {
@@ -75,8 +94,10 @@ impl Default for ReplicateOptions {
             spool_dir: None,
             lease_ttl: Duration::from_secs(30),
             max_segment_bytes: 16 << 20,
-            max_queue_bytes: 64 << 20,
+            max_queue_bytes: 512 << 20,
             shutdown_grace: Duration::from_secs(10),
+            compaction: Some(CompactOptions::default()),
+            pitr_window: None,
         }
     }
 }
@@ -157,7 +178,8 @@ enum Job {
     },
     Segment {
         key: String,
-        bytes: Bytes,
+        file: Arc<TempPath>,
+        size: usize,
         generation: String,
         last: u64,
         first_observed: DateTime<Utc>,
@@ -168,7 +190,7 @@ impl Job {
     fn size(&self) -> usize {
         match self {
             Job::Snapshot { .. } => 0,
-            Job::Segment { bytes, .. } => bytes.len(),
+            Job::Segment { size, .. } => *size,
         }
     }
 
@@ -312,7 +334,24 @@ impl Replicator {
             status: self.status.clone(),
             shutdown: shutdown.clone(),
         };
+        let compaction = self
+            .options
+            .compaction
+            .clone()
+            .filter(|_| self.options.encryptor.is_none());
+        let compactor = (compaction.is_some() || self.options.pitr_window.is_some()).then(|| {
+            tokio::spawn(maintain(
+                self.destinations.clone(),
+                self.name.clone(),
+                compaction,
+                self.options.pitr_window,
+                shutdown.clone(),
+            ))
+        });
         let captured = blocking(move || capture.run(tip)).await;
+        if let Some(compactor) = compactor {
+            let _ = compactor.await;
+        }
         // The capture thread is done (its senders dropped): the workers drain their queues.
         let grace = self.options.shutdown_grace;
         let deadline = tokio::time::sleep(grace);
@@ -353,6 +392,46 @@ impl Replicator {
     }
 }
 
+/// Compacts and prunes every destination at start and then every compaction span (hourly
+/// without compaction), until `shutdown` (either cut short leaves a state a restore reads the
+/// same; the next run finishes it).
+async fn maintain(
+    destinations: Vec<DynBackupSink>,
+    name: String,
+    compaction: Option<CompactOptions>,
+    window: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    let every = compaction
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |c| c.span)
+        .max(Duration::from_secs(60));
+    loop {
+        for sink in &destinations {
+            let run = async {
+                if let Some(options) = &compaction
+                    && let Err(e) = compact(sink, &name, options, Utc::now()).await
+                {
+                    tracing::warn!(destination = %sink.describe(), error = %e, "compaction failed; retrying at the next interval");
+                }
+                if let Some(window) = window
+                    && let Err(e) = prune(sink, &name, window, Utc::now(), false).await
+                {
+                    tracing::warn!(destination = %sink.describe(), error = %e, "keeping the point-in-time window failed; retrying at the next interval");
+                }
+            };
+            tokio::select! {
+                () = run => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// The last segment of the newest generation at `sink`.
 async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
     let generations = catalog::generations(sink, keys).await?;
@@ -362,27 +441,42 @@ async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
     let Some(seg) = g.segments.last() else {
         return Ok(None);
     };
-    let bytes = sink.get_bytes(&seg.key).await?;
-    // Resuming needs no key: a segment's plain header is not readable when encrypted, so an
-    // encrypted chain starts a new generation at every start.
-    if kars_backup_core::EncryptionScheme::detect(&bytes).is_some() {
-        return Ok(None);
-    }
-    let plain = zstd::bulk::decompress(&bytes, 1 << 30).map_err(|e| Error::Chain {
-        destination: sink.describe(),
-        key: seg.key.clone(),
-        reason: e.to_string(),
-    })?;
-    let segment = Segment::decode(&plain).map_err(|reason| Error::Chain {
+    let stream = sink
+        .get(&seg.key, GetOptions::default().with_size_hint(seg.size))
+        .await?;
+    let input = SyncIoBridge::new(StreamReader::new(stream.map_err(std::io::Error::other)));
+    let key = seg.key.clone();
+    // Streamed: the last segment may be large (one big transaction).
+    let end = blocking(move || -> std::result::Result<_, String> {
+        // Resuming needs no key: a segment's plain header is not readable when encrypted, so
+        // an encrypted chain starts a new generation at every start.
+        let plain = match format::open_sealed(&key, Box::new(input), None) {
+            Ok((plain, _)) => plain,
+            Err(kars_backup_core::Error::KeyMissing { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut reader = SegmentReader::new(plain).map_err(|e| e.to_string())?;
+        let header = reader.header;
+        let mut after = header.checksum_before;
+        while let Some(c) = reader.next_commit().map_err(|e| e.to_string())? {
+            after = c.checksum_after;
+        }
+        reader.finish().map_err(|e| e.to_string())?;
+        Ok(Some((header, after)))
+    })
+    .await?
+    .map_err(|reason| Error::Chain {
         destination: sink.describe(),
         key: seg.key.clone(),
         reason,
     })?;
-    Ok(segment.wal_after.map(|wal| Tip {
-        generation: g.id.clone(),
-        last_txid: segment.last(),
-        checksum: segment.checksum_after(),
-        wal,
+    Ok(end.and_then(|(header, checksum)| {
+        header.wal_after.map(|wal| Tip {
+            generation: g.id.clone(),
+            last_txid: header.last,
+            checksum,
+            wal,
+        })
     }))
 }
 
@@ -410,10 +504,10 @@ struct Chain {
     position: Option<WalPosition>,
     checksum: DbChecksum,
     page_size: u32,
-    pending: Vec<Commit>,
-    pending_bytes: usize,
-    /// The checksum before the first pending commit.
-    pending_before: u64,
+    /// The commits captured and not sealed yet, in a spool file.
+    pending: Option<SegmentSpool>,
+    /// The observed times of the first and last pending commits (UTC µs).
+    pending_observed: (i64, i64),
 }
 
 impl CaptureLoop {
@@ -446,9 +540,9 @@ impl CaptureLoop {
                     continue;
                 }
             }
-            if !chain.pending.is_empty()
+            if let Some(pending) = &chain.pending
                 && (last_flush.elapsed() >= opts.sync_interval
-                    || chain.pending_bytes >= opts.max_segment_bytes
+                    || pending.len() >= opts.max_segment_bytes as u64
                     || stopping)
             {
                 self.flush(&mut chain)?;
@@ -505,45 +599,35 @@ impl CaptureLoop {
     /// are flushed first: they are valid).
     fn scan(&self, capture: &Capture, chain: &mut Chain) -> Result<bool> {
         loop {
-            match capture.read_commits(chain.position, self.options.max_segment_bytes)? {
+            match capture.read_commits(chain.position, MAX_HELD_TRANSACTION)? {
                 Scan::Reset { reason } => {
                     tracing::warn!(db = %self.db.display(), %reason, "starting a new generation");
                     self.flush(chain)?;
                     self.with_status(|s| s.resets += 1);
                     return Ok(false);
                 }
-                Scan::Commits { commits, end } => {
+                Scan::Commits { commits, end, wal } => {
                     chain.position = end;
-                    if commits.is_empty() {
+                    let Some(wal) = wal.filter(|_| !commits.is_empty()) else {
                         return Ok(true);
-                    }
+                    };
                     // Seen now: never before any of them committed.
                     let observed = Utc::now();
                     let observed_us = observed.timestamp_micros();
+                    let mut page = vec![0u8; chain.page_size as usize];
                     for c in commits {
-                        if chain.pending.is_empty() {
-                            chain.pending_before = chain.checksum.value();
-                        }
-                        for (pgno, page) in &c.pages {
-                            chain.checksum.set_page(*pgno, page);
-                        }
-                        chain.checksum.set_size(c.db_size);
-                        chain.pending_bytes += c.pages.len() * chain.page_size as usize;
-                        chain.pending.push(Commit {
-                            txid: chain.next_txid,
-                            observed_us,
-                            db_size: c.db_size,
-                            checksum_after: chain.checksum.value(),
-                            pages: c.pages.into_iter().collect(),
-                        });
-                        chain.next_txid += 1;
+                        self.spool_commit(chain, &c, &wal, observed_us, &mut page)?;
                     }
                     let last = chain.next_txid - 1;
                     self.with_status(|s| {
                         s.captured_txid = last;
                         s.last_commit = Some(observed);
                     });
-                    if chain.pending_bytes >= self.options.max_segment_bytes {
+                    if chain
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.len() >= self.options.max_segment_bytes as u64)
+                    {
                         self.flush(chain)?;
                     }
                 }
@@ -551,38 +635,94 @@ impl CaptureLoop {
         }
     }
 
+    fn spool_dir(&self) -> PathBuf {
+        self.options
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Writes one captured commit into the pending segment's spool, its pages read from the
+    /// WAL one at a time, and updates the chain's checksum.
+    fn spool_commit(
+        &self,
+        chain: &mut Chain,
+        commit: &CapturedCommit,
+        wal: &std::fs::File,
+        observed_us: i64,
+        page: &mut [u8],
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let spool_err = |e| Error::io("write a segment in", self.spool_dir(), e);
+        if chain.pending.is_none() {
+            chain.pending = Some(
+                SegmentSpool::new(&self.spool_dir(), chain.page_size, chain.checksum.value())
+                    .map_err(spool_err)?,
+            );
+            chain.pending_observed.0 = observed_us;
+        }
+        let spool = chain.pending.as_mut().expect("just set");
+        let mut header = CommitHeader {
+            txid: chain.next_txid,
+            observed_us,
+            db_size: commit.db_size,
+            pages: commit.pages.len() as u32,
+            checksum_after: 0,
+        };
+        if let Some(images) = &commit.images {
+            // Held: the checksum after is known before the pages are written.
+            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
+                chain.checksum.set_page(pgno, image);
+            }
+            chain.checksum.set_size(commit.db_size);
+            header.checksum_after = chain.checksum.value();
+            spool.begin_commit(&header).map_err(spool_err)?;
+            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
+                spool.page(pgno, image).map_err(spool_err)?;
+            }
+        } else {
+            // Large: each page read from the WAL once, its checksum set in the header after.
+            spool.begin_commit(&header).map_err(spool_err)?;
+            for &(pgno, offset) in &commit.pages {
+                wal.read_exact_at(page, offset)
+                    .map_err(|e| Error::io("read a captured page from", wal_path(&self.db), e))?;
+                chain.checksum.set_page(pgno, page);
+                spool.page(pgno, page).map_err(spool_err)?;
+            }
+            chain.checksum.set_size(commit.db_size);
+        }
+        spool
+            .end_commit(chain.checksum.value())
+            .map_err(spool_err)?;
+        chain.pending_observed.1 = observed_us;
+        chain.next_txid += 1;
+        Ok(())
+    }
+
     /// Seals the pending commits into a segment and queues it at every destination.
     fn flush(&self, chain: &mut Chain) -> Result<()> {
-        if chain.pending.is_empty() {
+        let Some(mut spool) = chain.pending.take() else {
             return Ok(());
-        }
-        let commits = std::mem::take(&mut chain.pending);
-        chain.pending_bytes = 0;
-        let first_observed =
-            DateTime::from_timestamp_micros(commits[0].observed_us).unwrap_or_default();
-        let last_time =
-            DateTime::from_timestamp_micros(commits.last().map_or(0, |c| c.observed_us))
-                .unwrap_or_default();
-        let segment = Segment {
-            page_size: chain.page_size,
-            checksum_before: chain.pending_before,
-            wal_after: chain.position,
-            commits,
         };
-        let sealed = format::seal(&segment.encode(), self.options.encryptor.as_ref())
+        let (first_us, last_us) = chain.pending_observed;
+        spool.set_wal_after(chain.position);
+        let sealed = spool
+            .seal(self.options.encryptor.as_ref())
             .map_err(|e| Error::io("seal a segment of", &self.db, e))?;
+        let h = sealed.header;
         let key = self.keys.segment(
             &chain.generation,
-            segment.first(),
-            segment.last(),
-            last_time,
+            h.first,
+            h.last,
+            DateTime::from_timestamp_micros(last_us).unwrap_or_default(),
         );
         let job = Arc::new(Job::Segment {
             key,
-            bytes: Bytes::from(sealed),
+            size: sealed.size as usize,
+            file: Arc::new(sealed.path),
             generation: chain.generation.clone(),
-            last: segment.last(),
-            first_observed,
+            last: h.last,
+            first_observed: DateTime::from_timestamp_micros(first_us).unwrap_or_default(),
         });
         self.dispatch(job, false);
         Ok(())
@@ -594,7 +734,11 @@ impl CaptureLoop {
                 o.overflowed.store(false, Ordering::SeqCst);
             } else if o.overflowed.load(Ordering::SeqCst) {
                 continue;
-            } else if o.queued.load(Ordering::SeqCst) + job.size() > self.options.max_queue_bytes {
+            } else if o.queued.load(Ordering::SeqCst) > 0
+                && o.queued.load(Ordering::SeqCst) + job.size() > self.options.max_queue_bytes
+            {
+                // An empty queue takes any segment: one large transaction is not a destination
+                // falling behind.
                 tracing::warn!(key = %job.key(), "a destination's queue is full; it gets a new generation once it catches up");
                 o.overflowed.store(true, Ordering::SeqCst);
                 continue;
@@ -620,9 +764,8 @@ impl CaptureLoop {
             position,
             checksum,
             page_size,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            pending_before: 0,
+            pending: None,
+            pending_observed: (0, 0),
         })
     }
 
@@ -736,9 +879,8 @@ impl CaptureLoop {
             position,
             checksum: sum.checksum,
             page_size: sum.page_size,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            pending_before: 0,
+            pending: None,
+            pending_observed: (0, 0),
         }))
     }
 }
@@ -926,10 +1068,7 @@ impl Worker {
 
     async fn upload(&self, job: &Job) -> Result<()> {
         match job {
-            Job::Segment { key, bytes, .. } => {
-                self.sink.put_bytes(key, bytes.clone()).await?;
-            }
-            Job::Snapshot { key, file, .. } => {
+            Job::Segment { key, file, .. } | Job::Snapshot { key, file, .. } => {
                 upload_file(&self.sink, key, file).await?;
             }
         }
@@ -984,7 +1123,7 @@ impl Worker {
 }
 
 /// Uploads a spooled file in 1 MiB parts.
-async fn upload_file(sink: &DynBackupSink, key: &str, path: &Path) -> Result<()> {
+pub(crate) async fn upload_file(sink: &DynBackupSink, key: &str, path: &Path) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(path)
         .await

@@ -1,6 +1,7 @@
 //! Rebuilding a database from a chain: the newest snapshot at or before the instant, then the
 //! segments' commits observed at or before it, every checksum verified.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -9,12 +10,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use kars_backup_core::DynDecryptor;
-use kars_backup_core::sink::{DynBackupSink, GetOptions, SinkExt};
+use kars_backup_core::sink::{DynBackupSink, GetOptions};
 use serde::Serialize;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::catalog::{self, Generation};
-use super::format::{self, DbChecksum, Segment, SnapshotReader};
+use super::format::{self, DbChecksum, SegmentReader, SnapshotReader};
 use super::keys::ChainKeys;
 use crate::SqliteSource;
 use crate::error::{Error, Result};
@@ -104,7 +105,7 @@ pub async fn rebuild(
     let out_path = out.to_path_buf();
     let key = snapshot.key.clone();
     let dec = decryptor.clone();
-    let (file, mut checksum, page_size, mut db_size, snap_time) =
+    let (mut file, mut checksum, page_size, mut db_size, snap_time) =
         tokio::task::spawn_blocking(move || write_snapshot(&key, Box::new(reader), dec, &out_path))
             .await
             .map_err(|e| Error::Task(TaskError::new("the snapshot's restore", e.to_string())))?
@@ -114,7 +115,18 @@ pub async fn rebuild(
     let mut txid = snapshot.txid;
     let mut used = 0;
     let start_txid = txid;
-    for seg in generation.segments.iter().filter(|s| s.last > start_txid) {
+    // A compacted segment before the ones it replaces (an interrupted compaction leaves both):
+    // the covered ones are then skipped without being read.
+    let mut segments: Vec<&catalog::SegmentEntry> = generation
+        .segments
+        .iter()
+        .filter(|s| s.last > start_txid)
+        .collect();
+    segments.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));
+    for seg in segments {
+        if seg.last <= txid {
+            continue;
+        }
         if seg.first > txid + 1 {
             return Err(chain_err(
                 &seg.key,
@@ -133,83 +145,35 @@ pub async fn rebuild(
         {
             break;
         }
-        let bytes = sink.get_bytes(&seg.key).await?;
+        let stream = sink
+            .get(&seg.key, GetOptions::default().with_size_hint(seg.size))
+            .await?;
+        let input = SyncIoBridge::new(StreamReader::new(stream.map_err(std::io::Error::other)));
         let key = seg.key.clone();
         let dec = decryptor.clone();
-        let segment = tokio::task::spawn_blocking(move || {
-            let mut plain = Vec::new();
-            format::opening_reader(&key, Box::new(std::io::Cursor::new(bytes)), dec.as_ref())
-                .map_err(Opened::Core)?
-                .read_to_end(&mut plain)
-                .map_err(|e| format!("cannot be read: {e}"))?;
-            Ok::<_, Opened>(Segment::decode(&plain)?)
+        let at = Built {
+            file,
+            checksum,
+            txid,
+            state_time,
+            db_size,
+            page_size,
+        };
+        let (built, past_point) = tokio::task::spawn_blocking(move || {
+            apply_segment(at, &key, Box::new(input), dec.as_ref(), point)
         })
         .await
-        .map_err(|e| Error::Task(TaskError::new("a segment's decoding", e.to_string())))?
+        .map_err(|e| Error::Task(TaskError::new("a segment's replay", e.to_string())))?
         .map_err(|fail| fail.into_error(chain_err, &seg.key))?;
-        if segment.page_size != page_size {
-            return Err(chain_err(
-                &seg.key,
-                format!(
-                    "its page size {} is not the snapshot's {page_size}",
-                    segment.page_size
-                ),
-            ));
-        }
         used += 1;
-        // The commits to apply from this segment, in order; each page is written once, in its
-        // last image (the checksum after the last commit applied covers them all).
-        let mut last: Option<&format::Commit> = None;
-        let mut images: std::collections::BTreeMap<u32, &[u8]> = std::collections::BTreeMap::new();
-        let mut past_point = false;
-        for commit in &segment.commits {
-            if commit.txid <= txid {
-                continue;
-            }
-            let expected = last.map_or(txid, |c| c.txid) + 1;
-            if commit.txid != expected {
-                return Err(chain_err(
-                    &seg.key,
-                    format!("transaction {} follows {}", commit.txid, expected - 1),
-                ));
-            }
-            if commit.txid == segment.first() && segment.checksum_before != checksum.value() {
-                return Err(chain_err(
-                    &seg.key,
-                    "its checksum before does not match the database built so far (the chain is broken)".into(),
-                ));
-            }
-            if let RestorePoint::Time(t) = point
-                && commit.observed_us > t.timestamp_micros()
-            {
-                past_point = true;
-                break;
-            }
-            for (pgno, page) in &commit.pages {
-                images.insert(*pgno, page);
-            }
-            last = Some(commit);
-        }
-        if let Some(commit) = last {
-            for (pgno, page) in &images {
-                file.write_all_at(page, u64::from(pgno - 1) * u64::from(page_size))
-                    .map_err(|e| Error::io("write", out, e))?;
-                checksum.set_page(*pgno, page);
-            }
-            checksum.set_size(commit.db_size);
-            db_size = commit.db_size;
-            if checksum.value() != commit.checksum_after {
-                return Err(chain_err(
-                    &seg.key,
-                    format!(
-                        "the database checksum after transaction {} does not match",
-                        commit.txid
-                    ),
-                ));
-            }
-            txid = commit.txid;
-            state_time = DateTime::from_timestamp_micros(commit.observed_us).unwrap_or(state_time);
-        }
+        Built {
+            file,
+            checksum,
+            txid,
+            state_time,
+            db_size,
+            ..
+        } = built;
         if past_point {
             break;
         }
@@ -233,6 +197,111 @@ pub async fn rebuild(
         pages: db_size,
         checksum: format!("{:016x}", checksum.value()),
     })
+}
+
+/// Page images a restore holds before writing them (bounds its memory per segment).
+const MAX_PENDING_WRITES: usize = 8 << 20;
+
+/// The database being rebuilt, and the state it is at.
+struct Built {
+    file: File,
+    checksum: DbChecksum,
+    txid: u64,
+    state_time: DateTime<Utc>,
+    db_size: u32,
+    page_size: u32,
+}
+
+/// Applies the commits of one segment (streamed, never held whole) that follow `at.txid` and
+/// were observed at or before `point`, each checked against its checksum after; the segment's
+/// CRC is checked to its end. True when a commit past the point was found.
+fn apply_segment(
+    at: Built,
+    key: &str,
+    input: Box<dyn Read + Send>,
+    decryptor: Option<&DynDecryptor>,
+    point: RestorePoint,
+) -> std::result::Result<(Built, bool), Opened> {
+    let plain = format::opening_reader(key, input, decryptor).map_err(Opened::Core)?;
+    Ok(replay_segment(at, plain, point)?)
+}
+
+/// Applies the commits of an opened segment to `at`, up to `point`; true when it stopped at a
+/// commit past the point.
+fn replay_segment(
+    mut at: Built,
+    plain: Box<dyn Read + Send>,
+    point: RestorePoint,
+) -> std::result::Result<(Built, bool), String> {
+    let read_err = |e: std::io::Error| format!("cannot be read: {e}");
+    let mut reader = SegmentReader::new(plain).map_err(read_err)?;
+    let header = reader.header;
+    if header.page_size != at.page_size {
+        return Err(format!(
+            "its page size {} is not the snapshot's {}",
+            header.page_size, at.page_size
+        ));
+    }
+    let limit = match point {
+        RestorePoint::Latest => i64::MAX,
+        RestorePoint::Time(t) => t.timestamp_micros(),
+    };
+    let ps = u64::from(at.page_size);
+    let mut page = vec![0u8; at.page_size as usize];
+    let mut past_point = false;
+    // The last image of each page, written in page order once per segment (or every
+    // `MAX_PENDING_WRITES` bytes): most commits rewrite the same few pages.
+    let mut pending: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let write = |file: &File, pending: &mut BTreeMap<u32, Vec<u8>>| {
+        for (pgno, image) in std::mem::take(pending) {
+            file.write_all_at(&image, u64::from(pgno - 1) * ps)
+                .map_err(|e| format!("cannot write the rebuilt database: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    while let Some(commit) = reader.next_commit().map_err(read_err)? {
+        if commit.txid <= at.txid {
+            continue;
+        }
+        if commit.txid != at.txid + 1 {
+            return Err(format!("transaction {} follows {}", commit.txid, at.txid));
+        }
+        if commit.txid == header.first && header.checksum_before != at.checksum.value() {
+            return Err(
+                "its checksum before does not match the database built so far (the chain is broken)"
+                    .into(),
+            );
+        }
+        if commit.observed_us > limit {
+            past_point = true;
+            break;
+        }
+        while let Some(pgno) = reader.next_page(&mut page).map_err(read_err)? {
+            if pgno == 0 {
+                return Err("a page numbered 0".into());
+            }
+            at.checksum.set_page(pgno, &page);
+            pending.insert(pgno, page.clone());
+        }
+        if pending.len() * page.len() >= MAX_PENDING_WRITES {
+            write(&at.file, &mut pending)?;
+        }
+        at.checksum.set_size(commit.db_size);
+        if at.checksum.value() != commit.checksum_after {
+            return Err(format!(
+                "the database checksum after transaction {} does not match",
+                commit.txid
+            ));
+        }
+        at.txid = commit.txid;
+        at.db_size = commit.db_size;
+        at.state_time =
+            DateTime::from_timestamp_micros(commit.observed_us).unwrap_or(at.state_time);
+    }
+    write(&at.file, &mut pending)?;
+    // The rest is read too: a damaged segment is refused even when the point is inside it.
+    reader.finish().map_err(read_err)?;
+    Ok((at, past_point))
 }
 
 fn pick_generation(generations: &[Generation], point: RestorePoint) -> Option<&Generation> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::compact::CompactOptions;
 use super::replicator::{ReplicateOptions, parse_interval};
 
 /// The operator's settings of a replication; what is not given keeps [`ReplicateOptions`]'
@@ -39,6 +40,25 @@ pub struct ReplicationSettings {
     #[cfg_attr(feature = "clap", arg(long, value_name = "INTERVAL", value_parser = parse_interval))]
     pub snapshot_interval: Option<Duration>,
 
+    /// Keep segments and snapshots so that any instant of this last stretch can be restored
+    /// (back to the newest snapshot at or before its start); older ones are deleted at start
+    /// and hourly: 7d, 36h [default: keep everything].
+    #[serde(default, deserialize_with = "opt_interval")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "WINDOW", value_parser = parse_interval))]
+    pub pitr_window: Option<Duration>,
+
+    /// Merge the small segments of each stretch of this length into larger ones (each commit
+    /// keeps its own time), at start and then once per stretch: 1h, 6h [default: 1h; unencrypted
+    /// chains only].
+    #[serde(default, deserialize_with = "opt_interval")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SPAN", value_parser = parse_interval, conflicts_with = "no_compaction"))]
+    pub compact_every: Option<Duration>,
+
+    /// Do not compact segments.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub no_compaction: bool,
+
     /// Switch a rollback-journal database to WAL mode first (persistent; safe while the
     /// application runs) instead of refusing it.
     #[serde(default)]
@@ -57,6 +77,15 @@ impl ReplicationSettings {
             base.snapshot_interval = d;
         }
         base.enable_wal |= self.enable_wal;
+        if self.pitr_window.is_some() {
+            base.pitr_window = self.pitr_window;
+        }
+        if self.no_compaction {
+            base.compaction = None;
+        } else if let Some(span) = self.compact_every {
+            let compaction = base.compaction.get_or_insert_with(CompactOptions::default);
+            compaction.span = span;
+        }
         base
     }
 
@@ -68,6 +97,9 @@ impl ReplicationSettings {
             sync_interval: self.sync_interval.or(file.sync_interval),
             snapshot_interval: self.snapshot_interval.or(file.snapshot_interval),
             enable_wal: self.enable_wal || file.enable_wal,
+            pitr_window: self.pitr_window.or(file.pitr_window),
+            compact_every: self.compact_every.or(file.compact_every),
+            no_compaction: self.no_compaction || file.no_compaction,
         }
     }
 }
@@ -94,6 +126,35 @@ mod tests {
         assert_eq!(options.sync_interval, Duration::from_millis(250));
         assert_eq!(options.snapshot_interval, Duration::from_secs(3600));
         assert!(!options.enable_wal);
+        assert_eq!(options.pitr_window, None);
+        assert_eq!(
+            options.compaction.map(|c| c.span),
+            Some(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn the_window_and_compaction_come_from_the_file_or_the_flags() {
+        let file: ReplicationSettings =
+            serde_json::from_str(r#"{"pitr-window":"7d","compact-every":"6h"}"#).unwrap();
+        let options = ReplicationSettings::default()
+            .or(Some(&file))
+            .resolve(ReplicateOptions::default());
+        assert_eq!(options.pitr_window, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            options.compaction.map(|c| c.span),
+            Some(Duration::from_secs(6 * 3600))
+        );
+        let off = ReplicationSettings {
+            no_compaction: true,
+            ..ReplicationSettings::default()
+        };
+        assert!(
+            off.or(Some(&file))
+                .resolve(ReplicateOptions::default())
+                .compaction
+                .is_none()
+        );
     }
 
     #[test]
