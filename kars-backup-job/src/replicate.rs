@@ -320,14 +320,19 @@ impl ReplicaRestore {
         if request.to_time.is_none() && !request.random && !request.latest {
             return Ok(None);
         }
-        let target = SqliteSource::from_url(db).map_err(|e| Error::usage(e.to_string()))?;
-        let target_name = target
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        // A PostgreSQL target is no replica's: `--latest` then means its newest backup.
+        let target = SqliteSource::from_url(db);
+        let target_name = target.as_ref().ok().and_then(|t| {
+            t.path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
         let Some(replica) = Replica::find(reading, request, target_name.as_deref()).await? else {
             return Ok(None);
         };
+        let target = target.map_err(|e| {
+            Error::usage(format!("a replica restores into an SQLite database: {e}"))
+        })?;
         Ok(Some(ReplicaRestore { replica, target }))
     }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kars_backup_core::holders::Scan;
+use kars_backup_core::holders::{Scan, redact_command};
 use kars_backup_core::verify::IntegrityLevel;
 use kars_backup_core::{
     DatabaseInfo, DatabaseSource, DynProgress, InUsePolicy, PayloadFormat, PayloadReader,
@@ -91,8 +91,9 @@ impl SqliteSource {
     /// # Errors
     /// [`Error::InvalidUrl`] for another scheme, a host, or an empty path.
     pub fn from_url(url: &str) -> Result<Self> {
+        // A URL of another kind may carry a password (`postgres://user:secret@…`).
         let invalid = |reason: &str| Error::InvalidUrl {
-            url: url.to_string(),
+            url: redact_command(url),
             reason: reason.to_string(),
         };
         let path = if let Some(rest) = url.strip_prefix("sqlite://") {
