@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
 use crate::loaded::LoadedCounts;
+use crate::physical::manifest_check::{Checked, CheckingReader};
 use crate::physical::scratch::{Scratch, chown, running_as_root};
 use crate::physical::wal::{next_segment_name, recovery_target_time};
 use crate::tools::{self, Tools};
@@ -218,8 +219,11 @@ pub fn pick_base<'a>(
 /// Restores the cluster as it was at `options.target` into the new data directory
 /// `options.pgdata`.
 ///
-/// The newest base backup that ended before the target is streamed out of `repo` (its checksum
-/// checked before anything is trusted, then `pg_verifybackup` against its own manifest), the
+/// The newest base backup that ended before the target is streamed out of `repo` and extracted,
+/// each file checked against the backup's own `backup_manifest` (size and CRC-32C) as its bytes
+/// go by, so the data is read once (base backups with SHA-256 manifests, taken by earlier
+/// versions, are checked by `pg_verifybackup` afterwards), the stored checksum checked before
+/// anything is trusted; the
 /// archived WAL is replayed by a scratch postmaster on a free port with a private socket
 /// directory (`recovery_target_time` inclusive, `recovery_target_timeline = latest`, archiving
 /// off), the verification plan runs while replay is paused at the target (for
@@ -278,15 +282,18 @@ async fn run(
         .await
         .map_err(core)?;
 
-    // Extract, then trust nothing before the checksum is known good.
+    // Extract, checking each file against the backup's own manifest as its bytes go by; then
+    // trust nothing before the stored checksum is known good.
     let (reader, check) = repo.open_payload(&entry, progress.clone()).await?;
     let dir = options.pgdata.clone();
     let cancel = options.cancel.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
-        let mut archive = tar::Archive::new(reader.with_cancel(cancel));
+        let mut archive = tar::Archive::new(CheckingReader::new(reader.with_cancel(cancel)));
         archive.set_preserve_permissions(true);
         archive.set_overwrite(false);
-        archive.unpack(&dir)
+        archive
+            .unpack(&dir)
+            .map(|()| archive.into_inner().into_check())
     })
     .await;
     progress.finish();
@@ -295,8 +302,8 @@ async fn run(
         .map_err(|e| kars_backup_core::Error::generic("download", e))?;
     interrupted_during(&options.cancel, "the download of the base backup").map_err(core)?;
     let check = check?;
-    match unpacked {
-        Ok(Ok(())) => {}
+    let files = match unpacked {
+        Ok(Ok(files)) => files,
         Ok(Err(e)) => {
             return Err(core(Error::io(
                 "extract the base backup into",
@@ -310,25 +317,46 @@ async fn run(
                 e.to_string(),
             ))));
         }
-    }
-    push_step(
-        &mut steps,
-        format!("extracted into {pgdata_s}; checksum verified"),
-    );
-
+    };
     let tools = Tools {
         bin_dir: options.bin_dir.clone(),
     };
     let major = std::fs::read_to_string(options.pgdata.join("PG_VERSION"))
         .ok()
         .and_then(|v| tools::parse_major(v.trim()));
-    verify_backup(&tools, major, &options.pgdata)
-        .await
-        .map_err(core)?;
-    push_step(
-        &mut steps,
-        "pg_verifybackup: the files match the backup's manifest",
-    );
+    match files.finish() {
+        Ok(Checked::Verified { files, bytes }) => push_step(
+            &mut steps,
+            format!(
+                "extracted into {pgdata_s}; checksum verified; {files} files ({bytes} bytes) match the backup's backup_manifest (size and CRC-32C, checked while extracting)"
+            ),
+        ),
+        Ok(Checked::OtherAlgorithm(algorithm)) => {
+            // Older base backups: their manifest has SHA-256 (or another) checksums.
+            push_step(
+                &mut steps,
+                format!("extracted into {pgdata_s}; checksum verified"),
+            );
+            verify_backup(&tools, major, &options.pgdata)
+                .await
+                .map_err(core)?;
+            push_step(
+                &mut steps,
+                format!(
+                    "pg_verifybackup: the files match the backup's manifest ({algorithm} checksums)"
+                ),
+            );
+        }
+        Err(reason) => {
+            return Err(core(Error::InvalidArchive {
+                archive: entry.name.to_string(),
+                reason: format!(
+                    "base backup {} is damaged: {reason}; nothing of it is used (restore from another copy, or an older base backup)",
+                    entry.name
+                ),
+            }));
+        }
+    }
 
     if !options.pgdata.join("postgresql.conf").exists() {
         // Debian keeps the configuration in /etc/postgresql: the server needs a file here.
