@@ -293,6 +293,7 @@ impl<R: Read> Read for CheckingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::physical::tar_scan::tar_of;
 
     fn manifest(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut m = String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n");
@@ -312,18 +313,6 @@ mod tests {
         let sum = hex::encode(Sha256::digest(m.as_bytes()));
         m.push_str(&format!("\"Manifest-Checksum\": \"{sum}\"}}\n"));
         m.into_bytes()
-    }
-
-    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in members {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o600);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap()
     }
 
     fn check(tar: &[u8]) -> Result<Checked, String> {

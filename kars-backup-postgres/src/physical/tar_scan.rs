@@ -229,21 +229,23 @@ fn parse_size(b: &[u8]) -> u64 {
     u64::from_str_radix(text.trim(), 8).unwrap_or(0)
 }
 
+/// A tar of regular files, for tests.
+#[cfg(test)]
+pub(crate) fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tar_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in members {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o600);
-            h.set_cksum();
-            b.append_data(&mut h, name, data.as_slice()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
 
     #[test]
     fn keeps_the_describing_members_in_any_piece_sizes() {
@@ -251,11 +253,11 @@ mod tests {
         let mut manifest = vec![b'x'; 150_000];
         manifest.extend_from_slice(b"\"WAL-Ranges\": [ end ]");
         let tar = tar_of(&[
-            ("backup_label", b"START WAL LOCATION: 0/2000028\n".to_vec()),
-            ("base/1/1259", big),
-            ("global/pg_control", vec![7u8; 8192]),
-            ("empty", Vec::new()),
-            ("backup_manifest", manifest.clone()),
+            ("backup_label", b"START WAL LOCATION: 0/2000028\n"),
+            ("base/1/1259", &big),
+            ("global/pg_control", &[7u8; 8192]),
+            ("empty", b""),
+            ("backup_manifest", &manifest),
         ]);
         for piece in [1usize, 7, 512, 4096, 1 << 20] {
             let mut scan = TarScan::default();
