@@ -11,6 +11,7 @@
 //! - [`wal`]: LSNs, segment names, the `recovery_target_time` format.
 
 mod base;
+mod extract;
 mod manifest_check;
 mod restore;
 mod scratch;

@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
 use crate::loaded::LoadedCounts;
-use crate::physical::manifest_check::{Checked, CheckingReader};
+use crate::physical::extract::extract;
+use crate::physical::manifest_check::Checked;
 use crate::physical::scratch::{Scratch, chown, running_as_root};
 use crate::physical::wal::{next_segment_name, recovery_target_time};
 use crate::tools::{self, Tools};
@@ -287,15 +288,8 @@ async fn run(
     let (reader, check) = repo.open_payload(&entry, progress.clone()).await?;
     let dir = options.pgdata.clone();
     let cancel = options.cancel.clone();
-    let unpacked = tokio::task::spawn_blocking(move || {
-        let mut archive = tar::Archive::new(CheckingReader::new(reader.with_cancel(cancel)));
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(false);
-        archive
-            .unpack(&dir)
-            .map(|()| archive.into_inner().into_check())
-    })
-    .await;
+    let unpacked =
+        tokio::task::spawn_blocking(move || extract(reader.with_cancel(cancel), &dir)).await;
     progress.finish();
     let check = check
         .await
