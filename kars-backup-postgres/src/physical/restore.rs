@@ -592,8 +592,26 @@ async fn recover(
 
     // The checks, before the promotion.
     interrupted_during(&options.cancel, "the verification")?;
+    // amcheck can only be installed once the cluster is promoted: unless the backup has it, the
+    // integrity check waits for the promotion and only the plan's own checks run while paused.
+    let integrity = options.plan.integrity;
+    let amcheck_now = integrity == IntegrityLevel::Off
+        || matches!(options.target, RecoveryTarget::Latest)
+        || client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::query("look for amcheck", &pgdata, &e))?
+            .is_some();
     let plan = VerifyPlan {
         check_counts: false,
+        integrity: if amcheck_now {
+            integrity
+        } else {
+            IntegrityLevel::Off
+        },
         ..options.plan.clone()
     };
     let mut verification =
@@ -684,14 +702,9 @@ async fn recover(
     );
 
     // amcheck cannot be installed during recovery: when it was missing, it runs now.
-    if plan.integrity != IntegrityLevel::Off
-        && verification
-            .checks
-            .iter()
-            .any(|c| c.check == "catalog check")
-    {
+    if !amcheck_now {
         let integrity = VerifyPlan {
-            integrity: plan.integrity,
+            integrity,
             check_counts: false,
             min_rows: Vec::new(),
             queries: Vec::new(),
