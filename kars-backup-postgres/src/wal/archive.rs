@@ -223,29 +223,41 @@ pub(crate) fn system_identifier(
     }
 }
 
-/// The files stored at a destination under a WAL file's name (with a checksum in their key).
-async fn stored_versions(
+/// What a destination holds under a WAL file's name: the stored versions (with a checksum in
+/// their key) and, for a segment, the keys of its `.partial`.
+#[derive(Default)]
+struct AtDestination {
+    versions: Vec<(StoredWal, String)>,
+    partials: Vec<String>,
+}
+
+/// One listing of the keys that start with the file's name.
+async fn at_destination(
     sink: &DynBackupSink,
     system_identifier: u64,
     wal: &WalName,
-) -> Result<Vec<(StoredWal, String)>> {
+) -> Result<AtDestination> {
+    let mut found = AtDestination::default();
     if !wal.has_checksum() {
-        return Ok(Vec::new());
+        return Ok(found);
     }
     let prefix = format!(
-        "{}{}-",
+        "{}{}",
         timeline_prefix(system_identifier, wal.timeline),
         wal.name
     );
-    Ok(sink
-        .list(Some(&prefix))
-        .await?
-        .into_iter()
-        .filter_map(|meta| {
-            let stored = StoredWal::parse(&meta.key)?;
-            (stored.wal.name == wal.name).then_some((stored, meta.key))
-        })
-        .collect())
+    let partial_name = format!("{}.partial", wal.name);
+    for meta in sink.list(Some(&prefix)).await? {
+        let Some(stored) = StoredWal::parse(&meta.key) else {
+            continue;
+        };
+        if stored.wal.name == wal.name {
+            found.versions.push((stored, meta.key));
+        } else if wal.kind == WalKind::Segment && stored.wal.name == partial_name {
+            found.partials.push(meta.key);
+        }
+    }
+    Ok(found)
 }
 
 /// Whether a destination holds the file already: `Ok(true)` when the same content is stored,
@@ -350,7 +362,7 @@ pub(crate) async fn store(
     let listings = join_all(
         sinks
             .iter()
-            .map(|s| stored_versions(s, system_identifier, &wal)),
+            .map(|s| at_destination(s, system_identifier, &wal)),
     );
     let (prepared, listings) = tokio::join!(prepare, listings);
     let prepared = prepared.map_err(|e| Error::generic("archive-wal", e))??;
@@ -364,8 +376,11 @@ pub(crate) async fn store(
 
     let mut destinations = Vec::new();
     let mut to_store = Vec::new();
+    let mut partials = Vec::new();
     for (sink, listing) in sinks.iter().zip(listings) {
-        if already_stored(sink, &listing?, &target)? {
+        let listing = listing?;
+        partials.extend(listing.partials.into_iter().map(|k| (sink, k)));
+        if already_stored(sink, &listing.versions, &target)? {
             destinations.push(ArchivedTo {
                 destination: sink.describe(),
                 key: target.key.clone(),
@@ -382,8 +397,12 @@ pub(crate) async fn store(
         let stored = upload(&to_store, prepared.stored, &target).await?;
         destinations.extend(stored);
     }
-    if wal.kind == WalKind::Segment {
-        remove_stale_partials(sinks, &target).await;
+    // Once the complete segment is stored, the `.partial` of it that a receiver shipped is of
+    // no more use (a fetch prefers the complete one anyway). Failures are only logged.
+    for (sink, key) in partials {
+        if let Err(e) = sink.delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot remove a superseded .partial");
+        }
     }
     Ok(ArchiveReport {
         wal,
@@ -520,26 +539,4 @@ async fn upload(
 
 async fn abort_all(uploads: Vec<Box<dyn Upload>>) {
     join_all(uploads.into_iter().map(|u| u.abort())).await;
-}
-
-/// Once a complete segment is stored, the `.partial` of it that a receiver shipped is of no
-/// more use (a fetch prefers the complete one anyway). Failures are only logged.
-async fn remove_stale_partials(sinks: &[DynBackupSink], target: &StoredWal) {
-    let partial_name = format!("{}.partial", target.wal.name);
-    let prefix = format!(
-        "{}{partial_name}",
-        timeline_prefix(target.system_identifier, target.wal.timeline)
-    );
-    for sink in sinks {
-        let Ok(found) = sink.list(Some(&prefix)).await else {
-            continue;
-        };
-        for meta in found {
-            if StoredWal::parse(&meta.key).is_some_and(|s| s.wal.name == partial_name) {
-                if let Err(e) = sink.delete(&meta.key).await {
-                    tracing::warn!(key = %meta.key, error = %e, "cannot remove a superseded .partial");
-                }
-            }
-        }
-    }
 }
