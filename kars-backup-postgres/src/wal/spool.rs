@@ -188,7 +188,11 @@ fn sha256_of(path: &Path) -> Result<String> {
 /// Copies `path` into the queue durably; `Ok(false)` when the same file is queued already.
 fn enqueue(dir: &Path, path: &Path, wal: &WalName) -> Result<bool> {
     let queue = queue_dir(dir);
-    std::fs::create_dir_all(&queue).map_err(|e| Error::io("create", &queue, e))?;
+    if !queue.is_dir() {
+        std::fs::create_dir_all(&queue).map_err(|e| Error::io("create", &queue, e))?;
+        // The queue's own entry must survive a crash too.
+        fsync_dir(dir)?;
+    }
     let dest = queue.join(&wal.name);
     if wal.has_checksum() && dest.exists() {
         // PostgreSQL asks again after a crash: the same file is queued, other content is not.
