@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use kars_backup_core::{DynBackupSink, Error, SinkExt};
 use kars_backup_postgres::wal::{
-    ArchiveOptions, ArchiveOutcome, DEFAULT_SEGMENT_SIZE, FetchOptions, FetchOutcome, SPOOL_DIR,
-    StoredWal, WalName, archive_wal, fetch_wal, list_chains,
+    ArchiveOptions, ArchiveOutcome, DEFAULT_SEGMENT_SIZE, FetchOptions, FetchOutcome, PushOptions,
+    SPOOL_DIR, SpoolOptions, StoredWal, WalName, archive_wal, fetch_wal, list_chains, push_spool,
+    spool_status,
 };
 use kars_backup_storage::LocalSink;
 
@@ -590,4 +591,53 @@ async fn segments_of_other_sizes_are_numbered_by_the_size_the_archive_records() 
     let spool = pg_wal.join(SPOOL_DIR);
     assert!(spool.join("000000010000000100000000").is_file());
     assert!(spool.join("000000010000000100000001").is_file());
+}
+
+#[tokio::test]
+async fn a_full_spool_uploads_before_returning_and_the_pusher_drains_it_in_order() {
+    let (tmp, sink, sinks, with_id) = archive_with_id();
+    let spool_dir = tmp.path().join("spool");
+    let mut spool = SpoolOptions::new(&spool_dir);
+    // Room for one segment: the second goes straight to the destination.
+    spool.max_bytes = 1;
+    let spooled = ArchiveOptions {
+        spool: Some(spool),
+        ..with_id.clone()
+    };
+    let first = write(tmp.path(), "000000010000000000000001", &segment_bytes(1));
+    let second = write(tmp.path(), "000000010000000000000002", &segment_bytes(2));
+    let r = archive_wal(&sinks, &first, &spooled).await.unwrap();
+    assert_eq!(r.destinations[0].outcome, ArchiveOutcome::Spooled);
+    assert!(keys_of(&sink).await.is_empty(), "only queued so far");
+    // The same file again while queued: fine; other content under its name: refused.
+    archive_wal(&sinks, &first, &spooled).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let bad = write(other.path(), "000000010000000000000001", &segment_bytes(3));
+    let e = archive_wal(&sinks, &bad, &spooled).await.unwrap_err();
+    assert!(e.to_string().contains("queued in"), "{e}");
+    let r = archive_wal(&sinks, &second, &spooled).await.unwrap();
+    assert!(
+        matches!(r.destinations[0].outcome, ArchiveOutcome::Stored { .. }),
+        "{r:?}"
+    );
+    let status = spool_status(&spool_dir).unwrap();
+    assert_eq!(status.queued.len(), 1);
+    assert_eq!(status.queued[0].name, "000000010000000000000001");
+
+    let pushed = push_spool(
+        &sinks,
+        &spool_dir,
+        &PushOptions {
+            archive: with_id,
+            linger: std::time::Duration::ZERO,
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed.pushed, 1);
+    assert!(spool_status(&spool_dir).unwrap().queued.is_empty());
+    let chains = list_chains(&sink, DEFAULT_SEGMENT_SIZE).await.unwrap();
+    assert_eq!(chains[0].timelines[0].segments, 2);
+    assert!(chains[0].timelines[0].gaps.is_empty());
 }

@@ -185,8 +185,30 @@ fn sha256_of(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Copies `path` into the queue durably; `Ok(false)` when the same file is queued already.
-fn enqueue(dir: &Path, path: &Path, wal: &WalName) -> Result<bool> {
+/// Whether `wal` is queued already: `Ok(true)` with the same content, `Ok(false)` when it is
+/// not (a `.partial` is never the same: the newer one replaces it).
+///
+/// # Errors
+/// [`Error::VerificationFailed`] when it is queued with other content.
+fn queued_already(dir: &Path, path: &Path, wal: &WalName) -> Result<bool> {
+    let queued = queue_dir(dir).join(&wal.name);
+    if !wal.has_checksum() || !queued.exists() {
+        return Ok(false);
+    }
+    // PostgreSQL asks again after a crash: the same file is queued, other content is not.
+    if sha256_of(&queued)? == sha256_of(path)? {
+        return Ok(true);
+    }
+    Err(Error::VerificationFailed(format!(
+        "{} is queued in {} with other content: two clusters share the spool, or a data directory restored without a new timeline archives into it. Nothing was overwritten; find out which file is right before removing {}",
+        wal.name,
+        queue_dir(dir).display(),
+        queued.display()
+    )))
+}
+
+/// Copies `path` into the queue durably (fsynced, renamed into place, the directory fsynced).
+fn enqueue(dir: &Path, path: &Path, wal: &WalName) -> Result<()> {
     let queue = queue_dir(dir);
     if !queue.is_dir() {
         std::fs::create_dir_all(&queue).map_err(|e| Error::io("create", &queue, e))?;
@@ -194,18 +216,6 @@ fn enqueue(dir: &Path, path: &Path, wal: &WalName) -> Result<bool> {
         fsync_dir(dir)?;
     }
     let dest = queue.join(&wal.name);
-    if wal.has_checksum() && dest.exists() {
-        // PostgreSQL asks again after a crash: the same file is queued, other content is not.
-        if sha256_of(&dest)? == sha256_of(path)? {
-            return Ok(false);
-        }
-        return Err(Error::VerificationFailed(format!(
-            "{} is queued in {} with other content: two clusters share the spool, or a data directory restored without a new timeline archives into it. Nothing was overwritten; find out which file is right before removing {}",
-            wal.name,
-            queue.display(),
-            dest.display()
-        )));
-    }
     let temp = queue.join(format!("{TEMP_PREFIX}{}-{}", wal.name, std::process::id()));
     let copied = (|| {
         let mut from = File::open(path).map_err(|e| Error::io("open", path, e))?;
@@ -218,7 +228,7 @@ fn enqueue(dir: &Path, path: &Path, wal: &WalName) -> Result<bool> {
     if copied.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    copied.map(|()| true)
+    copied
 }
 
 /// Starts the pusher command in the background, in its own process group, unless a pusher
@@ -263,8 +273,18 @@ pub(crate) async fn spool_wal(
     options: &ArchiveOptions,
 ) -> Result<ArchiveReport> {
     std::fs::create_dir_all(&spool.dir).map_err(|e| Error::io("create", &spool.dir, e))?;
-    let queued_bytes: u64 = queued(&spool.dir)?.iter().map(|q| q.size).sum();
-    if queued_bytes >= spool.max_bytes {
+    let header = read_head(path).await?;
+    // Refused now, not by the pusher: a file whose cluster cannot be told.
+    let system_identifier = system_identifier(&wal, header, options)?;
+    let (dir, file, name) = (spool.dir.clone(), path.to_path_buf(), wal.clone());
+    let (queued_bytes, same) = tokio::task::spawn_blocking(move || {
+        let same = queued_already(&dir, &file, &name)?;
+        let bytes: u64 = queued(&dir)?.iter().map(|q| q.size).sum();
+        Ok::<_, Error>((bytes, same))
+    })
+    .await
+    .map_err(|e| Error::generic("archive-wal", e))??;
+    if !same && queued_bytes >= spool.max_bytes {
         tracing::warn!(
             spool = %spool.dir.display(), queued_bytes, max_bytes = spool.max_bytes,
             "the WAL spool is full: uploading before returning"
@@ -276,12 +296,11 @@ pub(crate) async fn spool_wal(
         };
         return store(sinks, path, wal, &direct).await;
     }
-    let header = read_head(path).await?;
-    // Refused now, not by the pusher: a file whose cluster cannot be told.
-    let system_identifier = system_identifier(&wal, header, options)?;
     let (dir, file, name) = (spool.dir.clone(), path.to_path_buf(), wal.clone());
     let size = tokio::task::spawn_blocking(move || {
-        enqueue(&dir, &file, &name)?;
+        if !same {
+            enqueue(&dir, &file, &name)?;
+        }
         Ok::<_, Error>(
             std::fs::metadata(&file)
                 .map_err(|e| Error::io("inspect", &file, e))?
@@ -456,7 +475,9 @@ mod tests {
         ] {
             let p = src.join(name);
             std::fs::write(&p, name.as_bytes()).unwrap();
-            assert!(enqueue(&spool, &p, &WalName::parse(name).unwrap()).unwrap());
+            let wal = WalName::parse(name).unwrap();
+            assert!(!queued_already(&spool, &p, &wal).unwrap());
+            enqueue(&spool, &p, &wal).unwrap();
         }
         let names: Vec<String> = queued(&spool)
             .unwrap()
@@ -474,9 +495,9 @@ mod tests {
         // The same file again: nothing to do; other content: refused, the queued one kept.
         let p = src.join("000000010000000000000004");
         let wal = WalName::parse("000000010000000000000004").unwrap();
-        assert!(!enqueue(&spool, &p, &wal).unwrap());
+        assert!(queued_already(&spool, &p, &wal).unwrap());
         std::fs::write(&p, b"other").unwrap();
-        let e = enqueue(&spool, &p, &wal).unwrap_err().to_string();
+        let e = queued_already(&spool, &p, &wal).unwrap_err().to_string();
         assert!(e.contains("queued in"), "{e}");
         assert_eq!(
             std::fs::read(queue_dir(&spool).join("000000010000000000000004")).unwrap(),
