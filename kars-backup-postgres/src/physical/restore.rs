@@ -625,16 +625,22 @@ async fn recover(
         )));
     }
     let n = verification.checks.len();
+    let when = match options.target {
+        RecoveryTarget::Time(_) => "while paused",
+        RecoveryTarget::Latest => "at the end of replay",
+    };
+    let later = if amcheck_now {
+        ""
+    } else {
+        " (amcheck after the promotion: it cannot be installed during recovery)"
+    };
     push_step(
         steps,
-        format!(
-            "verified {}: {n} check{} passed",
-            match options.target {
-                RecoveryTarget::Time(_) => "while paused",
-                RecoveryTarget::Latest => "at the end of replay",
-            },
-            if n == 1 { "" } else { "s" }
-        ),
+        match n {
+            0 => format!("nothing to verify {when}{later}"),
+            1 => format!("verified {when}: 1 check passed{later}"),
+            _ => format!("verified {when}: {n} checks passed{later}"),
+        },
     );
 
     interrupted_during(&options.cancel, "the verification")?;
