@@ -32,12 +32,14 @@
 # /tmp/compare_pg_physical.md).
 #
 # Usage: benches/compare_pg_physical.sh
-# Environment: SCALE (65), RUNS (3), RPO_RUNS (5), SKIP_WAL_ARCHIVE=1, KEEP_WORKDIR=1,
+# Environment: SCALE (65), RUNS (3), BASE_RUNS (RUNS: rounds of base backups), RPO_RUNS (5,
+# 0 skips the streaming runs), SKIP_WAL_ARCHIVE=1, KEEP_WORKDIR=1,
 # KARS_BIN=path (else the release binary is built), CARGO_TARGET_DIR as for cargo.
 set -euo pipefail
 
 scale="${SCALE:-65}"
 runs="${RUNS:-3}"
+base_runs="${BASE_RUNS:-$runs}"
 rpo_runs="${RPO_RUNS:-5}"
 results="${RESULTS:-/tmp/compare_pg_physical.md}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -124,7 +126,7 @@ timed() {
 
 # --- 1. base backups -----------------------------------------------------------------------
 declare -A pgbr_label
-for round in $(seq "$runs"); do
+for round in $(seq "$base_runs"); do
     for v in kars-gz kars-zst pgbr-gz pgbr-zst; do
         log "base backup round $round: $v"
         sync
@@ -196,7 +198,7 @@ restore() {
     sync
     start=$(now)
     if [[ $tool == kars ]]; then
-        timed "$kind.$tool" "$k" restore --physical --pgdata "$dir" --from "file://$work/kbase-gz-$runs" \
+        timed "$kind.$tool" "$k" restore --physical --pgdata "$dir" --from "file://$work/kbase-gz-$base_runs" \
             --restore-command "$k pg fetch-wal --from $work/kwal %f %p" "${which[@]}" --yes
     else
         mkdir -m 700 "$dir" && own "$dir"
@@ -254,6 +256,7 @@ row_restore() { # operation label kind tool
 log "load average after the restores: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- 5. streaming RPO ----------------------------------------------------------------------
+if (( rpo_runs > 0 )); then
 pg_cluster_cleanup
 trap - EXIT
 pg_cluster_start compare-rpo -c wal_level=replica -c archive_mode=off -c max_wal_senders=10 \
@@ -318,6 +321,7 @@ wait "$recv_pid" 2>/dev/null || true
         "$(tr ' ' '\n' <<<"${m[rpo]}" | grep . | median)" "$rpos"
     echo "| streaming RPO | pgBackRest: no streaming (RPO = the segment being written, or archive_timeout) | | | | | |"
 } >>"$results"
+fi
 
 # --- 6. archive_command throughput ---------------------------------------------------------
 if [[ "${SKIP_WAL_ARCHIVE:-0}" != 1 ]]; then

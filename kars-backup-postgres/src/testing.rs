@@ -149,6 +149,17 @@ impl TestCluster {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(settings: &[(&str, &str)]) -> Result<TestCluster, String> {
+        Self::start_with_initdb(&[], settings)
+    }
+
+    /// [`start_with`](Self::start_with), with more `initdb` arguments (`--wal-segsize=64`).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_initdb(
+        initdb_args: &[&str],
+        settings: &[(&str, &str)],
+    ) -> Result<TestCluster, String> {
         let bin_dir = find_bin_dir()?;
         let runas = run_as_user()?;
         let dir = tempfile::Builder::new()
@@ -214,6 +225,7 @@ impl TestCluster {
                 "--locale=C",
                 "--no-sync",
             ])
+            .args(initdb_args)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .output()
@@ -257,6 +269,30 @@ impl TestCluster {
             }
         }
         Err(cleanup(last))
+    }
+
+    /// Waits (up to two minutes) until the server reports WAL file `name`, or a later one,
+    /// archived: its `archive_command` returned 0.
+    ///
+    /// # Panics
+    /// When it is not archived in time, with the archiver's statistics.
+    pub fn wait_archived(&self, name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let last = self.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            if last.len() >= 24 && last[..24] >= *name {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not archived in time (last: {last:?}): {}",
+                self.psql("postgres", "SELECT * FROM pg_stat_archiver")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// A URL for database `db` on this server (with the password).

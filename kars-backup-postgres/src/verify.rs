@@ -117,10 +117,19 @@ pub(crate) async fn verify_database(
         }
     }
 
+    // Tables are counted for the plan's counts and minimums, and where amcheck cannot be used
+    // (reading each table in full is then the integrity check).
+    let count = plan.check_counts
+        || !plan.min_rows.is_empty()
+        || (plan.integrity != IntegrityLevel::Off && amcheck.is_none());
     // Largest scans first, shared by the connections.
-    let sizes = table_sizes(&client, &tables).await;
+    let sizes = if count {
+        table_sizes(&client, &tables).await
+    } else {
+        Vec::new()
+    };
     let mut scans: Vec<(i64, Scan)> = (0..tables.len())
-        .filter(|&i| !loaded.contains_key(&tables[i]))
+        .filter(|&i| count && !loaded.contains_key(&tables[i]))
         .map(|i| (sizes.get(i).copied().unwrap_or(0), Scan::Count(i)))
         .collect();
     let check_sql = match &amcheck {

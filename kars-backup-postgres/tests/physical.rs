@@ -24,6 +24,7 @@ use kars_backup_postgres::physical::{
     restore_to_instant,
 };
 use kars_backup_postgres::testing::TestCluster;
+use sha2::Digest;
 
 fn cluster() -> Option<&'static TestCluster> {
     TestCluster::shared_archiving()
@@ -594,4 +595,78 @@ async fn a_restore_after_a_promotion_follows_the_new_timeline() {
     let r = restore(&repo, &options).await.unwrap();
     assert_eq!(r.timeline, Some(3), "promoted after timeline 2");
     assert!(r.verification.passed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_in_a_base_backup_is_refused_while_extracting_naming_it() {
+    let Some(pg) = cluster() else { return };
+    pg.create_database("tampered");
+    pg.psql(
+        "tampered",
+        "CREATE TABLE pitr_log (n int PRIMARY KEY); INSERT INTO pitr_log SELECT generate_series(1, 7)",
+    );
+    let work = tempdir(pg);
+    let backups = work.path().join("backups");
+    let report = base_backup(pg, "tampered", &repo(&backups), None).await;
+    let name = report.manifest.name.clone();
+    let archive = pg.archive_dir().unwrap();
+
+    // The untouched backup restores, its files checked against backup_manifest on the way.
+    let pgdata = work.path().join("restored");
+    let mut options = restore_options(pg, pgdata.clone(), RecoveryTarget::Latest, &archive);
+    options.plan = expect_rows(7);
+    options.database = Some("tampered".into());
+    let r = restore(&repo(&backups), &options).await.unwrap();
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| s.contains("match the backup's backup_manifest (size and CRC-32C")),
+        "{:?}",
+        r.steps
+    );
+
+    // One byte of one data file changed inside the tar, the stored checksum made to fit (as a
+    // tar damaged before it was compressed would be): only backup_manifest can tell.
+    let stored_path = backups.join(&name);
+    let mut tar = zstd::decode_all(std::fs::read(&stored_path).unwrap().as_slice()).unwrap();
+    let (member, at) = {
+        let mut a = tar::Archive::new(tar.as_slice());
+        let e = a
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| {
+                e.header().entry_type().is_file()
+                    && e.size() > 8192
+                    && e.path().unwrap().starts_with("base/")
+            })
+            .expect("a data file");
+        (
+            e.path().unwrap().display().to_string(),
+            e.raw_file_position() as usize + 4000,
+        )
+    };
+    tar[at] ^= 0x55;
+    let stored = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    std::fs::write(&stored_path, &stored).unwrap();
+    let meta_path = backups.join(format!("{name}.meta"));
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["archive"]["sha256"] = hex::encode(sha2::Sha256::digest(&stored)).into();
+    meta["archive"]["size_bytes"] = stored.len().into();
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+
+    let pgdata = work.path().join("refused");
+    options.pgdata = pgdata.clone();
+    let e = restore(&repo(&backups), &options).await.unwrap_err();
+    assert!(
+        matches!(e, kars_backup_core::Error::InvalidArchive { .. }),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
+        e.contains(&format!("{member} does not match its backup_manifest")),
+        "{e}"
+    );
+    assert!(!pgdata.exists(), "nothing of a damaged backup is left");
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use kars_backup_core::{DynBackupSink, Error, SinkExt};
 use kars_backup_postgres::wal::{
-    ArchiveOptions, ArchiveOutcome, DEFAULT_SEGMENT_SIZE, FetchOptions, FetchOutcome, SPOOL_DIR,
-    StoredWal, WalName, archive_wal, fetch_wal, list_chains,
+    ArchiveOptions, ArchiveOutcome, DEFAULT_SEGMENT_SIZE, FetchOptions, FetchOutcome, PushOptions,
+    SPOOL_DIR, SpoolOptions, StoredWal, WalName, archive_wal, fetch_wal, list_chains, push_spool,
+    spool_status,
 };
 use kars_backup_storage::LocalSink;
 
@@ -18,18 +19,23 @@ const SEGMENT: usize = 16 * 1024 * 1024;
 
 /// A segment-sized file with a long page header of `SYSID` and `seed`-dependent content.
 fn segment_bytes(seed: u8) -> Vec<u8> {
-    let mut data = vec![0u8; SEGMENT];
+    segment_of(seed, SEGMENT, 3 * 1024 * 1024, 0x0f)
+}
+
+/// A segment of `size` bytes with a long page header of `SYSID`, then bytes of `seed` masked
+/// by `mask` (0xff: incompressible) up to `filled`, then zeros (like a switched segment).
+fn segment_of(seed: u8, size: usize, filled: usize, mask: u32) -> Vec<u8> {
+    let mut data = vec![0u8; size];
     data[..2].copy_from_slice(&0xD110u16.to_le_bytes());
     data[2..4].copy_from_slice(&0x0006u16.to_le_bytes());
     data[24..32].copy_from_slice(&SYSID.to_le_bytes());
-    data[32..36].copy_from_slice(&(SEGMENT as u32).to_le_bytes());
-    // Some incompressible-ish bytes, then zeros, like a switched segment.
+    data[32..36].copy_from_slice(&(size as u32).to_le_bytes());
     let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    for b in data[8192..3 * 1024 * 1024].iter_mut() {
+    for b in data[8192..filled].iter_mut() {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        *b = (x & 0x0f) as u8;
+        *b = (x & mask) as u8;
     }
     data
 }
@@ -42,6 +48,12 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 
 fn local(dir: &Path) -> DynBackupSink {
     Arc::new(LocalSink::new(dir).unwrap())
+}
+
+/// Every key at a destination.
+async fn keys_of(sink: &DynBackupSink) -> Vec<String> {
+    let listed = sink.list(None).await.unwrap();
+    listed.into_iter().map(|m| m.key).collect()
 }
 
 fn opts() -> ArchiveOptions {
@@ -199,13 +211,7 @@ async fn partials_are_served_under_the_segment_name_until_the_segment_is_stored(
     // The complete segment supersedes (and removes) the partial.
     let seg = write(&spool, "000000010000000000000005", &full);
     archive_wal(&sinks, &seg, &opts()).await.unwrap();
-    let keys: Vec<String> = sink
-        .list(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
+    let keys = keys_of(&sink).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(!keys[0].contains(".partial"));
     let got = fetch_wal(&sinks, "000000010000000000000005", &dest, &fetch_opts())
@@ -512,4 +518,126 @@ async fn pruning_keeps_what_the_oldest_base_backup_needs_and_every_history_file(
             "000000020000000000000005"
         ]
     );
+}
+
+#[tokio::test]
+async fn an_incompressible_segment_goes_through_a_temporary_file() {
+    let (tmp, sink, sinks, with_id) = archive_with_id();
+    let data = segment_of(9, SEGMENT, SEGMENT, 0xff);
+    let seg = write(tmp.path(), "000000010000000000000007", &data);
+    let report = archive_wal(&sinks, &seg, &with_id).await.unwrap();
+    match report.destinations[0].outcome {
+        // More than the 8 MiB kept in memory: spooled through a temporary file.
+        ArchiveOutcome::Stored { stored_size } => assert!(stored_size > 15 * 1024 * 1024),
+        ref o => panic!("{o:?}"),
+    }
+    let again = archive_wal(&sinks, &seg, &with_id).await.unwrap();
+    assert_eq!(again.destinations[0].outcome, ArchiveOutcome::AlreadyStored);
+    let dest = tmp.path().join("RECOVERYXLOG");
+    let got = fetch_wal(&[sink], "000000010000000000000007", &dest, &fetch_opts())
+        .await
+        .unwrap();
+    assert!(matches!(got, FetchOutcome::Fetched(_)), "{got:?}");
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
+
+#[tokio::test]
+async fn segments_of_other_sizes_are_numbered_by_the_size_the_archive_records() {
+    // 1 MiB segments (initdb --wal-segsize=1): 4,096 to a log file, so 000000010000000000000FFF
+    // is followed by 000000010000000100000000 (with 16 MiB it would be a gap of thousands).
+    const MIB: usize = 1024 * 1024;
+    let (tmp, sink, sinks, with_id) = archive_with_id();
+    for (i, name) in [
+        "000000010000000000000FFE",
+        "000000010000000000000FFF",
+        "000000010000000100000000",
+        "000000010000000100000001",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = write(tmp.path(), name, &segment_of(i as u8, MIB, MIB / 2, 0x0f));
+        archive_wal(&sinks, &p, &with_id).await.unwrap();
+    }
+    let keys = keys_of(&sink).await;
+    assert!(
+        keys.contains(&kars_backup_postgres::wal::segment_size_key(
+            SYSID, MIB as u64
+        )),
+        "{keys:?}"
+    );
+    // Listed with the default size as the fallback: the recorded size wins.
+    let chains = list_chains(&sink, DEFAULT_SEGMENT_SIZE).await.unwrap();
+    let t1 = &chains[0].timelines[0];
+    assert_eq!(t1.segments, 4);
+    assert!(t1.gaps.is_empty(), "{:?}", t1.gaps);
+    assert_eq!(t1.last.as_deref(), Some("000000010000000100000001"));
+
+    // Read-ahead across the log boundary names the next segments right.
+    let pg_wal = tmp.path().join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let fetch = FetchOptions {
+        read_ahead: 2,
+        ..fetch_opts()
+    };
+    fetch_wal(
+        &sinks,
+        "000000010000000000000FFF",
+        &pg_wal.join("RECOVERYXLOG"),
+        &fetch,
+    )
+    .await
+    .unwrap();
+    let spool = pg_wal.join(SPOOL_DIR);
+    assert!(spool.join("000000010000000100000000").is_file());
+    assert!(spool.join("000000010000000100000001").is_file());
+}
+
+#[tokio::test]
+async fn a_full_spool_uploads_before_returning_and_the_pusher_drains_it_in_order() {
+    let (tmp, sink, sinks, with_id) = archive_with_id();
+    let spool_dir = tmp.path().join("spool");
+    let mut spool = SpoolOptions::new(&spool_dir);
+    // Room for one segment: the second goes straight to the destination.
+    spool.max_bytes = 1;
+    let spooled = ArchiveOptions {
+        spool: Some(spool),
+        ..with_id.clone()
+    };
+    let first = write(tmp.path(), "000000010000000000000001", &segment_bytes(1));
+    let second = write(tmp.path(), "000000010000000000000002", &segment_bytes(2));
+    let r = archive_wal(&sinks, &first, &spooled).await.unwrap();
+    assert_eq!(r.destinations[0].outcome, ArchiveOutcome::Spooled);
+    assert!(keys_of(&sink).await.is_empty(), "only queued so far");
+    // The same file again while queued: fine; other content under its name: refused.
+    archive_wal(&sinks, &first, &spooled).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let bad = write(other.path(), "000000010000000000000001", &segment_bytes(3));
+    let e = archive_wal(&sinks, &bad, &spooled).await.unwrap_err();
+    assert!(e.to_string().contains("queued in"), "{e}");
+    let r = archive_wal(&sinks, &second, &spooled).await.unwrap();
+    assert!(
+        matches!(r.destinations[0].outcome, ArchiveOutcome::Stored { .. }),
+        "{r:?}"
+    );
+    let status = spool_status(&spool_dir).unwrap();
+    assert_eq!(status.queued.len(), 1);
+    assert_eq!(status.queued[0].name, "000000010000000000000001");
+
+    let pushed = push_spool(
+        &sinks,
+        &spool_dir,
+        &PushOptions {
+            archive: with_id,
+            linger: std::time::Duration::ZERO,
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed.pushed, 1);
+    assert!(spool_status(&spool_dir).unwrap().queued.is_empty());
+    let chains = list_chains(&sink, DEFAULT_SEGMENT_SIZE).await.unwrap();
+    assert_eq!(chains[0].timelines[0].segments, 2);
+    assert!(chains[0].timelines[0].gaps.is_empty());
 }

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result};
 use crate::metadata;
-use crate::physical::tar_scan::TarScan;
+use crate::physical::tar_scan::{Found, TarScan};
 use crate::physical::wal::{Lsn, previous_segment_name};
 use crate::source::ENGINE;
 use crate::tools::{self, Tools};
@@ -27,7 +27,7 @@ pub const BASE_BACKUP_PREFIX: &str = "kars-pgbase";
 const MIN_SERVER_VERSION: u32 = 130_000;
 
 /// A whole PostgreSQL cluster, backed up physically: `pg_basebackup -D - -Ft -X none
-/// --checkpoint=fast --manifest-checksums=SHA256` streams one tar (the data directory with its
+/// --checkpoint=fast --manifest-checksums=CRC32C` streams one tar (the data directory with its
 /// `backup_manifest`) into the pipeline, which compresses, encrypts, hashes and commits it like
 /// every backup. The WAL the backup needs is not in it: it comes from the WAL archive
 /// (`archive_command`), which `pg_basebackup` waits for before it ends.
@@ -104,7 +104,7 @@ impl PhysicalSource {
             "--format=tar",
             "--wal-method=none",
             "--checkpoint=fast",
-            "--manifest-checksums=SHA256",
+            "--manifest-checksums=CRC32C",
             "--no-password",
             "--label=kars-backup base backup",
         ])
@@ -125,7 +125,12 @@ impl PhysicalSource {
         }
         let end_time = server_now(&client, &target).await?;
         progress.finish();
-        let physical = describe_backup(&scan, settings.wal_segment_size, start_time, end_time)?;
+        let physical = describe_backup(
+            scan.found(),
+            settings.wal_segment_size,
+            start_time,
+            end_time,
+        )?;
         // The payload ends only once the backup is complete and described.
         out.finish().await.map_err(Error::Pipeline)?;
         tracing::info!(
@@ -306,7 +311,7 @@ async fn server_now(client: &Client, target: &str) -> Result<DateTime<Utc>> {
 
 /// The backup's place in the WAL, from the members `pg_basebackup` wrote.
 fn describe_backup(
-    scan: &TarScan,
+    scan: &Found,
     segment_size: u64,
     start_time: DateTime<Utc>,
     end_time: DateTime<Utc>,

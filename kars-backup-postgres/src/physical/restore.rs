@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::conn::ConnInfo;
 use crate::error::{Error, Result, db_message};
 use crate::loaded::LoadedCounts;
+use crate::physical::extract::extract;
+use crate::physical::manifest_check::Checked;
 use crate::physical::scratch::{Scratch, chown, running_as_root};
 use crate::physical::wal::{next_segment_name, recovery_target_time};
 use crate::tools::{self, Tools};
@@ -218,8 +220,11 @@ pub fn pick_base<'a>(
 /// Restores the cluster as it was at `options.target` into the new data directory
 /// `options.pgdata`.
 ///
-/// The newest base backup that ended before the target is streamed out of `repo` (its checksum
-/// checked before anything is trusted, then `pg_verifybackup` against its own manifest), the
+/// The newest base backup that ended before the target is streamed out of `repo` and extracted,
+/// each file checked against the backup's own `backup_manifest` (size and CRC-32C) as its bytes
+/// go by, so the data is read once (base backups with SHA-256 manifests, taken by earlier
+/// versions, are checked by `pg_verifybackup` afterwards), the stored checksum checked before
+/// anything is trusted; the
 /// archived WAL is replayed by a scratch postmaster on a free port with a private socket
 /// directory (`recovery_target_time` inclusive, `recovery_target_timeline = latest`, archiving
 /// off), the verification plan runs while replay is paused at the target (for
@@ -278,25 +283,21 @@ async fn run(
         .await
         .map_err(core)?;
 
-    // Extract, then trust nothing before the checksum is known good.
+    // Extract, checking each file against the backup's own manifest as its bytes go by; then
+    // trust nothing before the stored checksum is known good.
     let (reader, check) = repo.open_payload(&entry, progress.clone()).await?;
     let dir = options.pgdata.clone();
     let cancel = options.cancel.clone();
-    let unpacked = tokio::task::spawn_blocking(move || {
-        let mut archive = tar::Archive::new(reader.with_cancel(cancel));
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(false);
-        archive.unpack(&dir)
-    })
-    .await;
+    let unpacked =
+        tokio::task::spawn_blocking(move || extract(reader.with_cancel(cancel), &dir)).await;
     progress.finish();
     let check = check
         .await
         .map_err(|e| kars_backup_core::Error::generic("download", e))?;
     interrupted_during(&options.cancel, "the download of the base backup").map_err(core)?;
     let check = check?;
-    match unpacked {
-        Ok(Ok(())) => {}
+    let files = match unpacked {
+        Ok(Ok(files)) => files,
         Ok(Err(e)) => {
             return Err(core(Error::io(
                 "extract the base backup into",
@@ -310,25 +311,46 @@ async fn run(
                 e.to_string(),
             ))));
         }
-    }
-    push_step(
-        &mut steps,
-        format!("extracted into {pgdata_s}; checksum verified"),
-    );
-
+    };
     let tools = Tools {
         bin_dir: options.bin_dir.clone(),
     };
     let major = std::fs::read_to_string(options.pgdata.join("PG_VERSION"))
         .ok()
         .and_then(|v| tools::parse_major(v.trim()));
-    verify_backup(&tools, major, &options.pgdata)
-        .await
-        .map_err(core)?;
-    push_step(
-        &mut steps,
-        "pg_verifybackup: the files match the backup's manifest",
-    );
+    match files.finish() {
+        Ok(Checked::Verified { files, bytes }) => push_step(
+            &mut steps,
+            format!(
+                "extracted into {pgdata_s}; checksum verified; {files} files ({bytes} bytes) match the backup's backup_manifest (size and CRC-32C, checked while extracting)"
+            ),
+        ),
+        Ok(Checked::OtherAlgorithm(algorithm)) => {
+            // Older base backups: their manifest has SHA-256 (or another) checksums.
+            push_step(
+                &mut steps,
+                format!("extracted into {pgdata_s}; checksum verified"),
+            );
+            verify_backup(&tools, major, &options.pgdata)
+                .await
+                .map_err(core)?;
+            push_step(
+                &mut steps,
+                format!(
+                    "pg_verifybackup: the files match the backup's manifest ({algorithm} checksums)"
+                ),
+            );
+        }
+        Err(reason) => {
+            return Err(core(Error::InvalidArchive {
+                archive: entry.name.to_string(),
+                reason: format!(
+                    "base backup {} is damaged: {reason}; nothing of it is used (restore from another copy, or an older base backup)",
+                    entry.name
+                ),
+            }));
+        }
+    }
 
     if !options.pgdata.join("postgresql.conf").exists() {
         // Debian keeps the configuration in /etc/postgresql: the server needs a file here.
@@ -570,8 +592,26 @@ async fn recover(
 
     // The checks, before the promotion.
     interrupted_during(&options.cancel, "the verification")?;
+    // amcheck can only be installed once the cluster is promoted: unless the backup has it, the
+    // integrity check waits for the promotion and only the plan's own checks run while paused.
+    let integrity = options.plan.integrity;
+    let amcheck_now = integrity == IntegrityLevel::Off
+        || matches!(options.target, RecoveryTarget::Latest)
+        || client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::query("look for amcheck", &pgdata, &e))?
+            .is_some();
     let plan = VerifyPlan {
         check_counts: false,
+        integrity: if amcheck_now {
+            integrity
+        } else {
+            IntegrityLevel::Off
+        },
         ..options.plan.clone()
     };
     let mut verification =
@@ -585,16 +625,22 @@ async fn recover(
         )));
     }
     let n = verification.checks.len();
+    let when = match options.target {
+        RecoveryTarget::Time(_) => "while paused",
+        RecoveryTarget::Latest => "at the end of replay",
+    };
+    let later = if amcheck_now {
+        ""
+    } else {
+        " (amcheck after the promotion: it cannot be installed during recovery)"
+    };
     push_step(
         steps,
-        format!(
-            "verified {}: {n} check{} passed",
-            match options.target {
-                RecoveryTarget::Time(_) => "while paused",
-                RecoveryTarget::Latest => "at the end of replay",
-            },
-            if n == 1 { "" } else { "s" }
-        ),
+        match n {
+            0 => format!("nothing to verify {when}{later}"),
+            1 => format!("verified {when}: 1 check passed{later}"),
+            _ => format!("verified {when}: {n} checks passed{later}"),
+        },
     );
 
     interrupted_during(&options.cancel, "the verification")?;
@@ -662,14 +708,9 @@ async fn recover(
     );
 
     // amcheck cannot be installed during recovery: when it was missing, it runs now.
-    if plan.integrity != IntegrityLevel::Off
-        && verification
-            .checks
-            .iter()
-            .any(|c| c.check == "catalog check")
-    {
+    if !amcheck_now {
         let integrity = VerifyPlan {
-            integrity: plan.integrity,
+            integrity,
             check_counts: false,
             min_rows: Vec::new(),
             queries: Vec::new(),

@@ -21,14 +21,112 @@ enum Member {
     Control,
 }
 
-/// Scans a tar stream fed to it in pieces.
+/// What a [`TarWalker`] reports, member by member.
+pub(crate) trait TarVisitor {
+    /// A member starts: its name (without a leading `./`), its type flag and data size.
+    fn member(&mut self, name: &str, typeflag: u8, size: u64);
+    /// The next piece of the current member's data.
+    fn data(&mut self, data: &[u8]);
+    /// The current member's data has ended.
+    fn end(&mut self);
+}
+
+/// Walks a tar stream fed to it in pieces of any size: headers, member data, padding. GNU long
+/// names (`L` members) are applied to the member they name.
 #[derive(Debug, Default)]
-pub(crate) struct TarScan {
+pub(crate) struct TarWalker {
     header: Vec<u8>,
     /// Bytes of member data left in the current member.
     data_left: u64,
     /// Padding bytes left after the current member's data.
     pad_left: u64,
+    /// Collecting a GNU long name.
+    in_long_name: bool,
+    long_name: Option<Vec<u8>>,
+}
+
+impl TarWalker {
+    /// Feeds the next piece of the stream, reporting to `visitor`.
+    pub(crate) fn feed<V: TarVisitor + ?Sized>(&mut self, visitor: &mut V, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.data_left > 0 {
+                let n = (self.data_left.min(data.len() as u64)) as usize;
+                if self.in_long_name {
+                    self.long_name
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(&data[..n]);
+                } else {
+                    visitor.data(&data[..n]);
+                }
+                self.data_left -= n as u64;
+                data = &data[n..];
+                if self.data_left == 0 {
+                    self.end_member(visitor);
+                }
+            } else if self.pad_left > 0 {
+                let n = (self.pad_left.min(data.len() as u64)) as usize;
+                self.pad_left -= n as u64;
+                data = &data[n..];
+            } else {
+                let n = (512 - self.header.len()).min(data.len());
+                self.header.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.header.len() == 512 {
+                    let header = std::mem::take(&mut self.header);
+                    self.start_member(visitor, &header);
+                }
+            }
+        }
+    }
+
+    fn start_member<V: TarVisitor + ?Sized>(&mut self, visitor: &mut V, h: &[u8]) {
+        if h.iter().all(|&b| b == 0) {
+            return;
+        }
+        let size = parse_size(&h[124..136]);
+        self.data_left = size;
+        self.pad_left = (512 - size % 512) % 512;
+        if h[156] == b'L' {
+            self.in_long_name = true;
+            self.long_name = Some(Vec::new());
+        } else {
+            let name = match self.long_name.take() {
+                Some(long) => {
+                    let end = long.iter().position(|&c| c == 0).unwrap_or(long.len());
+                    String::from_utf8_lossy(&long[..end]).into_owned()
+                }
+                None => member_name(h),
+            };
+            visitor.member(name.trim_start_matches("./"), h[156], size);
+        }
+        if size == 0 {
+            self.end_member(visitor);
+        }
+    }
+
+    fn end_member<V: TarVisitor + ?Sized>(&mut self, visitor: &mut V) {
+        if std::mem::take(&mut self.in_long_name) {
+            return;
+        }
+        visitor.end();
+    }
+}
+
+/// Whether a member of this type flag is a regular file.
+pub(crate) fn is_regular(typeflag: u8) -> bool {
+    matches!(typeflag, b'0' | 0)
+}
+
+/// Scans a tar stream fed to it in pieces.
+#[derive(Debug, Default)]
+pub(crate) struct TarScan {
+    walker: TarWalker,
+    found: Found,
+}
+
+/// What [`TarScan`] keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
     current: Option<(Member, Keep)>,
     buf: Vec<u8>,
     /// `backup_label`, whole.
@@ -43,55 +141,29 @@ pub(crate) struct TarScan {
 
 impl TarScan {
     /// Feeds the next piece of the stream.
-    pub(crate) fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            if self.data_left > 0 {
-                let n = (self.data_left.min(data.len() as u64)) as usize;
-                self.keep(&data[..n]);
-                self.data_left -= n as u64;
-                data = &data[n..];
-                if self.data_left == 0 {
-                    self.end_member();
-                }
-            } else if self.pad_left > 0 {
-                let n = (self.pad_left.min(data.len() as u64)) as usize;
-                self.pad_left -= n as u64;
-                data = &data[n..];
-            } else {
-                let n = (512 - self.header.len()).min(data.len());
-                self.header.extend_from_slice(&data[..n]);
-                data = &data[n..];
-                if self.header.len() == 512 {
-                    let header = std::mem::take(&mut self.header);
-                    self.start_member(&header);
-                }
-            }
-        }
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        self.walker.feed(&mut self.found, data);
     }
 
-    fn start_member(&mut self, h: &[u8]) {
-        if h.iter().all(|&b| b == 0) {
-            return;
-        }
-        let size = parse_size(&h[124..136]);
-        let name = member_name(h);
-        let regular = matches!(h[156], b'0' | 0);
+    /// What was found so far.
+    pub(crate) fn found(&self) -> &Found {
+        &self.found
+    }
+}
+
+impl TarVisitor for Found {
+    fn member(&mut self, name: &str, typeflag: u8, _size: u64) {
         self.members += 1;
-        self.current = match (regular, name.trim_start_matches("./")) {
+        self.current = match (is_regular(typeflag), name) {
             (true, "backup_label") => Some((Member::Label, Keep::Head)),
             (true, "backup_manifest") => Some((Member::Manifest, Keep::Tail)),
             (true, "global/pg_control") => Some((Member::Control, Keep::Head)),
             _ => None,
         };
         self.buf.clear();
-        self.data_left = size;
-        self.pad_left = (512 - size % 512) % 512;
-        if size == 0 {
-            self.end_member();
-        }
     }
 
-    fn keep(&mut self, data: &[u8]) {
+    fn data(&mut self, data: &[u8]) {
         match self.current {
             Some((_, Keep::Head)) => {
                 let room = KEEP.saturating_sub(self.buf.len());
@@ -108,7 +180,7 @@ impl TarScan {
         }
     }
 
-    fn end_member(&mut self) {
+    fn end(&mut self) {
         if let Some((member, _)) = self.current.take() {
             let mut kept = std::mem::take(&mut self.buf);
             if member == Member::Manifest && kept.len() > KEEP {
@@ -157,21 +229,23 @@ fn parse_size(b: &[u8]) -> u64 {
     u64::from_str_radix(text.trim(), 8).unwrap_or(0)
 }
 
+/// A tar of regular files, for tests.
+#[cfg(test)]
+pub(crate) fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tar_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in members {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o600);
-            h.set_cksum();
-            b.append_data(&mut h, name, data.as_slice()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
 
     #[test]
     fn keeps_the_describing_members_in_any_piece_sizes() {
@@ -179,17 +253,18 @@ mod tests {
         let mut manifest = vec![b'x'; 150_000];
         manifest.extend_from_slice(b"\"WAL-Ranges\": [ end ]");
         let tar = tar_of(&[
-            ("backup_label", b"START WAL LOCATION: 0/2000028\n".to_vec()),
-            ("base/1/1259", big),
-            ("global/pg_control", vec![7u8; 8192]),
-            ("empty", Vec::new()),
-            ("backup_manifest", manifest.clone()),
+            ("backup_label", b"START WAL LOCATION: 0/2000028\n"),
+            ("base/1/1259", &big),
+            ("global/pg_control", &[7u8; 8192]),
+            ("empty", b""),
+            ("backup_manifest", &manifest),
         ]);
         for piece in [1usize, 7, 512, 4096, 1 << 20] {
-            let mut s = TarScan::default();
+            let mut scan = TarScan::default();
             for c in tar.chunks(piece) {
-                s.feed(c);
+                scan.feed(c);
             }
+            let s = scan.found();
             assert_eq!(s.members, 5);
             assert_eq!(
                 s.label.as_deref(),

@@ -1,7 +1,8 @@
 //! [`archive_wal`]: stores one WAL file (PostgreSQL's `archive_command`).
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -9,11 +10,15 @@ use kars_backup_core::compress::FinishWrite;
 use kars_backup_core::sink::PutOptions;
 use kars_backup_core::{DynBackupSink, DynEncryptor, Error, PlaintextPolicy, Result, Upload};
 use sha2::{Digest, Sha256};
+use tempfile::{SpooledData, SpooledTempFile};
 use tokio::sync::mpsc;
 
-use super::header::{LONG_HEADER_LEN, pg_control_system_identifier, segment_header};
-use super::io::{CHANNEL_CAPACITY, ChannelWriter};
-use super::keys::{StoredWal, WalKind, WalName, timeline_prefix};
+use super::header::{LONG_HEADER_LEN, SegmentHeader, pg_control_system_identifier, segment_header};
+use super::io::{CHANNEL_CAPACITY, CHUNK, ChannelWriter};
+use super::keys::{
+    DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, segment_size_key, timeline_prefix,
+};
+use super::spool::SpoolOptions;
 
 /// The zstd level of stored WAL (zstd's default: WAL compresses well and fast at it).
 pub const DEFAULT_WAL_ZSTD_LEVEL: i32 = 3;
@@ -33,6 +38,9 @@ pub struct ArchiveOptions {
     pub zstd_level: i32,
     /// Where unencrypted WAL may be stored: by default only at local destinations.
     pub plaintext: PlaintextPolicy,
+    /// Queue the file in a local spool and return at once, uploading in the background
+    /// (`archive-wal --spool-dir`); `None` uploads before returning.
+    pub spool: Option<SpoolOptions>,
 }
 
 impl Default for ArchiveOptions {
@@ -43,6 +51,7 @@ impl Default for ArchiveOptions {
             pgdata: None,
             zstd_level: DEFAULT_WAL_ZSTD_LEVEL,
             plaintext: PlaintextPolicy::default(),
+            spool: None,
         }
     }
 }
@@ -58,6 +67,8 @@ pub enum ArchiveOutcome {
     },
     /// The same file (same checksum) was stored already.
     AlreadyStored,
+    /// Queued durably in the local spool; the pusher uploads it ([`SpoolOptions`]).
+    Spooled,
 }
 
 /// One destination's result.
@@ -87,19 +98,78 @@ pub struct ArchiveReport {
     pub destinations: Vec<ArchivedTo>,
 }
 
-/// What one pass over the file tells before anything is uploaded.
-struct Scanned {
-    sha256: Option<String>,
-    size: u64,
-    header_sysid: Option<u64>,
+/// The first bytes of the file: a segment's long page header, when it is one.
+pub(crate) async fn read_head(path: &Path) -> Result<Option<SegmentHeader>> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io("open", path, e))?;
+    let mut head = Vec::with_capacity(LONG_HEADER_LEN);
+    (&mut file)
+        .take(LONG_HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(segment_header(&head))
 }
 
-fn scan(path: &Path, hash: bool) -> Result<Scanned> {
+/// The file, read once: hashed, compressed and encrypted into a spool (memory up to
+/// [`SPOOL_IN_MEMORY`], a temporary file beyond).
+struct Prepared {
+    sha256: Option<String>,
+    size: u64,
+    stored: SpooledTempFile,
+}
+
+/// Compressed WAL kept in memory before it goes to a temporary file.
+const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;
+
+/// A writer into a shared spool (the encryptor owns its inner writer until it is finished).
+#[derive(Clone)]
+struct SpoolWriter(Arc<Mutex<SpooledTempFile>>);
+
+impl Write for SpoolWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| poisoned())?.write(data)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().map_err(|_| poisoned())?.flush()
+    }
+}
+
+impl FinishWrite for SpoolWriter {
+    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
+        self.flush()
+    }
+}
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("the spool's lock is poisoned")
+}
+
+/// Reads the file once: SHA-256 (when `hash`), size, and the stored bytes (zstd, then the
+/// encryptor), on a blocking thread.
+fn prepare(
+    path: &Path,
+    hash: bool,
+    encryptor: Option<DynEncryptor>,
+    level: i32,
+) -> Result<Prepared> {
+    let err = |e: std::io::Error| Error::io("compress", path, e);
+    let spool = SpoolWriter(Arc::new(Mutex::new(tempfile::spooled_tempfile(
+        SPOOL_IN_MEMORY,
+    ))));
+    let out: Box<dyn FinishWrite> = match &encryptor {
+        Some(enc) => enc.encrypt(Box::new(spool.clone())).map_err(err)?,
+        None => Box::new(spool.clone()),
+    };
+    let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(err)?;
+    encoder.include_checksum(true).map_err(err)?;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
-    let mut first = Vec::with_capacity(LONG_HEADER_LEN);
     loop {
         let n = file
             .read(&mut buf)
@@ -107,30 +177,34 @@ fn scan(path: &Path, hash: bool) -> Result<Scanned> {
         if n == 0 {
             break;
         }
-        if first.len() < LONG_HEADER_LEN {
-            let take = (LONG_HEADER_LEN - first.len()).min(n);
-            first.extend_from_slice(&buf[..take]);
+        if hash {
+            hasher.update(&buf[..n]);
         }
-        if !hash {
-            size = file
-                .metadata()
-                .map_err(|e| Error::io("inspect", path, e))?
-                .len();
-            break;
-        }
-        hasher.update(&buf[..n]);
         size += n as u64;
+        encoder.write_all(&buf[..n]).map_err(err)?;
     }
-    Ok(Scanned {
+    encoder.finish().map_err(err)?.finish().map_err(err)?;
+    let stored = Arc::try_unwrap(spool.0)
+        .map_err(|_| Error::generic("archive-wal", "the spool is still in use"))?
+        .into_inner()
+        .map_err(|_| Error::generic("archive-wal", "the spool's lock is poisoned"))?;
+    Ok(Prepared {
         sha256: hash.then(|| hex::encode(hasher.finalize())),
         size,
-        header_sysid: segment_header(&first).map(|h| h.system_identifier),
+        stored,
     })
 }
 
 /// The cluster a file belongs to: given, else from the segment's header, else `pg_control`.
-fn system_identifier(wal: &WalName, scanned: &Scanned, options: &ArchiveOptions) -> Result<u64> {
-    match (options.system_identifier, scanned.header_sysid) {
+pub(crate) fn system_identifier(
+    wal: &WalName,
+    header: Option<SegmentHeader>,
+    options: &ArchiveOptions,
+) -> Result<u64> {
+    match (
+        options.system_identifier,
+        header.map(|h| h.system_identifier),
+    ) {
         (Some(given), Some(found)) if given != found => Err(Error::InvalidInput(format!(
             "{} belongs to the cluster with system identifier {found}, not {given}",
             wal.name
@@ -149,38 +223,64 @@ fn system_identifier(wal: &WalName, scanned: &Scanned, options: &ArchiveOptions)
     }
 }
 
-/// What a destination already holds under a WAL file's name: `Ok(true)` when the same file is
-/// stored, `Ok(false)` when nothing is.
-///
-/// # Errors
-/// [`Error::VerificationFailed`] when a file of that name with other content is stored.
-async fn already_stored(sink: &DynBackupSink, target: &StoredWal) -> Result<bool> {
-    if !target.wal.has_checksum() {
-        return Ok(false);
+/// What a destination holds under a WAL file's name: the stored versions (with a checksum in
+/// their key) and, for a segment, the keys of its `.partial`.
+#[derive(Default)]
+struct AtDestination {
+    versions: Vec<(StoredWal, String)>,
+    partials: Vec<String>,
+}
+
+/// One listing of the keys that start with the file's name.
+async fn at_destination(
+    sink: &DynBackupSink,
+    system_identifier: u64,
+    wal: &WalName,
+) -> Result<AtDestination> {
+    let mut found = AtDestination::default();
+    if !wal.has_checksum() {
+        return Ok(found);
     }
     let prefix = format!(
-        "{}{}-",
-        timeline_prefix(target.system_identifier, target.wal.timeline),
-        target.wal.name
+        "{}{}",
+        timeline_prefix(system_identifier, wal.timeline),
+        wal.name
     );
-    let mut same = false;
+    let partial_name = format!("{}.partial", wal.name);
     for meta in sink.list(Some(&prefix)).await? {
         let Some(stored) = StoredWal::parse(&meta.key) else {
             continue;
         };
-        if stored.wal.name != target.wal.name {
-            continue;
+        if stored.wal.name == wal.name {
+            found.versions.push((stored, meta.key));
+        } else if wal.kind == WalKind::Segment && stored.wal.name == partial_name {
+            found.partials.push(meta.key);
         }
+    }
+    Ok(found)
+}
+
+/// Whether a destination holds the file already: `Ok(true)` when the same content is stored,
+/// `Ok(false)` when nothing is.
+///
+/// # Errors
+/// [`Error::VerificationFailed`] when a file of that name with other content is stored.
+fn already_stored(
+    sink: &DynBackupSink,
+    versions: &[(StoredWal, String)],
+    target: &StoredWal,
+) -> Result<bool> {
+    let mut same = false;
+    for (stored, key) in versions {
         if stored.sha256 == target.sha256 {
             same = true;
         } else {
             return Err(Error::VerificationFailed(format!(
-                "{} at {} is already archived with other content (sha256 {}, this file has {}): two clusters with the same system identifier, or a data directory restored without a new timeline, are archiving into one place. Nothing was overwritten; find out which file is right before removing {}",
+                "{} at {} is already archived with other content (sha256 {}, this file has {}): two clusters with the same system identifier, or a data directory restored without a new timeline, are archiving into one place. Nothing was overwritten; find out which file is right before removing {key}",
                 target.wal.name,
                 sink.describe(),
                 stored.sha256.as_deref().unwrap_or("?"),
                 target.sha256.as_deref().unwrap_or("?"),
-                meta.key
             )));
         }
     }
@@ -190,11 +290,15 @@ async fn already_stored(sink: &DynBackupSink, target: &StoredWal) -> Result<bool
 /// Stores one WAL file at every destination: a segment, `.partial`, `.history` or `.backup`
 /// file, named as PostgreSQL names it (`path`'s file name).
 ///
-/// The file is read twice: once for its checksum (which is part of its key), then streamed
-/// through zstd and the encryptor into one upload per destination (about 4 MiB of memory in
-/// flight, whatever the file's size). It returns once every destination has completed its
-/// upload (durable: the local sink fsyncs, object stores acknowledge). A destination that holds
-/// the same file already is left alone.
+/// The file is read once: hashed (its SHA-256 is part of its key) while it is compressed and
+/// encrypted into a spool (in memory up to 8 MiB, a temporary file beyond, whatever the file's
+/// size), while the destinations are asked what they hold under its name; then the spool is
+/// uploaded to every destination that does not hold it. It returns once every destination has
+/// completed its upload (durable: the local sink fsyncs, object stores acknowledge). A
+/// destination that holds the same file already is left alone.
+///
+/// With [`ArchiveOptions::spool`] the file is queued in a local spool instead (see
+/// [`SpoolOptions`]).
 ///
 /// # Errors
 /// [`Error::PlaintextRefused`] without an encryptor when a destination is off-site and
@@ -208,16 +312,7 @@ pub async fn archive_wal(
     path: &Path,
     options: &ArchiveOptions,
 ) -> Result<ArchiveReport> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let wal = WalName::parse(&file_name).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "{} is not a WAL file name (a segment, .partial, .history or .backup file); archive_command passes %p",
-            path.display()
-        ))
-    })?;
+    let wal = wal_file_name(path)?;
     if sinks.is_empty() {
         return Err(Error::InvalidInput("no destination given".into()));
     }
@@ -228,27 +323,64 @@ pub async fn archive_wal(
     options
         .plaintext
         .check_placements(&wal.name, options.encryptor.is_some(), &placements)?;
+    if let Some(spool) = &options.spool {
+        return super::spool::spool_wal(sinks, path, wal, spool, options).await;
+    }
+    store(sinks, path, wal, options).await
+}
+
+/// The WAL file name of `path`.
+pub(crate) fn wal_file_name(path: &Path) -> Result<WalName> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    WalName::parse(&file_name).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{} is not a WAL file name (a segment, .partial, .history or .backup file); archive_command passes %p",
+            path.display()
+        ))
+    })
+}
+
+/// Stores the file at every destination now ([`archive_wal`] without a spool).
+pub(crate) async fn store(
+    sinks: &[DynBackupSink],
+    path: &Path,
+    wal: WalName,
+    options: &ArchiveOptions,
+) -> Result<ArchiveReport> {
+    let header = read_head(path).await?;
+    let system_identifier = system_identifier(&wal, header, options)?;
     let hash = wal.has_checksum();
-    let scanned = {
+    let prepare = {
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || scan(&path, hash))
-            .await
-            .map_err(|e| Error::generic("archive-wal", e))??
+        let encryptor = options.encryptor.clone();
+        let level = options.zstd_level.clamp(1, 19);
+        tokio::task::spawn_blocking(move || prepare(&path, hash, encryptor, level))
     };
-    let system_identifier = system_identifier(&wal, &scanned, options)?;
+    let listings = join_all(
+        sinks
+            .iter()
+            .map(|s| at_destination(s, system_identifier, &wal)),
+    );
+    let (prepared, listings) = tokio::join!(prepare, listings);
+    let prepared = prepared.map_err(|e| Error::generic("archive-wal", e))??;
     let encryption = options.encryptor.as_ref().map(|e| e.info().scheme);
     let target = StoredWal::new(
         system_identifier,
         wal.clone(),
-        scanned.sha256.clone(),
+        prepared.sha256.clone(),
         encryption,
     );
 
-    let checks = join_all(sinks.iter().map(|s| already_stored(s, &target))).await;
     let mut destinations = Vec::new();
     let mut to_store = Vec::new();
-    for (sink, check) in sinks.iter().zip(checks) {
-        if check? {
+    let mut partials = Vec::new();
+    for (sink, listing) in sinks.iter().zip(listings) {
+        let listing = listing?;
+        partials.extend(listing.partials.into_iter().map(|k| (sink, k)));
+        if already_stored(sink, &listing.versions, &target)? {
             destinations.push(ArchivedTo {
                 destination: sink.describe(),
                 key: target.key.clone(),
@@ -258,28 +390,59 @@ pub async fn archive_wal(
             to_store.push(sink.clone());
         }
     }
+    if let Some(h) = header {
+        record_segment_size(&to_store, system_identifier, u64::from(h.segment_size)).await?;
+    }
     if !to_store.is_empty() {
-        let stored = upload(&to_store, path, &target, options).await?;
+        let stored = upload(&to_store, prepared.stored, &target).await?;
         destinations.extend(stored);
     }
-    if wal.kind == WalKind::Segment {
-        remove_stale_partials(sinks, &target).await;
+    // Once the complete segment is stored, the `.partial` of it that a receiver shipped is of
+    // no more use (a fetch prefers the complete one anyway). Failures are only logged.
+    for (sink, key) in partials {
+        if let Err(e) = sink.delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot remove a superseded .partial");
+        }
     }
     Ok(ArchiveReport {
         wal,
         system_identifier,
-        sha256: scanned.sha256,
-        size: scanned.size,
+        sha256: prepared.sha256,
+        size: prepared.size,
         destinations,
     })
 }
 
-/// Streams the file into one upload per sink and completes them all, or aborts them all.
+/// Records a segment size other than the default at the destinations (once: an existing
+/// marker is left alone), so that listings number the segments right.
+async fn record_segment_size(
+    sinks: &[DynBackupSink],
+    system_identifier: u64,
+    segment_size: u64,
+) -> Result<()> {
+    if segment_size == DEFAULT_SEGMENT_SIZE {
+        return Ok(());
+    }
+    let key = segment_size_key(system_identifier, segment_size);
+    for sink in sinks {
+        if !sink.list(Some(&key)).await?.is_empty() {
+            continue;
+        }
+        let mut put = PutOptions::default();
+        put.if_not_exists = true;
+        match sink.put(&key, put).await?.complete().await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Uploads the spool to every sink and completes them all, or aborts them all.
 async fn upload(
     sinks: &[DynBackupSink],
-    path: &Path,
+    stored: SpooledTempFile,
     target: &StoredWal,
-    options: &ArchiveOptions,
 ) -> Result<Vec<ArchivedTo>> {
     let mut put = PutOptions::default();
     // A key with a checksum is the same file wherever it comes from: a concurrent push of it is
@@ -297,11 +460,29 @@ async fn upload(
     }
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
-    let producer = {
-        let path = path.to_path_buf();
-        let encryptor = options.encryptor.clone();
-        let level = options.zstd_level.clamp(1, 19);
-        tokio::task::spawn_blocking(move || compress_file(&path, tx, encryptor, level))
+    let producer = match stored.into_inner() {
+        // In memory (the usual case): sent as it is, in pieces.
+        SpooledData::InMemory(cursor) => {
+            let all = Bytes::from(cursor.into_inner());
+            tokio::spawn(async move {
+                let mut at = 0;
+                while at < all.len() {
+                    let end = (at + CHUNK).min(all.len());
+                    if tx.send(all.slice(at..end)).await.is_err() {
+                        break;
+                    }
+                    at = end;
+                }
+                Ok(())
+            })
+        }
+        SpooledData::OnDisk(mut file) => tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter::new(tx);
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| std::io::copy(&mut file, &mut out))
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io("read", std::env::temp_dir(), e))
+        }),
     };
     let mut stored_size = 0u64;
     let mut failure: Option<Error> = None;
@@ -318,11 +499,7 @@ async fn upload(
         .await
         .map_err(|e| Error::generic("archive-wal", e))
         .and_then(|r| r);
-    if let Some(e) = failure {
-        abort_all(uploads).await;
-        return Err(e);
-    }
-    if let Err(e) = produced {
+    if let Some(e) = failure.or(produced.err()) {
         abort_all(uploads).await;
         return Err(e);
     }
@@ -362,48 +539,4 @@ async fn upload(
 
 async fn abort_all(uploads: Vec<Box<dyn Upload>>) {
     join_all(uploads.into_iter().map(|u| u.abort())).await;
-}
-
-/// Reads the file through zstd (and the encryptor) into the channel, on a blocking thread.
-fn compress_file(
-    path: &Path,
-    tx: mpsc::Sender<Bytes>,
-    encryptor: Option<DynEncryptor>,
-    level: i32,
-) -> Result<()> {
-    let sink_err = |e: std::io::Error| Error::io("compress", path, e);
-    let out: Box<dyn FinishWrite> = match &encryptor {
-        Some(enc) => enc
-            .encrypt(Box::new(ChannelWriter::new(tx)))
-            .map_err(sink_err)?,
-        None => Box::new(ChannelWriter::new(tx)),
-    };
-    let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(sink_err)?;
-    encoder.include_checksum(true).map_err(sink_err)?;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    std::io::copy(&mut file, &mut encoder).map_err(sink_err)?;
-    let out = encoder.finish().map_err(sink_err)?;
-    out.finish().map_err(sink_err)
-}
-
-/// Once a complete segment is stored, the `.partial` of it that a receiver shipped is of no
-/// more use (a fetch prefers the complete one anyway). Failures are only logged.
-async fn remove_stale_partials(sinks: &[DynBackupSink], target: &StoredWal) {
-    let partial_name = format!("{}.partial", target.wal.name);
-    let prefix = format!(
-        "{}{partial_name}",
-        timeline_prefix(target.system_identifier, target.wal.timeline)
-    );
-    for sink in sinks {
-        let Ok(found) = sink.list(Some(&prefix)).await else {
-            continue;
-        };
-        for meta in found {
-            if StoredWal::parse(&meta.key).is_some_and(|s| s.wal.name == partial_name) {
-                if let Err(e) = sink.delete(&meta.key).await {
-                    tracing::warn!(key = %meta.key, error = %e, "cannot remove a superseded .partial");
-                }
-            }
-        }
-    }
 }

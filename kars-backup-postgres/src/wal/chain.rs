@@ -7,7 +7,7 @@ use kars_backup_core::layout::CHAIN_PREFIX;
 use kars_backup_core::{DynBackupSink, ObjectMeta, Result};
 use serde::Serialize;
 
-use super::keys::{StoredWal, WalKind, WalName};
+use super::keys::{StoredWal, WalKind, WalName, parse_segment_size_key, segment_size_prefix};
 
 /// Segments missing from a timeline's window, from `first` to `last` (inclusive).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,7 +91,26 @@ pub async fn system_identifiers(sink: &DynBackupSink) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// The WAL chains of every cluster archived at a destination (one listing).
+/// The WAL segment size of cluster `system_identifier` at a destination: the one its archive
+/// records (`archive_wal` records sizes other than 16 MiB), else `default`.
+///
+/// # Errors
+/// Listing failures.
+pub async fn archived_segment_size(
+    sink: &DynBackupSink,
+    system_identifier: u64,
+    default: u64,
+) -> Result<u64> {
+    Ok(sink
+        .list(Some(&segment_size_prefix(system_identifier)))
+        .await?
+        .iter()
+        .find_map(|m| parse_segment_size_key(&m.key).map(|(_, size)| size))
+        .unwrap_or(default))
+}
+
+/// The WAL chains of every cluster archived at a destination (one listing). `segment_size` is
+/// the WAL segment size of clusters whose archive records none (16 MiB ones).
 ///
 /// # Errors
 /// Listing failures.
@@ -104,8 +123,13 @@ pub async fn list_chains(sink: &DynBackupSink, segment_size: u64) -> Result<Vec<
 }
 
 /// The chains described by a listing of the archive (pure: for tests and for callers that
-/// listed already).
+/// listed already). A cluster's segments are numbered with the segment size its archive records
+/// in the listing, else with `segment_size`.
 pub fn chains_from_listing(objects: &[ObjectMeta], segment_size: u64) -> Vec<WalChain> {
+    let sizes: BTreeMap<u64, u64> = objects
+        .iter()
+        .filter_map(|m| parse_segment_size_key(&m.key))
+        .collect();
     let mut by_timeline: BTreeMap<(u64, u32), Vec<(StoredWal, &ObjectMeta)>> = BTreeMap::new();
     for meta in objects {
         if let Some(stored) = StoredWal::parse(&meta.key) {
@@ -117,7 +141,8 @@ pub fn chains_from_listing(objects: &[ObjectMeta], segment_size: u64) -> Vec<Wal
     }
     let mut chains: BTreeMap<u64, WalChain> = BTreeMap::new();
     for ((sysid, timeline), files) in by_timeline {
-        let window = timeline_window(timeline, &files, segment_size);
+        let size = sizes.get(&sysid).copied().unwrap_or(segment_size);
+        let window = timeline_window(timeline, &files, size);
         chains
             .entry(sysid)
             .or_insert_with(|| WalChain {

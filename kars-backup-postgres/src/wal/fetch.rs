@@ -9,7 +9,7 @@ use kars_backup_core::sink::GetOptions;
 use kars_backup_core::{DynBackupSink, DynDecryptor, Error, Result, Sealed};
 use tokio::sync::mpsc;
 
-use super::chain::system_identifiers;
+use super::chain::{archived_segment_size, system_identifiers};
 use super::header::pg_control_system_identifier;
 use kars_backup_core::pipeline::ChannelReader;
 
@@ -32,7 +32,8 @@ pub struct FetchOptions {
     /// Segments fetched ahead into [`SPOOL_DIR`] beside the destination while one is fetched
     /// (0: none).
     pub read_ahead: usize,
-    /// The WAL segment size (for the names of the next segments).
+    /// The WAL segment size for the names of the next segments, when the archive records none
+    /// (it records sizes other than 16 MiB).
     pub segment_size: u64,
 }
 
@@ -187,29 +188,51 @@ pub async fn fetch_wal(
         }
     }
     let system_identifier = resolve_system_identifier(sinks, options).await?;
-    let ahead = if wal.kind == WalKind::Segment && options.read_ahead > 0 {
-        let segno = wal.segno(options.segment_size);
-        (1..=options.read_ahead as u64)
-            .map(|i| WalName::segment(wal.timeline, segno + i, options.segment_size))
-            .filter(|n| !spool.join(&n.name).exists())
-            .collect()
-    } else {
-        Vec::new()
-    };
     let main = fetch_one(sinks, system_identifier, &wal, dest, options, true);
-    if ahead.is_empty() {
+    if wal.kind != WalKind::Segment || options.read_ahead == 0 {
         return main.await;
+    }
+    let ahead = read_ahead(sinks, system_identifier, &wal, &spool, options);
+    let (result, ()) = futures::join!(main, ahead);
+    result
+}
+
+/// Fetches the segments after `wal` into the spool directory (failures only logged: the
+/// segment is fetched again when PostgreSQL asks for it). The segment size is the one the
+/// archive records, else [`FetchOptions::segment_size`].
+async fn read_ahead(
+    sinks: &[DynBackupSink],
+    system_identifier: u64,
+    wal: &WalName,
+    spool: &Path,
+    options: &FetchOptions,
+) {
+    let Some(first) = sinks.first() else { return };
+    let segment_size =
+        match archived_segment_size(first, system_identifier, options.segment_size).await {
+            Ok(size) => size,
+            Err(e) => {
+                tracing::debug!(error = %e, "no read-ahead: the segment size is unknown");
+                return;
+            }
+        };
+    let segno = wal.segno(segment_size);
+    let ahead: Vec<WalName> = (1..=options.read_ahead as u64)
+        .map(|i| WalName::segment(wal.timeline, segno + i, segment_size))
+        .filter(|n| !spool.join(&n.name).exists())
+        .collect();
+    if ahead.is_empty() {
+        return;
     }
     if let Err(e) = tokio::fs::create_dir_all(&spool).await {
         tracing::debug!(error = %e, "no read-ahead: cannot create the spool directory");
-        return main.await;
+        return;
     }
-    let reads = join_all(ahead.iter().map(|n| {
+    join_all(ahead.iter().map(|n| {
         let path = spool.join(&n.name);
         async move { fetch_one(sinks, system_identifier, n, &path, options, false).await }
-    }));
-    let (result, _) = futures::join!(main, reads);
-    result
+    }))
+    .await;
 }
 
 /// Fetches one file from the first destination that has it.

@@ -7,7 +7,11 @@
 //! <chain>/wal/<TLI>/<SEGMENT>.partial.zst[.age|.gpg]                segment still being written
 //! <chain>/wal/<TLI>/<TLI>.history-<SHA256>.zst[.age|.gpg]           timeline history
 //! <chain>/wal/<TLI>/<SEGMENT>.<OFFSET>.backup-<SHA256>.zst[.age|.gpg] backup label
+//! <chain>/wal/segment-size-<BYTES>                                  WAL segment size, when not 16 MiB
 //! ```
+//!
+//! The segment-size marker is empty: its key says it all, so that one listing of the archive
+//! tells how to number its segments.
 
 use kars_backup_core::EncryptionScheme;
 use kars_backup_core::layout::{CHAIN_PREFIX, postgres_chain_prefix};
@@ -142,6 +146,32 @@ pub fn timeline_prefix(system_identifier: u64, timeline: u32) -> String {
     format!("{}{timeline:08X}/", wal_prefix(system_identifier))
 }
 
+/// The key that records the WAL segment size of cluster `system_identifier` (written only for
+/// sizes other than [`DEFAULT_SEGMENT_SIZE`]).
+pub fn segment_size_key(system_identifier: u64, segment_size: u64) -> String {
+    format!("{}{segment_size}", segment_size_prefix(system_identifier))
+}
+
+/// The prefix of [`segment_size_key`]s of cluster `system_identifier`.
+pub(crate) fn segment_size_prefix(system_identifier: u64) -> String {
+    format!("{}{SEGMENT_SIZE_MARKER}", wal_prefix(system_identifier))
+}
+
+/// The file name prefix of the segment-size marker.
+const SEGMENT_SIZE_MARKER: &str = "segment-size-";
+
+/// The cluster and segment size a [`segment_size_key`] records; `None` for any other key.
+pub fn parse_segment_size_key(key: &str) -> Option<(u64, u64)> {
+    let rest = key.strip_prefix(CHAIN_PREFIX)?.strip_prefix("postgres/")?;
+    let (sysid, rest) = rest.split_once('/')?;
+    let size = rest
+        .strip_prefix("wal/")?
+        .strip_prefix(SEGMENT_SIZE_MARKER)?;
+    let sysid: u64 = sysid.parse().ok()?;
+    let size: u64 = size.parse().ok()?;
+    (size.is_power_of_two() && segment_size_key(sysid, size) == key).then_some((sysid, size))
+}
+
 /// One stored WAL file, as its key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredWal {
@@ -260,6 +290,22 @@ mod tests {
             "000000010000000000000003.x",
         ] {
             assert!(WalName::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_size_markers_round_trip() {
+        let key = segment_size_key(42, 64 << 20);
+        assert_eq!(key, ".kars-chains/postgres/42/wal/segment-size-67108864");
+        assert_eq!(parse_segment_size_key(&key), Some((42, 64 << 20)));
+        assert!(StoredWal::parse(&key).is_none());
+        for bad in [
+            ".kars-chains/postgres/42/wal/segment-size-3",
+            ".kars-chains/postgres/42/wal/segment-size-",
+            ".kars-chains/postgres/x/wal/segment-size-67108864",
+            ".kars-chains/postgres/42/wal/00000001/segment-size-67108864",
+        ] {
+            assert_eq!(parse_segment_size_key(bad), None, "{bad}");
         }
     }
 

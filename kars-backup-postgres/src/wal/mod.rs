@@ -3,6 +3,8 @@
 //! - [`archive_wal`] stores one WAL file (PostgreSQL's `archive_command`): compressed (zstd),
 //!   optionally encrypted, with the SHA-256 of the file in its key, atomically and durably at
 //!   every destination; the same file again succeeds, other content under the same name fails.
+//!   With [`SpoolOptions`] it queues the file durably in a local spool and returns at once;
+//!   [`push_spool`] uploads the queue in the background, [`spool_status`] tells what waits.
 //! - [`fetch_wal`] restores one (PostgreSQL's `restore_command`): checked, decrypted,
 //!   decompressed into a temporary file and renamed; a missing file is
 //!   [`FetchOutcome::NotFound`], never an error, and a failing destination is never taken for
@@ -28,17 +30,21 @@ mod path;
 mod prune;
 mod receive;
 mod server;
+mod spool;
 
 pub use archive::{
     ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_WAL_ZSTD_LEVEL, archive_wal,
 };
 pub use chain::{
-    HistoryEntry, TimelineWindow, WalChain, WalGap, chains_from_listing, list_chains,
-    parse_history, system_identifiers,
+    HistoryEntry, TimelineWindow, WalChain, WalGap, archived_segment_size, chains_from_listing,
+    list_chains, parse_history, system_identifiers,
 };
 pub use fetch::{FetchOptions, FetchOutcome, FetchedWal, SPOOL_DIR, fetch_wal, find_stored};
 pub use header::{SegmentHeader, pg_control_system_identifier, segment_header};
-pub use keys::{DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, timeline_prefix, wal_prefix};
+pub use keys::{
+    DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, parse_segment_size_key, segment_size_key,
+    timeline_prefix, wal_prefix,
+};
 pub use path::{PathStep, WalPath, wal_path};
 pub use prune::{WalPruneReport, prune_wal};
 pub use receive::{
@@ -46,3 +52,7 @@ pub use receive::{
     receive_wal,
 };
 pub use server::{ArchiverState, archiver_state, require_archiving};
+pub use spool::{
+    DEFAULT_SPOOL_MAX_BYTES, PushOptions, PushReport, Queued, SpoolOptions, SpoolStatus,
+    push_spool, queued, spool_status,
+};
