@@ -14,7 +14,7 @@ use kars_backup::core::verify::parse_instant;
 use kars_backup::encrypt::{DecryptOptions, EncryptOptions};
 use kars_backup::job::ScratchOptions;
 use kars_backup::job::physical::PhysicalFlags;
-use kars_backup::job::wal::WalPlaces;
+use kars_backup::job::wal::{SpoolFlags, WalPlaces};
 use kars_backup::postgres::wal::ReceiveSettings;
 use kars_backup::postgres::{DumpOptions, PgRestoreOptions};
 use kars_backup::sqlite::replicate::ReplicationSettings;
@@ -675,6 +675,10 @@ pub(crate) enum PgCommand {
     /// %f %p`); exits 7, quietly, when the archive does not have it, and 126 on any other
     /// failure (so that PostgreSQL stops the recovery rather than ending it early).
     FetchWal(FetchWalArgs),
+    /// Upload the files an `archive-wal --spool-dir` queued, in WAL order, removing each once
+    /// every destination holds it (archive-wal starts it in the background; one runs per
+    /// spool); ends when the queue stays empty for a moment.
+    PushWal(PushWalArgs),
     /// Stream the WAL over a replication connection (pg_receivewal) and ship completed segments
     /// and the current .partial every few seconds, until SIGTERM/SIGINT: for servers where
     /// archive_command cannot be set.
@@ -702,9 +706,33 @@ pub(crate) struct ArchiveWalArgs {
     #[command(flatten)]
     pub(crate) encryption: EncryptOptions,
 
+    #[command(flatten)]
+    pub(crate) spool: SpoolFlags,
+
     /// The WAL file (`%p`): a segment, `.partial`, `.history` or `.backup` file.
     #[arg(value_name = "PATH")]
     pub(crate) path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushWalArgs {
+    /// The spool directory to drain.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spool_dir: PathBuf,
+
+    /// Destination (repeatable).
+    #[arg(long = "to", value_name = "DEST", required_unless_present = "config")]
+    pub(crate) to: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) places: WalPlaces,
+
+    #[command(flatten)]
+    pub(crate) encryption: EncryptOptions,
+
+    /// Print one JSON document instead of nothing.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -765,6 +793,10 @@ pub(crate) struct WalStatusArgs {
     /// archive's lag behind the current one, failures); exit 5 when it does not archive.
     #[arg(long, value_name = "DB")]
     pub(crate) db: Option<String>,
+
+    /// Also show what this `archive-wal --spool-dir` queue holds and whether it is drained.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spool_dir: Option<PathBuf>,
 
     /// Print one JSON document instead of text.
     #[arg(long)]

@@ -139,6 +139,7 @@ impl Command {
             Command::Schedule(_) | Command::Daemon(_) | Command::Replicate(_) => false,
             Command::Pg(PgCommand::ArchiveWal(a)) => a.json,
             Command::Pg(PgCommand::FetchWal(a)) => a.json,
+            Command::Pg(PgCommand::PushWal(a)) => a.json,
             Command::Pg(PgCommand::ReceiveWal(_)) => false,
             Command::Pg(PgCommand::WalStatus(a)) => a.json,
         }

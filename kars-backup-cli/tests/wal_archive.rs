@@ -1007,3 +1007,103 @@ fn prune_keeps_the_wal_of_the_oldest_kept_base_and_verify_and_status_find_a_gap(
     assert!(text(&o).contains(&lost), "{}", text(&o));
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }
+
+#[test]
+fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
+    let Some(a) = archiving() else { return };
+    let sysid = system_id(a);
+    let names: Vec<String> = (0..3).map(|i| switch(a, &format!("spool_{i}"))).collect();
+    wait_archived(a, names.last().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, dest) = (tmp.path().join("spool"), tmp.path().join("dest"));
+    let copies = tmp.path().join("pg_wal");
+    std::fs::create_dir(&copies).unwrap();
+    for name in &names {
+        std::fs::copy(pg_wal(a, name), copies.join(name)).unwrap();
+        ok(bin()
+            .args([
+                "pg",
+                "archive-wal",
+                "--to",
+                &s(&dest),
+                "--system-id",
+                &sysid,
+            ])
+            .args(["--spool-dir", &s(&spool)])
+            .arg(copies.join(name))
+            .output()
+            .unwrap());
+    }
+    // The background pusher (`pg push-wal`, started by archive-wal) drains the queue in order.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let o = bin()
+            .args([
+                "pg",
+                "wal-status",
+                "--from",
+                &s(&dest),
+                "--spool-dir",
+                &s(&spool),
+            ])
+            .arg("--json")
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if doc["spool"]["queued"]
+            .as_array()
+            .is_some_and(|q| q.is_empty())
+            && names
+                .iter()
+                .all(|n| stored(&dest, &format!("{n}-")).len() == 1)
+        {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not drained: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        status["spool"]["last_error"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    for name in &names {
+        let back = tmp.path().join("RECOVERYXLOG");
+        ok(fetch(&dest, &sysid, name, &back, &[]));
+        assert!(std::fs::read(&back).unwrap() == std::fs::read(copies.join(name)).unwrap());
+    }
+
+    // A full queue (bound 0): the file is uploaded before archive-wal returns.
+    let inline = tmp.path().join("inline");
+    ok(bin()
+        .args([
+            "pg",
+            "archive-wal",
+            "--to",
+            &s(&inline),
+            "--system-id",
+            &sysid,
+        ])
+        .args(["--spool-dir", &s(&spool), "--spool-max-bytes", "0"])
+        .arg(copies.join(&names[0]))
+        .output()
+        .unwrap());
+    assert_eq!(stored(&inline, &format!("{}-", names[0])).len(), 1);
+
+    // push-wal by hand on an empty queue: nothing to do, exit 0.
+    ok(bin()
+        .args([
+            "pg",
+            "push-wal",
+            "--spool-dir",
+            &s(&spool),
+            "--to",
+            &s(&dest),
+        ])
+        .args(["--system-id", &sysid])
+        .output()
+        .unwrap());
+}

@@ -21,7 +21,12 @@ use std::path::PathBuf;
 
 use kars_backup_core::DynBackupSink;
 use kars_backup_encrypt::{DecryptOptions, EncryptOptions};
-use kars_backup_postgres::wal::{ArchiveOptions, FetchOptions, ReceiveOptions, ReceiveSettings};
+use std::ffi::OsString;
+use std::path::Path;
+
+use kars_backup_postgres::wal::{
+    ArchiveOptions, FetchOptions, PushOptions, ReceiveOptions, ReceiveSettings, SpoolOptions,
+};
 
 use crate::error::{Error, Result};
 use crate::job::{Job, repository};
@@ -51,7 +56,112 @@ pub struct WalPlaces {
     pub pgdata: Option<PathBuf>,
 }
 
+/// `archive-wal`'s asynchronous spool for busy servers (docs/operators/wal-archive.md).
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", command(next_help_heading = "Asynchronous spool"))]
+pub struct SpoolFlags {
+    /// Queue the file in this local directory (fsynced, on the server's disk) and exit 0 at
+    /// once; a background `kars-backup pg push-wal` uploads the queue in WAL order.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
+    pub spool_dir: Option<PathBuf>,
+
+    /// The queue's bound in bytes: at or over it, the file is uploaded before archive-wal
+    /// returns, as without a spool [default: 1 GiB].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "BYTES", requires = "spool_dir")
+    )]
+    pub spool_max_bytes: Option<u64>,
+}
+
 impl WalPlaces {
+    /// The command that drains `spool_dir` to the same places with the same encryption
+    /// (`program pg push-wal --spool-dir DIR --to URL…`): no secret in it, only URLs as given
+    /// (credentials stay in the environment or the configuration file), recipients and file
+    /// names.
+    pub fn push_command(
+        &self,
+        program: &Path,
+        spool_dir: &Path,
+        to: &[String],
+        encryption: &EncryptOptions,
+    ) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![program.into(), "pg".into(), "push-wal".into()];
+        let mut flag = |name: &str, value: OsString| {
+            argv.push(format!("--{name}").into());
+            argv.push(value);
+        };
+        flag("spool-dir", spool_dir.into());
+        to.iter().for_each(|url| flag("to", url.into()));
+        if let Some(config) = &self.config {
+            flag("config", config.into());
+        }
+        if let Some(job) = &self.job {
+            flag("job", job.into());
+        }
+        if let Some(id) = self.system_id {
+            flag("system-id", id.to_string().into());
+        }
+        if let Some(pgdata) = &self.pgdata {
+            flag("pgdata", pgdata.into());
+        }
+        encryption
+            .recipients
+            .iter()
+            .for_each(|r| flag("encrypt-to", r.into()));
+        if let Some(file) = &encryption.passphrase_file {
+            flag("passphrase-file", file.into());
+        }
+        if encryption.no_encrypt {
+            argv.push("--no-encrypt".into());
+        }
+        argv
+    }
+
+    /// `archiving` with `spool`: the file is queued in the spool and `pusher` (see
+    /// [`WalPlaces::push_command`]) drains it in the background.
+    ///
+    /// # Errors
+    /// As [`WalPlaces::archiving`].
+    pub fn archiving_spooled(
+        &self,
+        to: &[String],
+        encryption: &EncryptOptions,
+        spool: &SpoolFlags,
+        program: &Path,
+    ) -> Result<(Vec<DynBackupSink>, ArchiveOptions)> {
+        let (sinks, mut options) = self.archiving(to, encryption)?;
+        if let Some(dir) = &spool.spool_dir {
+            let mut spooled = SpoolOptions::new(dir);
+            if let Some(max) = spool.spool_max_bytes {
+                spooled.max_bytes = max;
+            }
+            spooled.pusher = self.push_command(program, dir, to, encryption);
+            options.spool = Some(spooled);
+        }
+        Ok((sinks, options))
+    }
+
+    /// What `push-wal` uploads with: the places and encryption of `archiving`.
+    ///
+    /// # Errors
+    /// As [`WalPlaces::archiving`].
+    pub fn pushing(
+        &self,
+        to: &[String],
+        encryption: &EncryptOptions,
+    ) -> Result<(Vec<DynBackupSink>, PushOptions)> {
+        let (sinks, archive) = self.archiving(to, encryption)?;
+        Ok((
+            sinks,
+            PushOptions {
+                archive,
+                ..PushOptions::default()
+            },
+        ))
+    }
+
     /// Where `archive-wal` stores (`to`, then the job's destinations) and how: `encryption`
     /// given wins over the job's `[job.encryption]`, and so does `--no-encrypt`.
     ///

@@ -2,25 +2,39 @@
 
 use kars_backup::postgres::wal::{self, FetchOutcome};
 
-use crate::args::{ArchiveWalArgs, FetchWalArgs, PgCommand, ReceiveWalArgs, WalStatusArgs};
+use crate::args::{
+    ArchiveWalArgs, FetchWalArgs, PgCommand, PushWalArgs, ReceiveWalArgs, WalStatusArgs,
+};
 use crate::{exit, render};
 
 pub(crate) async fn run(command: PgCommand) -> anyhow::Result<u8> {
     match command {
         PgCommand::ArchiveWal(a) => archive(a).await,
         PgCommand::FetchWal(a) => fetch(a).await,
+        PgCommand::PushWal(a) => push(a).await,
         PgCommand::ReceiveWal(a) => receive(a).await,
         PgCommand::WalStatus(a) => status(a).await,
     }
 }
 
 async fn archive(a: ArchiveWalArgs) -> anyhow::Result<u8> {
-    let (sinks, options) = a.places.archiving(&a.to, &a.encryption)?;
+    let program = std::env::current_exe()?;
+    let places = &a.places;
+    let (sinks, options) = places.archiving_spooled(&a.to, &a.encryption, &a.spool, &program)?;
     let report = wal::archive_wal(&sinks, &a.path, &options).await?;
     let (name, destinations) = (&report.wal.name, report.destinations.len());
     tracing::info!(wal = %name, destinations, "WAL file archived");
     if a.json {
         render::print_json(&serde_json::json!({ "ok": true, "archived": report }))?;
+    }
+    Ok(exit::OK)
+}
+
+async fn push(a: PushWalArgs) -> anyhow::Result<u8> {
+    let (sinks, options) = a.places.pushing(&a.to, &a.encryption)?;
+    let report = wal::push_spool(&sinks, &a.spool_dir, &options).await?;
+    if a.json {
+        render::print_json(&serde_json::json!({ "ok": true, "pushed": report }))?;
     }
     Ok(exit::OK)
 }
@@ -75,6 +89,7 @@ async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
         Some(url) => Some(wal::archiver_state(url).await?),
         None => None,
     };
+    let spool = a.spool_dir.as_deref().map(wal::spool_status).transpose()?;
     let problems = check.problems();
     let broken = !problems.is_empty() || server.as_ref().is_some_and(|s| !s.problems.is_empty());
     if a.json {
@@ -84,6 +99,7 @@ async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
             "bases": check.bases,
             "problems": problems,
             "server": server,
+            "spool": spool,
         }))?;
     } else {
         if check.is_empty() {
@@ -93,6 +109,18 @@ async fn status(a: WalStatusArgs) -> anyhow::Result<u8> {
         print!("{}", render::wal_check(&check));
         if let Some(s) = &server {
             print!("{}", render::archiver(s));
+        }
+        if let Some(s) = &spool {
+            let pusher = if s.pusher_running {
+                "a pusher is running"
+            } else {
+                "no pusher running"
+            };
+            let (n, size) = (s.queued.len(), render::bytes(s.queued_bytes));
+            println!("spool {}: {n} file(s) queued ({size}), {pusher}", s.dir);
+            if let Some(e) = &s.last_error {
+                println!("  last push failed: {e}");
+            }
         }
     }
     Ok(if broken { exit::VERIFICATION } else { exit::OK })
