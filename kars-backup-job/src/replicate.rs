@@ -31,7 +31,6 @@ use kars_backup_core::sink::DynBackupSink;
 use kars_backup_core::{CancellationToken, DatabaseSource, Repository, RestoreOptions};
 use kars_backup_encrypt::EncryptOptions;
 use kars_backup_sqlite::SqliteSource;
-use kars_backup_sqlite::replicate::catalog::Generation;
 use kars_backup_sqlite::replicate::keys::ChainKeys;
 use kars_backup_sqlite::replicate::{
     ReplicaRestoreReport, ReplicateOptions, ReplicationSettings, ReplicationStatus, Replicator,
@@ -400,77 +399,7 @@ pub(crate) fn decryptor(reading: &Reading) -> Result<Option<kars_backup_core::Dy
     })
 }
 
-/// What a destination holds of one replicated database, from its listing alone (no segment is
-/// read): the instants a restore can reach, and what is stored.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReplicaWindow {
-    /// The destination (redacted).
-    pub destination: String,
-    /// The replicated database's name (its file name).
-    pub database: String,
-    /// Restorable from: the time of the oldest generation's first snapshot.
-    pub from: Option<DateTime<Utc>>,
-    /// Restorable to: the observed time of the newest shipped commit (the time in the newest
-    /// segment's key; the newest snapshot's when it is newer).
-    pub to: Option<DateTime<Utc>>,
-    /// The newest shipped transaction (the replicator's own numbering within a generation).
-    pub newest_txid: Option<u64>,
-    /// Generations (unbroken chains, each from a snapshot).
-    pub generations: usize,
-    /// Snapshots stored.
-    pub snapshots: usize,
-    /// Segments stored.
-    pub segments: usize,
-    /// Stored bytes (snapshots and segments).
-    pub size_bytes: u64,
-    /// Segments that follow a gap in the transaction numbers (a lost segment): restores to
-    /// instants past them stop before the gap.
-    pub gaps: Vec<String>,
-}
-
-impl ReplicaWindow {
-    /// The window of `generations` (oldest first) of `database` at `destination`.
-    pub fn of(destination: &str, database: &str, generations: &[Generation]) -> ReplicaWindow {
-        let newest = generations.last();
-        let mut gaps = Vec::new();
-        for g in generations {
-            // A later snapshot bridges a gap before it (a restore starts from the newest one).
-            let mut covered = 0;
-            for seg in &g.segments {
-                let base = g
-                    .snapshots
-                    .iter()
-                    .map(|s| s.txid)
-                    .filter(|&t| t < seg.first);
-                covered = covered.max(base.max().unwrap_or(0));
-                if seg.first > covered + 1 {
-                    gaps.push(seg.key.clone());
-                }
-                covered = covered.max(seg.last);
-            }
-        }
-        ReplicaWindow {
-            destination: destination.to_string(),
-            database: database.to_string(),
-            from: generations.first().and_then(Generation::start),
-            to: newest.and_then(Generation::end),
-            newest_txid: newest.map(|g| {
-                let seg = g.segments.last().map_or(0, |s| s.last);
-                seg.max(g.snapshots.last().map_or(0, |s| s.txid))
-            }),
-            generations: generations.len(),
-            snapshots: generations.iter().map(|g| g.snapshots.len()).sum(),
-            segments: generations.iter().map(|g| g.segments.len()).sum(),
-            size_bytes: generations.iter().map(Generation::size).sum(),
-            gaps,
-        }
-    }
-
-    /// Whether `t` is inside the window.
-    pub fn covers(&self, t: DateTime<Utc>) -> bool {
-        self.from.is_some_and(|f| f <= t) && self.to.is_some_and(|e| t <= e)
-    }
-}
+pub use kars_backup_sqlite::replicate::catalog::Window as ReplicaWindow;
 
 /// The window of every replicated database at `repo`, by name, from listings only.
 ///
@@ -524,7 +453,7 @@ fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kars_backup_sqlite::replicate::catalog::{SegmentEntry, SnapshotEntry};
+    use kars_backup_sqlite::replicate::catalog::{Generation, SegmentEntry, SnapshotEntry};
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()

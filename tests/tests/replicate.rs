@@ -209,7 +209,7 @@ async fn latest_and_instants_match_the_commit_log() {
     let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
     let first_us = commits[60]
         .end_us
-        .max(window.first_restorable.unwrap().timestamp_micros());
+        .max(window.from.unwrap().timestamp_micros());
     let last_us = commits.last().unwrap().end_us;
     for i in 0..25 {
         let t = first_us + (last_us - first_us) * i / 24 + (i * 7919) % 1000;
@@ -458,7 +458,7 @@ async fn an_encrypted_replica_needs_its_key() {
     // refuses rather than store them in the clear.
     use kars_backup_sqlite::replicate::{CompactOptions, compact};
     let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
-    let points = instants(&commits, window.first_restorable.unwrap(), 8);
+    let points = instants(&commits, window.from.unwrap(), 8);
     let expected = states_with(&dest, &points, Some(keys.clone())).await;
     assert!(expected.iter().all(Result::is_ok), "{expected:?}");
     let all = chain_keys(&dest).await;
@@ -738,7 +738,7 @@ async fn compaction_keeps_every_commit_time_and_survives_a_crash_between_its_ste
     let before = tmp.path().join("before");
     copy_tree(&dest, &before);
     let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
-    let points = instants(&commits, window.first_restorable.unwrap(), 30);
+    let points = instants(&commits, window.from.unwrap(), 30);
     let expected = states(&dest, &points).await;
     assert!(expected.iter().all(Result::is_ok), "{expected:?}");
 
@@ -937,10 +937,10 @@ async fn prune_keeps_exactly_what_the_window_needs() {
     // Every instant of the window restores as before; the window now starts at the base.
     assert_eq!(states(&dest, &points).await, expected);
     let window_now = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
-    assert_eq!(window_now.first_restorable, Some(base.time));
+    assert_eq!(window_now.from, Some(base.time));
     assert_eq!(window_now.generations, generations.len() - at);
-    assert_eq!(window_now.bytes, report.kept_bytes);
-    assert!(window_now.last_commit.unwrap() >= time_us(commits.last().unwrap().begin_us));
+    assert_eq!(window_now.size_bytes, report.kept_bytes);
+    assert!(window_now.to.unwrap() >= time_us(commits.last().unwrap().begin_us));
     let err = states(&dest, &[RestorePoint::Time(old.snapshots[0].time)]).await;
     assert!(
         err[0].as_ref().is_err_and(|e| e.contains("window starts")),

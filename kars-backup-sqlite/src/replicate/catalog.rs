@@ -128,24 +128,76 @@ pub(crate) async fn all_generations(
     Ok(out)
 }
 
-/// The restorable window of one replicated database at a destination, from the listing alone
-/// (no object is read): what `list` and `status` show.
+/// What a destination holds of one replicated database, from its listing alone (no segment is
+/// read): the instants a restore can reach, and what is stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
-    /// The database (its file name).
+    /// The destination (redacted).
+    pub destination: String,
+    /// The replicated database's name (its file name).
     pub database: String,
-    /// The earliest instant a restore can reach (the oldest snapshot's time).
-    pub first_restorable: Option<DateTime<Utc>>,
-    /// The observed time of the last commit stored (or of the newest snapshot when later).
-    pub last_commit: Option<DateTime<Utc>>,
-    /// Restorable generations.
+    /// Restorable from: the time of the oldest generation's first snapshot.
+    pub from: Option<DateTime<Utc>>,
+    /// Restorable to: the observed time of the newest shipped commit (the time in the newest
+    /// segment's key; the newest snapshot's when it is newer).
+    pub to: Option<DateTime<Utc>>,
+    /// The newest shipped transaction (the replicator's own numbering within a generation).
+    pub newest_txid: Option<u64>,
+    /// Generations (unbroken chains, each from a snapshot).
     pub generations: usize,
-    /// Snapshots.
+    /// Snapshots stored.
     pub snapshots: usize,
-    /// Segments.
+    /// Segments stored.
     pub segments: usize,
-    /// Stored bytes of snapshots and segments.
-    pub bytes: u64,
+    /// Stored bytes (snapshots and segments).
+    pub size_bytes: u64,
+    /// Segments that follow a gap in the transaction numbers (a lost segment): restores to
+    /// instants past them stop before the gap.
+    pub gaps: Vec<String>,
+}
+
+impl Window {
+    /// The window of `generations` (oldest first) of `database` at `destination`.
+    pub fn of(destination: &str, database: &str, generations: &[Generation]) -> Window {
+        let newest = generations.last();
+        let mut gaps = Vec::new();
+        for g in generations {
+            // A later snapshot bridges a gap before it (a restore starts from the newest one).
+            let mut covered = 0;
+            for seg in &g.segments {
+                let base = g
+                    .snapshots
+                    .iter()
+                    .map(|s| s.txid)
+                    .filter(|&t| t < seg.first);
+                covered = covered.max(base.max().unwrap_or(0));
+                if seg.first > covered + 1 {
+                    gaps.push(seg.key.clone());
+                }
+                covered = covered.max(seg.last);
+            }
+        }
+        Window {
+            destination: destination.to_string(),
+            database: database.to_string(),
+            from: generations.first().and_then(Generation::start),
+            to: newest.and_then(Generation::end),
+            newest_txid: newest.map(|g| {
+                let seg = g.segments.last().map_or(0, |s| s.last);
+                seg.max(g.snapshots.last().map_or(0, |s| s.txid))
+            }),
+            generations: generations.len(),
+            snapshots: generations.iter().map(|g| g.snapshots.len()).sum(),
+            segments: generations.iter().map(|g| g.segments.len()).sum(),
+            size_bytes: generations.iter().map(Generation::size).sum(),
+            gaps,
+        }
+    }
+
+    /// Whether `t` is inside the window.
+    pub fn covers(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_some_and(|f| f <= t) && self.to.is_some_and(|e| t <= e)
+    }
 }
 
 /// The restorable window of `database` (its file name) at `sink`: one listing, no download.
@@ -154,15 +206,7 @@ pub struct Window {
 /// Storage errors.
 pub async fn window(sink: &DynBackupSink, database: &str) -> Result<Window> {
     let generations = generations(sink, &ChainKeys::new(database)).await?;
-    Ok(Window {
-        database: database.to_string(),
-        first_restorable: generations.first().and_then(Generation::start),
-        last_commit: generations.iter().filter_map(Generation::end).max(),
-        generations: generations.len(),
-        snapshots: generations.iter().map(|g| g.snapshots.len()).sum(),
-        segments: generations.iter().map(|g| g.segments.len()).sum(),
-        bytes: generations.iter().map(Generation::size).sum(),
-    })
+    Ok(Window::of(&sink.describe(), database, &generations))
 }
 
 /// The databases that have a chain at `sink` (their names, as in [`ChainKeys::new`]).
