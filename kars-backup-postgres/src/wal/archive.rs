@@ -1,5 +1,7 @@
-//! [`archive_wal`]: stores one WAL file (PostgreSQL's `archive_command`).
+//! Storing one WAL file at every destination now ([`store`], the one-pass upload behind
+//! [`archive_wal`](super::archive_wal())), and the options of `archive-wal`.
 
+use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,37 @@ use super::io::{CHANNEL_CAPACITY, CHUNK, ChannelWriter};
 use super::keys::{
     DEFAULT_SEGMENT_SIZE, StoredWal, WalKind, WalName, segment_size_key, timeline_prefix,
 };
-use super::spool::SpoolOptions;
 
 /// The zstd level of stored WAL (zstd's default: WAL compresses well and fast at it).
 pub const DEFAULT_WAL_ZSTD_LEVEL: i32 = 3;
+
+/// The default bound of the queue: 1 GiB (64 segments of 16 MiB).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+
+/// How [`archive_wal`](super::archive_wal()) queues files instead of uploading them at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// The spool directory (local, on the server's disk; created when missing).
+    pub dir: PathBuf,
+    /// The bound of the queue in bytes: at or over it, files are uploaded before
+    /// `archive-wal` returns.
+    pub max_bytes: u64,
+    /// The program and arguments that drain this spool ([`push_spool`](super::push_spool): `kars-backup pg
+    /// push-wal --spool-dir DIR --to URL…`), started in the background when no pusher runs;
+    /// empty when something else runs one.
+    pub pusher: Vec<OsString>,
+}
+
+impl SpoolOptions {
+    /// A spool in `dir` with the default bound and no pusher command.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SpoolOptions {
+            dir: dir.into(),
+            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            pusher: Vec::new(),
+        }
+    }
+}
 
 /// How [`archive_wal`] stores a file.
 #[derive(Debug, Clone)]
@@ -285,48 +314,6 @@ fn already_stored(
         }
     }
     Ok(same)
-}
-
-/// Stores one WAL file at every destination: a segment, `.partial`, `.history` or `.backup`
-/// file, named as PostgreSQL names it (`path`'s file name).
-///
-/// The file is read once: hashed (its SHA-256 is part of its key) while it is compressed and
-/// encrypted into a spool (in memory up to 8 MiB, a temporary file beyond, whatever the file's
-/// size), while the destinations are asked what they hold under its name; then the spool is
-/// uploaded to every destination that does not hold it. It returns once every destination has
-/// completed its upload (durable: the local sink fsyncs, object stores acknowledge). A
-/// destination that holds the same file already is left alone.
-///
-/// With [`ArchiveOptions::spool`] the file is queued in a local spool instead (see
-/// [`SpoolOptions`]).
-///
-/// # Errors
-/// [`Error::PlaintextRefused`] without an encryptor when a destination is off-site and
-/// [`ArchiveOptions::plaintext`] does not allow it (before anything is read);
-/// [`Error::InvalidInput`] for a file that is not a WAL file or whose cluster cannot be told;
-/// [`Error::VerificationFailed`] when a destination holds the same name with other content;
-/// storage errors of any destination (the uploads are then aborted: nothing is left under the
-/// key).
-pub async fn archive_wal(
-    sinks: &[DynBackupSink],
-    path: &Path,
-    options: &ArchiveOptions,
-) -> Result<ArchiveReport> {
-    let wal = wal_file_name(path)?;
-    if sinks.is_empty() {
-        return Err(Error::InvalidInput("no destination given".into()));
-    }
-    let placements: Vec<_> = sinks
-        .iter()
-        .map(|s| (s.describe(), s.placement()))
-        .collect();
-    options
-        .plaintext
-        .check_placements(&wal.name, options.encryptor.is_some(), &placements)?;
-    if let Some(spool) = &options.spool {
-        return super::spool::spool_wal(sinks, path, wal, spool, options).await;
-    }
-    store(sinks, path, wal, options).await
 }
 
 /// The WAL file name of `path`.

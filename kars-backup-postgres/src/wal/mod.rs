@@ -21,6 +21,7 @@
 //! `docs/operators/wal-archive.md`.
 
 mod archive;
+mod archive_command;
 mod chain;
 mod fetch;
 mod header;
@@ -33,8 +34,10 @@ mod server;
 mod spool;
 
 pub use archive::{
-    ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_WAL_ZSTD_LEVEL, archive_wal,
+    ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_WAL_ZSTD_LEVEL, SpoolOptions,
 };
+pub use archive_command::archive_wal;
 pub use chain::{
     HistoryEntry, TimelineWindow, WalChain, WalGap, archived_segment_size, chains_from_listing,
     list_chains, parse_history, system_identifiers,
@@ -52,7 +55,4 @@ pub use receive::{
     receive_wal,
 };
 pub use server::{ArchiverState, archiver_state, require_archiving};
-pub use spool::{
-    DEFAULT_SPOOL_MAX_BYTES, PushOptions, PushReport, Queued, SpoolOptions, SpoolStatus,
-    push_spool, queued, spool_status,
-};
+pub use spool::{PushOptions, PushReport, Queued, SpoolStatus, push_spool, queued, spool_status};

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use kars_backup_core::{CancellationToken, DynBackupSink, Error, Result};
 
-use super::archive::{ArchiveOptions, archive_wal};
+use super::archive::ArchiveOptions;
+use super::archive_command::archive_wal;
 use super::keys::{WalKind, WalName};
 use crate::conn::{ConnInfo, quote_ident};
 use crate::error::Error as PgError;

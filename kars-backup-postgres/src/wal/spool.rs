@@ -18,7 +18,6 @@
 //! uploads the file itself before it returns, as without a spool: the queue stays bounded and
 //! PostgreSQL is slowed down instead.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,8 +26,8 @@ use kars_backup_core::{DynBackupSink, Error, Result};
 use sha2::{Digest, Sha256};
 
 use super::archive::{
-    ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, read_head, store, system_identifier,
-    wal_file_name,
+    ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchivedTo, SpoolOptions, read_head, store,
+    system_identifier, wal_file_name,
 };
 use super::keys::WalName;
 
@@ -42,34 +41,6 @@ const ERROR_FILE: &str = "pusher.error";
 const LOG: &str = "pusher.log";
 /// Files being copied into the queue.
 const TEMP_PREFIX: &str = ".tmp-";
-
-/// The default bound of the queue: 1 GiB (64 segments of 16 MiB).
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
-
-/// How [`archive_wal`](super::archive_wal) queues files instead of uploading them at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolOptions {
-    /// The spool directory (local, on the server's disk; created when missing).
-    pub dir: PathBuf,
-    /// The bound of the queue in bytes: at or over it, files are uploaded before
-    /// `archive-wal` returns.
-    pub max_bytes: u64,
-    /// The program and arguments that drain this spool ([`push_spool`]: `kars-backup pg
-    /// push-wal --spool-dir DIR --to URL…`), started in the background when no pusher runs;
-    /// empty when something else runs one.
-    pub pusher: Vec<OsString>,
-}
-
-impl SpoolOptions {
-    /// A spool in `dir` with the default bound and no pusher command.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        SpoolOptions {
-            dir: dir.into(),
-            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
-            pusher: Vec::new(),
-        }
-    }
-}
 
 fn queue_dir(dir: &Path) -> PathBuf {
     dir.join(QUEUE)

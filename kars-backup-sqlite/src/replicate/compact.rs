@@ -25,6 +25,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::catalog::{self, Generation, SegmentEntry};
 use super::format::{self, SegmentReader, SegmentSpool};
 use super::keys::ChainKeys;
+use super::upload::upload_file;
 use crate::error::{Error, Result};
 
 /// How [`compact`] groups segments.
@@ -259,7 +260,7 @@ async fn merge(
         sealed.header.last,
         DateTime::from_timestamp_micros(merged.last_time_us).unwrap_or_default(),
     );
-    super::replicator::upload_file(sink, &key, &sealed.path).await?;
+    upload_file(sink, &key, &sealed.path).await?;
     // The compacted segment is stored: only now may the sources go.
     for entry in run {
         sink.delete(&entry.key).await?;

@@ -26,6 +26,7 @@ mod lease;
 mod prune;
 mod replicator;
 mod settings;
+mod upload;
 pub mod wal;
 
 pub use compact::{

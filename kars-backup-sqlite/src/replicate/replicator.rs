@@ -9,15 +9,14 @@
 //! again, asks for a new generation.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use kars_backup_core::sink::{DynBackupSink, GetOptions, PutOptions};
+use kars_backup_core::sink::{DynBackupSink, GetOptions};
 use kars_backup_core::{CancellationToken, DynEncryptor};
 use serde::Serialize;
 use tempfile::TempPath;
@@ -35,6 +34,7 @@ use super::format::{
 use super::keys::{self, ChainKeys};
 use super::lease::Lease;
 use super::prune::prune;
+use super::upload::upload_file;
 use super::wal::WalPosition;
 use crate::error::{Error, Result};
 use kars_backup_core::TaskError;
@@ -1120,34 +1120,6 @@ impl Worker {
             d.last_error = Some(e);
         }
     }
-}
-
-/// Uploads a spooled file in 1 MiB parts.
-pub(crate) async fn upload_file(sink: &DynBackupSink, key: &str, path: &Path) -> Result<()> {
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::io("open", path, e))?;
-    let mut upload = sink.put(key, PutOptions::default()).await?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match file.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = upload.abort().await;
-                return Err(Error::io("read", path, e));
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        if let Err(e) = upload.put_part(Bytes::copy_from_slice(&buf[..n])).await {
-            let _ = upload.abort().await;
-            return Err(e.into());
-        }
-    }
-    upload.complete().await?;
-    Ok(())
 }
 
 /// Parses an interval such as `250ms`, `1s`, `90m`, `24h` or `7d`.
