@@ -170,7 +170,11 @@ impl<'f> FrameReader<'f> {
     /// # Errors
     /// Seeking failed.
     pub fn new(file: &'f File, from: WalPosition) -> io::Result<Self> {
-        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        // One frame at a time: past the last valid frame the file usually holds stale frames
+        // of an earlier WAL cycle (SQLite restarts the WAL in place), which a larger buffer
+        // would read on every scan only to find them invalid.
+        let frame = FRAME_HEADER_SIZE as usize + from.header.page_size as usize;
+        let mut reader = BufReader::with_capacity(frame, file);
         reader.seek(SeekFrom::Start(from.offset()))?;
         Ok(FrameReader {
             reader,
