@@ -10,7 +10,7 @@ use kars_backup_core::drill::DrillOutcome;
 use kars_backup_core::drill::Objective;
 use kars_backup_sqlite::replicate::RestorePoint;
 
-use crate::error::into_core;
+use crate::error::{Result, into_core};
 use crate::job::Job;
 use crate::replicate::Replica;
 use crate::restore::Reading;
@@ -83,24 +83,36 @@ pub(crate) struct Restored {
 }
 
 impl Restored {
-    /// Records it in `report`, with the RTO measured by `clock` against `rto` and the outcome.
-    pub(crate) fn record(
-        self,
+    /// Records what `result` restored in `report` (`restored` says what that was), with the
+    /// RTO measured by `clock` against `rto` and the outcome; a failure is recorded as the
+    /// drill's failure. The restore's own report, when it succeeded.
+    pub(crate) fn record<R>(
+        result: Result<R>,
+        restored: impl FnOnce(&R) -> Restored,
         report: &mut DrillReport,
         rto: chrono::Duration,
         clock: std::time::Instant,
-    ) {
-        report.backup = Some(self.backup);
-        report.backup_time = Some(self.time);
-        report.restored_from = Some(self.from);
-        report.scratch_target = Some(self.scratch);
-        report.verification = Some(self.verification);
+    ) -> Option<R> {
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => {
+                report.fail(&into_core(e));
+                return None;
+            }
+        };
+        let this = restored(&r);
+        report.backup = Some(this.backup);
+        report.backup_time = Some(this.time);
+        report.restored_from = Some(this.from);
+        report.scratch_target = Some(this.scratch);
+        report.verification = Some(this.verification);
         report.rto = Objective::of(rto, Some(clock.elapsed().as_secs_f64()));
         report.outcome = if report.rto.met && report.rpo.met {
             DrillOutcome::Passed
         } else {
             DrillOutcome::TargetMissed
         };
+        Some(r)
     }
 }
 
@@ -153,23 +165,19 @@ pub async fn drill_replica(
     if let RestorePoint::Time(t) = replica.point() {
         report.restored_to = Some(t);
     }
-    let verified = match verify_replica(&replica, reading, scratch, checks).await {
-        Ok(r) => {
-            let restored = Restored {
-                backup: replica.describe(),
-                time: r.rebuild.state_time,
-                from: r.destination.clone(),
-                scratch: r.scratch.clone(),
-                verification: r.verification.clone(),
-            };
-            restored.record(&mut report, options.rto, clock);
-            Some(r)
-        }
-        Err(e) => {
-            report.fail(&into_core(e));
-            None
-        }
-    };
+    let verified = Restored::record(
+        verify_replica(&replica, reading, scratch, checks).await,
+        |r| Restored {
+            backup: replica.describe(),
+            time: r.rebuild.state_time,
+            from: r.destination.clone(),
+            scratch: r.scratch.clone(),
+            verification: r.verification.clone(),
+        },
+        &mut report,
+        options.rto,
+        clock,
+    );
     report.conclude();
     if options.store {
         report.store_at([(label.as_str(), &repo)]).await;

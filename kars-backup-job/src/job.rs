@@ -11,8 +11,8 @@ use kars_backup_core::merge::Merge;
 use kars_backup_core::recovery::Origin;
 use kars_backup_core::settings::{HookOptions, RestoreSettings};
 use kars_backup_core::{
-    BackupOptions, Compression, DynDatabaseSource, DynEncryptor, KeepRules, Placement,
-    PlaintextPolicy, Repository, Tier, TierRules,
+    BackupOptions, Compression, DynBackupSink, DynDatabaseSource, DynEncryptor, KeepRules,
+    Placement, PlaintextPolicy, Repository, Tier, TierRules,
 };
 use kars_backup_encrypt::{DecryptOptions, EncryptOptions};
 use kars_backup_notify::NotifyOptions;
@@ -103,16 +103,16 @@ pub fn repository(url: &str) -> Result<Repository> {
 /// # Errors
 /// As [`repository`].
 pub fn origins(urls: &[String]) -> Result<Vec<Origin>> {
+    Ok(sinks(urls)?.into_iter().map(Origin::of_sink).collect())
+}
+
+/// The sinks of destination URLs, in order (as [`repository`] opens them).
+///
+/// # Errors
+/// A destination that cannot be opened (the URL redacted in the message).
+pub fn sinks(urls: &[String]) -> Result<Vec<DynBackupSink>> {
     urls.iter()
-        .map(|url| {
-            let sink = kars_backup_storage::sink_from_url(url).map_err(|e| {
-                Error::Core(e).context(format!(
-                    "cannot open destination {}",
-                    kars_backup_storage::redact(url)
-                ))
-            })?;
-            Ok(Origin::of_sink(sink))
-        })
+        .map(|url| Ok(repository(url)?.sink().clone()))
         .collect()
 }
 

@@ -85,7 +85,7 @@ pub use backup::BackupRun;
 pub use config::{load_config, one_job, select_jobs, state_dir};
 pub use error::{Error, Result, error_text};
 pub use job::{
-    Destination, Encryption, Job, JobBuilder, JobSchedule, find_backup, origins, repository,
+    Destination, Encryption, Job, JobBuilder, JobSchedule, find_backup, origins, repository, sinks,
 };
 pub use restore::{Reading, RestorePlan};
 pub use runner::{JobRunner, OneShot, run_once, scheduled_jobs, scheduler_for, scheduler_of};

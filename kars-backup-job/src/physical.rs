@@ -348,23 +348,19 @@ pub async fn drill_physical(
     if let RecoveryTarget::Time(t) = options.target {
         report.restored_to = Some(t);
     }
-    let restored = match verify_physical(reading, &options, progress).await {
-        Ok(r) => {
-            let restored = Restored {
-                backup: r.backup.clone(),
-                time: r.base.end_time,
-                from: r.destination.clone(),
-                scratch: r.pgdata.clone(),
-                verification: r.verification.clone(),
-            };
-            restored.record(&mut report, drill.rto, clock);
-            Some(r)
-        }
-        Err(e) => {
-            report.fail(&into_core(e));
-            None
-        }
-    };
+    let restored = Restored::record(
+        verify_physical(reading, &options, progress).await,
+        |r| Restored {
+            backup: r.backup.clone(),
+            time: r.base.end_time,
+            from: r.destination.clone(),
+            scratch: r.pgdata.clone(),
+            verification: r.verification.clone(),
+        },
+        &mut report,
+        drill.rto,
+        clock,
+    );
     report.conclude();
     if drill.store {
         report

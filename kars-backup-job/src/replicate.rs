@@ -38,7 +38,7 @@ use kars_backup_sqlite::replicate::{
 };
 
 use crate::error::{Error, Result};
-use crate::job::{Job, repository};
+use crate::job::{Job, repository, sinks};
 use crate::restore::Reading;
 
 /// A replication ready to run: the database, its destinations and the resolved options.
@@ -105,10 +105,7 @@ impl Replication {
         if to.is_empty() {
             return Err(Error::usage("no destination: give at least one --to URL"));
         }
-        let sinks = to
-            .iter()
-            .map(|url| Ok(repository(url)?.sink().clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let sinks = sinks(to)?;
         options.encryptor = encryptor;
         // Absolute, so that the lease names the file `status` finds from any directory.
         let db = std::path::absolute(source.path()).unwrap_or_else(|_| source.path().into());

@@ -29,7 +29,7 @@ use kars_backup_postgres::wal::{
 };
 
 use crate::error::{Error, Result};
-use crate::job::{Job, repository};
+use crate::job::{Job, sinks};
 
 /// Where the WAL goes or comes from besides the URLs given: a configuration file's job (its
 /// destinations and encryption; credentials stay in the environment or the file, never in the
@@ -174,7 +174,7 @@ impl WalPlaces {
         encryption: &EncryptOptions,
     ) -> Result<(Vec<DynBackupSink>, ArchiveOptions)> {
         let job = self.job()?;
-        let sinks = sinks(to, job.as_ref())?;
+        let sinks = destination_sinks(to, job.as_ref())?;
         let encryptor = match (encryption.encryptor()?, &job) {
             (Some(e), _) => Some(e),
             (None, Some(job)) => job.encryptor()?,
@@ -206,7 +206,7 @@ impl WalPlaces {
         read_ahead: usize,
     ) -> Result<(Vec<DynBackupSink>, FetchOptions)> {
         let job = self.job()?;
-        let sinks = sinks(from, job.as_ref())?;
+        let sinks = destination_sinks(from, job.as_ref())?;
         let keys = match &job {
             Some(job) => job.decrypt_options(decryption),
             None => decryption.clone(),
@@ -244,26 +244,21 @@ pub fn receiving(
         },
         settings: settings.clone(),
     };
-    Ok((sinks(to, None)?, options))
+    Ok((destination_sinks(to, None)?, options))
 }
 
 /// The sinks of `urls`, then of the job's destinations.
-fn sinks(urls: &[String], job: Option<&Job>) -> Result<Vec<DynBackupSink>> {
+fn destination_sinks(urls: &[String], job: Option<&Job>) -> Result<Vec<DynBackupSink>> {
     let from_job = job
         .into_iter()
         .flat_map(|j| j.destinations().iter().map(|d| d.url.clone()));
-    let sinks = urls
-        .iter()
-        .cloned()
-        .chain(from_job)
-        .map(|url| Ok(repository(&url)?.sink().clone()))
-        .collect::<Result<Vec<_>>>()?;
-    if sinks.is_empty() {
+    let all: Vec<String> = urls.iter().cloned().chain(from_job).collect();
+    if all.is_empty() {
         return Err(Error::usage(
             "no destination: give --to/--from URL, or --config FILE with a job that has destinations",
         ));
     }
-    Ok(sinks)
+    sinks(&all)
 }
 
 /// What a prune of a destination did: the backups (core's [`PruneReport`]) and, per cluster
