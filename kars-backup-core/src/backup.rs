@@ -355,6 +355,7 @@ impl BackupJob {
             archive: ArchiveInfo {
                 compression,
                 sha256: summary.stored.sha256.clone(),
+                blake3: summary.stored.blake3.clone(),
                 size_bytes: summary.stored.size,
                 encryption,
             },

@@ -75,6 +75,7 @@ mod tests {
             archive: ArchiveInfo {
                 compression: Compression::None,
                 sha256: hex::encode(Sha256::digest(&data)),
+                blake3: None,
                 size_bytes: 13,
                 encryption: None,
             },

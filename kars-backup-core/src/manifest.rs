@@ -141,6 +141,10 @@ pub struct ArchiveInfo {
     pub compression: Compression,
     /// SHA-256 of the stored bytes (the ciphertext, when encrypted), lowercase hex.
     pub sha256: String,
+    /// BLAKE3 of the stored bytes, lowercase hex: what reads are checked with when present (less
+    /// CPU than SHA-256); absent in manifests written before kars-backup recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
     /// Size of the stored bytes.
     pub size_bytes: u64,
     /// How the compressed payload was encrypted, and to whom (public identifiers only).
@@ -153,6 +157,7 @@ impl ArchiveInfo {
     pub fn digested(&self) -> Digested {
         Digested {
             sha256: self.sha256.clone(),
+            blake3: self.blake3.clone(),
             size: self.size_bytes,
         }
     }

