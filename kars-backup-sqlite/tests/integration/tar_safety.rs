@@ -266,3 +266,41 @@ async fn a_flipped_byte_in_a_committed_backup_is_a_checksum_mismatch() {
     assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
     f.assert_untouched();
 }
+
+/// Manifests written before kars-backup recorded a BLAKE3 hold only the SHA-256: their archives
+/// still restore (checked with the SHA-256), and a flipped byte is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_whose_manifest_has_only_a_sha256_is_checked_with_it() {
+    let f = fixture();
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("assets.db");
+    create_kars_database(&src, SampleSize::demo()).unwrap();
+    let (repo, sink) = repo();
+    let report = backup(SqliteSource::new(&src), &repo).await;
+    let name = report.manifest.name.clone();
+    assert!(report.manifest.archive.blake3.is_some(), "new manifests record BLAKE3");
+    let meta = format!("{name}.meta");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&sink.get_bytes(&meta).await.unwrap()).unwrap();
+    manifest["archive"].as_object_mut().unwrap().remove("blake3");
+    sink.put_bytes(&meta, Bytes::from(serde_json::to_vec(&manifest).unwrap()))
+        .await
+        .unwrap();
+    restore_named(&repo, &name, &SqliteSource::new(&f.live), &confirmed())
+        .await
+        .unwrap();
+
+    let mut bytes = sink.get_bytes(&name).await.unwrap().to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    sink.put_bytes(&name, Bytes::from(bytes)).await.unwrap();
+    let err = restore_named(&repo, &name, &SqliteSource::new(&f.live), &confirmed())
+        .await
+        .unwrap_err();
+    match err {
+        Error::ChecksumMismatch { expected, .. } => {
+            assert_eq!(expected, report.manifest.archive.sha256, "checked with the SHA-256")
+        }
+        other => panic!("{other}"),
+    }
+}
