@@ -25,6 +25,7 @@ pub mod keys;
 mod lease;
 mod prune;
 mod replicator;
+mod resume;
 mod settings;
 mod upload;
 pub mod wal;
@@ -35,7 +36,7 @@ pub use compact::{
 pub use lease::LeaseInfo;
 pub use prune::{KeepReason, KeptKey, PrunePlan, PruneReport, plan_prune, prune};
 pub use replicator::{
-    DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
+    ChainEnd, DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
     parse_interval,
 };
 mod restore;
