@@ -1319,3 +1319,51 @@ async fn a_resume_record_that_does_not_match_starts_a_new_generation() {
     assert_eq!(generation_ids(&dest).await.len(), 5);
     assert_exact(&dest, &keys, &app).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_chain_at_two_destinations_continues_only_where_both_end_alike() {
+    let (tmp, recipient, keys, mut app) = encrypted_app();
+    let db = tmp.path().join(DB_NAME);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut o = options();
+    o.checkpoint_pages = 1_000_000;
+    o.encryptor = kars_backup_encrypt::encryptor(&[recipient], None).unwrap();
+    // Commits while stopped, then a run of the replicator to both.
+    let run = async |app: &mut App| -> ReplicationStatus {
+        app.commit(5);
+        let r = Replicator::new(&db, o.clone(), vec![sink(&a), sink(&b)]);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.run(stop.clone()));
+        app.commit_for(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.cancel();
+        task.await.unwrap().unwrap()
+    };
+    let first = run(&mut app).await;
+    assert_eq!(first.generations_started, 1, "{first:?}");
+    let second = run(&mut app).await;
+    assert_eq!(second.generations_started, 0, "{second:?}");
+    let resumed = second.resumed.clone().unwrap();
+    assert_eq!(Some(&resumed.generation), first.generation.as_ref());
+    assert_eq!(resumed.txid, first.captured_txid);
+    for d in &second.destinations {
+        assert_eq!(d.shipped_txid, second.captured_txid, "{second:?}");
+    }
+    for dest in [&a, &b] {
+        assert_eq!(generation_ids(dest).await.len(), 1);
+        assert_exact(dest, &keys, &app).await;
+    }
+
+    // b is behind a (its newest segment never arrived): a new generation at both.
+    let generations = catalog::generations(&sink(&b), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let newest = &generations[0].segments.last().unwrap().key;
+    std::fs::remove_file(b.join(newest)).unwrap();
+    let third = run(&mut app).await;
+    assert_eq!(third.generations_started, 1, "{third:?}");
+    for dest in [&a, &b] {
+        assert_eq!(generation_ids(dest).await.len(), 2);
+        assert_exact(dest, &keys, &app).await;
+    }
+}
