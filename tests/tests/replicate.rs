@@ -1215,8 +1215,18 @@ async fn an_encrypted_chain_continues_after_sigterm_and_sigkill() {
     let replicator = start_encrypted(&db, &dest, &recipient);
     app.commit_for(Duration::from_millis(1200)).await;
     let second_run = app.log.last().unwrap().end_us;
-    // SIGKILL in the middle of commits, uploads and the resume record's writes.
+    // SIGKILL in the middle of commits, uploads and the resume record's writes, at random
+    // points: every restart continues the same generation.
     replicator.kill9();
+    let mut rng = Lcg::new();
+    for trial in 0..6 {
+        app.commit(10);
+        let replicator = start_encrypted(&db, &dest, &recipient);
+        app.commit_for(Duration::from_millis(100 + rng.below(600)))
+            .await;
+        replicator.kill9();
+        assert_eq!(generation_ids(&dest).await, generations, "trial {trial}");
+    }
     app.commit(30);
     let replicator = start_encrypted(&db, &dest, &recipient);
     app.commit_for(Duration::from_millis(1200)).await;
