@@ -302,10 +302,19 @@ impl Replicator {
         }
         // An encrypted chain's end is known from what this replicator sealed (see
         // `resume.rs`); an unencrypted one's is read from its last segment.
-        let record = self.options.encryptor.is_some().then(|| {
-            let described: Vec<String> = self.destinations.iter().map(|d| d.describe()).collect();
-            ResumeRecord::load(ResumeRecord::path_for(&self.db, &described), &keys)
-        });
+        let record = match &self.options.encryptor {
+            Some(_) => {
+                let described: Vec<String> =
+                    self.destinations.iter().map(|d| d.describe()).collect();
+                let path = ResumeRecord::path_for(&self.db, &described);
+                let chain = keys.clone();
+                // (a failed task: no record, a new generation; the leases are held already)
+                blocking(move || ResumeRecord::load(path, &chain))
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
         let tip = self.common_tip(&keys, record.as_ref()).await;
         let want_generation = Arc::new(AtomicBool::new(false));
         let mut outlets = Vec::new();
