@@ -3,7 +3,8 @@
 //! alerts the job's webhook once and sends a notice when it caught up; the metrics textfile
 //! shows the lag; after SIGTERM, `restore --latest` holds every commit the writer made. A second
 //! replicator holding the destination's lease makes the daemon's fail (notified), and it is
-//! restarted once the lease is free. The job's `[job.encryption]` encrypts the replica. Bad
+//! restarted once the lease is free. The job's `[job.encryption]` encrypts the replica, and a
+//! restarted daemon continues that chain, counting every transaction it ships. Bad
 //! `[job.replicate]` tables are refused with their line and column.
 
 #![cfg(unix)]
@@ -429,19 +430,66 @@ fn the_jobs_encryption_encrypts_the_replica() {
             p.display()
         );
     }
-    let latest = dir.path().join("latest.db");
-    ok(run(&[
-        "restore",
-        "--db",
-        &s(&latest),
-        "--from",
-        &format!("file://{}", dest.display()),
-        "--latest",
-        "--identity",
-        &s(&key),
-        "--yes",
-    ]));
-    assert_eq!(ids(&latest), (last, last));
+    // `restore --latest` with the identity: the ids there.
+    let restored = || {
+        let latest = dir.path().join("latest.db");
+        let _ = std::fs::remove_file(&latest);
+        ok(run(&[
+            "restore",
+            "--db",
+            &s(&latest),
+            "--from",
+            &format!("file://{}", dest.display()),
+            "--latest",
+            "--identity",
+            &s(&key),
+            "--yes",
+        ]));
+        ids(&latest)
+    };
+    assert_eq!(restored(), (last, last));
+    let generations = |dest: &Path| {
+        let mut g: Vec<String> = files(&dest.join(".kars-chains"))
+            .iter()
+            .filter_map(|p| {
+                let rest = p.to_str()?.split("/generations/").nth(1)?;
+                Some(rest.split('/').next()?.to_string())
+            })
+            .collect();
+        g.dedup();
+        g
+    };
+    let first = generations(&dest);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // Started again, it continues the encrypted chain (its resume record beside the
+    // database) and counts exactly the transactions it shipped, the first segment's too (the
+    // counters go on from the textfile).
+    let prom = dir.path().join("kars.live.prom");
+    let counted = |name: &str| metric(&std::fs::read_to_string(&prom).unwrap(), name).unwrap();
+    let shipped = counted("kars_backup_replication_transactions_shipped_total");
+    let generations_started = counted("kars_backup_replication_generations_started_total");
+    let daemon = Daemon::start(&path);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut writer = Writer::start(&db);
+    writer.next = last + 1;
+    writer.commit_for(Duration::from_secs(1));
+    let committed = writer.finish();
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, logs) = daemon.stop();
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("resuming the stored chain"), "{logs}");
+    assert_eq!(generations(&dest), first, "no new generation");
+    assert_eq!(
+        counted("kars_backup_replication_transactions_shipped_total") - shipped,
+        committed.len() as f64
+    );
+    assert_eq!(
+        counted("kars_backup_replication_generations_started_total"),
+        generations_started
+    );
+    let newest = *committed.last().unwrap();
+    assert_eq!(restored(), (newest, newest));
 }
 
 #[test]

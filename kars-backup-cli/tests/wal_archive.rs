@@ -3,7 +3,8 @@
 //! upload with SIGKILL, as a crash would): segments from real `pg_switch_wal()` calls arrive,
 //! fetch back byte-identical (plain and encrypted), pushes are idempotent, a missing file exits
 //! 7, a killed upload leaves nothing a fetch would use and PostgreSQL's retry stores it, a
-//! removed segment is reported as a gap, and `receive-wal` ships a `.partial` within seconds.
+//! removed segment is reported as a gap, `receive-wal` ships a `.partial` within seconds, and a
+//! spooled `archive-wal`'s pusher uploads the queue (encrypted when archive-wal encrypts).
 
 mod common;
 
@@ -1008,33 +1009,34 @@ fn prune_keeps_the_wal_of_the_oldest_kept_base_and_verify_and_status_find_a_gap(
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }
 
-#[test]
-fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
-    let Some(a) = archiving() else { return };
-    let sysid = system_id(a);
-    let names: Vec<String> = (0..3).map(|i| switch(a, &format!("spool_{i}"))).collect();
-    wait_archived(a, names.last().unwrap());
-    let tmp = tempfile::tempdir().unwrap();
-    let (spool, dest) = (tmp.path().join("spool"), tmp.path().join("dest"));
-    let copies = tmp.path().join("pg_wal");
+/// Copies the WAL files `names` to `dir/pg_wal` and archives them from there with `pg
+/// archive-wal --spool-dir dir/spool --to dir/dest` and `extra`; returns the spool, the
+/// destination and the copies' directory.
+fn archive_spooled(
+    a: &Archiving,
+    dir: &Path,
+    names: &[String],
+    extra: &[&str],
+) -> (PathBuf, PathBuf, PathBuf) {
+    let (spool, dest) = (dir.join("spool"), dir.join("dest"));
+    let copies = dir.join("pg_wal");
     std::fs::create_dir(&copies).unwrap();
-    for name in &names {
+    let sysid = system_id(a);
+    for name in names {
         std::fs::copy(pg_wal(a, name), copies.join(name)).unwrap();
         ok(bin()
-            .args([
-                "pg",
-                "archive-wal",
-                "--to",
-                &s(&dest),
-                "--system-id",
-                &sysid,
-            ])
-            .args(["--spool-dir", &s(&spool)])
+            .args(["pg", "archive-wal", "--to", &s(&dest)])
+            .args(["--system-id", &sysid, "--spool-dir", &s(&spool)])
+            .args(extra)
             .arg(copies.join(name))
             .output()
             .unwrap());
     }
-    // The background pusher (`pg push-wal`, started by archive-wal) drains the queue in order.
+    (spool, dest, copies)
+}
+
+/// Waits until the spool at `spool` is empty and `dest` holds each of `names`, with no error.
+fn wait_drained(spool: &Path, dest: &Path, names: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let o = bin()
@@ -1042,9 +1044,9 @@ fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
                 "pg",
                 "wal-status",
                 "--from",
-                &s(&dest),
+                &s(dest),
                 "--spool-dir",
-                &s(&spool),
+                &s(spool),
             ])
             .arg("--json")
             .output()
@@ -1055,7 +1057,7 @@ fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
             .is_some_and(|q| q.is_empty())
             && names
                 .iter()
-                .all(|n| stored(&dest, &format!("{n}-")).len() == 1)
+                .all(|n| stored(dest, &format!("{n}-")).len() == 1)
         {
             break doc;
         }
@@ -1070,6 +1072,52 @@ fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
         serde_json::Value::Null,
         "{status}"
     );
+}
+
+#[test]
+fn an_encrypted_spool_is_pushed_encrypted_and_fetches_back_with_the_identity() {
+    let Some(a) = archiving() else { return };
+    let sysid = system_id(a);
+    let names: Vec<String> = (0..2)
+        .map(|i| switch(a, &format!("spool_enc_{i}")))
+        .collect();
+    wait_archived(a, names.last().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("key.txt");
+    let recipient = kars_backup::encrypt::generate_identity_file(&identity).unwrap();
+    let (spool, dest, copies) =
+        archive_spooled(a, tmp.path(), &names, &["--encrypt-to", &recipient]);
+    // The pusher was started with the same recipient: what it stores is encrypted.
+    wait_drained(&spool, &dest, &names);
+    for name in &names {
+        let keys = stored(&dest, &format!("{name}-"));
+        assert!(keys[0].ends_with(".zst.age"), "{keys:?}");
+        let raw = std::fs::read(dest.join(&keys[0])).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1"), "{}", keys[0]);
+        let back = tmp.path().join("RECOVERYXLOG");
+        let no_key = fetch(&dest, &sysid, name, &back, &[]);
+        assert_eq!(code(&no_key), 126, "{}", text(&no_key));
+        ok(fetch(
+            &dest,
+            &sysid,
+            name,
+            &back,
+            &["--identity", &s(&identity)],
+        ));
+        assert!(std::fs::read(&back).unwrap() == std::fs::read(copies.join(name)).unwrap());
+    }
+}
+
+#[test]
+fn a_spooled_archive_wal_returns_at_once_and_its_pusher_uploads_the_queue() {
+    let Some(a) = archiving() else { return };
+    let sysid = system_id(a);
+    let names: Vec<String> = (0..3).map(|i| switch(a, &format!("spool_{i}"))).collect();
+    wait_archived(a, names.last().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, dest, copies) = archive_spooled(a, tmp.path(), &names, &[]);
+    // The background pusher (`pg push-wal`, started by archive-wal) drains the queue in order.
+    wait_drained(&spool, &dest, &names);
     for name in &names {
         let back = tmp.path().join("RECOVERYXLOG");
         ok(fetch(&dest, &sysid, name, &back, &[]));

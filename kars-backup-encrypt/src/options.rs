@@ -1,6 +1,7 @@
 //! The encryption and decryption options of a job, defined once: the command line flattens
 //! them (`clap` feature), the configuration file's `[job.encryption]` builds them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,6 +10,17 @@ use kars_backup_core::{DynDecryptor, DynEncryptor, PlaintextPolicy, Result};
 
 use crate::decryptor::DecryptionKeys;
 use crate::encryptor::encryptor;
+
+/// The command-line flags of [`EncryptOptions`] (without `--`), used by its `clap` derive and by
+/// [`EncryptOptions::to_args`].
+mod flags {
+    /// `--encrypt-to RECIPIENT` (repeatable).
+    pub(super) const ENCRYPT_TO: &str = "encrypt-to";
+    /// `--passphrase-file FILE`.
+    pub(super) const PASSPHRASE_FILE: &str = "passphrase-file";
+    /// `--no-encrypt`.
+    pub(super) const NO_ENCRYPT: &str = "no-encrypt";
+}
 
 /// How a backup encrypts its archive: recipients or a passphrase file (one scheme per archive),
 /// or on purpose not at all.
@@ -20,12 +32,12 @@ pub struct EncryptOptions {
     /// from age-keygen), or an OpenPGP key from the gpg keyring (`gpg:KEYID`,
     /// `gpg:FINGERPRINT`, `gpg:admin@example.com`; GNUPGHOME is respected) or a public key file
     /// (`gpg:/path/key.asc`); repeatable, all of one scheme. The archive gets `.age` or `.gpg`.
-    #[cfg_attr(feature = "clap", arg(long = "encrypt-to", value_name = "RECIPIENT"))]
+    #[cfg_attr(feature = "clap", arg(long = flags::ENCRYPT_TO, value_name = "RECIPIENT"))]
     pub recipients: Vec<String>,
 
     /// Encrypt with the passphrase on the first line of this file (age, scrypt; `age -d`
     /// decrypts it). Not combined with --encrypt-to.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    #[cfg_attr(feature = "clap", arg(long = flags::PASSPHRASE_FILE, value_name = "FILE"))]
     pub passphrase_file: Option<PathBuf>,
 
     /// Store the archive unencrypted also at off-site destinations (S3, GCS, Azure, Git LFS),
@@ -33,7 +45,7 @@ pub struct EncryptOptions {
     /// tokens. Local directories take unencrypted archives without it.
     #[cfg_attr(
         feature = "clap",
-        arg(long, conflicts_with_all = ["recipients", "passphrase_file"])
+        arg(long = flags::NO_ENCRYPT, conflicts_with_all = ["recipients", "passphrase_file"])
     )]
     pub no_encrypt: bool,
 }
@@ -50,6 +62,24 @@ impl EncryptOptions {
     /// Where unencrypted archives may go: anywhere with `no_encrypt`, else local only.
     pub fn plaintext(&self) -> PlaintextPolicy {
         plaintext_policy(self.no_encrypt)
+    }
+
+    /// The command-line arguments that give these options again (for a command this one
+    /// starts, such as the WAL spool's pusher): recipients and the passphrase file's name, never
+    /// a secret.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let flag = |name: &str| OsString::from(format!("--{name}"));
+        let mut args = Vec::new();
+        for r in &self.recipients {
+            args.extend([flag(flags::ENCRYPT_TO), r.into()]);
+        }
+        if let Some(file) = &self.passphrase_file {
+            args.extend([flag(flags::PASSPHRASE_FILE), file.into()]);
+        }
+        if self.no_encrypt {
+            args.push(flag(flags::NO_ENCRYPT));
+        }
+        args
     }
 
     /// Whether the archives are encrypted (recipients or a passphrase).
@@ -131,6 +161,42 @@ impl kars_backup_core::merge::Merge for DecryptOptions {
                 .chain(lower.identities)
                 .collect(),
             passphrase_file: self.passphrase_file.or(lower.passphrase_file),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "clap"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        encryption: EncryptOptions,
+    }
+
+    #[test]
+    fn to_args_parse_back_to_the_same_options() {
+        let cases = [
+            EncryptOptions::default(),
+            EncryptOptions {
+                recipients: vec!["age1a".into(), "gpg:admin@example.com".into()],
+                ..EncryptOptions::default()
+            },
+            EncryptOptions {
+                passphrase_file: Some("/etc/kars/pass phrase".into()),
+                ..EncryptOptions::default()
+            },
+            EncryptOptions {
+                no_encrypt: true,
+                ..EncryptOptions::default()
+            },
+        ];
+        for options in cases {
+            let args = std::iter::once(OsString::from("kars")).chain(options.to_args());
+            let parsed = Command::try_parse_from(args).unwrap().encryption;
+            assert_eq!(parsed, options);
         }
     }
 }

@@ -413,10 +413,15 @@ fn shipped_since(
         Some((g, txid)) if *g == d.generation => d.shipped_txid.saturating_sub(*txid),
         // a new generation counts from its snapshot (transaction 0)
         Some(_) => d.shipped_txid,
-        // the first upload of this attempt: from 0 in a generation it started, unknown (not
-        // counted) in a chain it resumed
-        None if s.generations_started > 0 && d.generation == s.generation => d.shipped_txid,
-        None => 0,
+        // the first look of this attempt: from where a chain it resumed ended, from 0 in a
+        // generation it started
+        None => match &s.resumed {
+            Some(r) if d.generation.as_ref() == Some(&r.generation) => {
+                d.shipped_txid.saturating_sub(r.txid)
+            }
+            _ if s.generations_started > 0 && d.generation == s.generation => d.shipped_txid,
+            _ => 0,
+        },
     }
 }
 
@@ -557,6 +562,7 @@ impl Commits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kars_backup_sqlite::replicate::ChainEnd;
 
     #[test]
     fn an_episode_alerts_once_and_ends_once() {
@@ -614,12 +620,25 @@ mod tests {
         // a generation this attempt started: from 0
         let s = status("g1", 1, Some(("g1", 40)));
         assert_eq!(shipped_since(None, &s.destinations[0], &s), 40);
-        // a resumed chain: its stored part is not counted again
-        let s = status("g1", 0, Some(("g1", 40)));
+        // a resumed chain: its stored part is not counted again, what this attempt stored is,
+        // even when the first look comes after its first upload
+        let resumed = |mut s: ReplicationStatus| {
+            s.resumed = Some(ChainEnd {
+                generation: "g1".into(),
+                txid: 40,
+            });
+            s
+        };
+        let s = resumed(status("g1", 0, Some(("g1", 40))));
         assert_eq!(shipped_since(None, &s.destinations[0], &s), 0);
+        let s = resumed(status("g1", 0, Some(("g1", 52))));
+        assert_eq!(shipped_since(None, &s.destinations[0], &s), 12);
         let prev = (Some("g1".to_string()), 40);
-        let s = status("g1", 0, Some(("g1", 55)));
+        let s = resumed(status("g1", 0, Some(("g1", 55))));
         assert_eq!(shipped_since(Some(&prev), &s.destinations[0], &s), 15);
+        // a chain it resumed, then a new generation of this attempt: from its snapshot
+        let s = resumed(status("g2", 1, Some(("g2", 3))));
+        assert_eq!(shipped_since(None, &s.destinations[0], &s), 3);
         // a new generation (WAL reset): counted from its snapshot
         let s = status("g2", 1, Some(("g2", 7)));
         assert_eq!(shipped_since(Some(&prev), &s.destinations[0], &s), 7);

@@ -106,16 +106,7 @@ impl WalPlaces {
         if let Some(pgdata) = &self.pgdata {
             flag("pgdata", pgdata.into());
         }
-        encryption
-            .recipients
-            .iter()
-            .for_each(|r| flag("encrypt-to", r.into()));
-        if let Some(file) = &encryption.passphrase_file {
-            flag("passphrase-file", file.into());
-        }
-        if encryption.no_encrypt {
-            argv.push("--no-encrypt".into());
-        }
+        argv.extend(encryption.to_args());
         argv
     }
 

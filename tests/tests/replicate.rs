@@ -1,8 +1,9 @@
 //! Continuous replication against real writer processes: restores to the latest state and to
 //! instants checked against the writer's commit log, WAL resets by a writer that checkpoints
 //! with TRUNCATE, kill -9 of the replicator, damaged and missing segments, encryption, one
-//! replicator per destination, a bounded WAL, and switching a rollback-journal database to WAL
-//! while another process writes.
+//! replicator per destination, a bounded WAL, switching a rollback-journal database to WAL
+//! while another process writes, and an encrypted chain continued after SIGTERM and SIGKILL
+//! through the resume record (a new generation whenever the record does not match).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -73,10 +74,15 @@ fn start_writer(db: &Path, log: &Path, extra: &[&str]) -> Proc {
 }
 
 fn start_replicator(db: &Path, dir: &Path) -> Proc {
+    start_replicator_with(db, dir, &[])
+}
+
+fn start_replicator_with(db: &Path, dir: &Path, extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kars-test-replicator"))
         .arg(db)
         .arg(dir)
         .args(["--sync-ms", "100"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the replicator process");
@@ -200,32 +206,44 @@ async fn latest_and_instants_match_the_commit_log() {
         "latest restore has {max}, the writer committed {last}"
     );
 
-    // Instants spread over the run: never a commit whose COMMIT was issued after the instant;
-    // every commit that returned 50 ms before it is there (the bench measures this precision;
-    // on a loaded test machine the capture thread may be scheduled late, so 2 of 25 instants
-    // may miss by up to half a second).
-    let mut late = 0;
-    // From the first snapshot on (the replicator may start late on a loaded machine).
+    // Instants spread over the run, from the first snapshot on (the replicator may start
+    // late on a loaded machine).
     let window = catalog::window(&sink(&dest), DB_NAME).await.unwrap();
     let first_us = commits[60]
         .end_us
         .max(window.from.unwrap().timestamp_micros());
     let last_us = commits.last().unwrap().end_us;
-    for i in 0..25 {
-        let t = first_us + (last_us - first_us) * i / 24 + (i * 7919) % 1000;
-        let (out, _keep) = restore_to(&dest, RestorePoint::Time(time_us(t)), None)
+    let instants: Vec<i64> = (0..25)
+        .map(|i| first_us + (last_us - first_us) * i / 24 + (i * 7919) % 1000)
+        .collect();
+    assert_instants(&dest, None, &commits, &instants).await;
+}
+
+/// Checks a restore at each instant against the commit log: never a commit whose COMMIT was
+/// issued after the instant; every commit that returned 50 ms before it is there (the bench
+/// measures this precision; on a loaded test machine the capture thread may be scheduled late,
+/// so 2 instants may miss by up to half a second).
+async fn assert_instants(
+    dest: &Path,
+    keys: Option<DynDecryptor>,
+    commits: &[Logged],
+    instants: &[i64],
+) {
+    // The last commit that had returned by `us`.
+    let returned_by = |us: i64| {
+        commits
+            .iter()
+            .filter(|c| c.end_us <= us)
+            .map(|c| c.id)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut late = 0;
+    for &t in instants {
+        let (out, _keep) = restore_to(dest, RestorePoint::Time(time_us(t)), keys.clone())
             .await
             .unwrap();
         let max = check_prefix(&out);
-        // The last commit that had returned by `us`.
-        let returned_by = |us: i64| {
-            commits
-                .iter()
-                .filter(|c| c.end_us <= us)
-                .map(|c| c.id)
-                .max()
-                .unwrap_or(0)
-        };
         let must = returned_by(t - 50_000);
         let must_not = commits
             .iter()
@@ -248,7 +266,8 @@ async fn latest_and_instants_match_the_commit_log() {
     }
     assert!(
         late <= 2,
-        "{late} of 25 instants missed commits made 50 ms before them"
+        "{late} of {} instants missed commits made 50 ms before them",
+        instants.len()
     );
 }
 
@@ -1041,4 +1060,320 @@ async fn a_transaction_larger_than_what_is_held_in_memory_is_streamed_whole() {
         "{:?}",
         generations[0].segments
     );
+}
+
+/// The application, in this process: one connection open all along (as a server holds it, so
+/// that a replicator's exit does not checkpoint the WAL away) that never checkpoints itself,
+/// committing the rows [`check_prefix`] expects and logging each commit.
+struct App {
+    conn: rusqlite::Connection,
+    log: Vec<Logged>,
+}
+
+impl App {
+    fn open(db: &Path) -> App {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        let _: String = conn
+            .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE counter (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+             CREATE TABLE payload (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+        )
+        .unwrap();
+        App {
+            conn,
+            log: Vec::new(),
+        }
+    }
+
+    fn now_us() -> i64 {
+        Utc::now().timestamp_micros()
+    }
+
+    /// Commits `n` transactions back to back.
+    fn commit(&mut self, n: usize) {
+        for _ in 0..n {
+            let id = self.log.last().map_or(1, |l| l.id + 1);
+            let begin_us = Self::now_us();
+            let tx = self.conn.transaction().unwrap();
+            tx.execute("INSERT INTO counter VALUES (?1, 'x')", [id])
+                .unwrap();
+            tx.execute(
+                "INSERT INTO payload VALUES (?1, ?2)",
+                rusqlite::params![id, vec![0x5au8; 1000]],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            self.log.push(Logged {
+                id,
+                begin_us,
+                end_us: Self::now_us(),
+            });
+        }
+    }
+
+    /// Commits about 100 transactions a second for `d`.
+    async fn commit_for(&mut self, d: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            self.commit(1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn last(&self) -> i64 {
+        self.log.last().map_or(0, |l| l.id)
+    }
+}
+
+/// The generations stored at `dest`, oldest first.
+async fn generation_ids(dest: &Path) -> Vec<String> {
+    catalog::generations(&sink(dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect()
+}
+
+/// A directory with an age identity (its recipient and keys returned) and the [`App`] on
+/// `DB_NAME` there, with 20 commits; the replica goes to `replica` there.
+fn encrypted_app() -> (tempfile::TempDir, String, DynDecryptor, App) {
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = tmp.path().join("key.txt");
+    let recipient = kars_backup_encrypt::generate_identity_file(&identity).unwrap();
+    let keys: DynDecryptor = Arc::new(
+        kars_backup_encrypt::DecryptionKeys::new()
+            .with_identity_file(&identity)
+            .unwrap(),
+    );
+    let mut app = App::open(&tmp.path().join(DB_NAME));
+    app.commit(20);
+    (tmp, recipient, keys, app)
+}
+
+/// The encrypting test replicator, which never checkpoints (the WAL keeps its cycle).
+fn start_encrypted(db: &Path, dest: &Path, recipient: &str) -> Proc {
+    start_replicator_with(
+        db,
+        dest,
+        &["--checkpoint-pages", "1000000", "--encrypt-to", recipient],
+    )
+}
+
+/// The latest state of an encrypted replica is exactly the app's commits, and every
+/// generation restores at its end.
+async fn assert_exact(dest: &Path, keys: &DynDecryptor, app: &App) {
+    let (out, _keep) = restore_to(dest, RestorePoint::Latest, Some(keys.clone()))
+        .await
+        .unwrap();
+    assert_eq!(check_prefix(&out), app.last());
+    for g in catalog::generations(&sink(dest), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap()
+    {
+        let (out, _keep) = restore_to(
+            dest,
+            RestorePoint::Time(g.end().unwrap()),
+            Some(keys.clone()),
+        )
+        .await
+        .unwrap();
+        check_prefix(&out);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_chain_continues_after_sigterm_and_sigkill() {
+    let (tmp, recipient, keys, mut app) = encrypted_app();
+    let (db, dest) = (tmp.path().join(DB_NAME), tmp.path().join("replica"));
+
+    let replicator = start_encrypted(&db, &dest, &recipient);
+    app.commit_for(Duration::from_millis(1500)).await;
+    let first_run = (app.log[25].end_us, app.last());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(replicator.term().success());
+    let generations = generation_ids(&dest).await;
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    // Instants of the first run, restored now and again after the restarts.
+    let before: Vec<i64> = (0..6)
+        .map(|i| first_run.0 + i * 150_000 + (i * 7919) % 1000)
+        .collect();
+    let points: Vec<RestorePoint> = before
+        .iter()
+        .map(|&t| RestorePoint::Time(time_us(t)))
+        .collect();
+    let expected = states_with(&dest, &points, Some(keys.clone())).await;
+    assert!(expected.iter().all(Result::is_ok), "{expected:?}");
+    assert_exact(&dest, &keys, &app).await;
+
+    // Stopped: the app goes on; SIGTERM's restart continues the chain with these commits.
+    app.commit(30);
+    let replicator = start_encrypted(&db, &dest, &recipient);
+    app.commit_for(Duration::from_millis(1200)).await;
+    let second_run = app.log.last().unwrap().end_us;
+    // SIGKILL in the middle of commits, uploads and the resume record's writes, at random
+    // points: every restart continues the same generation.
+    replicator.kill9();
+    let mut rng = Lcg::new();
+    for trial in 0..6 {
+        app.commit(10);
+        let replicator = start_encrypted(&db, &dest, &recipient);
+        app.commit_for(Duration::from_millis(100 + rng.below(600)))
+            .await;
+        replicator.kill9();
+        assert_eq!(generation_ids(&dest).await, generations, "trial {trial}");
+    }
+    app.commit(30);
+    let replicator = start_encrypted(&db, &dest, &recipient);
+    app.commit_for(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(replicator.term().success());
+
+    assert_eq!(
+        generation_ids(&dest).await,
+        generations,
+        "one generation all along"
+    );
+    assert_exact(&dest, &keys, &app).await;
+    assert_eq!(
+        states_with(&dest, &points, Some(keys.clone())).await,
+        expected
+    );
+    let third_run = app.log.last().unwrap().end_us;
+    let after: Vec<i64> = (1..=4)
+        .flat_map(|i| [second_run - i * 200_000, third_run - i * 200_000])
+        .collect();
+    assert_instants(&dest, Some(keys.clone()), &app.log, &after).await;
+    assert_instants(&dest, Some(keys), &app.log, &before).await;
+}
+
+/// The resume record beside the database (one per set of destinations).
+fn resume_record(db: &Path) -> PathBuf {
+    let dir = db.parent().unwrap();
+    let prefix = format!("{DB_NAME}-kars-resume-");
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".json")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_record_that_does_not_match_starts_a_new_generation() {
+    let (tmp, recipient, keys, mut app) = encrypted_app();
+    let (db, dest) = (tmp.path().join(DB_NAME), tmp.path().join("replica"));
+    // Commits while stopped, then a run of the replicator.
+    let run = async |app: &mut App| {
+        app.commit(5);
+        let replicator = start_encrypted(&db, &dest, &recipient);
+        app.commit_for(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(replicator.term().success());
+    };
+    run(&mut app).await;
+    let record = resume_record(&db);
+    let old = std::fs::read(&record).unwrap();
+    let text = String::from_utf8(old.clone()).unwrap();
+    assert!(
+        !text.contains("age1") && !text.contains("AGE-SECRET-KEY"),
+        "no key material: {text}"
+    );
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 1, "resumed");
+
+    // The destination is newer than the record (an older copy of it).
+    std::fs::write(&record, &old).unwrap();
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 2);
+    assert_exact(&dest, &keys, &app).await;
+
+    // No record.
+    std::fs::remove_file(&record).unwrap();
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 3);
+    assert_exact(&dest, &keys, &app).await;
+
+    // Another chain's record (another database's file name).
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(doc["chain"], ChainKeys::new(DB_NAME).prefix());
+    doc["chain"] = ChainKeys::new("other.db").prefix().into();
+    std::fs::write(&record, doc.to_string()).unwrap();
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 4);
+    assert_exact(&dest, &keys, &app).await;
+
+    // A record whose keys match but whose end does not (a changed checksum): the database is
+    // checked against it before the chain is continued.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let last = doc["sealed"].as_array_mut().unwrap().last_mut().unwrap();
+    last["checksum"] = serde_json::json!(last["checksum"].as_u64().unwrap() ^ 1);
+    std::fs::write(&record, doc.to_string()).unwrap();
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 5);
+    assert_exact(&dest, &keys, &app).await;
+
+    // And a matching one continues again.
+    run(&mut app).await;
+    assert_eq!(generation_ids(&dest).await.len(), 5);
+    assert_exact(&dest, &keys, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_chain_at_two_destinations_continues_only_where_both_end_alike() {
+    let (tmp, recipient, keys, mut app) = encrypted_app();
+    let db = tmp.path().join(DB_NAME);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut o = options();
+    o.checkpoint_pages = 1_000_000;
+    o.encryptor = kars_backup_encrypt::encryptor(&[recipient], None).unwrap();
+    // Commits while stopped, then a run of the replicator to both.
+    let run = async |app: &mut App| -> ReplicationStatus {
+        app.commit(5);
+        let r = Replicator::new(&db, o.clone(), vec![sink(&a), sink(&b)]);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.run(stop.clone()));
+        app.commit_for(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.cancel();
+        task.await.unwrap().unwrap()
+    };
+    let first = run(&mut app).await;
+    assert_eq!(first.generations_started, 1, "{first:?}");
+    let second = run(&mut app).await;
+    assert_eq!(second.generations_started, 0, "{second:?}");
+    let resumed = second.resumed.clone().unwrap();
+    assert_eq!(Some(&resumed.generation), first.generation.as_ref());
+    assert_eq!(resumed.txid, first.captured_txid);
+    for d in &second.destinations {
+        assert_eq!(d.shipped_txid, second.captured_txid, "{second:?}");
+    }
+    for dest in [&a, &b] {
+        assert_eq!(generation_ids(dest).await.len(), 1);
+        assert_exact(dest, &keys, &app).await;
+    }
+
+    // b is behind a (its newest segment never arrived): a new generation at both.
+    let generations = catalog::generations(&sink(&b), &ChainKeys::new(DB_NAME))
+        .await
+        .unwrap();
+    let newest = &generations[0].segments.last().unwrap().key;
+    std::fs::remove_file(b.join(newest)).unwrap();
+    let third = run(&mut app).await;
+    assert_eq!(third.generations_started, 1, "{third:?}");
+    for dest in [&a, &b] {
+        assert_eq!(generation_ids(dest).await.len(), 2);
+        assert_exact(dest, &keys, &app).await;
+    }
 }

@@ -28,6 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use super::wal::{self, FrameReader, WalHeader, WalPosition};
@@ -141,6 +142,10 @@ fn open(db: &Path) -> Result<Connection> {
     .map_err(|e| Error::sqlite("open", db, e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| Error::sqlite("set the busy timeout of", db, e))?;
+    // The last connection to close would checkpoint the WAL and delete it, and the next
+    // replicator could not continue the chain: leave it for the application.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| Error::sqlite("configure a connection to", db, e))?;
     Ok(conn)
 }
 

@@ -6,7 +6,10 @@
 //!   own tokio runtime until a cancellation token fires; [`Replicator::status`] gives the lag
 //!   and position. The WAL is read directly ([`wal`]) while the replicator's own read
 //!   transaction holds it (see `docs/operators/replication.md`); the stored layout is
-//!   [`keys`], the encoding [`format`](mod@format).
+//!   [`keys`], the encoding [`format`](mod@format). Started again, it continues the stored
+//!   chain when the database still holds its end: read from the last segment, or for an
+//!   encrypted chain (whose segments it cannot read) from a resume record it keeps beside the
+//!   database, `<database>-kars-resume-<crc of the destinations>.json`.
 //! - [`rebuild`] rebuilds the database at [`RestorePoint::Latest`] or an instant into a new
 //!   file, verifying the chain; [`restore_replica`] does it through the staged, verified
 //!   restore (hooks, swap, rollback) of [`kars_backup_core::restore_staged`].
@@ -25,6 +28,7 @@ pub mod keys;
 mod lease;
 mod prune;
 mod replicator;
+mod resume;
 mod settings;
 mod upload;
 pub mod wal;
@@ -35,7 +39,7 @@ pub use compact::{
 pub use lease::LeaseInfo;
 pub use prune::{KeepReason, KeptKey, PrunePlan, PruneReport, plan_prune, prune};
 pub use replicator::{
-    DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
+    ChainEnd, DestinationStatus, ReplicateOptions, ReplicationStatus, Replicator, StatusHandle,
     parse_interval,
 };
 mod restore;

@@ -8,6 +8,7 @@
 //! passes [`ReplicateOptions::max_queue_bytes`] stops receiving segments and, once it works
 //! again, asks for a new generation.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ use super::format::{
 use super::keys::{self, ChainKeys};
 use super::lease::Lease;
 use super::prune::prune;
+use super::resume::{ResumeRecord, Tip};
 use super::upload::upload_file;
 use super::wal::WalPosition;
 use crate::error::{Error, Result};
@@ -141,6 +143,9 @@ pub struct ReplicationStatus {
     pub last_commit: Option<DateTime<Utc>>,
     /// Generations started by this run (1 at start unless it resumed).
     pub generations_started: u64,
+    /// Where the stored chain this run continues ended when it started (`None`: it started a
+    /// new generation).
+    pub resumed: Option<ChainEnd>,
     /// WAL resets that forced a new generation (another process checkpointed with
     /// RESTART/TRUNCATE while the replicator could not hold the WAL).
     pub resets: u64,
@@ -148,6 +153,15 @@ pub struct ReplicationStatus {
     pub checkpoints: u64,
     /// Per destination.
     pub destinations: Vec<DestinationStatus>,
+}
+
+/// A transaction of a generation.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct ChainEnd {
+    /// The generation.
+    pub generation: String,
+    /// The transaction (0: the generation's first snapshot).
+    pub txid: u64,
 }
 
 /// A handle on a running replicator's status.
@@ -207,15 +221,6 @@ struct Outlet {
     tx: mpsc::UnboundedSender<Arc<Job>>,
     queued: Arc<AtomicUsize>,
     overflowed: Arc<AtomicBool>,
-}
-
-/// Where the chain stands at a destination: its newest generation's last segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tip {
-    generation: String,
-    last_txid: u64,
-    checksum: u64,
-    wal: WalPosition,
 }
 
 impl Replicator {
@@ -295,7 +300,22 @@ impl Replicator {
                 }
             }
         }
-        let tip = self.common_tip(&keys).await;
+        // An encrypted chain's end is known from what this replicator sealed (see
+        // `resume.rs`); an unencrypted one's is read from its last segment.
+        let record = match &self.options.encryptor {
+            Some(_) => {
+                let described: Vec<String> =
+                    self.destinations.iter().map(|d| d.describe()).collect();
+                let path = ResumeRecord::path_for(&self.db, &described);
+                let chain = keys.clone();
+                // (a failed task: no record, a new generation; the leases are held already)
+                blocking(move || ResumeRecord::load(path, &chain))
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        let tip = self.common_tip(&keys, record.as_ref()).await;
         let want_generation = Arc::new(AtomicBool::new(false));
         let mut outlets = Vec::new();
         let mut workers = Vec::new();
@@ -333,6 +353,7 @@ impl Replicator {
             want_generation,
             status: self.status.clone(),
             shutdown: shutdown.clone(),
+            record: RefCell::new(record),
         };
         let compaction = self
             .options
@@ -371,10 +392,10 @@ impl Replicator {
     }
 
     /// The newest generation's tip when every destination has the same one.
-    async fn common_tip(&self, keys: &ChainKeys) -> Option<Tip> {
+    async fn common_tip(&self, keys: &ChainKeys, record: Option<&ResumeRecord>) -> Option<Tip> {
         let mut common: Option<Tip> = None;
         for sink in &self.destinations {
-            let tip = match tip_of(sink, keys).await {
+            let tip = match tip_of(sink, keys, record).await {
                 Ok(Some(t)) => t,
                 Ok(None) => return None,
                 Err(e) => {
@@ -432,8 +453,13 @@ async fn maintain(
     }
 }
 
-/// The last segment of the newest generation at `sink`.
-async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
+/// The last segment of the newest generation at `sink`: as recorded in `record` when it is
+/// one this replicator sealed (an encrypted chain), else as read from it.
+async fn tip_of(
+    sink: &DynBackupSink,
+    keys: &ChainKeys,
+    record: Option<&ResumeRecord>,
+) -> Result<Option<Tip>> {
     let generations = catalog::generations(sink, keys).await?;
     let Some(g) = generations.last() else {
         return Ok(None);
@@ -441,6 +467,9 @@ async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
     let Some(seg) = g.segments.last() else {
         return Ok(None);
     };
+    if let Some(tip) = record.and_then(|r| r.find(&seg.key, seg.size)) {
+        return Ok(Some(tip));
+    }
     let stream = sink
         .get(&seg.key, GetOptions::default().with_size_hint(seg.size))
         .await?;
@@ -448,8 +477,8 @@ async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
     let key = seg.key.clone();
     // Streamed: the last segment may be large (one big transaction).
     let end = blocking(move || -> std::result::Result<_, String> {
-        // Resuming needs no key: a segment's plain header is not readable when encrypted, so
-        // an encrypted chain starts a new generation at every start.
+        // Encrypted and not in the record: not readable without the private key, so a new
+        // generation.
         let plain = match format::open_sealed(&key, Box::new(input), None) {
             Ok((plain, _)) => plain,
             Err(kars_backup_core::Error::KeyMissing { .. }) => return Ok(None),
@@ -471,12 +500,9 @@ async fn tip_of(sink: &DynBackupSink, keys: &ChainKeys) -> Result<Option<Tip>> {
         reason,
     })?;
     Ok(end.and_then(|(header, checksum)| {
-        header.wal_after.map(|wal| Tip {
-            generation: g.id.clone(),
-            last_txid: header.last,
-            checksum,
-            wal,
-        })
+        header
+            .wal_after
+            .map(|wal| Tip::new(g.id.clone(), header.last, checksum, wal))
     }))
 }
 
@@ -495,6 +521,8 @@ struct CaptureLoop {
     want_generation: Arc<AtomicBool>,
     status: StatusHandle,
     shutdown: CancellationToken,
+    /// The ends of the segments sealed lately (an encrypted chain only).
+    record: RefCell<Option<ResumeRecord>>,
 }
 
 /// The chain being written.
@@ -716,6 +744,16 @@ impl CaptureLoop {
             h.last,
             DateTime::from_timestamp_micros(last_us).unwrap_or_default(),
         );
+        // Recorded before any upload: the key names exactly this content.
+        if let (Some(record), Some(wal)) = (self.record.borrow_mut().as_mut(), chain.position) {
+            let tip = Tip::new(
+                chain.generation.clone(),
+                h.last,
+                chain.checksum.value(),
+                wal,
+            );
+            record.sealed(&key, sealed.size, &tip);
+        }
         let job = Arc::new(Job::Segment {
             key,
             size: sealed.size as usize,
@@ -752,6 +790,9 @@ impl CaptureLoop {
     fn new_generation(&self, capture: &Capture, why: &str) -> Result<Chain> {
         let generation = keys::new_generation(Utc::now());
         tracing::info!(db = %self.db.display(), %generation, why, "new generation");
+        if let Some(record) = self.record.borrow_mut().as_mut() {
+            record.clear();
+        }
         let (position, checksum, page_size) = self.snapshot(capture, &generation, 0, None)?;
         self.with_status(|s| {
             s.generation = Some(generation.clone());
@@ -872,6 +913,15 @@ impl CaptureLoop {
         self.with_status(|s| {
             s.generation = Some(tip.generation.clone());
             s.captured_txid = tip.last_txid;
+            s.resumed = Some(ChainEnd {
+                generation: tip.generation.clone(),
+                txid: tip.last_txid,
+            });
+            // Every destination holds the chain to its tip.
+            for d in &mut s.destinations {
+                d.generation = Some(tip.generation.clone());
+                d.shipped_txid = tip.last_txid;
+            }
         });
         Ok(Some(Chain {
             generation: tip.generation.clone(),

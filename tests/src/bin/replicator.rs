@@ -1,6 +1,7 @@
-//! `kars-test-replicator DB DIR [--sync-ms N]`: the library's replicator of `DB` to the local
-//! directory `DIR`, in the foreground until SIGTERM/SIGINT (for kill -9 trials). Prints
-//! `started` once it runs; exits 3 when it refuses (a lease held by another replicator).
+//! `kars-test-replicator DB DIR [--sync-ms N] [--checkpoint-pages N] [--encrypt-to RECIPIENT]`:
+//! the library's replicator of `DB` to the local directory `DIR`, in the foreground until
+//! SIGTERM/SIGINT (for kill -9 trials). Prints `started` once it runs; exits 3 when it refuses
+//! (a lease held by another replicator).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use kars_backup_storage::LocalSink;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: kars-test-replicator DB DIR [--sync-ms N]";
+    let usage = "usage: kars-test-replicator DB DIR [--sync-ms N] [--checkpoint-pages N] [--encrypt-to RECIPIENT]";
     let mut args = std::env::args().skip(1);
     let db = args.next().ok_or(usage)?;
     let dir = args.next().ok_or(usage)?;
@@ -20,6 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
             "--sync-ms" => options.sync_interval = Duration::from_millis(value.parse()?),
+            "--checkpoint-pages" => options.checkpoint_pages = value.parse()?,
+            "--encrypt-to" => {
+                options.encryptor = kars_backup_encrypt::encryptor(&[value], None)?;
+            }
             _ => return Err(usage.into()),
         }
     }
