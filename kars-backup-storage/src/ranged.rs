@@ -239,17 +239,25 @@ enum Fetch {
     ReaderGone,
 }
 
-/// A part's bytes, copied into buffers of [`HAND_ON`] bytes that are handed on when full: the
-/// transport's many small buffers are released at once, downstream stages get fewer, larger
-/// chunks, and a chunk held downstream keeps only its own buffer alive.
+/// A part's bytes, handed on in chunks of at least [`FORWARD_AS_IS`] bytes: the transport's
+/// large buffers as they are (no copy), its small ones copied together into buffers of
+/// [`HAND_ON`] bytes, so downstream stages get few, large chunks, and a small chunk held
+/// downstream does not keep a large transport buffer alive.
 struct PartBuffer {
     buf: BytesMut,
     tx: mpsc::UnboundedSender<Result<Bytes>>,
 }
 
+/// A chunk from the transport at least this large is handed on without being copied.
+const FORWARD_AS_IS: usize = 128 * 1024;
+
 impl PartBuffer {
     /// Adds bytes; false when the reader is gone.
-    fn push(&mut self, mut chunk: &[u8]) -> bool {
+    fn push(&mut self, chunk: Bytes) -> bool {
+        if chunk.len() >= FORWARD_AS_IS {
+            return self.hand_on() && self.tx.send(Ok(chunk)).is_ok();
+        }
+        let mut chunk = &chunk[..];
         while !chunk.is_empty() {
             if self.buf.capacity() == 0 {
                 self.buf.reserve(HAND_ON);
@@ -327,7 +335,7 @@ async fn fetch_into(
             };
         }
         got += chunk.len() as u64;
-        if !out.push(&chunk) {
+        if !out.push(chunk) {
             return Fetch::ReaderGone;
         }
     }
