@@ -601,10 +601,7 @@ impl Repository {
                 upload.put_part(chunk).await?;
             }
             let stored = hasher.finish().await?;
-            stored.check(
-                &expected,
-                format!("{name} in {}", self.describe()),
-            )?;
+            stored.check(&expected, format!("{name} in {}", self.describe()))?;
             Ok(stored.size)
         }
         .await;

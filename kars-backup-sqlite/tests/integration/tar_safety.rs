@@ -278,11 +278,17 @@ async fn an_archive_whose_manifest_has_only_a_sha256_is_checked_with_it() {
     let (repo, sink) = repo();
     let report = backup(SqliteSource::new(&src), &repo).await;
     let name = report.manifest.name.clone();
-    assert!(report.manifest.archive.blake3.is_some(), "new manifests record BLAKE3");
+    assert!(
+        report.manifest.archive.blake3.is_some(),
+        "new manifests record BLAKE3"
+    );
     let meta = format!("{name}.meta");
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&sink.get_bytes(&meta).await.unwrap()).unwrap();
-    manifest["archive"].as_object_mut().unwrap().remove("blake3");
+    manifest["archive"]
+        .as_object_mut()
+        .unwrap()
+        .remove("blake3");
     sink.put_bytes(&meta, Bytes::from(serde_json::to_vec(&manifest).unwrap()))
         .await
         .unwrap();
@@ -299,7 +305,10 @@ async fn an_archive_whose_manifest_has_only_a_sha256_is_checked_with_it() {
         .unwrap_err();
     match err {
         Error::ChecksumMismatch { expected, .. } => {
-            assert_eq!(expected, report.manifest.archive.sha256, "checked with the SHA-256")
+            assert_eq!(
+                expected, report.manifest.archive.sha256,
+                "checked with the SHA-256"
+            )
         }
         other => panic!("{other}"),
     }
