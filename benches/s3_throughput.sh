@@ -33,7 +33,7 @@
 #   SERVERS      "seaweedfs" and/or "moto" (default "seaweedfs moto"; moto only up to MOTO_MAX_MIB)
 #   MOTO_MAX_MIB largest archive sent to moto, which keeps objects in memory (default 1024)
 #   PART_MIB, CONCURRENCY   the part size and parallelism given to the peers' "ours" rows:
-#                what kars-backup chooses by itself (default 4 and 8 for downloads, 8 and 4 for
+#                what kars-backup chooses by itself (default 8 and 3 for downloads, 8 and 4 for
 #                uploads: UP_PART_MIB, UP_CONCURRENCY)
 #   BENCH_DIR    work directory (default a new directory under /tmp, removed at the end)
 #   CARGO_TARGET_DIR
@@ -47,8 +47,8 @@ RUNS="${RUNS:-3}"
 DIRECTIONS="${DIRECTIONS:-upload download}"
 SERVERS="${SERVERS:-seaweedfs moto}"
 MOTO_MAX_MIB="${MOTO_MAX_MIB:-1024}"
-PART_MIB="${PART_MIB:-4}"
-CONCURRENCY="${CONCURRENCY:-8}"
+PART_MIB="${PART_MIB:-8}"
+CONCURRENCY="${CONCURRENCY:-3}"
 UP_PART_MIB="${UP_PART_MIB:-8}"
 UP_CONCURRENCY="${UP_CONCURRENCY:-4}"
 

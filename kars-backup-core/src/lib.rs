@@ -68,6 +68,7 @@ pub mod status;
 pub mod testing;
 pub mod tier;
 pub mod verify;
+pub mod write_behind;
 
 pub use backup::{BackupJob, BackupOptions, BackupReport, DestinationOutcome};
 pub use compress::Compression;

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use kars_backup_core::write_behind::WriteBehind;
 use tar::{EntryType, Header, HeaderMode};
 
 use crate::error::{Error, Result};
@@ -272,6 +273,7 @@ fn write_entry(entry: &mut impl Read, target: &Path, archive_name: &str, raw: &s
     })?;
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut written = 0u64;
+    let mut behind = WriteBehind::default();
     loop {
         let n = match entry.read(&mut buf) {
             Ok(0) => break,
@@ -286,6 +288,7 @@ fn write_entry(entry: &mut impl Read, target: &Path, archive_name: &str, raw: &s
         };
         file.write_all(&buf[..n])
             .map_err(|e| Error::io("write", target, e))?;
+        behind.written(&file, n as u64);
         written += n as u64;
     }
     file.sync_all().map_err(|e| Error::io("sync", target, e))?;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kars_backup_core::sink::validate_key;
 use kars_backup_core::sink::{GetOptions, PutOptions};
+use kars_backup_core::write_behind::WriteBehind;
 use kars_backup_core::{BackupSink, ByteStream, Error, ObjectMeta, Result, Upload};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -127,9 +128,9 @@ const WRITE_BATCH: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 struct LocalUpload {
     /// The file, while no write is in flight.
-    file: Option<std::fs::File>,
+    file: Option<(std::fs::File, WriteBehind)>,
     /// The write in flight; it hands the file back.
-    writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<(std::fs::File, WriteBehind)>>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     temp: PathBuf,
@@ -140,8 +141,9 @@ struct LocalUpload {
 }
 
 impl LocalUpload {
-    /// The file, once the write in flight (if any) has finished.
-    async fn take_file(&mut self) -> Result<std::fs::File> {
+    /// The file (and how far its writeback was started), once the write in flight (if any) has
+    /// finished.
+    async fn take_file(&mut self) -> Result<(std::fs::File, WriteBehind)> {
         if let Some(h) = self.writing.take() {
             return h
                 .await
@@ -156,21 +158,22 @@ impl LocalUpload {
     /// Starts writing the gathered chunks.
     async fn write_pending(&mut self) -> Result<()> {
         use std::io::Write;
-        let mut file = self.take_file().await?;
+        let (mut file, mut behind) = self.take_file().await?;
         let batch = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         self.writing = Some(tokio::task::spawn_blocking(move || {
             for b in &batch {
                 file.write_all(b)?;
+                behind.written(&file, b.len() as u64);
             }
-            Ok(file)
+            Ok((file, behind))
         }));
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<ObjectMeta> {
         self.write_pending().await?;
-        let file = self.take_file().await?;
+        let (file, _) = self.take_file().await?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| Error::generic("local", e))?
@@ -273,7 +276,7 @@ impl BackupSink for LocalSink {
             .await
             .map_err(|e| Error::io("create", &temp, e))?;
         Ok(Box::new(LocalUpload {
-            file: Some(file.into_std().await),
+            file: Some((file.into_std().await, WriteBehind::default())),
             writing: None,
             pending: Vec::new(),
             pending_len: 0,

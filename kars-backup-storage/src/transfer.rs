@@ -14,11 +14,17 @@ use serde::{Deserialize, Serialize};
 
 /// Smallest part of a ranged download (smaller parts cost more requests than they save).
 pub const MIN_DOWNLOAD_PART_SIZE: u64 = 1024 * 1024;
-/// Part size of ranged downloads when none is set.
+/// Part size of ranged downloads when none is set, for objects under [`LARGE_OBJECT`].
 pub const DEFAULT_DOWNLOAD_PART_SIZE: u64 = 4 * 1024 * 1024;
+/// Part size of ranged downloads when none is set, for objects of [`LARGE_OBJECT`] or more:
+/// fewer requests cost the store less CPU (on a 1 GiB download from SeaweedFS on 2 cores,
+/// 8 MiB × 3 took 1.24–1.44 s and 55–60 MB RSS, 4 MiB × 8 1.5–2.2 s and 90–100 MB).
+pub const LARGE_DOWNLOAD_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Objects this large or larger are read in [`LARGE_DOWNLOAD_PART_SIZE`] parts.
+pub const LARGE_OBJECT: u64 = 64 * 1024 * 1024;
 /// Memory a ranged download may hold when its concurrency is chosen automatically: parts in
 /// flight × part size stays within it (with a part size set, at least two parts are in flight).
-pub const DOWNLOAD_MEMORY_BUDGET: u64 = 32 * 1024 * 1024;
+pub const DOWNLOAD_MEMORY_BUDGET: u64 = 24 * 1024 * 1024;
 /// Most parts in flight chosen automatically.
 pub const MAX_AUTO_DOWNLOAD_CONCURRENCY: usize = 8;
 /// Upper bound of an explicit concurrency (uploads or downloads).
@@ -117,11 +123,12 @@ pub struct TransferOptions {
     /// Parts of one upload sent at the same time (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_concurrency: Option<usize>,
-    /// Part size of parallel ranged downloads (default 4 MiB; at least 1 MiB).
+    /// Part size of parallel ranged downloads (default 8 MiB for objects of 64 MiB or more, else
+    /// 4 MiB; at least 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_part_size: Option<ByteSize>,
     /// Ranged parts of one download fetched at the same time; `1` reads with one request
-    /// (default: as many as fit in 32 MiB, 2 to 8).
+    /// (default: as many as fit in 24 MiB, 2 to 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_concurrency: Option<usize>,
 }
@@ -264,13 +271,19 @@ impl TransferOptions {
     /// How to read an object of `size` bytes: `None` for one plain request (objects smaller
     /// than two parts, or a concurrency of 1), else the part size and parts in flight.
     ///
-    /// Chosen automatically: 4 MiB parts, and as many in flight as fit in 32 MiB (8; with a
-    /// larger part size set, at least 2), never more than the object has parts. Memory held by a download stays within
+    /// Chosen automatically: 8 MiB parts for objects of 64 MiB or more, else 4 MiB, and as many
+    /// in flight as fit in 24 MiB (3 or 6; with a larger part size set, at least 2), never more
+    /// than the object has parts. Memory held by a download stays within
     /// `concurrency × part_size`, whatever the object's size.
     pub fn download_plan(&self, size: u64) -> Option<RangedPlan> {
+        let automatic = if size >= LARGE_OBJECT {
+            LARGE_DOWNLOAD_PART_SIZE
+        } else {
+            DEFAULT_DOWNLOAD_PART_SIZE
+        };
         let part_size = self
             .download_part_size
-            .map_or(DEFAULT_DOWNLOAD_PART_SIZE, |p| p.0)
+            .map_or(automatic, |p| p.0)
             .max(MIN_DOWNLOAD_PART_SIZE);
         let parts = size.div_ceil(part_size);
         if parts < 2 {
@@ -348,9 +361,12 @@ mod tests {
         let two = auto.download_plan(DEFAULT_DOWNLOAD_PART_SIZE + 1).unwrap();
         assert_eq!(two.concurrency, 2);
         assert_eq!(two.parts(DEFAULT_DOWNLOAD_PART_SIZE + 1), 2);
+        let small = auto.download_plan(LARGE_OBJECT - 1).unwrap();
+        assert_eq!(small.part_size, DEFAULT_DOWNLOAD_PART_SIZE);
+        assert_eq!(small.concurrency, 6);
         let big = auto.download_plan(4 << 30).unwrap();
-        assert_eq!(big.part_size, DEFAULT_DOWNLOAD_PART_SIZE);
-        assert_eq!(big.concurrency, 8);
+        assert_eq!(big.part_size, LARGE_DOWNLOAD_PART_SIZE);
+        assert_eq!(big.concurrency, 3);
         assert!(big.part_size * big.concurrency as u64 <= DOWNLOAD_MEMORY_BUDGET);
         // Larger parts, fewer in flight: the memory budget holds.
         let large_parts = TransferOptions {
@@ -362,7 +378,12 @@ mod tests {
             download_part_size: Some(ByteSize(8 << 20)),
             ..Default::default()
         };
-        assert_eq!(mid_parts.download_plan(4 << 30).unwrap().concurrency, 4);
+        assert_eq!(mid_parts.download_plan(4 << 30).unwrap().concurrency, 3);
+        let small_parts = TransferOptions {
+            download_part_size: Some(ByteSize(2 << 20)),
+            ..Default::default()
+        };
+        assert_eq!(small_parts.download_plan(4 << 30).unwrap().concurrency, 8);
         // An explicit concurrency of 1 is one plain request.
         let one = TransferOptions {
             download_concurrency: Some(1),
