@@ -28,6 +28,7 @@ mod replicator;
 mod settings;
 mod upload;
 pub mod wal;
+mod watch;
 
 pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compacted, compact, plan_compaction,
