@@ -466,11 +466,15 @@ impl<R: Read> SegmentReader<R> {
     }
 }
 
-/// A segment assembled in a plain spool file, commit by commit and page by page, then sealed
-/// (compressed, encrypted) into a second file for upload: nothing of it is held in memory.
+/// The plain bytes of a segment that a [`SegmentSpool`] keeps in memory before it moves them to
+/// a spool file (a second's commits at a few hundred transactions a second stay in memory).
+const SPOOL_MEMORY: usize = 4 << 20;
+
+/// A segment assembled commit by commit and page by page, in memory up to [`SPOOL_MEMORY`]
+/// and in a plain spool file past that, then sealed (compressed, encrypted) into a file for
+/// upload.
 pub struct SegmentSpool {
-    file: io::BufWriter<std::fs::File>,
-    path: tempfile::TempPath,
+    spool: Spool,
     dir: std::path::PathBuf,
     header: SegmentHeader,
     written: u64,
@@ -499,21 +503,32 @@ pub struct SealedSegment {
     pub header: SegmentHeader,
 }
 
+/// Where a [`SegmentSpool`] keeps its plain bytes.
+enum Spool {
+    Memory(Vec<u8>),
+    File {
+        file: io::BufWriter<std::fs::File>,
+        path: tempfile::TempPath,
+    },
+}
+
+fn temp_file(dir: &std::path::Path) -> io::Result<(std::fs::File, tempfile::TempPath)> {
+    Ok(tempfile::Builder::new()
+        .prefix(".kars-replica-segment-")
+        .tempfile_in(dir)?
+        .into_parts())
+}
+
 impl SegmentSpool {
-    /// Starts a segment in a new spool file in `dir`.
+    /// Starts a segment, spooled to a file in `dir` if it grows past what is kept in memory.
     ///
     /// # Errors
-    /// Creating or writing the file failed.
+    /// None today (kept for spools that start with a file).
     pub fn new(dir: &std::path::Path, page_size: u32, checksum_before: u64) -> io::Result<Self> {
-        let (file, path) = tempfile::Builder::new()
-            .prefix(".kars-replica-segment-")
-            .tempfile_in(dir)?
-            .into_parts();
-        let mut file = io::BufWriter::with_capacity(256 * 1024, file);
-        file.write_all(&[0u8; SEGMENT_HEADER_SIZE])?;
+        let mut plain = Vec::with_capacity(256 * 1024);
+        plain.extend_from_slice(&[0u8; SEGMENT_HEADER_SIZE]);
         Ok(SegmentSpool {
-            file,
-            path,
+            spool: Spool::Memory(plain),
             dir: dir.to_path_buf(),
             header: SegmentHeader {
                 page_size,
@@ -532,6 +547,24 @@ impl SegmentSpool {
     /// The header so far (first and last txid, commits).
     pub fn header(&self) -> &SegmentHeader {
         &self.header
+    }
+
+    /// Appends plain bytes, moving them to a spool file once they pass [`SPOOL_MEMORY`].
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Spool::Memory(plain) = &mut self.spool {
+            if plain.len() + bytes.len() <= SPOOL_MEMORY {
+                plain.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let (file, path) = temp_file(&self.dir)?;
+            let mut file = io::BufWriter::with_capacity(256 * 1024, file);
+            file.write_all(plain)?;
+            self.spool = Spool::File { file, path };
+        }
+        match &mut self.spool {
+            Spool::File { file, .. } => file.write_all(bytes),
+            Spool::Memory(_) => unreachable!("moved to a file above"),
+        }
     }
 
     /// Plain bytes written so far.
@@ -562,7 +595,7 @@ impl SegmentSpool {
         self.header.commits += 1;
         self.commit_at = Some((self.written, commit.checksum_after));
         self.pages_left = commit.pages;
-        self.file.write_all(&commit.encode())?;
+        self.write(&commit.encode())?;
         self.written += COMMIT_HEADER_SIZE as u64;
         Ok(())
     }
@@ -576,8 +609,8 @@ impl SegmentSpool {
             return Err(io::Error::other("a page that its commit does not announce"));
         }
         self.pages_left -= 1;
-        self.file.write_all(&pgno.to_be_bytes())?;
-        self.file.write_all(page)?;
+        self.write(&pgno.to_be_bytes())?;
+        self.write(page)?;
         self.written += 4 + page.len() as u64;
         Ok(())
     }
@@ -599,10 +632,19 @@ impl SegmentSpool {
         if announced == checksum_after {
             return Ok(());
         }
-        self.file.flush()?;
-        self.file
-            .get_ref()
-            .write_all_at(&checksum_after.to_be_bytes(), at + CHECKSUM_AFTER_OFFSET)
+        let at = at + CHECKSUM_AFTER_OFFSET;
+        match &mut self.spool {
+            Spool::Memory(plain) => {
+                let at = at as usize;
+                plain[at..at + 8].copy_from_slice(&checksum_after.to_be_bytes());
+                Ok(())
+            }
+            Spool::File { file, .. } => {
+                file.flush()?;
+                file.get_ref()
+                    .write_all_at(&checksum_after.to_be_bytes(), at)
+            }
+        }
     }
 
     /// Sets the WAL position after the last commit.
@@ -610,8 +652,8 @@ impl SegmentSpool {
         self.header.wal_after = wal_after;
     }
 
-    /// Writes the header and seals header, commits and CRC-64 into a new file beside the
-    /// spool: zstd, then encryption with `encryptor`.
+    /// Writes the header and seals header, commits and CRC-64 into a new file in the spool's
+    /// directory: zstd, then encryption with `encryptor`.
     ///
     /// # Errors
     /// Writing failed, or a commit is not complete.
@@ -622,10 +664,6 @@ impl SegmentSpool {
             return Err(io::Error::other("the last commit is not complete"));
         }
         let h = self.header;
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
         let head = segment_header(
             h.page_size,
             h.first,
@@ -634,12 +672,34 @@ impl SegmentSpool {
             h.wal_after.as_ref(),
             h.commits,
         );
+        let (out, path) = temp_file(&self.dir)?;
+        let (mut file, spool_path) = match self.spool {
+            Spool::Memory(mut plain) => {
+                plain[..SEGMENT_HEADER_SIZE].copy_from_slice(&head);
+                let crc = crc64_of(&plain);
+                plain.extend_from_slice(&crc.to_be_bytes());
+                let compressed = compress(&plain)?;
+                drop(plain);
+                let mut writer = encrypting_writer(
+                    Box::new(io::BufWriter::with_capacity(256 * 1024, out)),
+                    encryptor,
+                )?;
+                writer.write_all(&compressed)?;
+                writer.finish()?;
+                let size = std::fs::metadata(&path)?.len();
+                return Ok(SealedSegment {
+                    path,
+                    size,
+                    header: h,
+                });
+            }
+            Spool::File { file, path } => (
+                file.into_inner().map_err(io::IntoInnerError::into_error)?,
+                path,
+            ),
+        };
         file.write_all_at(&head, 0)?;
         file.seek(SeekFrom::Start(0))?;
-        let (out, path) = tempfile::Builder::new()
-            .prefix(".kars-replica-segment-")
-            .tempfile_in(&self.dir)?
-            .into_parts();
         let mut writer = sealing_writer(
             Box::new(io::BufWriter::with_capacity(256 * 1024, out)),
             encryptor,
@@ -658,7 +718,7 @@ impl SegmentSpool {
         }
         writer.write_all(&digest.finalize().to_be_bytes())?;
         writer.finish()?;
-        drop(self.path);
+        drop(spool_path);
         let size = std::fs::metadata(&path)?.len();
         Ok(SealedSegment {
             path,
@@ -864,7 +924,7 @@ impl<R: Read> SnapshotReader<R> {
 /// # Errors
 /// Compression or encryption failed.
 pub fn seal(plain: &[u8], encryptor: Option<&DynEncryptor>) -> io::Result<Vec<u8>> {
-    let compressed = zstd::bulk::compress(plain, ZSTD_LEVEL)?;
+    let compressed = compress(plain)?;
     let Some(encryptor) = encryptor else {
         return Ok(compressed);
     };
@@ -883,13 +943,40 @@ pub fn sealing_writer(
     out: Box<dyn Write + Send>,
     encryptor: Option<&DynEncryptor>,
 ) -> io::Result<Box<dyn kars_backup_core::compress::FinishWrite>> {
-    let inner: Box<dyn kars_backup_core::compress::FinishWrite> = match encryptor {
-        Some(e) => e.encrypt(out)?,
-        None => Box::new(Plain(out)),
-    };
+    let inner = encrypting_writer(out, encryptor)?;
     Ok(Box::new(ZstdSeal(Some(zstd::Encoder::new(
         inner, ZSTD_LEVEL,
     )?))))
+}
+
+/// An encrypting writer over `out` with `encryptor`, or `out` as it is.
+fn encrypting_writer(
+    out: Box<dyn Write + Send>,
+    encryptor: Option<&DynEncryptor>,
+) -> io::Result<Box<dyn kars_backup_core::compress::FinishWrite>> {
+    Ok(match encryptor {
+        Some(e) => e.encrypt(out)?,
+        None => Box::new(Plain(out)),
+    })
+}
+
+thread_local! {
+    /// A zstd context per thread, reused from one segment to the next (a new one allocates
+    /// and clears its tables every time).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `plain` compressed into one zstd frame, with this thread's reused context.
+fn compress(plain: &[u8]) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let compressor = match &mut *c {
+            Some(compressor) => compressor,
+            None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.compress(plain)
+    })
 }
 
 /// The reading side of [`seal`] and [`sealing_writer`]: decrypts when the bytes are encrypted
@@ -1182,11 +1269,10 @@ mod tests {
         assert!(Segment::decode(&bytes).unwrap_err().contains("CRC"));
     }
 
-    #[test]
-    fn spooled_segments_are_byte_for_byte_segments_and_stream_back() {
-        let s = sample();
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = SegmentSpool::new(dir.path(), 512, 7).unwrap();
+    /// `s` written through a spool (each commit announced with checksum 0, set at its end)
+    /// and sealed; the plain bytes read back.
+    fn spooled(dir: &std::path::Path, s: &Segment) -> Vec<u8> {
+        let mut spool = SegmentSpool::new(dir, s.page_size, s.checksum_before).unwrap();
         for c in &s.commits {
             spool
                 .begin_commit(&CommitHeader {
@@ -1203,12 +1289,54 @@ mod tests {
             spool.end_commit(c.checksum_after).unwrap();
         }
         let sealed = spool.seal(None).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the sealed file is left: {names:?}");
         let bytes = std::fs::read(&sealed.path).unwrap();
+        assert_eq!(sealed.size, bytes.len() as u64);
         let mut plain = Vec::new();
         opening_reader("k", Box::new(io::Cursor::new(bytes)), None)
             .unwrap()
             .read_to_end(&mut plain)
             .unwrap();
+        plain
+    }
+
+    #[test]
+    fn a_spool_past_its_memory_moves_to_a_file_and_seals_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = |n: u32| (n, vec![n as u8; 65_536]);
+        let s = Segment {
+            page_size: 65_536,
+            checksum_before: 3,
+            wal_after: None,
+            commits: vec![
+                // In memory, its checksum set there.
+                Commit {
+                    txid: 1,
+                    observed_us: 10,
+                    db_size: 80,
+                    checksum_after: 11,
+                    pages: (1..=10).map(page).collect(),
+                },
+                // Past SPOOL_MEMORY in its middle: the rest and its checksum go to the file.
+                Commit {
+                    txid: 2,
+                    observed_us: 20,
+                    db_size: 80,
+                    checksum_after: 12,
+                    pages: (11..=80).map(page).collect(),
+                },
+            ],
+        };
+        assert!(s.plain_size() > SPOOL_MEMORY);
+        assert_eq!(spooled(dir.path(), &s), s.encode());
+    }
+
+    #[test]
+    fn spooled_segments_are_byte_for_byte_segments_and_stream_back() {
+        let s = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = spooled(dir.path(), &s);
         assert_eq!(plain, s.encode());
 
         let mut r = SegmentReader::new(&plain[..]).unwrap();
