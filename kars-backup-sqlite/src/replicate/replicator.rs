@@ -543,12 +543,17 @@ impl CaptureLoop {
         loop {
             let stopping = self.shutdown.is_cancelled();
             let due = last_scan.elapsed() >= opts.sync_interval;
+            // Whether this round's read found commits (the next read follows without a watch).
+            let mut busy = false;
             if changed || due || stopping {
                 if due && capture.check_wal() {
                     watch = WalWatch::new(capture.wal_path(), opts.poll_interval);
                 }
                 last_scan = Instant::now();
-                if !self.scan(&capture, &mut chain)? {
+                let before = chain.position;
+                let intact = self.scan(&capture, &mut chain)?;
+                busy = chain.position != before;
+                if !intact {
                     chain = self.new_generation(&capture, "the WAL was reset")?;
                     continue;
                 }
@@ -607,7 +612,7 @@ impl CaptureLoop {
             if chain.pending.is_some() {
                 next = next.min(opts.sync_interval.saturating_sub(last_flush.elapsed()));
             }
-            changed = watch.wait(next.min(MAX_WAIT));
+            changed = watch.wait(busy, next.min(MAX_WAIT));
         }
     }
 

@@ -1,6 +1,12 @@
-//! Noticing writes to the `-wal` file: an inotify watch where the system has one (no work at
-//! all while the database is idle, one `read` per wake-up under load), else a `stat()` of the
-//! file every poll interval.
+//! Noticing writes to the `-wal` file: an inotify watch where the system has one, else a
+//! `stat()` of the file every poll interval.
+//!
+//! The watch is only there while the WAL is quiet: while the last read found commits the
+//! caller reads again after its poll interval without asking, and the watch is removed, so
+//! that the application's writes do not queue inotify events nobody waits for (a cost in its
+//! commits) and a busy replicator makes no call for them. After a read that found nothing the
+//! watch is added again, and one more read follows (a write between the two reads is not lost),
+//! then the caller waits for an event.
 //!
 //! The watch only says that the file *may* have changed: the capture reads the WAL to find out
 //! what. A write that lands after the events were taken and before the read shows up as a new
@@ -32,9 +38,8 @@ pub(crate) struct WalWatch {
 
 #[derive(Debug)]
 enum How {
-    /// The inotify instance; `watching` is false after the watched file went away (the next
-    /// wait adds the watch again, or falls back to polling).
-    Inotify { fd: OwnedFd, watching: bool },
+    /// The inotify instance and its watch on the file, when there is one.
+    Inotify { fd: OwnedFd, wd: Option<i32> },
     /// The file's size and modification time at the last look.
     Stat(Option<(u64, SystemTime)>),
 }
@@ -44,7 +49,7 @@ impl WalWatch {
     /// inotify, its limits reached, no such file yet).
     pub(crate) fn new(path: &Path, poll_interval: Duration) -> WalWatch {
         let how = match Self::inotify(path) {
-            Ok(fd) => How::Inotify { fd, watching: true },
+            Ok((fd, wd)) => How::Inotify { fd, wd: Some(wd) },
             Err(e) => {
                 tracing::info!(wal = %path.display(), error = %e, "cannot watch the -wal file; looking at it every poll interval instead");
                 How::Stat(stat(path))
@@ -57,10 +62,10 @@ impl WalWatch {
         }
     }
 
-    fn inotify(path: &Path) -> rustix::io::Result<OwnedFd> {
+    fn inotify(path: &Path) -> rustix::io::Result<(OwnedFd, i32)> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        inotify::add_watch(&fd, path, EVENTS)?;
-        Ok(fd)
+        let wd = inotify::add_watch(&fd, path, EVENTS)?;
+        Ok((fd, wd))
     }
 
     /// Whether the file is watched by inotify (rather than polled).
@@ -68,29 +73,33 @@ impl WalWatch {
         matches!(self.how, How::Inotify { .. })
     }
 
-    /// Waits until the file may have changed since the last call (true) or `timeout` passed
-    /// (false). Polling, it looks at the file at most every poll interval.
-    pub(crate) fn wait(&mut self, timeout: Duration) -> bool {
+    /// Whether the file may have changed since the last call (true), else waits until it may
+    /// have (true) or `timeout` passed (false). `busy`: the last read found commits, so the
+    /// caller reads again in any case (true at once, nothing watched or looked at).
+    pub(crate) fn wait(&mut self, busy: bool, timeout: Duration) -> bool {
         match &mut self.how {
-            How::Inotify { fd, watching } => {
-                if !*watching {
-                    match inotify::add_watch(&*fd, &self.path, EVENTS) {
-                        Ok(_) => *watching = true,
-                        Err(e) => {
-                            tracing::info!(wal = %self.path.display(), error = %e, "the -wal file's watch was lost; looking at it every poll interval instead");
-                            self.how = How::Stat(None);
-                            return true;
+            How::Inotify { fd, wd } => {
+                if busy {
+                    if let Some(w) = wd.take() {
+                        // Its events still queued (and the IN_IGNORED of the removal) only
+                        // cause one read too many.
+                        if let Err(e) = inotify::remove_watch(&*fd, w) {
+                            return self.fall_back(e);
                         }
                     }
-                    // It may have changed while it was not watched.
                     return true;
                 }
-                match take_events(fd) {
-                    Ok(Some(lost)) => {
-                        *watching = !lost;
-                        return true;
+                if wd.is_none() {
+                    match inotify::add_watch(&*fd, &self.path, EVENTS) {
+                        Ok(w) => *wd = Some(w),
+                        Err(e) => return self.fall_back(e),
                     }
-                    Ok(None) => {}
+                    // Writes since the last read were not watched.
+                    return true;
+                }
+                match take_events(fd, wd) {
+                    Ok(true) => return true,
+                    Ok(false) => {}
                     Err(e) => return self.fall_back(e),
                 }
                 let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
@@ -108,16 +117,15 @@ impl WalWatch {
                 if !ready {
                     return false;
                 }
-                match take_events(fd) {
-                    Ok(Some(lost)) => {
-                        *watching = !lost;
-                        true
-                    }
-                    Ok(None) => false,
+                match take_events(fd, wd) {
+                    Ok(any) => any,
                     Err(e) => self.fall_back(e),
                 }
             }
             How::Stat(last) => {
+                if busy {
+                    return true;
+                }
                 let now = stat(&self.path);
                 if now != *last {
                     *last = now;
@@ -139,26 +147,29 @@ impl WalWatch {
     }
 }
 
-/// Takes the queued events with one `read`: `None` when there were none, else whether the
-/// watch was lost (the file deleted or moved).
-fn take_events(fd: &OwnedFd) -> Result<Option<bool>, Errno> {
+/// Takes the queued events with one `read`: whether there were any. The watch `wd` is
+/// forgotten when its file went away (deleted or moved; the next wait adds it again).
+fn take_events(fd: &OwnedFd, wd: &mut Option<i32>) -> Result<bool, Errno> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
     let mut reader = inotify::Reader::new(fd, &mut buf);
-    let mut lost = false;
     loop {
         match reader.next() {
             Ok(event) => {
-                lost |= event
-                    .events()
-                    .intersects(ReadFlags::IGNORED | ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF);
+                if Some(event.wd()) == *wd
+                    && event.events().intersects(
+                        ReadFlags::IGNORED | ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF,
+                    )
+                {
+                    *wd = None;
+                }
             }
-            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::AGAIN) => return Ok(false),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         }
         if reader.is_buffer_empty() {
             // Whatever came after this read is taken by the next wait.
-            return Ok(Some(lost));
+            return Ok(true);
         }
     }
 }
@@ -197,22 +208,42 @@ mod tests {
         let (_dir, path) = wal(Some(b"x"));
         let mut watch = WalWatch::new(&path, Duration::from_millis(10));
         assert!(watch.is_inotify(), "inotify is expected on Linux");
-        assert!(!watch.wait(QUIET), "nothing was written");
+        assert!(!watch.wait(false, QUIET), "nothing was written");
         let mut f = append(&path);
-        assert!(watch.wait(LONG));
-        assert!(!watch.wait(QUIET), "the events were taken");
+        assert!(watch.wait(false, LONG));
+        assert!(!watch.wait(false, QUIET), "the events were taken");
         // A write while the thread waits wakes it.
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             f.write_all(b"frame").unwrap();
         });
         let t = std::time::Instant::now();
-        assert!(watch.wait(LONG));
+        assert!(watch.wait(false, LONG));
         assert!(t.elapsed() < Duration::from_secs(4));
         writer.join().unwrap();
         // Truncation (a TRUNCATE checkpoint) too.
         append(&path).set_len(0).unwrap();
-        assert!(watch.wait(LONG));
+        assert!(watch.wait(false, LONG));
+    }
+
+    #[test]
+    fn busy_it_watches_nothing_and_catches_up_when_quiet() {
+        let (_dir, path) = wal(Some(b"x"));
+        let mut watch = WalWatch::new(&path, Duration::from_millis(10));
+        append(&path);
+        let t = std::time::Instant::now();
+        assert!(watch.wait(true, LONG), "busy: read again at once");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        append(&path);
+        assert!(
+            watch.wait(false, LONG),
+            "watched again: the write in between is read"
+        );
+        // At most one wake-up too many (the removed watch's last events), then quiet.
+        assert!((0..3).any(|_| !watch.wait(false, QUIET)));
+        append(&path);
+        assert!(watch.wait(false, LONG));
+        assert!(!watch.wait(false, QUIET));
     }
 
     #[test]
@@ -220,13 +251,13 @@ mod tests {
         let (_dir, path) = wal(Some(b"x"));
         let mut watch = WalWatch::new(&path, Duration::from_millis(10));
         std::fs::remove_file(&path).unwrap();
-        assert!(watch.wait(LONG), "the deletion is a change");
+        assert!(watch.wait(false, LONG), "the deletion is a change");
         std::fs::write(&path, b"y").unwrap();
-        assert!(watch.wait(LONG), "watched again: may have changed");
+        assert!(watch.wait(false, LONG), "watched again: may have changed");
         assert!(watch.is_inotify());
         append(&path);
-        assert!(watch.wait(LONG));
-        assert!(!watch.wait(QUIET));
+        assert!(watch.wait(false, LONG));
+        assert!(!watch.wait(false, QUIET));
     }
 
     #[test]
@@ -234,9 +265,9 @@ mod tests {
         let (_dir, path) = wal(None);
         let mut watch = WalWatch::new(&path, Duration::from_millis(5));
         assert!(!watch.is_inotify());
-        assert!(!watch.wait(QUIET));
+        assert!(!watch.wait(false, QUIET));
         std::fs::write(&path, b"x").unwrap();
-        assert!(watch.wait(QUIET));
-        assert!(!watch.wait(QUIET));
+        assert!(watch.wait(false, QUIET));
+        assert!(!watch.wait(false, QUIET));
     }
 }
