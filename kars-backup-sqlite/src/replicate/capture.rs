@@ -253,7 +253,19 @@ impl Capture {
     }
 
     fn open_wal(&self) -> Result<Option<File>> {
-        match File::open(&self.wal_path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Without access-time updates where the replicator may (it owns the file): the WAL
+        // changes all the time, so every read would dirty its inode.
+        let no_atime = rustix::fs::OFlags::NOATIME.bits() as i32;
+        let opened = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(no_atime)
+            .open(&self.wal_path)
+        {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&self.wal_path),
+            other => other,
+        };
+        match opened {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("open", &self.wal_path, e)),

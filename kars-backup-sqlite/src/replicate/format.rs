@@ -525,7 +525,7 @@ impl SegmentSpool {
     /// # Errors
     /// None today (kept for spools that start with a file).
     pub fn new(dir: &std::path::Path, page_size: u32, checksum_before: u64) -> io::Result<Self> {
-        let mut plain = Vec::with_capacity(256 * 1024);
+        let mut plain = spool_buffer();
         plain.extend_from_slice(&[0u8; SEGMENT_HEADER_SIZE]);
         Ok(SegmentSpool {
             spool: Spool::Memory(plain),
@@ -678,13 +678,11 @@ impl SegmentSpool {
                 plain[..SEGMENT_HEADER_SIZE].copy_from_slice(&head);
                 let crc = crc64_of(&plain);
                 plain.extend_from_slice(&crc.to_be_bytes());
-                let compressed = compress(&plain)?;
-                drop(plain);
                 let mut writer = encrypting_writer(
                     Box::new(io::BufWriter::with_capacity(256 * 1024, out)),
                     encryptor,
                 )?;
-                writer.write_all(&compressed)?;
+                compress_with(plain, |compressed| writer.write_all(compressed))?;
                 writer.finish()?;
                 let size = std::fs::metadata(&path)?.len();
                 return Ok(SealedSegment {
@@ -960,23 +958,67 @@ fn encrypting_writer(
     })
 }
 
+/// What sealing in memory reuses from one segment to the next, per thread: new ones would be
+/// allocated (and cleared, and faulted in) every second.
+#[derive(Default)]
+struct Sealer {
+    /// The zstd context.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// The compressed bytes.
+    out: Vec<u8>,
+    /// A spool's plain bytes, for the next [`SegmentSpool`].
+    spare: Vec<u8>,
+}
+
 thread_local! {
-    /// A zstd context per thread, reused from one segment to the next (a new one allocates
-    /// and clears its tables every time).
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+    static SEALER: std::cell::RefCell<Sealer> = std::cell::RefCell::new(Sealer::default());
+}
+
+/// An empty buffer for a spool's plain bytes (the last sealed one's, on this thread).
+fn spool_buffer() -> Vec<u8> {
+    let spare = SEALER.with(|s| std::mem::take(&mut s.borrow_mut().spare));
+    if spare.capacity() == 0 {
+        Vec::with_capacity(256 * 1024)
+    } else {
+        spare
+    }
+}
+
+/// Compresses `plain` into one zstd frame and hands it to `write`, with this thread's reused
+/// context and buffers; `plain` is kept for the next spool.
+fn compress_with(
+    mut plain: Vec<u8>,
+    write: impl FnOnce(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    SEALER.with(|s| {
+        let mut s = s.borrow_mut();
+        let Sealer {
+            compressor,
+            out,
+            spare,
+        } = &mut *s;
+        let compressor = match compressor {
+            Some(c) => c,
+            None => compressor.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        compressor.compress_to_buffer(&plain[..], out)?;
+        write(out)?;
+        plain.clear();
+        *spare = plain;
+        Ok(())
+    })
 }
 
 /// `plain` compressed into one zstd frame, with this thread's reused context.
 fn compress(plain: &[u8]) -> io::Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let compressor = match &mut *c {
-            Some(compressor) => compressor,
-            None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-        };
-        compressor.compress(plain)
-    })
+    let mut compressed = Vec::new();
+    compress_with(plain.to_vec(), |c| {
+        compressed.extend_from_slice(c);
+        Ok(())
+    })?;
+    Ok(compressed)
 }
 
 /// The reading side of [`seal`] and [`sealing_writer`]: decrypts when the bytes are encrypted
