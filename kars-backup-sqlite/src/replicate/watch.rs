@@ -83,8 +83,10 @@ impl WalWatch {
                     if let Some(w) = wd.take() {
                         // Its events still queued (and the IN_IGNORED of the removal) only
                         // cause one read too many.
-                        if let Err(e) = inotify::remove_watch(&*fd, w) {
-                            return self.fall_back(e);
+                        match inotify::remove_watch(&*fd, w) {
+                            // Already gone with its file (its IN_IGNORED is queued).
+                            Ok(()) | Err(Errno::INVAL) => {}
+                            Err(e) => return self.fall_back(e),
                         }
                     }
                     return true;
@@ -258,6 +260,22 @@ mod tests {
         append(&path);
         assert!(watch.wait(false, LONG));
         assert!(!watch.wait(false, QUIET));
+    }
+
+    #[test]
+    fn a_file_deleted_while_busy_is_watched_again() {
+        let (_dir, path) = wal(Some(b"x"));
+        let mut watch = WalWatch::new(&path, Duration::from_millis(10));
+        std::fs::remove_file(&path).unwrap();
+        // Removing the watch finds it gone with its file: still inotify.
+        assert!(watch.wait(true, LONG));
+        assert!(watch.is_inotify());
+        std::fs::write(&path, b"y").unwrap();
+        assert!(watch.wait(false, LONG), "watched again: may have changed");
+        assert!((0..3).any(|_| !watch.wait(false, QUIET)));
+        append(&path);
+        assert!(watch.wait(false, LONG));
+        assert!(watch.is_inotify());
     }
 
     #[test]
