@@ -21,12 +21,13 @@
 //! committed frames up to a position. Checkpoints can only copy frames the overlay already
 //! takes from the WAL, so what the file holds for the other pages cannot change while reading.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
@@ -46,23 +47,24 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const MAX_HELD_TRANSACTION: usize = 4 << 20;
 
 /// One transaction read from the WAL: where its pages are (the last frame of each) and the
-/// database size. A small transaction's images come along (read once); a large one's stay in
-/// the WAL (the pin keeps them there) and are read one at a time when the commit is written
-/// into a segment, so a transaction of any size costs a few bytes per page here.
+/// database size. A small transaction's images come along (read once, into the scan's image
+/// buffer); a large one's stay in the WAL (the pin keeps them there) and are read one at a time
+/// when the commit is written into a segment, so a transaction of any size costs a few bytes
+/// per page here.
 #[derive(Debug)]
 pub(crate) struct CapturedCommit {
     /// The database size in pages after it.
     pub(crate) db_size: u32,
     /// The pages, by page number, with the offset of each image in the `-wal` file.
     pub(crate) pages: Vec<(u32, u64)>,
-    /// The images, in the order of `pages`, unless the transaction passed
-    /// [`MAX_HELD_TRANSACTION`].
-    pub(crate) images: Option<Vec<Vec<u8>>>,
+    /// Where each image is in the scan's image buffer, in the order of `pages`, unless the
+    /// transaction passed [`MAX_HELD_TRANSACTION`].
+    pub(crate) images: Option<Vec<usize>>,
 }
 
 /// What a read of the WAL found.
 #[derive(Debug)]
-pub(crate) enum Scan {
+pub(crate) enum Scan<'c> {
     /// Commits after the position (maybe none); `end` is the position to continue from.
     Commits {
         /// The commits.
@@ -70,7 +72,7 @@ pub(crate) enum Scan {
         /// Where to continue.
         end: Option<WalPosition>,
         /// The `-wal` file the commits' pages are read from (while the pin holds them).
-        wal: Option<File>,
+        wal: Option<&'c File>,
     },
     /// The WAL was reset in a way that may have lost frames: a new generation is needed.
     Reset {
@@ -87,6 +89,10 @@ pub(crate) struct Capture {
     conns: [Connection; 2],
     pinned: usize,
     db_file: File,
+    /// The `-wal` file, kept open between scans (opened at the first scan that finds it). While
+    /// the replicator's connections are open SQLite never deletes it; [`Capture::check_wal`]
+    /// reopens it if it was replaced all the same.
+    wal: OnceCell<File>,
 }
 
 /// Checks that `db` is in WAL mode, switching it when `enable_wal` (persistent, waiting for the
@@ -181,6 +187,7 @@ impl Capture {
             conns,
             pinned: 0,
             db_file,
+            wal: OnceCell::new(),
         };
         capture.begin_read(0)?;
         Ok(capture)
@@ -216,14 +223,54 @@ impl Capture {
         self.end_read(old)
     }
 
-    /// The WAL file's size and modification time (a cheap change detector).
-    pub(crate) fn wal_stat(&self) -> Option<(u64, SystemTime)> {
-        let m = std::fs::metadata(&self.wal_path).ok()?;
-        Some((m.len(), m.modified().ok()?))
+    /// The `-wal` file's path.
+    pub(crate) fn wal_path(&self) -> &Path {
+        &self.wal_path
+    }
+
+    /// The `-wal` file kept open, opened now if it was not yet; `None` while there is none.
+    fn held_wal(&self) -> Result<Option<&File>> {
+        if self.wal.get().is_none()
+            && let Some(f) = self.open_wal()?
+        {
+            let _ = self.wal.set(f);
+        }
+        Ok(self.wal.get())
+    }
+
+    /// Reopens the `-wal` file at the next scan if the one kept open is no longer the one at its
+    /// path (deleted or replaced: not SQLite's doing while the replicator's connections are
+    /// open, but a stale file would hide every commit); true when it was replaced.
+    pub(crate) fn check_wal(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(held) = self.wal.get() else {
+            return false;
+        };
+        let same = match (held.metadata(), std::fs::metadata(&self.wal_path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            tracing::debug!(wal = %self.wal_path.display(), "the -wal file was replaced; reopening it");
+            self.wal = OnceCell::new();
+        }
+        !same
     }
 
     fn open_wal(&self) -> Result<Option<File>> {
-        match File::open(&self.wal_path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Without access-time updates where the replicator may (it owns the file): the WAL
+        // changes all the time, so every read would dirty its inode.
+        let no_atime = rustix::fs::OFlags::NOATIME.bits() as i32;
+        let opened = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(no_atime)
+            .open(&self.wal_path)
+        {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&self.wal_path),
+            other => other,
+        };
+        match opened {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("open", &self.wal_path, e)),
@@ -232,20 +279,25 @@ impl Capture {
 
     /// Reads the commits after `from` (`None`: nothing of any WAL read yet), at most about
     /// `max_bytes` of pages (always whole transactions; images held for at most about that
-    /// much, see [`CapturedCommit`]).
+    /// much in `images`, which is cleared first, see [`CapturedCommit`]).
     ///
     /// # Errors
     /// I/O errors.
-    pub(crate) fn read_commits(&self, from: Option<WalPosition>, max_bytes: usize) -> Result<Scan> {
-        let Some(mut file) = self.open_wal()? else {
+    pub(crate) fn read_commits(
+        &self,
+        from: Option<WalPosition>,
+        max_bytes: usize,
+        images: &mut Vec<u8>,
+    ) -> Result<Scan<'_>> {
+        images.clear();
+        let Some(file) = self.held_wal()? else {
             return Ok(Scan::Commits {
                 commits: Vec::new(),
                 end: from,
                 wal: None,
             });
         };
-        let header =
-            wal::read_header(&mut file).map_err(|e| Error::io("read", &self.wal_path, e))?;
+        let header = wal::read_header(file).map_err(|e| Error::io("read", &self.wal_path, e))?;
         let Some(header) = header else {
             // Empty or truncated (a TRUNCATE checkpoint): nothing to read until the next write.
             return Ok(Scan::Commits {
@@ -277,9 +329,10 @@ impl Capture {
             None => header.start(),
         };
         let mut reader =
-            FrameReader::new(&file, start).map_err(|e| Error::io("read", &self.wal_path, e))?;
+            FrameReader::new(file, start).map_err(|e| Error::io("read", &self.wal_path, e))?;
         let mut commits = Vec::new();
-        let mut pages: BTreeMap<u32, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+        // Page -> (offset in the WAL, where its image is in `images`).
+        let mut pages: BTreeMap<u32, (u64, Option<usize>)> = BTreeMap::new();
         let mut held = true;
         let mut txn_bytes = 0usize;
         let mut bytes = 0usize;
@@ -300,21 +353,25 @@ impl Capture {
                     *image = None;
                 }
             }
-            pages.insert(frame.pgno, (offset, held.then(|| frame.page.to_vec())));
+            let image = held.then(|| {
+                images.extend_from_slice(frame.page);
+                images.len() - frame.page.len()
+            });
+            pages.insert(frame.pgno, (offset, image));
             if frame.commit_size != 0 {
                 end = frame.after;
                 let mut offsets = Vec::with_capacity(pages.len());
-                let mut images = held.then(|| Vec::with_capacity(pages.len()));
+                let mut held_at = held.then(|| Vec::with_capacity(pages.len()));
                 for (pgno, (offset, image)) in std::mem::take(&mut pages) {
                     offsets.push((pgno, offset));
-                    if let (Some(images), Some(image)) = (&mut images, image) {
-                        images.push(image);
+                    if let (Some(held_at), Some(image)) = (&mut held_at, image) {
+                        held_at.push(image);
                     }
                 }
                 commits.push(CapturedCommit {
                     db_size: frame.commit_size,
                     pages: offsets,
-                    images,
+                    images: held_at,
                 });
                 held = true;
                 txn_bytes = 0;

@@ -32,6 +32,7 @@ mod resume;
 mod settings;
 mod upload;
 pub mod wal;
+mod watch;
 
 pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compacted, compact, plan_compaction,

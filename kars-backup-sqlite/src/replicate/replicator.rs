@@ -1,9 +1,9 @@
 //! [`Replicator`]: ships every committed transaction of a database to its destinations.
 //!
-//! A capture thread (blocking: SQLite and file reads) notices commits with a cheap `stat()` of
-//! the `-wal` every [`ReplicateOptions::poll_interval`], reads them, stamps each with the time
-//! it was first seen, and every [`ReplicateOptions::sync_interval`] seals the commits seen
-//! into one segment. Each destination has its own queue and task: uploads are retried with
+//! A capture thread (blocking: SQLite and file reads) notices commits with an inotify watch on
+//! the `-wal` (a `stat()` every [`ReplicateOptions::poll_interval`] where there is none), reads
+//! them at most once per poll interval, stamps each with the time it was first seen, and every
+//! [`ReplicateOptions::sync_interval`] seals the commits seen into one segment. Each destination has its own queue and task: uploads are retried with
 //! backoff, so a failing destination never holds the others back. A destination whose queue
 //! passes [`ReplicateOptions::max_queue_bytes`] stops receiving segments and, once it works
 //! again, asks for a new generation.
@@ -38,6 +38,7 @@ use super::prune::prune;
 use super::resume::{ResumeRecord, Tip};
 use super::upload::upload_file;
 use super::wal::WalPosition;
+use super::watch::WalWatch;
 use crate::error::{Error, Result};
 use kars_backup_core::TaskError;
 
@@ -49,7 +50,8 @@ pub struct ReplicateOptions {
     pub sync_interval: Duration,
     /// How often a new snapshot is taken in the same generation (default 24 h).
     pub snapshot_interval: Duration,
-    /// How often the `-wal` is looked at for new commits (default 10 ms; a `stat()`).
+    /// The shortest time between two reads of the `-wal` (default 10 ms): commits are noticed
+    /// by an inotify watch, or by a `stat()` this often where the file cannot be watched.
     pub poll_interval: Duration,
     /// The replicator's own PASSIVE checkpoint runs when the WAL holds this many frames…
     pub checkpoint_pages: u32,
@@ -512,6 +514,10 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| Error::Task(TaskError::new("the replicator's capture", e.to_string())))
 }
 
+/// The longest the capture thread waits for the WAL to change before it looks at its other
+/// duties (stopping, a destination asking for a new generation).
+const MAX_WAIT: Duration = Duration::from_millis(200);
+
 /// The capture thread.
 struct CaptureLoop {
     db: PathBuf,
@@ -536,6 +542,9 @@ struct Chain {
     pending: Option<SegmentSpool>,
     /// The observed times of the first and last pending commits (UTC µs).
     pending_observed: (i64, i64),
+    /// The page images of the last scan's commits (kept from scan to scan: no allocation
+    /// per page).
+    images: Vec<u8>,
 }
 
 impl CaptureLoop {
@@ -551,7 +560,9 @@ impl CaptureLoop {
             None => self.new_generation(&capture, "no chain to continue")?,
         };
         let opts = &self.options;
-        let mut last_stat = None;
+        let mut watch = WalWatch::new(capture.wal_path(), opts.poll_interval);
+        tracing::debug!(db = %self.db.display(), inotify = watch.is_inotify(), "watching the WAL");
+        let mut changed = true;
         let mut last_scan = Instant::now();
         let mut last_flush = Instant::now();
         let mut last_checkpoint = Instant::now();
@@ -559,11 +570,18 @@ impl CaptureLoop {
         let mut checkpointed = None;
         loop {
             let stopping = self.shutdown.is_cancelled();
-            let stat = capture.wal_stat();
-            if stat != last_stat || last_scan.elapsed() >= opts.sync_interval || stopping {
-                last_stat = stat;
+            let due = last_scan.elapsed() >= opts.sync_interval;
+            // Whether this round's read found commits (the next read follows without a watch).
+            let mut busy = false;
+            if changed || due || stopping {
+                if due && capture.check_wal() {
+                    watch = WalWatch::new(capture.wal_path(), opts.poll_interval);
+                }
                 last_scan = Instant::now();
-                if !self.scan(&capture, &mut chain)? {
+                let before = chain.position;
+                let intact = self.scan(&capture, &mut chain)?;
+                busy = chain.position != before;
+                if !intact {
                     chain = self.new_generation(&capture, "the WAL was reset")?;
                     continue;
                 }
@@ -613,7 +631,16 @@ impl CaptureLoop {
                 self.periodic_snapshot(&mut capture, &mut chain)?;
                 last_snapshot = Instant::now();
             }
-            std::thread::sleep(opts.poll_interval);
+            // At most one read of the WAL per poll interval (the commits of that time are read
+            // together), then until the WAL changes or the next flush or forced scan is due.
+            if let Some(rest) = opts.poll_interval.checked_sub(last_scan.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            let mut next = opts.sync_interval.saturating_sub(last_scan.elapsed());
+            if chain.pending.is_some() {
+                next = next.min(opts.sync_interval.saturating_sub(last_flush.elapsed()));
+            }
+            changed = watch.wait(busy, next.min(MAX_WAIT));
         }
     }
 
@@ -626,8 +653,21 @@ impl CaptureLoop {
     /// Reads the new commits into the chain; false when the WAL was reset (the pending commits
     /// are flushed first: they are valid).
     fn scan(&self, capture: &Capture, chain: &mut Chain) -> Result<bool> {
+        let mut images = std::mem::take(&mut chain.images);
+        let result = self.scan_into(capture, chain, &mut images);
+        chain.images = images;
+        result
+    }
+
+    fn scan_into(
+        &self,
+        capture: &Capture,
+        chain: &mut Chain,
+        images: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let mut page = Vec::new();
         loop {
-            match capture.read_commits(chain.position, MAX_HELD_TRANSACTION)? {
+            match capture.read_commits(chain.position, MAX_HELD_TRANSACTION, images)? {
                 Scan::Reset { reason } => {
                     tracing::warn!(db = %self.db.display(), %reason, "starting a new generation");
                     self.flush(chain)?;
@@ -642,9 +682,8 @@ impl CaptureLoop {
                     // Seen now: never before any of them committed.
                     let observed = Utc::now();
                     let observed_us = observed.timestamp_micros();
-                    let mut page = vec![0u8; chain.page_size as usize];
                     for c in commits {
-                        self.spool_commit(chain, &c, &wal, observed_us, &mut page)?;
+                        self.spool_commit(chain, &c, wal, images, observed_us, &mut page)?;
                     }
                     let last = chain.next_txid - 1;
                     self.with_status(|s| {
@@ -670,15 +709,17 @@ impl CaptureLoop {
             .unwrap_or_else(std::env::temp_dir)
     }
 
-    /// Writes one captured commit into the pending segment's spool, its pages read from the
-    /// WAL one at a time, and updates the chain's checksum.
+    /// Writes one captured commit into the pending segment's spool, its pages taken from
+    /// `images` (held) or read from the WAL one at a time into `page`, and updates the chain's
+    /// checksum.
     fn spool_commit(
         &self,
         chain: &mut Chain,
         commit: &CapturedCommit,
         wal: &std::fs::File,
+        images: &[u8],
         observed_us: i64,
-        page: &mut [u8],
+        page: &mut Vec<u8>,
     ) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let spool_err = |e| Error::io("write a segment in", self.spool_dir(), e);
@@ -697,19 +738,22 @@ impl CaptureLoop {
             pages: commit.pages.len() as u32,
             checksum_after: 0,
         };
-        if let Some(images) = &commit.images {
+        let ps = chain.page_size as usize;
+        if let Some(held_at) = &commit.images {
             // Held: the checksum after is known before the pages are written.
-            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
-                chain.checksum.set_page(pgno, image);
+            let image = |at: usize| &images[at..at + ps];
+            for (&(pgno, _), &at) in commit.pages.iter().zip(held_at) {
+                chain.checksum.set_page(pgno, image(at));
             }
             chain.checksum.set_size(commit.db_size);
             header.checksum_after = chain.checksum.value();
             spool.begin_commit(&header).map_err(spool_err)?;
-            for (&(pgno, _), image) in commit.pages.iter().zip(images) {
-                spool.page(pgno, image).map_err(spool_err)?;
+            for (&(pgno, _), &at) in commit.pages.iter().zip(held_at) {
+                spool.page(pgno, image(at)).map_err(spool_err)?;
             }
         } else {
             // Large: each page read from the WAL once, its checksum set in the header after.
+            page.resize(ps, 0);
             spool.begin_commit(&header).map_err(spool_err)?;
             for &(pgno, offset) in &commit.pages {
                 wal.read_exact_at(page, offset)
@@ -807,6 +851,7 @@ impl CaptureLoop {
             page_size,
             pending: None,
             pending_observed: (0, 0),
+            images: Vec::new(),
         })
     }
 
@@ -931,6 +976,7 @@ impl CaptureLoop {
             page_size: sum.page_size,
             pending: None,
             pending_observed: (0, 0),
+            images: Vec::new(),
         }))
     }
 }

@@ -8,7 +8,8 @@
 //! their salts end the scan.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 
 /// The size of the WAL header.
 pub const WAL_HEADER_SIZE: u64 = 32;
@@ -130,10 +131,9 @@ pub fn wal_checksum(big_endian: bool, data: &[u8], seed: (u32, u32)) -> (u32, u3
 ///
 /// # Errors
 /// Reading failed.
-pub fn read_header(file: &mut File) -> io::Result<Option<WalHeader>> {
+pub fn read_header(file: &File) -> io::Result<Option<WalHeader>> {
     let mut buf = [0u8; 32];
-    file.seek(SeekFrom::Start(0))?;
-    match file.read_exact(&mut buf) {
+    match file.read_exact_at(&mut buf, 0) {
         Ok(()) => Ok(WalHeader::parse(&buf)),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
@@ -158,29 +158,25 @@ pub struct Frame<'a> {
 /// and drop a trailing group without a commit frame.
 #[derive(Debug)]
 pub struct FrameReader<'f> {
-    reader: BufReader<&'f File>,
+    file: &'f File,
     pos: WalPosition,
-    header: [u8; 24],
-    page: Vec<u8>,
+    /// One frame: header and page.
+    frame: Vec<u8>,
 }
 
 impl<'f> FrameReader<'f> {
     /// Starts reading the frames of `file` after `from`.
     ///
     /// # Errors
-    /// Seeking failed.
+    /// None today (kept for readers that need to prepare the file).
     pub fn new(file: &'f File, from: WalPosition) -> io::Result<Self> {
-        // One frame at a time: past the last valid frame the file usually holds stale frames
-        // of an earlier WAL cycle (SQLite restarts the WAL in place), which a larger buffer
-        // would read on every scan only to find them invalid.
-        let frame = FRAME_HEADER_SIZE as usize + from.header.page_size as usize;
-        let mut reader = BufReader::with_capacity(frame, file);
-        reader.seek(SeekFrom::Start(from.offset()))?;
+        // One frame per read (one `pread`, no seek): past the last valid frame the file usually
+        // holds stale frames of an earlier WAL cycle (SQLite restarts the WAL in place), which
+        // reading ahead would read on every scan only to find them invalid.
         Ok(FrameReader {
-            reader,
+            file,
             pos: from,
-            header: [0; 24],
-            page: vec![0; from.header.page_size as usize],
+            frame: vec![0; FRAME_HEADER_SIZE as usize + from.header.page_size as usize],
         })
     }
 
@@ -196,21 +192,19 @@ impl<'f> FrameReader<'f> {
     /// Reading failed.
     pub fn next_frame(&mut self) -> io::Result<Option<Frame<'_>>> {
         let h = self.pos.header;
-        for buf in [&mut self.header[..], &mut self.page[..]] {
-            match self.reader.read_exact(buf) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e),
-            }
+        match self.file.read_exact_at(&mut self.frame, self.pos.offset()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
         }
-        let fh = &self.header;
+        let (fh, page) = self.frame.split_at(FRAME_HEADER_SIZE as usize);
         let word = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
         let pgno = word(0);
         if pgno == 0 || word(8) != h.salt1 || word(12) != h.salt2 {
             return Ok(None);
         }
         let sum = wal_checksum(h.big_endian, &fh[..8], self.pos.checksum);
-        let sum = wal_checksum(h.big_endian, &self.page, sum);
+        let sum = wal_checksum(h.big_endian, page, sum);
         if sum != (word(16), word(20)) {
             return Ok(None);
         }
@@ -222,7 +216,7 @@ impl<'f> FrameReader<'f> {
         Ok(Some(Frame {
             pgno,
             commit_size: word(4),
-            page: &self.page,
+            page,
             after: self.pos,
         }))
     }
@@ -272,8 +266,8 @@ mod tests {
 
     /// Commits and the position of the last one, read from `from`.
     fn commits(path: &std::path::Path, from: Option<WalPosition>) -> (WalHeader, usize, u32) {
-        let mut file = File::open(path.with_extension("db-wal")).unwrap();
-        let header = read_header(&mut file).unwrap().expect("a valid header");
+        let file = File::open(path.with_extension("db-wal")).unwrap();
+        let header = read_header(&file).unwrap().expect("a valid header");
         let mut reader = FrameReader::new(&file, from.unwrap_or(header.start())).unwrap();
         let (mut n, mut frames) = (0, 0);
         while let Some(f) = reader.next_frame().unwrap() {
@@ -339,8 +333,8 @@ mod tests {
         insert(&conn, 1, 10);
         let wal = path.with_extension("db-wal");
         let mut bytes = std::fs::read(&wal).unwrap();
-        let mut file = File::open(&wal).unwrap();
-        let header = read_header(&mut file).unwrap().unwrap();
+        let file = File::open(&wal).unwrap();
+        let header = read_header(&file).unwrap().unwrap();
         // Damage a page byte in frame 5 (0-based 4).
         let at = (WAL_HEADER_SIZE + 4 * header.frame_size() + FRAME_HEADER_SIZE + 10) as usize;
         bytes[at] ^= 0x40;
@@ -374,8 +368,8 @@ mod tests {
         );
         assert_eq!(rows_in_copy(&path), 33);
         // Continuing from a position: nothing after the last commit.
-        let mut file = File::open(path.with_extension("db-wal")).unwrap();
-        let header = read_header(&mut file).unwrap().unwrap();
+        let file = File::open(path.with_extension("db-wal")).unwrap();
+        let header = read_header(&file).unwrap().unwrap();
         let (end, size) = last_commit(&file, header.start()).unwrap().unwrap();
         assert!(size >= 2);
         assert!(last_commit(&file, end).unwrap().is_none());
