@@ -139,8 +139,10 @@ impl ResumeRecord {
     pub(crate) fn path_for(db: &Path, destinations: &[String]) -> PathBuf {
         let mut sorted: Vec<&str> = destinations.iter().map(String::as_str).collect();
         sorted.sort_unstable();
-        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-        let hash = crc.checksum(sorted.join("\n").as_bytes());
+        let hash = crc_fast::checksum(
+            crc_fast::CrcAlgorithm::Crc32Iscsi,
+            sorted.join("\n").as_bytes(),
+        );
         let mut name = db.file_name().unwrap_or_default().to_os_string();
         name.push(format!("-kars-resume-{hash:08x}.json"));
         db.with_file_name(name)
