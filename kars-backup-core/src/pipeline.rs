@@ -875,7 +875,7 @@ fn spawn_download(
 
 /// Checksums and size of a stream of chunks ([`Digester`]), computed on a thread of its own, so
 /// that hashing overlaps with receiving, writing and decompressing instead of running between
-/// them (at most `2 × CHANNEL_DEPTH` chunks wait for it).
+/// them (at most `2 × CHANNEL_DEPTH` batches of about 1 MiB wait for it).
 ///
 /// ```
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -891,25 +891,36 @@ fn spawn_download(
 /// ```
 #[derive(Debug)]
 pub struct BackgroundHasher {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<Vec<Bytes>>>,
     handle: JoinHandle<Digested>,
+    /// Chunks gathered for the next hand-off (a transport's chunks can be small: one wake-up of
+    /// the thread per [`HASH_BATCH`] bytes instead of one per chunk).
+    pending: Vec<Bytes>,
+    pending_len: usize,
 }
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1024 * 1024;
 
 impl BackgroundHasher {
     /// Starts the hashing thread (a tokio blocking thread) with `digester`
     /// ([`Digester::checking`] for a read checked against a manifest).
     pub fn new(digester: Digester) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH * 2);
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(CHANNEL_DEPTH * 2);
         let handle = tokio::task::spawn_blocking(move || {
             let mut digester = digester;
-            while let Some(chunk) = rx.blocking_recv() {
-                digester.update(&chunk);
+            while let Some(batch) = rx.blocking_recv() {
+                for chunk in &batch {
+                    digester.update(chunk);
+                }
             }
             digester.finish()
         });
         BackgroundHasher {
             tx: Some(tx),
             handle,
+            pending: Vec::new(),
+            pending_len: 0,
         }
     }
 
@@ -918,8 +929,22 @@ impl BackgroundHasher {
     /// # Errors
     /// When the hashing thread died.
     pub async fn update(&mut self, chunk: Bytes) -> Result<()> {
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= HASH_BATCH {
+            self.hand_on().await?;
+        }
+        Ok(())
+    }
+
+    async fn hand_on(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
         let tx = self.tx.as_ref().ok_or_else(hasher_gone)?;
-        tx.send(chunk).await.map_err(|_| hasher_gone())
+        tx.send(batch).await.map_err(|_| hasher_gone())
     }
 
     /// The digest of everything added.
@@ -927,6 +952,7 @@ impl BackgroundHasher {
     /// # Errors
     /// When the hashing thread died.
     pub async fn finish(mut self) -> Result<Digested> {
+        self.hand_on().await?;
         self.tx = None;
         (&mut self.handle).await.map_err(|_| hasher_gone())
     }
