@@ -93,8 +93,10 @@ impl From<WalPosition> for SavedPosition {
     }
 }
 
-impl From<SavedPosition> for WalPosition {
-    fn from(p: SavedPosition) -> Self {
+impl SavedPosition {
+    /// The position recorded (the header's checksum left out, as in a segment).
+    fn position(self) -> WalPosition {
+        let p = self;
         WalPosition {
             header: WalHeader {
                 big_endian: p.big_endian,
@@ -184,7 +186,14 @@ impl ResumeRecord {
             .iter()
             .rev()
             .find(|e| e.key == key && e.size == size)
-            .map(|e| Tip::new(e.generation.clone(), e.last_txid, e.checksum, e.wal.into()))
+            .map(|e| {
+                Tip::new(
+                    e.generation.clone(),
+                    e.last_txid,
+                    e.checksum,
+                    e.wal.position(),
+                )
+            })
     }
 
     /// Remembers a segment sealed as `key` (`size` bytes) that ends at `tip`, before it is
