@@ -1,8 +1,11 @@
 //! Hostile and damaged archives: nothing is written outside the staging directory and the live
 //! database is never touched.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use kars_backup_core::{Error, SinkExt};
+use kars_backup_core::testing::InMemorySink;
+use kars_backup_core::{BackupReport, Error, Repository, SinkExt};
 use kars_backup_sqlite::SqliteSource;
 use kars_backup_sqlite::sample::{SampleSize, create_kars_database};
 use tar::{EntryType, Header};
@@ -247,19 +250,30 @@ async fn damaged_archives_are_refused() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_byte_in_a_committed_backup_is_a_checksum_mismatch() {
-    let f = fixture();
+/// A committed backup of the demo KARS database in a fresh in-memory repository.
+async fn committed_backup() -> (Repository, Arc<InMemorySink>, BackupReport) {
     let src_dir = tempfile::tempdir().unwrap();
     let src = src_dir.path().join("assets.db");
     create_kars_database(&src, SampleSize::demo()).unwrap();
     let (repo, sink) = repo();
     let report = backup(SqliteSource::new(&src), &repo).await;
-    let name = report.manifest.name.clone();
-    let mut bytes = sink.get_bytes(&name).await.unwrap().to_vec();
+    (repo, sink, report)
+}
+
+/// Flips one bit in the middle of the stored object `name`.
+async fn flip_a_byte(sink: &InMemorySink, name: &str) {
+    let mut bytes = sink.get_bytes(name).await.unwrap().to_vec();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
-    sink.put_bytes(&name, Bytes::from(bytes)).await.unwrap();
+    sink.put_bytes(name, Bytes::from(bytes)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_committed_backup_is_a_checksum_mismatch() {
+    let f = fixture();
+    let (repo, sink, report) = committed_backup().await;
+    let name = report.manifest.name.clone();
+    flip_a_byte(&sink, &name).await;
     let err = restore_named(&repo, &name, &SqliteSource::new(&f.live), &confirmed())
         .await
         .unwrap_err();
@@ -272,11 +286,7 @@ async fn a_flipped_byte_in_a_committed_backup_is_a_checksum_mismatch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_whose_manifest_has_only_a_sha256_is_checked_with_it() {
     let f = fixture();
-    let src_dir = tempfile::tempdir().unwrap();
-    let src = src_dir.path().join("assets.db");
-    create_kars_database(&src, SampleSize::demo()).unwrap();
-    let (repo, sink) = repo();
-    let report = backup(SqliteSource::new(&src), &repo).await;
+    let (repo, sink, report) = committed_backup().await;
     let name = report.manifest.name.clone();
     assert!(
         report.manifest.archive.blake3.is_some(),
@@ -296,10 +306,7 @@ async fn an_archive_whose_manifest_has_only_a_sha256_is_checked_with_it() {
         .await
         .unwrap();
 
-    let mut bytes = sink.get_bytes(&name).await.unwrap().to_vec();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    sink.put_bytes(&name, Bytes::from(bytes)).await.unwrap();
+    flip_a_byte(&sink, &name).await;
     let err = restore_named(&repo, &name, &SqliteSource::new(&f.live), &confirmed())
         .await
         .unwrap_err();
